@@ -244,10 +244,138 @@ cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h,
 
 /* ------------------------------------------------------------------ images */
 /* BEGIN images (owned by the image/preprocessing work) */
+/*
+ * Decoding (Debian's libpng and libjpeg-turbo; format found from the magic
+ * bytes, never the file name). Pixels are exactly what PIL's
+ * Image.open(p).convert("RGB") gives (or convert("L") with channels 1):
+ *   PNG: grey 1/2/4/8 bit (scaled to 0..255 as PIL), grey+alpha, RGB, RGBA,
+ *        palette (with or without tRNS), 16-bit RGB/RGBA/grey+alpha (high
+ *        byte, as PIL), interlaced or not. Alpha and tRNS are dropped (PIL
+ *        does not composite either).
+ *   16-bit grey PNG: PIL maps its mode "I" to RGB by clipping to 255, which
+ *        turns nearly every real image white. chexnet instead takes the HIGH
+ *        BYTE (v >> 8), the same scaling PIL itself applies to every other
+ *        16-bit PNG type, so the full range maps to 0..255.
+ *   JPEG: baseline and progressive, grey and YCbCr/RGB (libjpeg's default
+ *        ISLOW DCT and fancy upsampling, as PIL); CMYK/YCCK is refused
+ *        (CX_EUNSUPPORTED). Any libjpeg warning (corrupt data, premature end
+ *        of file, which libjpeg would pad with grey) is an error.
+ * Headers claiming a side of 0 (CX_EFORMAT) or above CX_IMAGE_MAX_SIDE
+ * (CX_ELIMIT) are refused before any pixel buffer is allocated; truncated
+ * files are errors (CX_EFORMAT). Error messages name the file.
+ */
+#define CX_IMAGE_MAX_SIDE 16384
+
+/* An 8-bit image, layout HWC: pixel (x, y), channel c is
+ * data[((size_t)y * width + x) * channels + c]; rows are packed.
+ * channels is 1 (grey, PIL "L") or 3 (RGB). */
+typedef struct {
+    int width, height, channels;
+    uint8_t *data;
+} cx_image;
+
+/* channels: 3 = RGB (PIL convert("RGB")), 1 = luma (PIL convert("L"):
+ * ITU-R 601-2, (19595 R + 38470 G + 7471 B + 32768) >> 16), 0 = as stored
+ * (1 for grey sources, 3 otherwise; grey replicated to RGB is what PIL
+ * gives, so 0 is exact and 3x cheaper for X-rays). */
+cx_status cx_image_load(const char *path, int channels, cx_image *out,
+                        cx_err *err);
+/* The same from memory; name is used in error messages (may be NULL). */
+cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
+                            int channels, cx_image *out, cx_err *err);
+/* True when the first bytes are a PNG or JPEG signature (n >= 8 is enough). */
+int cx_image_sniff(const void *buf, size_t n);
+/* Allocates a zeroed image. */
+cx_status cx_image_new(int width, int height, int channels, cx_image *out,
+                       cx_err *err);
+void cx_image_free(cx_image *im); /* frees data, zeroes *im; NULL ok */
+/* Converts between 1 and 3 channels (1 -> 3 replicates, 3 -> 1 is PIL's "L"
+ * formula above); the same count copies. */
+cx_status cx_image_convert(const cx_image *in, int channels, cx_image *out,
+                           cx_err *err);
+
+/* Preprocessing (torchvision/PIL semantics). out must not alias in; every
+ * function allocates out (free it with cx_image_free). */
+/* PIL Image.resize((width, height), Image.BILINEAR) (Pillow >= 7: separable
+ * triangle filter widened by the downscale factor, horizontal pass then
+ * vertical, 22-bit fixed-point coefficients): bit-exact. */
+cx_status cx_image_resize(const cx_image *in, int width, int height,
+                          cx_image *out, cx_err *err);
+/* torchvision transforms.Resize(size) with an int: the shorter side becomes
+ * size, the longer int(size * long / short); BILINEAR as above. */
+cx_status cx_image_resize_short(const cx_image *in, int size, cx_image *out,
+                                cx_err *err);
+/* Copies the rectangle at (x, y) of width x height; it must lie inside. */
+cx_status cx_image_crop(const cx_image *in, int x, int y, int width,
+                        int height, cx_image *out, cx_err *err);
+/* torchvision CenterCrop: top = round((H - h) / 2) with round-half-even. */
+cx_status cx_image_center_crop(const cx_image *in, int width, int height,
+                               cx_image *out, cx_err *err);
+cx_status cx_image_flip_h(const cx_image *in, cx_image *out, cx_err *err);
+/* torchvision TenCrop(size): out[0..4] = top-left, top-right, bottom-left,
+ * bottom-right, center; out[5..9] the same of the horizontally flipped
+ * image. */
+cx_status cx_image_tencrop(const cx_image *in, int size, cx_image out[10],
+                           cx_err *err);
+/* ToTensor + Normalize: dst layout CHW [channels][height][width],
+ * dst = (v / 255 - mean[c]) / std[c] in float32 as torchvision. channels is
+ * 1 or 3; a grey image is replicated to 3 channels; an RGB image given with
+ * channels 1 is converted to luma first. */
+cx_status cx_image_to_tensor(const cx_image *in, int channels,
+                             const float mean[3], const float std[3],
+                             float *dst, cx_err *err);
+
+/* Model input from a decoded image, as the PyTorch pipelines of CheXNet:
+ *   plain:    Resize((S, S)) -> ToTensor -> Normalize           (1 crop)
+ *   ten_crop: Resize(S * 256 / 224) -> TenCrop(S) -> ToTensor -> Normalize
+ *             (10 crops, order of cx_image_tencrop; arnoweng/CheXNet)
+ * S = cx_model_input_size(m); mean/std = cx_model_normalization(m);
+ * channels = the model's in_channels (1: PIL "L" before resizing).
+ * dst layout NCHW [crops][in_channels][S][S]; its size in floats is
+ * cx_image_input_floats(m, ten_crop). */
+size_t cx_image_input_floats(const cx_model *m, int ten_crop);
+cx_status cx_image_preprocess(const cx_model *m, const cx_image *im,
+                              int ten_crop, float *dst, cx_err *err);
+/* Load + preprocess. If keep is non-NULL it receives the decoded image (as
+ * stored: 1 or 3 channels), e.g. for CAM overlays. */
+cx_status cx_image_load_input(const cx_model *m, const char *path,
+                              int ten_crop, float *dst, cx_image *keep,
+                              cx_err *err);
+
+/* Writes an 8-bit grey or RGB PNG atomically (temp file, fsync, rename). */
+cx_status cx_image_save_png(const cx_image *im, const char *path, cx_err *err);
 /* END images */
 
 /* --------------------------------------------------------------------- CAM */
 /* BEGIN cam */
+/*
+ * Class activation maps (Zhou et al. 2016, as in the CheXNet paper):
+ * M_c(y, x) = sum_k w[c][k] f_k(y, x) over the final feature maps f (after
+ * norm5 + ReLU, cx_ctx_features) with the classifier weight w
+ * (cx_model_classifier_weight); the bias is not added.
+ */
+/* Raw map of class cls for image i of the last cx_forward on c (made with
+ * model m): dst layout [h][w] (7 x 7 for a 224 input); dst may be NULL to
+ * query h and w. */
+cx_status cx_cam_compute(const cx_ctx *c, const cx_model *m, int i, int cls,
+                         float *dst, int *h, int *w, cx_err *err);
+/* Bilinear upsampling of a [h][w] map to [H][W] with half-pixel centres
+ * (PyTorch interpolate(mode="bilinear", align_corners=False), OpenCV
+ * resize), then min-max normalisation to [0, 1] (a constant map gives 0).
+ * dst layout [H][W]. */
+cx_status cx_cam_upsample(const float *cam, int h, int w, int H, int W,
+                          float *dst, cx_err *err);
+/* Perceptual colour map written for chexnet (CIELAB lightness rising
+ * linearly from dark purple through red and orange to light yellow):
+ * t in [0, 1] (clamped) to sRGB. */
+void cx_cam_colormap(float t, uint8_t rgb[3]);
+/* Heat map overlay: the raw map is upsampled to the X-ray's size and
+ * normalised (cx_cam_upsample), coloured (cx_cam_colormap) and blended over
+ * the X-ray: out = (1 - a) xray + a colour with a = alpha * (0.25 + 0.75 t),
+ * so the X-ray stays visible where the model did not look. alpha in [0, 1]
+ * (0.5 is a good default). out: a new RGB image of the X-ray's size. */
+cx_status cx_cam_overlay(const cx_image *xray, const float *cam, int h, int w,
+                         float alpha, cx_image *out, cx_err *err);
 /* END cam */
 
 /* -------------------------------------------------------------- evaluation */
