@@ -1,0 +1,119 @@
+/* chexnet info MODEL: describe a model file. */
+#include "cli.h"
+
+#include <getopt.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: chexnet info [--json] MODEL.safetensors\n\n"
+               "Prints the architecture, classes, parameter count, input channels and size,\n"
+               "normalisation, storage dtype and metadata of a model file.\n\n"
+               "  --json      machine-readable output\n"
+               "  -h, --help  this help\n");
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+int cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j')
+            json = 1;
+        else if (c == 'h') {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return 2;
+    }
+    const char *path = argv[optind];
+    cx_err err = {0};
+    cx_model *m = NULL;
+    if (cx_model_load(path, &m, &err))
+        return cli_fail("info", &err);
+    const cx_config *cfg = cx_model_config(m);
+    float mean[3], sd[3];
+    cx_model_normalization(m, mean, sd);
+    int nc = cx_model_num_classes(m);
+    if (json) {
+        printf("{\"file\": ");
+        json_str(path);
+        printf(", \"arch\": ");
+        json_str(cfg->arch);
+        printf(", \"growth_rate\": %d, \"block_config\": [", cfg->growth_rate);
+        for (int b = 0; b < cfg->n_blocks; b++)
+            printf("%s%d", b ? ", " : "", cfg->block_config[b]);
+        printf("], \"num_init_features\": %d, \"bn_size\": %d, \"num_features\": %d, "
+               "\"in_channels\": %d, \"input_size\": %d, \"parameters\": %lld, \"dtype\": \"%s\", "
+               "\"mean\": [%g, %g, %g], \"std\": [%g, %g, %g], \"classes\": [",
+               cfg->num_init_features, cfg->bn_size, cx_config_num_features(cfg), cfg->in_channels,
+               cx_model_input_size(m), (long long)cx_model_num_params(m),
+               cx_dtype_name(cx_model_file_dtype(m)), mean[0], mean[1], mean[2], sd[0], sd[1],
+               sd[2]);
+        for (int i = 0; i < nc; i++) {
+            if (i)
+                printf(", ");
+            json_str(cx_model_class_name(m, i));
+        }
+        printf("], \"metadata\": {");
+        for (int i = 0; i < cx_model_num_meta(m); i++) {
+            const cx_kv *kv = cx_model_meta_at(m, i);
+            if (i)
+                printf(", ");
+            json_str(kv->key);
+            printf(": ");
+            json_str(kv->value);
+        }
+        printf("}}\n");
+    } else {
+        printf("file          %s\n", path);
+        printf("architecture  %s (DenseNet-BC, growth %d, blocks", cfg->arch, cfg->growth_rate);
+        for (int b = 0; b < cfg->n_blocks; b++)
+            printf("%s%d", b ? "-" : " ", cfg->block_config[b]);
+        printf(", %d initial features, bottleneck %dx)\n", cfg->num_init_features, cfg->bn_size);
+        printf("parameters    %lld\n", (long long)cx_model_num_params(m));
+        printf("input         %d channel%s, %dx%d, mean %g,%g,%g std %g,%g,%g\n", cfg->in_channels,
+               cfg->in_channels == 1 ? "" : "s", cx_model_input_size(m), cx_model_input_size(m),
+               mean[0], mean[1], mean[2], sd[0], sd[1], sd[2]);
+        printf("features      %d\n", cx_config_num_features(cfg));
+        printf("dtype         %s\n", cx_dtype_name(cx_model_file_dtype(m)));
+        printf("classes       %d:", nc);
+        for (int i = 0; i < nc; i++)
+            printf(" %s", cx_model_class_name(m, i));
+        printf("\n");
+        static const char *shown[] = {"arch", "classes", "input_size", "mean", "std", "format"};
+        for (int i = 0; i < cx_model_num_meta(m); i++) {
+            const cx_kv *kv = cx_model_meta_at(m, i);
+            int skip = 0;
+            for (size_t j = 0; j < sizeof shown / sizeof shown[0]; j++)
+                skip |= !strcmp(kv->key, shown[j]);
+            if (!skip)
+                printf("%-13s %s\n", kv->key, kv->value);
+        }
+    }
+    cx_model_free(m);
+    return 0;
+}

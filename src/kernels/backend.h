@@ -1,0 +1,57 @@
+/* The kernel interface: one table of operations per backend. Each backend is
+ * its own compilation unit (src/kernels/ref: plain C reference, kept forever
+ * as the oracle; src/kernels/cpu: BLAS + OpenMP). Model code only calls
+ * through this table.
+ *
+ * Activations use layout CNHW: channel-major with the batch inside, i.e.
+ * element (n, c, y, x) of a tensor with N images of H x W is at
+ *     c * (N*H*W) + n * (H*W) + y * W + x.
+ * A channel is one contiguous plane of N*H*W values, so a dense block's
+ * concatenation is a buffer [Cmax][N][H][W] whose first C channels are the
+ * input of the layer that reads C channels, and 1x1 convolutions are plain
+ * GEMMs over it.
+ * Conv weights are PyTorch's [Cout][Cin][kh][kw]; linear weights [M][F]. */
+#ifndef CX_BACKEND_H
+#define CX_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cx_ops {
+    const char *name;
+
+    /* y[c][p] = max(0, x[c][p] * scale[c] + shift[c]), layout CNHW, P = N*H*W
+     * values per channel. x and y may alias. */
+    void (*bn_relu)(const float *x, float *y, int C, int64_t P, const float *scale,
+                    const float *shift);
+
+    /* Convolution without bias, square kernel k, stride s, zero padding pad.
+     * x: CNHW [Cin][N][H][W]; w: [Cout][Cin][k][k]; y: CNHW [Cout][N][Ho][Wo]
+     * (overwritten). scratch: at least conv_scratch(...) floats. */
+    void (*conv2d)(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
+                   int k, int s, int pad, float *y, float *scratch, size_t scratch_n);
+    size_t (*conv_scratch)(int Cin, int N, int H, int W, int Cout, int k, int s, int pad);
+
+    /* Max pooling k x k, stride s, padding pad (padding never wins), floor mode.
+     * x: CNHW [C][N][H][W] -> y: CNHW [C][N][Ho][Wo]. */
+    void (*maxpool)(const float *x, int C, int N, int H, int W, int k, int s, int pad, float *y);
+
+    /* Average pooling k x k, stride k, no padding, floor mode.
+     * x: CNHW [C][N][H][W] -> y: CNHW [C][N][H/k][W/k]. */
+    void (*avgpool)(const float *x, int C, int N, int H, int W, int k, float *y);
+
+    /* Global average pooling. x: CNHW [C][N][HW] -> y: [N][C]. */
+    void (*gap)(const float *x, int C, int N, int HW, float *y);
+
+    /* y[n][m] = b[m] + sum_f x[n][f] * w[m][f]. x: [N][F], w: [M][F], y: [N][M]. */
+    void (*linear)(const float *x, int N, int F, const float *w, const float *b, int M,
+                   float *y);
+} cx_ops;
+
+const cx_ops *cx_ops_ref(void);
+const cx_ops *cx_ops_cpu(void);
+
+/* Output size of a convolution or pooling window (floor mode). */
+static inline int cx_out_size(int in, int k, int s, int pad) { return (in + 2 * pad - k) / s + 1; }
+
+#endif

@@ -1,0 +1,206 @@
+/* CPU backend: convolutions as BLAS GEMMs (BLIS, multithreaded), everything
+ * else as OpenMP loops. Layouts as in kernels/backend.h (activations CNHW).
+ *
+ * Why BLIS: Debian's libblis (OpenMP build) measured 205-225 GFLOP/s on
+ * DenseNet's skinny GEMM shapes on the 2-core Zen 4 development machine, where
+ * OpenBLAS gave 100-190; BLIS also keeps its speed when one GEMM dimension is
+ * small (7x7 maps at batch 1). */
+#include "kernels/backend.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Cap on the im2col buffer, in floats (32 MiB); at least one image fits. */
+#define CX_IM2COL_CAP ((size_t)8 << 20)
+
+static void cpu_bn_relu(const float *x, float *y, int C, int64_t P, const float *scale,
+                        const float *shift)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float sc = scale[c], sh = shift[c];
+        const float *xp = x + c * P;
+        float *yp = y + c * P;
+        for (int64_t p = 0; p < P; p++) {
+            float v = xp[p] * sc + sh;
+            yp[p] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+
+static int is_pointwise(int k, int s, int pad) { return k == 1 && s == 1 && pad == 0; }
+
+static size_t cpu_conv_scratch(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
+{
+    if (is_pointwise(k, s, pad))
+        return 0;
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    size_t per_image = (size_t)Cin * k * k * Ho * Wo;
+    size_t nb = CX_IM2COL_CAP / per_image;
+    if (nb < 1)
+        nb = 1;
+    if (nb > (size_t)N)
+        nb = (size_t)N;
+    return per_image * nb;
+}
+
+/* col[(ci*k + ky)*k + kx][j*Ho*Wo + oy*Wo + ox] for images n0..n0+nb-1. */
+static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, int pad,
+                   int n0, int nb, float *col)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t P = (int64_t)N * H * W, cols = (int64_t)nb * Ho * Wo;
+    int rows = Cin * k * k;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int ci = r / (k * k), ky = (r / k) % k, kx = r % k;
+        float *dst = col + r * cols;
+        for (int j = 0; j < nb; j++) {
+            const float *src = x + ci * P + (int64_t)(n0 + j) * H * W;
+            float *d = dst + (int64_t)j * Ho * Wo;
+            for (int oy = 0; oy < Ho; oy++) {
+                int iy = oy * s - pad + ky;
+                float *drow = d + oy * Wo;
+                if (iy < 0 || iy >= H) {
+                    memset(drow, 0, sizeof(float) * Wo);
+                    continue;
+                }
+                const float *srow = src + iy * W;
+                if (s == 1) {
+                    int lo = pad - kx, hi = W + pad - kx; /* ox range with ix in [0,W) */
+                    if (lo < 0)
+                        lo = 0;
+                    if (hi > Wo)
+                        hi = Wo;
+                    for (int ox = 0; ox < lo && ox < Wo; ox++)
+                        drow[ox] = 0.0f;
+                    if (hi > lo)
+                        memcpy(drow + lo, srow + lo - pad + kx, sizeof(float) * (hi - lo));
+                    for (int ox = hi > lo ? hi : lo; ox < Wo; ox++)
+                        drow[ox] = 0.0f;
+                } else {
+                    for (int ox = 0; ox < Wo; ox++) {
+                        int ix = ox * s - pad + kx;
+                        drow[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
+                       int k, int s, int pad, float *y, float *scratch, size_t scratch_n)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t Po = (int64_t)N * Ho * Wo;
+    if (is_pointwise(k, s, pad)) {
+        /* y[Cout][N*HW] = w[Cout][Cin] * x[Cin][N*HW] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)Po, Cin, 1.0f, w, Cin,
+                    x, (int)Po, 0.0f, y, (int)Po);
+        return;
+    }
+    size_t per_image = (size_t)Cin * k * k * Ho * Wo;
+    int nb = (int)(scratch_n / per_image);
+    if (nb < 1)
+        nb = 1; /* caller guarantees scratch_n >= per_image */
+    int K = Cin * k * k;
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int cnt = N - n0 < nb ? N - n0 : nb;
+        int cols = cnt * Ho * Wo;
+        im2col(x, Cin, N, H, W, k, s, pad, n0, cnt, scratch);
+        /* rows of y for images n0.. are at stride Po */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, cols, K, 1.0f, w, K,
+                    scratch, cols, 0.0f, y + (int64_t)n0 * Ho * Wo, (int)Po);
+    }
+}
+
+static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s, int pad,
+                        float *y)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t planes = (int64_t)C * N;
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * H * W;
+        float *yp = y + pl * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++) {
+            int y0 = oy * s - pad, y1 = y0 + k;
+            if (y0 < 0)
+                y0 = 0;
+            if (y1 > H)
+                y1 = H;
+            for (int ox = 0; ox < Wo; ox++) {
+                int x0 = ox * s - pad, x1 = x0 + k;
+                if (x0 < 0)
+                    x0 = 0;
+                if (x1 > W)
+                    x1 = W;
+                float m = -INFINITY;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) {
+                        float v = xp[iy * W + ix];
+                        if (v > m || isnan(v))
+                            m = v;
+                    }
+                yp[oy * Wo + ox] = m;
+            }
+        }
+    }
+}
+
+static void cpu_avgpool(const float *x, int C, int N, int H, int W, int k, float *y)
+{
+    int Ho = H / k, Wo = W / k;
+    int64_t planes = (int64_t)C * N;
+    const float inv = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * H * W;
+        float *yp = y + pl * Ho * Wo;
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float acc = 0.0f;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        acc += xp[(oy * k + ky) * W + ox * k + kx];
+                yp[oy * Wo + ox] = acc * inv;
+            }
+    }
+}
+
+static void cpu_gap(const float *x, int C, int N, int HW, float *y)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            const float *xp = x + ((int64_t)c * N + n) * HW;
+            float acc = 0.0f;
+            for (int i = 0; i < HW; i++)
+                acc += xp[i];
+            y[(int64_t)n * C + c] = acc / (float)HW;
+        }
+}
+
+static void cpu_linear(const float *x, int N, int F, const float *w, const float *b, int M,
+                       float *y)
+{
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++)
+            y[(int64_t)n * M + m] = b ? b[m] : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, M, F, 1.0f, x, F, w, F, 1.0f, y, M);
+}
+
+static const cx_ops CPU_OPS = {
+    .name = "cpu",
+    .bn_relu = cpu_bn_relu,
+    .conv2d = cpu_conv2d,
+    .conv_scratch = cpu_conv_scratch,
+    .maxpool = cpu_maxpool,
+    .avgpool = cpu_avgpool,
+    .gap = cpu_gap,
+    .linear = cpu_linear,
+};
+
+const cx_ops *cx_ops_cpu(void) { return &CPU_OPS; }
