@@ -1,0 +1,374 @@
+/* Atomic file writing (temp + fsync + rename) and whole-file reading. */
+#include "io/fileutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <zlib.h>
+
+struct cx_atomic_file {
+    char *path;   /* target */
+    char *tmp;    /* temporary file in the same folder */
+    char *dir;    /* the folder (for fsync after rename) */
+    FILE *fp;
+};
+
+static unsigned long g_tmp_counter;
+
+static void atomic_free(cx_atomic_file *f)
+{
+    if (!f)
+        return;
+    free(f->path);
+    free(f->tmp);
+    free(f->dir);
+    free(f);
+}
+
+cx_status cx_atomic_open(const char *path, cx_atomic_file **out, cx_err *err)
+{
+    *out = NULL;
+    if (!path || !*path)
+        return cx_seterr(err, CX_EARG, "atomic write: empty output path");
+    size_t n = strlen(path);
+    if (path[n - 1] == '/')
+        return cx_seterr(err, CX_EARG, "%s: output path names a folder", path);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return cx_seterr(err, CX_EIO, "%s: is a folder, cannot write a file there", path);
+
+    cx_atomic_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+    f->path = strdup(path);
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    if (slash == path)
+        f->dir = strdup("/");
+    else if (slash)
+        f->dir = strndup(path, (size_t)(slash - path));
+    else
+        f->dir = strdup(".");
+    size_t tcap = n + 64;
+    f->tmp = malloc(tcap);
+    if (!f->path || !f->dir || !f->tmp) {
+        atomic_free(f);
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+    }
+    int fd = -1;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned long k = __atomic_fetch_add(&g_tmp_counter, 1, __ATOMIC_RELAXED);
+        snprintf(f->tmp, tcap, "%.*s.%s.tmp-%ld-%lu", (int)(base - path), path, base,
+                 (long)getpid(), k);
+        fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        int e = errno;
+        cx_status s = cx_seterr(err, CX_EIO, "%s: cannot create a temporary file in %s: %s",
+                                path, f->dir, strerror(e));
+        atomic_free(f);
+        return s;
+    }
+    f->fp = fdopen(fd, "wb");
+    if (!f->fp) {
+        int e = errno;
+        close(fd);
+        unlink(f->tmp);
+        cx_status s = cx_seterr(err, CX_EIO, "%s: %s", path, strerror(e));
+        atomic_free(f);
+        return s;
+    }
+    *out = f;
+    return CX_OK;
+}
+
+cx_status cx_atomic_write(cx_atomic_file *f, const void *data, size_t n, cx_err *err)
+{
+    if (!f || !f->fp)
+        return cx_seterr(err, CX_EARG, "atomic write: file not open");
+    if (n == 0)
+        return CX_OK;
+    if (fwrite(data, 1, n, f->fp) != n) {
+        int e = errno;
+        return cx_seterr(err, CX_EIO, "%s: write failed: %s", f->path,
+                         e ? strerror(e) : "short write");
+    }
+    return CX_OK;
+}
+
+FILE *cx_atomic_stream(cx_atomic_file *f)
+{
+    return f ? f->fp : NULL;
+}
+
+const char *cx_atomic_path(const cx_atomic_file *f)
+{
+    return f ? f->path : NULL;
+}
+
+void cx_atomic_abort(cx_atomic_file *f)
+{
+    if (!f)
+        return;
+    if (f->fp)
+        fclose(f->fp);
+    unlink(f->tmp);
+    atomic_free(f);
+}
+
+static void fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    (void)fsync(fd); /* best effort: some file systems refuse it */
+    close(fd);
+}
+
+cx_status cx_atomic_commit(cx_atomic_file *f, cx_err *err)
+{
+    if (!f || !f->fp) {
+        cx_atomic_abort(f);
+        return cx_seterr(err, CX_EARG, "atomic write: file not open");
+    }
+    cx_status st = CX_OK;
+    errno = 0;
+    if (ferror(f->fp) || fflush(f->fp) != 0) {
+        int e = errno;
+        st = cx_seterr(err, CX_EIO, "%s: write failed: %s", f->path,
+                       e ? strerror(e) : "stream error");
+    } else if (fsync(fileno(f->fp)) != 0 && errno != EINVAL && errno != EROFS) {
+        st = cx_seterr(err, CX_EIO, "%s: fsync failed: %s", f->path, strerror(errno));
+    }
+    int rc = fclose(f->fp);
+    f->fp = NULL;
+    if (st == CX_OK && rc != 0)
+        st = cx_seterr(err, CX_EIO, "%s: close failed: %s", f->path, strerror(errno));
+    if (st == CX_OK && rename(f->tmp, f->path) != 0)
+        st = cx_seterr(err, CX_EIO, "%s: cannot rename %s onto it: %s", f->path, f->tmp,
+                       strerror(errno));
+    if (st != CX_OK) {
+        unlink(f->tmp);
+        atomic_free(f);
+        return st;
+    }
+    fsync_dir(f->dir);
+    atomic_free(f);
+    return CX_OK;
+}
+
+cx_status cx_write_file_atomic(const char *path, const void *data, size_t n, cx_err *err)
+{
+    cx_atomic_file *f;
+    cx_status st = cx_atomic_open(path, &f, err);
+    if (st)
+        return st;
+    st = cx_atomic_write(f, data, n, err);
+    if (st) {
+        cx_atomic_abort(f);
+        return st;
+    }
+    return cx_atomic_commit(f, err);
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static cx_status check_not_dir(const char *path, cx_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : CX_EIO, "%s: %s", path,
+                         strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return cx_seterr(err, CX_EIO, "%s: is a folder, not a file", path);
+    return CX_OK;
+}
+
+cx_status cx_read_file(const char *path, size_t max_bytes, char **data, size_t *n,
+                       cx_err *err)
+{
+    *data = NULL;
+    *n = 0;
+    if (!path || !*path)
+        return cx_seterr(err, CX_EARG, "read: empty path");
+    if (max_bytes > SIZE_MAX / 2)
+        max_bytes = SIZE_MAX / 2;
+    cx_status st = check_not_dir(path, err);
+    if (st)
+        return st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : CX_EIO, "%s: %s", path,
+                         strerror(errno));
+    struct stat sb;
+    size_t cap = 1 << 16;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
+            close(fd);
+            return cx_seterr(err, CX_ELIMIT, "%s: file is %lld bytes, more than the limit of %zu",
+                             path, (long long)sb.st_size, max_bytes);
+        }
+        cap = (size_t)sb.st_size + 1;
+    }
+    char *buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+    }
+    size_t len = 0;
+    for (;;) {
+        if (len + 1 >= cap) {
+            /* Full: probe for EOF before growing (a regular file's buffer is
+             * sized exactly). */
+            char probe;
+            ssize_t r = read(fd, &probe, 1);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                int e = errno;
+                free(buf);
+                close(fd);
+                return cx_seterr(err, CX_EIO, "%s: read failed: %s", path, strerror(e));
+            }
+            if (r == 0)
+                break;
+            if (len + 1 > max_bytes) {
+                free(buf);
+                close(fd);
+                return cx_seterr(err, CX_ELIMIT, "%s: file is larger than the limit of %zu bytes",
+                                 path, max_bytes);
+            }
+            size_t nc = cap * 2;
+            if (nc > max_bytes + 2 || nc < cap)
+                nc = max_bytes + 2;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap = nc;
+            buf[len++] = probe;
+            continue;
+        }
+        ssize_t r = read(fd, buf + len, cap - 1 - len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            free(buf);
+            close(fd);
+            return cx_seterr(err, CX_EIO, "%s: read failed: %s", path, strerror(e));
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > max_bytes) {
+            free(buf);
+            close(fd);
+            return cx_seterr(err, CX_ELIMIT, "%s: file is larger than the limit of %zu bytes",
+                             path, max_bytes);
+        }
+    }
+    close(fd);
+    buf[len] = 0;
+    *data = buf;
+    *n = len;
+    return CX_OK;
+}
+
+cx_status cx_read_file_gz(const char *path, size_t max_bytes, char **data, size_t *n,
+                          cx_err *err)
+{
+    *data = NULL;
+    *n = 0;
+    if (!path || !*path)
+        return cx_seterr(err, CX_EARG, "read: empty path");
+    if (max_bytes > SIZE_MAX / 2)
+        max_bytes = SIZE_MAX / 2;
+    cx_status st = check_not_dir(path, err);
+    if (st)
+        return st;
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (!gz)
+        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : errno ? CX_EIO : CX_ENOMEM,
+                         "%s: %s", path, errno ? strerror(errno) : "out of memory");
+    gzbuffer(gz, 1 << 17);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        gzclose(gz);
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (len + 1 >= cap) {
+            if (cap > max_bytes + 1) {
+                st = cx_seterr(err, CX_ELIMIT,
+                               "%s: (decompressed) contents larger than the limit of %zu bytes",
+                               path, max_bytes);
+                goto fail;
+            }
+            size_t nc = cap * 2;
+            if (nc > max_bytes + 2)
+                nc = max_bytes + 2;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                st = cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+                goto fail;
+            }
+            buf = nb;
+            cap = nc;
+        }
+        size_t want = cap - 1 - len;
+        if (want > (1u << 30))
+            want = 1u << 30;
+        int r = gzread(gz, buf + len, (unsigned)want);
+        if (r < 0) {
+            int errnum;
+            const char *msg = gzerror(gz, &errnum);
+            st = cx_seterr(err, errnum == Z_ERRNO ? CX_EIO : CX_EFORMAT, "%s: %s", path,
+                           errnum == Z_ERRNO ? strerror(errno) : msg);
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+        if (len > max_bytes) {
+            st = cx_seterr(err, CX_ELIMIT,
+                           "%s: (decompressed) contents larger than the limit of %zu bytes",
+                           path, max_bytes);
+            goto fail;
+        }
+    }
+    {
+        int errnum = Z_OK;
+        const char *msg = gzerror(gz, &errnum);
+        if (errnum != Z_OK && errnum != Z_STREAM_END) {
+            st = cx_seterr(err, CX_EFORMAT, "%s: corrupt or truncated gzip data: %s", path, msg);
+            goto fail;
+        }
+    }
+    if (gzclose(gz) != Z_OK) {
+        gz = NULL;
+        st = cx_seterr(err, CX_EIO, "%s: error closing the file", path);
+        goto fail;
+    }
+    buf[len] = 0;
+    *data = buf;
+    *n = len;
+    return CX_OK;
+fail:
+    free(buf);
+    if (gz)
+        gzclose(gz);
+    return st;
+}

@@ -1,0 +1,50 @@
+/* fileutil.h - atomic file writing and whole-file reading.
+ *
+ * Atomic writer: the data goes to a temporary file in the target's folder
+ * (".NAME.tmp-PID-N"), which is flushed, fsync'ed and renamed over the
+ * target; the folder is then fsync'ed. Readers of the target see either the
+ * old or the new complete file, never a partial one. On any failure (and on
+ * cx_atomic_abort) the temporary file is removed and the target is untouched.
+ * New files get mode 0666 minus the umask.
+ *
+ *   cx_atomic_file *af;
+ *   if (cx_atomic_open(path, &af, err)) return err->code;
+ *   if (cx_atomic_write(af, buf, n, err)) { cx_atomic_abort(af); return ...; }
+ *   return cx_atomic_commit(af, err);   // frees af, success or not
+ *
+ * Libraries that want a FILE* (libpng) may write through cx_atomic_stream(af)
+ * instead; write errors on it are detected by commit (ferror/fflush).
+ */
+#ifndef CX_IO_FILEUTIL_H
+#define CX_IO_FILEUTIL_H
+
+#include "chexnet.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct cx_atomic_file cx_atomic_file;
+
+cx_status cx_atomic_open(const char *path, cx_atomic_file **out, cx_err *err);
+cx_status cx_atomic_write(cx_atomic_file *f, const void *data, size_t n,
+                          cx_err *err);
+FILE *cx_atomic_stream(cx_atomic_file *f);
+const char *cx_atomic_path(const cx_atomic_file *f); /* the target path */
+/* Flush, fsync, close, rename onto the target, fsync the folder. Frees f.
+ * On failure the temporary file is removed. */
+cx_status cx_atomic_commit(cx_atomic_file *f, cx_err *err);
+/* Discards everything written; the target is untouched. Frees f. NULL ok. */
+void cx_atomic_abort(cx_atomic_file *f);
+
+/* Reads a whole regular file (or FIFO) into a malloc'd buffer with a NUL
+ * appended (not counted in *n). Files larger than max_bytes give CX_ELIMIT.
+ * The caller frees *data. */
+cx_status cx_read_file(const char *path, size_t max_bytes, char **data,
+                       size_t *n, cx_err *err);
+/* The same, transparently decompressing gzip files (plain files are read as
+ * they are); max_bytes limits the decompressed size. A truncated or corrupt
+ * gzip stream is an error. */
+cx_status cx_read_file_gz(const char *path, size_t max_bytes, char **data,
+                          size_t *n, cx_err *err);
+
+#endif
