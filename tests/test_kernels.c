@@ -1,0 +1,250 @@
+/* Every op of the fast CPU backend against the plain-C reference, on random
+ * inputs of assorted shapes (including odd sizes, padding at borders, batch
+ * > 1 and the CNHW channel stride), and the whole forward pass of a small
+ * DenseNet on both backends. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chexnet.h"
+#include "kernels/backend.h"
+#include "model/model_internal.h"
+#include "util/rng.h"
+
+static float *rand_buf(cx_rng *r, size_t n, float lo, float hi)
+{
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = lo + (hi - lo) * (float)cx_rng_uniform(r);
+    return v;
+}
+
+/* max |a-b| / (1 + max|b|) over n values */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md || isnan(d))
+            md = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > mb)
+            mb = fabs(b[i]);
+    }
+    return md / (1.0 + mb);
+}
+
+static void test_bn_relu(void **state)
+{
+    cx_rng r;
+    cx_rng_seed(&r, 1);
+    int C = 37;
+    int64_t P = 2 * 13 * 11;
+    float *x = rand_buf(&r, C * P, -3, 3), *sc = rand_buf(&r, C, -2, 2),
+          *sh = rand_buf(&r, C, -1, 1);
+    float *y1 = malloc(C * P * 4), *y2 = malloc(C * P * 4);
+    cx_ops_ref()->bn_relu(x, y1, C, P, sc, sh);
+    cx_ops_cpu()->bn_relu(x, y2, C, P, sc, sh);
+    assert_true(rel_err(y2, y1, C * P) == 0.0);
+    /* in place */
+    cx_ops_cpu()->bn_relu(x, x, C, P, sc, sh);
+    assert_memory_equal(x, y1, C * P * 4);
+    free(x), free(sc), free(sh), free(y1), free(y2);
+}
+
+static void check_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
+{
+    cx_rng r;
+    cx_rng_seed(&r, (uint64_t)(Cin * 1000 + H * 10 + k));
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    size_t nx = (size_t)Cin * N * H * W, nw = (size_t)Cout * Cin * k * k,
+           ny = (size_t)Cout * N * Ho * Wo;
+    float *x = rand_buf(&r, nx, -1, 1), *w = rand_buf(&r, nw, -0.5f, 0.5f);
+    float *y1 = calloc(ny, 4), *y2 = calloc(ny, 4);
+    cx_ops_ref()->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y1, NULL, 0);
+    size_t sn = cx_ops_cpu()->conv_scratch(Cin, N, H, W, Cout, k, s, pad);
+    float *scratch = malloc((sn + 1) * 4);
+    cx_ops_cpu()->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y2, scratch, sn);
+    double e = rel_err(y2, y1, ny);
+    if (e > 1e-5)
+        fail_msg("conv %dx%d s%d p%d Cin %d N %d %dx%d: rel err %g", k, k, s, pad, Cin, N, H, W,
+                 e);
+    free(x), free(w), free(y1), free(y2), free(scratch);
+}
+
+static void test_conv(void **state)
+{
+    check_conv(16, 1, 9, 9, 8, 1, 1, 0);    /* pointwise GEMM */
+    check_conv(24, 3, 7, 5, 32, 1, 1, 0);   /* batch > 1 */
+    check_conv(12, 2, 8, 9, 32, 3, 1, 1);   /* dense layer conv2 */
+    check_conv(3, 2, 23, 20, 16, 7, 2, 3);  /* conv0 */
+    check_conv(5, 1, 6, 6, 4, 3, 2, 0);     /* strided, no padding */
+    check_conv(128, 2, 14, 14, 32, 3, 1, 1);/* real block-3 shape */
+    /* im2col chunking across images: large enough to exceed one chunk */
+    check_conv(128, 3, 112, 112, 8, 3, 1, 1);
+}
+
+static void test_pools(void **state)
+{
+    cx_rng r;
+    cx_rng_seed(&r, 7);
+    int C = 5, N = 3, H = 13, W = 10;
+    size_t nx = (size_t)C * N * H * W;
+    float *x = rand_buf(&r, nx, -2, 2);
+    int Ho = cx_out_size(H, 3, 2, 1), Wo = cx_out_size(W, 3, 2, 1);
+    size_t ny = (size_t)C * N * Ho * Wo;
+    float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4);
+    cx_ops_ref()->maxpool(x, C, N, H, W, 3, 2, 1, y1);
+    cx_ops_cpu()->maxpool(x, C, N, H, W, 3, 2, 1, y2);
+    assert_memory_equal(y1, y2, ny * 4);
+    /* all-negative inputs: padding must never win */
+    for (size_t i = 0; i < nx; i++)
+        x[i] = -1.0f - (float)i;
+    cx_ops_cpu()->maxpool(x, C, N, H, W, 3, 2, 1, y2);
+    for (size_t i = 0; i < ny; i++)
+        assert_true(y2[i] < 0);
+    free(y1), free(y2);
+
+    float *x2 = rand_buf(&r, nx, -2, 2);
+    size_t na = (size_t)C * N * (H / 2) * (W / 2);
+    y1 = malloc(na * 4), y2 = malloc(na * 4);
+    cx_ops_ref()->avgpool(x2, C, N, H, W, 2, y1);
+    cx_ops_cpu()->avgpool(x2, C, N, H, W, 2, y2);
+    assert_true(rel_err(y2, y1, na) < 1e-6);
+    free(y1), free(y2);
+
+    y1 = malloc((size_t)N * C * 4), y2 = malloc((size_t)N * C * 4);
+    cx_ops_ref()->gap(x2, C, N, H * W, y1);
+    cx_ops_cpu()->gap(x2, C, N, H * W, y2);
+    assert_true(rel_err(y2, y1, (size_t)N * C) < 1e-6);
+    free(y1), free(y2), free(x), free(x2);
+}
+
+static void test_linear(void **state)
+{
+    cx_rng r;
+    cx_rng_seed(&r, 9);
+    int N = 3, F = 1024, M = 14;
+    float *x = rand_buf(&r, (size_t)N * F, 0, 2), *w = rand_buf(&r, (size_t)M * F, -0.1f, 0.1f),
+          *b = rand_buf(&r, M, -1, 1);
+    float y1[3 * 14], y2[3 * 14];
+    cx_ops_ref()->linear(x, N, F, w, b, M, y1);
+    cx_ops_cpu()->linear(x, N, F, w, b, M, y2);
+    assert_true(rel_err(y2, y1, N * M) < 1e-5);
+    free(x), free(w), free(b);
+}
+
+/* Gives every BatchNorm realistic, non-identity statistics. */
+static void perturb_bn(cx_model *m, uint64_t seed)
+{
+    cx_rng r;
+    cx_rng_seed(&r, seed);
+    for (int i = 0; i < cx_model_num_tensors(m); i++) {
+        cx_param *p = cx_model_tensor(m, i);
+        if (p->ndim != 1 || !strncmp(p->name, "classifier", 10))
+            continue;
+        for (int64_t j = 0; j < p->numel; j++) {
+            double u = cx_rng_uniform(&r);
+            switch (p->kind) {
+            case CX_PARAM_WEIGHT: p->data[j] = (float)(0.5 + u); break;
+            case CX_PARAM_BIAS: p->data[j] = (float)(u - 0.5) * 0.4f; break;
+            case CX_PARAM_RUNNING_MEAN: p->data[j] = (float)(u - 0.3) * 0.6f; break;
+            case CX_PARAM_RUNNING_VAR: p->data[j] = (float)(0.2 + 2.0 * u); break;
+            }
+        }
+    }
+}
+
+static void test_forward_small(void **state)
+{
+    /* A small DenseNet-BC (growth 8, blocks 2-3-2, 16 init features) on
+     * 64x48 inputs, batch 3: CPU backend equals the reference. */
+    cx_config cfg = {.arch = "densenet", .growth_rate = 8, .n_blocks = 3,
+                     .block_config = {2, 3, 2}, .num_init_features = 16, .bn_size = 4,
+                     .num_classes = 5, .in_channels = 3};
+    cx_model *m = NULL;
+    cx_err err = {0};
+    assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
+    cx_model_init(m, 42);
+    perturb_bn(m, 43);
+    int N = 3, H = 64, W = 48;
+    cx_rng r;
+    cx_rng_seed(&r, 44);
+    float *in = rand_buf(&r, (size_t)N * 3 * H * W, -2, 2);
+    float l1[15], l2[15], l3[5];
+    cx_ctx *cr = NULL, *cc = NULL;
+    assert_int_equal(cx_ctx_new(m, N, H, W, CX_BACKEND_REF, &cr, &err), CX_OK);
+    assert_int_equal(cx_ctx_new(m, N, H, W, CX_BACKEND_CPU, &cc, &err), CX_OK);
+    assert_int_equal(cx_forward(cr, in, N, l1, &err), CX_OK);
+    assert_int_equal(cx_forward(cc, in, N, l2, &err), CX_OK);
+    assert_true(rel_err(l2, l1, 15) < 1e-5);
+    /* fewer images than planned: same logits for the first image */
+    assert_int_equal(cx_forward(cc, in, 1, l3, &err), CX_OK);
+    assert_true(rel_err(l3, l1, 5) < 1e-5);
+    /* features of image 0 after the batch-of-one forward */
+    int C, h, w;
+    assert_int_equal(cx_ctx_features(cc, 0, NULL, &C, &h, &w, &err), CX_OK);
+    assert_int_equal(C, cx_config_num_features(&cfg));
+    float *f = malloc((size_t)C * h * w * 4);
+    assert_int_equal(cx_ctx_features(cc, 0, f, &C, &h, &w, &err), CX_OK);
+    /* logits recomputed from the features equal the forward's */
+    for (int k = 0; k < 5; k++) {
+        double acc = cx_model_classifier_bias(m)[k];
+        for (int ch = 0; ch < C; ch++) {
+            double mean = 0;
+            for (int i = 0; i < h * w; i++)
+                mean += f[ch * h * w + i];
+            acc += cx_model_classifier_weight(m)[k * C + ch] * mean / (h * w);
+        }
+        assert_true(fabs(acc - l3[k]) < 1e-4 * (1 + fabs(acc)));
+    }
+    assert_int_equal(cx_ctx_features(cc, 1, f, &C, &h, &w, &err), CX_EARG);
+    assert_int_equal(cx_forward(cc, in, N + 1, l2, &err), CX_EARG);
+    free(f);
+    free(in);
+    cx_ctx_free(cr);
+    cx_ctx_free(cc);
+    cx_model_free(m);
+}
+
+static void test_config(void **state)
+{
+    cx_config cfg;
+    cx_err err = {0};
+    assert_int_equal(cx_config_preset("densenet121", 14, 3, &cfg, &err), CX_OK);
+    assert_int_equal(cx_config_num_features(&cfg), 1024);
+    cx_model *m = NULL;
+    assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
+    /* torchvision densenet121(num_classes=14): 6,968,206 trainable params */
+    assert_int_equal(cx_model_num_params(m), 6968206);
+    /* 121 = 1 conv0 + 2*(6+12+24+16) dense convs + 3 transitions + 1 fc */
+    int convs = 0;
+    for (int i = 0; i < cx_model_num_tensors(m); i++)
+        convs += cx_model_tensor(m, i)->ndim == 4;
+    assert_int_equal(convs + 1, 121);
+    assert_string_equal(cx_model_class_name(m, 13), "Hernia");
+    cx_model_free(m);
+    assert_int_equal(cx_config_preset("densenet169", 1, 1, &cfg, &err), CX_OK);
+    assert_int_equal(cx_config_num_features(&cfg), 1664);
+    assert_int_equal(cx_config_preset("densenet201", 1, 3, &cfg, &err), CX_OK);
+    assert_int_equal(cx_config_num_features(&cfg), 1920);
+    assert_int_equal(cx_config_preset("resnet50", 1, 3, &cfg, &err), CX_EARG);
+    assert_non_null(strstr(err.msg, "resnet50"));
+}
+
+int main(void)
+{
+    cx_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_config),   cmocka_unit_test(test_forward_small),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
