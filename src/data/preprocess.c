@@ -1,0 +1,431 @@
+/* preprocess.c - PIL/torchvision-identical resizing, crops and tensors.
+ *
+ * Resize: Pillow's (>= 7) convolution resampling with the BILINEAR (triangle)
+ * filter, re-implemented from its documented semantics: for each output
+ * pixel the source interval is [center - support, center + support] with
+ * center = (i + 0.5) * scale and support = scale (at least 1); taps are
+ * triangle weights normalised to sum 1, then quantised to 22-bit fixed point
+ * (round half away from zero). The horizontal pass runs over only the rows
+ * the vertical pass needs, rounds to 8 bits, then the vertical pass. Sums
+ * start at 1 << 21 (rounding) and are shifted right by 22, clamped to
+ * 0..255. This reproduces PIL's pixels exactly.
+ */
+#include "chexnet.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PREC 22
+
+typedef struct {
+    int ksize;
+    int *bounds; /* [out][2]: first tap, tap count */
+    int32_t *k;  /* [out][ksize] fixed-point weights */
+} coeffs;
+
+static void coeffs_free(coeffs *c)
+{
+    free(c->bounds);
+    free(c->k);
+    c->bounds = NULL;
+    c->k = NULL;
+}
+
+static int coeffs_make(int in_size, int out_size, coeffs *c)
+{
+    double scale = (double)in_size / out_size, fscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * fscale; /* bilinear filter support is 1 */
+    int ksize = (int)ceil(support) * 2 + 1;
+    c->ksize = ksize;
+    c->bounds = malloc(sizeof(int) * 2 * out_size);
+    c->k = malloc(sizeof(int32_t) * (size_t)ksize * out_size);
+    double *w = malloc(sizeof(double) * ksize);
+    if (!c->bounds || !c->k || !w) {
+        free(w);
+        coeffs_free(c);
+        return -1;
+    }
+    double ss = 1.0 / fscale;
+    for (int xx = 0; xx < out_size; xx++) {
+        double center = (xx + 0.5) * scale;
+        int xmin = (int)(center - support + 0.5);
+        if (xmin < 0)
+            xmin = 0;
+        int xmax = (int)(center + support + 0.5);
+        if (xmax > in_size)
+            xmax = in_size;
+        xmax -= xmin;
+        double sum = 0.0;
+        for (int x = 0; x < xmax; x++) {
+            double t = (x + xmin - center + 0.5) * ss;
+            if (t < 0.0)
+                t = -t;
+            double v = t < 1.0 ? 1.0 - t : 0.0;
+            w[x] = v;
+            sum += v;
+        }
+        int32_t *k = c->k + (size_t)xx * ksize;
+        for (int x = 0; x < ksize; x++) {
+            double v = x < xmax ? (sum != 0.0 ? w[x] / sum : w[x]) : 0.0;
+            k[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << PREC)) : (int32_t)(0.5 + v * (1 << PREC));
+        }
+        c->bounds[2 * xx] = xmin;
+        c->bounds[2 * xx + 1] = xmax;
+    }
+    free(w);
+    return 0;
+}
+
+static inline uint8_t clip8(int32_t v)
+{
+    v >>= PREC;
+    return v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+}
+
+static cx_status check_image(const cx_image *im, const char *fn, cx_err *err)
+{
+    if (!im || !im->data || im->width <= 0 || im->height <= 0 ||
+        (im->channels != 1 && im->channels != 3))
+        return cx_seterr(err, CX_EARG, "%s: invalid image", fn);
+    return CX_OK;
+}
+
+cx_status cx_image_resize(const cx_image *in, int width, int height,
+                          cx_image *out, cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_resize", err);
+    if (st)
+        return st;
+    if (!out || out == in)
+        return cx_seterr(err, CX_EARG, "cx_image_resize: invalid output");
+    st = cx_image_new(width, height, in->channels, out, err);
+    if (st)
+        return st;
+    const int C = in->channels, W = in->width, H = in->height;
+    if (W == width && H == height) { /* PIL returns a copy */
+        memcpy(out->data, in->data, (size_t)W * H * C);
+        return CX_OK;
+    }
+    coeffs ch = {0}, cv = {0};
+    if (coeffs_make(W, width, &ch) || coeffs_make(H, height, &cv)) {
+        coeffs_free(&ch);
+        coeffs_free(&cv);
+        cx_image_free(out);
+        return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+    }
+    /* rows of the source that the vertical pass reads */
+    int y0 = cv.bounds[0];
+    int y1 = cv.bounds[2 * height - 2] + cv.bounds[2 * height - 1];
+    int need_h = W != width, need_v = H != height;
+    uint8_t *tmp = NULL;
+    const uint8_t *src = in->data;
+    int src_w = W;
+    if (need_h) {
+        int th = need_v ? y1 - y0 : H;
+        int off = need_v ? y0 : 0;
+        tmp = malloc((size_t)width * th * C);
+        if (!tmp) {
+            coeffs_free(&ch);
+            coeffs_free(&cv);
+            cx_image_free(out);
+            return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+        }
+        for (int y = 0; y < th; y++) {
+            const uint8_t *row = in->data + (size_t)(y + off) * W * C;
+            uint8_t *drow = tmp + (size_t)y * width * C;
+            for (int xx = 0; xx < width; xx++) {
+                const int32_t *k = ch.k + (size_t)xx * ch.ksize;
+                int xmin = ch.bounds[2 * xx], xn = ch.bounds[2 * xx + 1];
+                const uint8_t *p = row + (size_t)xmin * C;
+                if (C == 1) {
+                    int32_t s0 = 1 << (PREC - 1);
+                    for (int x = 0; x < xn; x++)
+                        s0 += p[x] * k[x];
+                    drow[xx] = clip8(s0);
+                } else {
+                    int32_t s0 = 1 << (PREC - 1), s1 = s0, s2 = s0;
+                    for (int x = 0; x < xn; x++) {
+                        s0 += p[3 * x] * k[x];
+                        s1 += p[3 * x + 1] * k[x];
+                        s2 += p[3 * x + 2] * k[x];
+                    }
+                    drow[3 * xx] = clip8(s0);
+                    drow[3 * xx + 1] = clip8(s1);
+                    drow[3 * xx + 2] = clip8(s2);
+                }
+            }
+        }
+        src = tmp;
+        src_w = width;
+    }
+    if (need_v) {
+        int off = need_h ? y0 : 0; /* tmp starts at source row y0 */
+        const size_t stride = (size_t)src_w * C;
+        int32_t *acc = malloc(sizeof(int32_t) * stride);
+        if (!acc) {
+            free(tmp);
+            coeffs_free(&ch);
+            coeffs_free(&cv);
+            cx_image_free(out);
+            return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+        }
+        for (int yy = 0; yy < height; yy++) {
+            const int32_t *k = cv.k + (size_t)yy * cv.ksize;
+            int ymin = cv.bounds[2 * yy] - off, yn = cv.bounds[2 * yy + 1];
+            for (size_t i = 0; i < stride; i++)
+                acc[i] = 1 << (PREC - 1);
+            for (int y = 0; y < yn; y++) {
+                const uint8_t *row = src + (size_t)(ymin + y) * stride;
+                int32_t kv = k[y];
+                for (size_t i = 0; i < stride; i++)
+                    acc[i] += row[i] * kv;
+            }
+            uint8_t *drow = out->data + (size_t)yy * stride;
+            for (size_t i = 0; i < stride; i++)
+                drow[i] = clip8(acc[i]);
+        }
+        free(acc);
+    } else {
+        memcpy(out->data, src, (size_t)width * height * C);
+    }
+    free(tmp);
+    coeffs_free(&ch);
+    coeffs_free(&cv);
+    return CX_OK;
+}
+
+cx_status cx_image_resize_short(const cx_image *in, int size, cx_image *out,
+                                cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_resize_short", err);
+    if (st)
+        return st;
+    if (size <= 0 || size > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "cx_image_resize_short: invalid size %d", size);
+    int w = in->width, h = in->height;
+    int shrt = w <= h ? w : h, lng = w <= h ? h : w;
+    /* torchvision: int(size * long / short) with Python's true division */
+    double nl = (double)((long long)size * lng) / (double)shrt;
+    if (nl > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_ELIMIT, "cx_image_resize_short: result beyond %d pixels",
+                         CX_IMAGE_MAX_SIDE);
+    int new_long = (int)nl;
+    int nw = w <= h ? size : new_long, nh = w <= h ? new_long : size;
+    return cx_image_resize(in, nw, nh, out, err);
+}
+
+cx_status cx_image_crop(const cx_image *in, int x, int y, int width, int height,
+                        cx_image *out, cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_crop", err);
+    if (st)
+        return st;
+    if (!out || out == in)
+        return cx_seterr(err, CX_EARG, "cx_image_crop: invalid output");
+    if (width <= 0 || height <= 0 || x < 0 || y < 0 || x > in->width - width ||
+        y > in->height - height)
+        return cx_seterr(err, CX_EARG,
+                         "cx_image_crop: %dx%d at (%d, %d) does not fit in a %dx%d image",
+                         width, height, x, y, in->width, in->height);
+    st = cx_image_new(width, height, in->channels, out, err);
+    if (st)
+        return st;
+    size_t rb = (size_t)width * in->channels;
+    for (int r = 0; r < height; r++)
+        memcpy(out->data + r * rb,
+               in->data + ((size_t)(y + r) * in->width + x) * in->channels, rb);
+    return CX_OK;
+}
+
+cx_status cx_image_center_crop(const cx_image *in, int width, int height,
+                               cx_image *out, cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_center_crop", err);
+    if (st)
+        return st;
+    if (width > in->width || height > in->height)
+        return cx_seterr(err, CX_EARG,
+                         "cx_image_center_crop: %dx%d is larger than the %dx%d image", width,
+                         height, in->width, in->height);
+    /* Python's round() rounds half to even; (a - b) / 2.0 is exact. */
+    int top = (int)nearbyint((in->height - height) / 2.0);
+    int left = (int)nearbyint((in->width - width) / 2.0);
+    return cx_image_crop(in, left, top, width, height, out, err);
+}
+
+cx_status cx_image_flip_h(const cx_image *in, cx_image *out, cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_flip_h", err);
+    if (st)
+        return st;
+    if (!out || out == in)
+        return cx_seterr(err, CX_EARG, "cx_image_flip_h: invalid output");
+    st = cx_image_new(in->width, in->height, in->channels, out, err);
+    if (st)
+        return st;
+    const int W = in->width, C = in->channels;
+    for (int y = 0; y < in->height; y++) {
+        const uint8_t *s = in->data + (size_t)y * W * C;
+        uint8_t *d = out->data + (size_t)y * W * C;
+        for (int x = 0; x < W; x++)
+            memcpy(d + (size_t)x * C, s + (size_t)(W - 1 - x) * C, C);
+    }
+    return CX_OK;
+}
+
+static cx_status five_crop(const cx_image *im, int size, cx_image out[5], cx_err *err)
+{
+    int W = im->width, H = im->height;
+    cx_status st;
+    if ((st = cx_image_crop(im, 0, 0, size, size, &out[0], err)) ||
+        (st = cx_image_crop(im, W - size, 0, size, size, &out[1], err)) ||
+        (st = cx_image_crop(im, 0, H - size, size, size, &out[2], err)) ||
+        (st = cx_image_crop(im, W - size, H - size, size, size, &out[3], err)) ||
+        (st = cx_image_center_crop(im, size, size, &out[4], err)))
+        return st;
+    return CX_OK;
+}
+
+cx_status cx_image_tencrop(const cx_image *in, int size, cx_image out[10], cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_tencrop", err);
+    if (st)
+        return st;
+    if (!out)
+        return cx_seterr(err, CX_EARG, "cx_image_tencrop: out is NULL");
+    memset(out, 0, sizeof(cx_image) * 10);
+    if (size <= 0 || size > in->width || size > in->height)
+        return cx_seterr(err, CX_EARG, "cx_image_tencrop: crop %d does not fit in %dx%d",
+                         size, in->width, in->height);
+    cx_image flipped = {0};
+    if (!(st = five_crop(in, size, out, err)) && !(st = cx_image_flip_h(in, &flipped, err)))
+        st = five_crop(&flipped, size, out + 5, err);
+    cx_image_free(&flipped);
+    if (st)
+        for (int i = 0; i < 10; i++)
+            cx_image_free(&out[i]);
+    return st;
+}
+
+cx_status cx_image_to_tensor(const cx_image *in, int channels, const float mean[3],
+                             const float std[3], float *dst, cx_err *err)
+{
+    cx_status st = check_image(in, "cx_image_to_tensor", err);
+    if (st)
+        return st;
+    if ((channels != 1 && channels != 3) || !mean || !std || !dst)
+        return cx_seterr(err, CX_EARG, "cx_image_to_tensor: invalid arguments");
+    for (int c = 0; c < channels; c++)
+        if (!(std[c] != 0.0f) || !isfinite(std[c]) || !isfinite(mean[c]))
+            return cx_seterr(err, CX_ENUMERIC, "cx_image_to_tensor: invalid mean/std");
+    const size_t np = (size_t)in->width * in->height;
+    const int C = in->channels;
+    for (int c = 0; c < channels; c++) {
+        float *d = dst + (size_t)c * np;
+        const float m = mean[c], s = std[c];
+        float lut[256];
+        for (int v = 0; v < 256; v++) /* torchvision: float(v) / 255, sub, div */
+            lut[v] = ((float)v / 255.0f - m) / s;
+        const uint8_t *p = in->data;
+        if (channels == C) {
+            for (size_t i = 0; i < np; i++)
+                d[i] = lut[p[i * C + c]];
+        } else if (C == 1) {
+            for (size_t i = 0; i < np; i++)
+                d[i] = lut[p[i]];
+        } else {
+            for (size_t i = 0; i < np; i++) {
+                const uint8_t *q = p + 3 * i;
+                d[i] = lut[(q[0] * 19595u + q[1] * 38470u + q[2] * 7471u + 0x8000u) >> 16];
+            }
+        }
+    }
+    return CX_OK;
+}
+
+/* ------------------------------------------------------ model input */
+
+static int model_channels(const cx_model *m)
+{
+    const cx_config *cfg = cx_model_config(m);
+    return cfg && cfg->in_channels == 1 ? 1 : 3;
+}
+
+size_t cx_image_input_floats(const cx_model *m, int ten_crop)
+{
+    if (!m)
+        return 0;
+    size_t s = (size_t)cx_model_input_size(m);
+    return (ten_crop ? 10 : 1) * (size_t)model_channels(m) * s * s;
+}
+
+cx_status cx_image_preprocess(const cx_model *m, const cx_image *im, int ten_crop,
+                              float *dst, cx_err *err)
+{
+    cx_status st = check_image(im, "cx_image_preprocess", err);
+    if (st)
+        return st;
+    if (!m || !dst)
+        return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid arguments");
+    int S = cx_model_input_size(m), C = model_channels(m);
+    if (S <= 0 || S > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid model input size %d", S);
+    float mean[3], std[3];
+    cx_model_normalization(m, mean, std);
+    cx_image grey = {0}, sized = {0};
+    const cx_image *src = im;
+    if (C == 1 && im->channels == 3) { /* PIL convert("L") before resizing */
+        if ((st = cx_image_convert(im, 1, &grey, err)))
+            return st;
+        src = &grey;
+    }
+    if (!ten_crop) {
+        st = cx_image_resize(src, S, S, &sized, err);
+        if (!st)
+            st = cx_image_to_tensor(&sized, C, mean, std, dst, err);
+    } else {
+        cx_image crops[10];
+        int R = (int)((long long)S * 256 / 224);
+        st = cx_image_resize_short(src, R, &sized, err);
+        if (!st)
+            st = cx_image_tencrop(&sized, S, crops, err);
+        if (!st) {
+            size_t per = (size_t)C * S * S;
+            for (int i = 0; i < 10 && !st; i++)
+                st = cx_image_to_tensor(&crops[i], C, mean, std, dst + i * per, err);
+            for (int i = 0; i < 10; i++)
+                cx_image_free(&crops[i]);
+        }
+    }
+    cx_image_free(&sized);
+    cx_image_free(&grey);
+    return st;
+}
+
+cx_status cx_image_load_input(const cx_model *m, const char *path, int ten_crop,
+                              float *dst, cx_image *keep, cx_err *err)
+{
+    cx_image im;
+    if (keep)
+        memset(keep, 0, sizeof *keep);
+    cx_status st = cx_image_load(path, 0, &im, err);
+    if (st)
+        return st;
+    st = cx_image_preprocess(m, &im, ten_crop, dst, err);
+    if (st) {
+        /* name the file: preprocessing messages do not know it */
+        cx_err e2;
+        if (err) {
+            e2 = *err;
+            cx_seterr(err, st, "%s: %s", path, e2.msg);
+        }
+        cx_image_free(&im);
+        return st;
+    }
+    if (keep)
+        *keep = im;
+    else
+        cx_image_free(&im);
+    return CX_OK;
+}
