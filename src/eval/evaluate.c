@@ -1,0 +1,494 @@
+/* cx_evaluate: per-class AUROC, operating points and percentile-bootstrap
+ * CIs over image resamples.
+ *
+ * The bootstrap never re-sorts: each class's images are sorted by score once
+ * and packed as (image << 2 | last-of-tie-group << 1 | positive). A resample
+ * is a vector of multiplicities (how often each image was drawn); its AUROC
+ * is the Mann-Whitney statistic summed over tie groups while walking the
+ * pre-sorted order, and its confusion matrix at the operating point is the
+ * running count at the end of the prefix of scores >= threshold. Resample b
+ * draws from its own PRNG stream (cx_bootstrap_indices), so the results do
+ * not depend on the number of threads. */
+#define _GNU_SOURCE
+#include "data/labels.h"
+#include "eval/eval_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define N_MET 6 /* auroc, sens, spec, ppv, npv, f1 */
+
+void cx_eval_opts_default(cx_eval_opts *o)
+{
+    o->n_bootstrap = 10000;
+    o->seed = 0;
+    o->rule = CX_OP_THRESHOLD;
+    o->threshold = 0.5;
+}
+
+void cx_eval_free(cx_eval_result *r)
+{
+    if (!r)
+        return;
+    if (r->cls)
+        for (int k = 0; k < r->n_classes; k++) {
+            free(r->cls[k].roc_fpr);
+            free(r->cls[k].roc_tpr);
+            free(r->cls[k].roc_thr);
+        }
+    free(r->cls);
+    for (int i = 0; i < r->n_warnings; i++)
+        free(r->warnings[i]);
+    free(r->warnings);
+    free(r);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void cx_eval_ci95(double *v, size_t m, double *lo, double *hi)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < m; i++)
+        if (isfinite(v[i]))
+            v[k++] = v[i];
+    if (!k) {
+        *lo = *hi = NAN;
+        return;
+    }
+    qsort(v, k, sizeof *v, cmp_d);
+    *lo = cx_percentile(v, k, 2.5);
+    *hi = cx_percentile(v, k, 97.5);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Maps each image of p to a labels row; error naming missing images. */
+static cx_status match_images(const cx_pred_table *p, const cx_labels *l, const char *what,
+                              int *row, cx_err *err)
+{
+    int missing = 0, first = -1;
+    for (int i = 0; i < p->n_images; i++) {
+        row[i] = cx_labels_find(l, p->images[i]);
+        if (row[i] == -2)
+            return cx_seterr(err, CX_EFORMAT,
+                             "%s image '%s': its file name matches several label rows "
+                             "(use the full id as in the labels file)",
+                             what, p->images[i]);
+        if (row[i] < 0 && !missing++)
+            first = i;
+    }
+    if (missing)
+        return cx_seterr(err, CX_EMISSING,
+                         "%s image '%s' has no label in the labels file%s (%d of %d images "
+                         "unlabelled)",
+                         what, p->images[first], missing > 1 ? ", nor do others" : "", missing,
+                         p->n_images);
+    /* two predictions resolving to one label row (same file name) */
+    int nl = cx_labels_num_images(l);
+    int *seen = malloc((size_t)nl * sizeof *seen);
+    if (!seen)
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    for (int j = 0; j < nl; j++)
+        seen[j] = -1;
+    for (int i = 0; i < p->n_images; i++) {
+        if (seen[row[i]] >= 0) {
+            cx_status st = cx_seterr(err, CX_EFORMAT,
+                                     "%s images '%s' and '%s' both match label row '%s'", what,
+                                     p->images[seen[row[i]]], p->images[i],
+                                     cx_labels_image(l, row[i]));
+            free(seen);
+            return st;
+        }
+        seen[row[i]] = i;
+    }
+    free(seen);
+    return CX_OK;
+}
+
+/* Labels of class column lk for the rows. */
+static void gather_labels(const cx_labels *l, const int *row, int n, int lk, int8_t *y)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = (int8_t)cx_labels_get(l, row[i], lk);
+}
+
+static int find_class(const cx_labels *l, const char *name)
+{
+    for (int k = 0; k < cx_labels_num_classes(l); k++)
+        if (cx_class_name_eq(cx_labels_class(l, k), name))
+            return k;
+    return -1;
+}
+
+typedef struct {
+    uint32_t *packed; /* image << 2 | group end << 1 | positive */
+    size_t m;
+    size_t thr_len;   /* entries with score >= threshold */
+    int defined;
+} sorted_class;
+
+cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
+                      const cx_pred_table *val, const cx_eval_opts *opts,
+                      cx_eval_result **out, cx_err *err)
+{
+    *out = NULL;
+    cx_eval_opts dflt;
+    cx_eval_opts_default(&dflt);
+    if (!opts)
+        opts = &dflt;
+    if (!pred || !labels)
+        return cx_seterr(err, CX_EARG, "cx_evaluate: no predictions or labels");
+    if (pred->n_images < 1)
+        return cx_seterr(err, CX_EARG, "no images to evaluate");
+    if (pred->n_images >= (1 << 29))
+        return cx_seterr(err, CX_ELIMIT, "more than 2^29 images");
+    if (opts->n_bootstrap < 0 || opts->n_bootstrap > 10000000)
+        return cx_seterr(err, CX_EARG, "bootstrap resamples must be in [0, 10^7]");
+    if (opts->rule != CX_OP_THRESHOLD && !val)
+        return cx_seterr(err, CX_EARG,
+                         "operating point '%s' needs validation predictions "
+                         "(choosing it on the test set would be optimistic)",
+                         cx_op_rule_name(opts->rule));
+    if (opts->rule == CX_OP_THRESHOLD && !isfinite(opts->threshold))
+        return cx_seterr(err, CX_EARG, "the threshold must be a finite number");
+    int n = pred->n_images, nc = pred->n_classes;
+    cx_status st = CX_OK;
+    cx_eval_result *r = calloc(1, sizeof *r);
+    int *row = malloc((size_t)n * sizeof *row);
+    int *vrow = NULL;
+    int8_t *y = malloc((size_t)n * nc);
+    double *sc = malloc((size_t)n * sizeof *sc);
+    int8_t *vy = NULL;
+    double *vsc = NULL;
+    sorted_class *sc_k = calloc((size_t)nc, sizeof *sc_k);
+    double *res = NULL, *res_mean = NULL, *tmp = NULL;
+    if (!r || !row || !y || !sc || !sc_k) {
+        st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        goto done;
+    }
+    r->n_images = n;
+    r->n_classes = nc;
+    r->n_bootstrap = opts->n_bootstrap;
+    r->seed = opts->seed;
+    r->rule = opts->rule;
+    r->cls = calloc((size_t)nc, sizeof *r->cls);
+    if (!r->cls) {
+        st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        goto done;
+    }
+    st = match_images(pred, labels, "predicted", row, err);
+    if (st)
+        goto done;
+    int *vk = calloc((size_t)nc, sizeof *vk);
+    if (!vk) {
+        st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        goto done;
+    }
+    if (val) {
+        vrow = malloc((size_t)(val->n_images ? val->n_images : 1) * sizeof *vrow);
+        vy = malloc((size_t)(val->n_images ? val->n_images : 1));
+        vsc = malloc((size_t)(val->n_images ? val->n_images : 1) * sizeof *vsc);
+        if (!vrow || !vy || !vsc) {
+            free(vk);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        st = match_images(val, labels, "validation", vrow, err);
+        if (st) {
+            free(vk);
+            goto done;
+        }
+        for (int k = 0; k < nc; k++) {
+            vk[k] = -1;
+            for (int j = 0; j < val->n_classes; j++)
+                if (cx_class_name_eq(val->classes[j], pred->classes[k]))
+                    vk[k] = j;
+            if (vk[k] < 0) {
+                free(vk);
+                st = cx_seterr(err, CX_EMISSING,
+                               "validation predictions have no column for class '%s'",
+                               pred->classes[k]);
+                goto done;
+            }
+        }
+    }
+    int n_mean = 0;
+    for (int k = 0; k < nc; k++) {
+        cx_class_eval *c = &r->cls[k];
+        snprintf(c->name, sizeof c->name, "%s", pred->classes[k]);
+        int lk = find_class(labels, pred->classes[k]);
+        if (lk < 0) {
+            free(vk);
+            st = cx_seterr(err, CX_EMISSING, "the labels have no class '%s'", pred->classes[k]);
+            goto done;
+        }
+        int8_t *yk = y + (size_t)k * n;
+        gather_labels(labels, row, n, lk, yk);
+        for (int i = 0; i < n; i++)
+            sc[i] = pred->scores[(size_t)i * nc + k];
+        for (int i = 0; i < n; i++) {
+            if (yk[i] == 1)
+                c->n_pos++;
+            else if (yk[i] == 0)
+                c->n_neg++;
+            else
+                c->n_missing++;
+        }
+        c->n = c->n_pos + c->n_neg;
+        if (c->n_missing)
+            cx_note_add(&r->n_warnings, &r->warnings,
+                        "class %s: %d images with a missing/uncertain label left out",
+                        c->name, c->n_missing);
+        c->defined = cx_auroc(sc, yk, (size_t)n, &c->auroc.value);
+        c->auroc.lo = c->auroc.hi = NAN;
+        if (!c->defined)
+            cx_note_add(&r->n_warnings, &r->warnings,
+                        "class %s: %s among the %d labelled images: AUROC undefined (null), "
+                        "left out of the mean",
+                        c->name, c->n_pos ? "no negatives" : "no positives", c->n);
+        else
+            n_mean++;
+        st = cx_roc_curve(sc, yk, (size_t)n, 1, &c->roc_fpr, &c->roc_tpr, &c->roc_thr,
+                          &c->roc_n, err);
+        if (st) {
+            free(vk);
+            goto done;
+        }
+        /* operating point */
+        c->threshold = opts->threshold;
+        if (val && opts->rule != CX_OP_THRESHOLD) {
+            int lvk = lk;
+            for (int i = 0; i < val->n_images; i++)
+                vsc[i] = val->scores[(size_t)i * val->n_classes + vk[k]];
+            gather_labels(labels, vrow, val->n_images, lvk, vy);
+            double t;
+            if (cx_choose_threshold(vsc, vy, (size_t)val->n_images, opts->rule, &t)) {
+                c->threshold = t;
+                c->threshold_from_val = 1;
+            } else {
+                c->threshold = 0.5;
+                cx_note_add(&r->n_warnings, &r->warnings,
+                            "class %s: validation labels lack positives or negatives; "
+                            "operating point falls back to threshold 0.5",
+                            c->name);
+            }
+        }
+        c->conf = cx_confusion_at(sc, yk, (size_t)n, c->threshold);
+        cx_metrics_from_confusion(&c->conf, &c->point);
+        /* the sorted, packed order for the bootstrap */
+        size_t m;
+        uint32_t *o = cx_eval_sort_desc(sc, yk, (size_t)n, &m);
+        if (!o) {
+            free(vk);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        sorted_class *s = &sc_k[k];
+        s->m = m;
+        s->defined = c->defined;
+        s->thr_len = 0;
+        for (size_t j = 0; j < m; j++) {
+            uint32_t i = o[j];
+            int end = j + 1 == m || sc[o[j + 1]] != sc[i];
+            o[j] = (i << 2) | ((uint32_t)end << 1) | (uint32_t)(yk[i] == 1);
+            if (sc[i] >= c->threshold)
+                s->thr_len = j + 1;
+        }
+        s->packed = o;
+    }
+    free(vk);
+    r->n_mean_classes = n_mean;
+    r->mean_auroc.value = NAN;
+    r->mean_auroc.lo = r->mean_auroc.hi = NAN;
+    if (n_mean) {
+        double sum = 0;
+        for (int k = 0; k < nc; k++)
+            if (r->cls[k].defined)
+                sum += r->cls[k].auroc.value;
+        r->mean_auroc.value = sum / n_mean;
+    }
+    for (int k = 0; k < nc; k++) {
+        cx_class_eval *c = &r->cls[k];
+        c->sens = (cx_stat){c->point.sensitivity, NAN, NAN};
+        c->spec = (cx_stat){c->point.specificity, NAN, NAN};
+        c->ppv = (cx_stat){c->point.ppv, NAN, NAN};
+        c->npv = (cx_stat){c->point.npv, NAN, NAN};
+        c->f1 = (cx_stat){c->point.f1, NAN, NAN};
+        if (!c->defined) {
+            /* sensitivity or specificity has no denominator: report null */
+            if (c->point.zero_division & CX_ZD_SENS)
+                c->sens.value = NAN;
+            if (c->point.zero_division & CX_ZD_SPEC)
+                c->spec.value = NAN;
+        }
+    }
+
+    /* ---- the bootstrap ---- */
+    int B = opts->n_bootstrap;
+    r->threads = cx_get_threads();
+    if (B > 0) {
+        res = malloc((size_t)B * nc * N_MET * sizeof *res);
+        res_mean = malloc((size_t)B * sizeof *res_mean);
+        tmp = malloc((size_t)B * sizeof *tmp);
+        long *zd = calloc((size_t)nc * 5, sizeof *zd);
+        long *skipped = calloc((size_t)nc, sizeof *skipped);
+        if (!res || !res_mean || !tmp || !zd || !skipped) {
+            free(zd);
+            free(skipped);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        double t0 = now_s();
+        int oom = 0;
+        long mean_skipped = 0;
+#pragma omp parallel num_threads(r->threads) reduction(+ : mean_skipped)
+        {
+            uint32_t *cnt = malloc((size_t)n * sizeof *cnt);
+            if (!cnt) {
+#pragma omp atomic write
+                oom = 1;
+            }
+#pragma omp for schedule(dynamic, 8)
+            for (int b = 0; b < B; b++) {
+                if (!cnt)
+                    continue;
+                memset(cnt, 0, (size_t)n * sizeof *cnt);
+                uint64_t s4[4];
+                cx_eval_rng_seed(s4, opts->seed, (uint64_t)b);
+                for (int i = 0; i < n; i++)
+                    cnt[cx_eval_rng_below(s4, (uint32_t)n)]++;
+                double msum = 0;
+                int mdeg = 0;
+                for (int k = 0; k < nc; k++) {
+                    const sorted_class *s = &sc_k[k];
+                    const uint32_t *pk = s->packed;
+                    uint64_t P = 0, N = 0, gp = 0, gn = 0, twice = 0, tp = 0, fp = 0;
+                    size_t thr = s->thr_len;
+                    for (size_t j = 0; j < s->m; j++) {
+                        uint32_t e = pk[j];
+                        uint64_t w = cnt[e >> 2];
+                        uint64_t pos = e & 1u;
+                        gp += w & (0 - pos);
+                        gn += w & (pos - 1);
+                        if (e & 2u) {
+                            twice += gn * (2 * P + gp);
+                            P += gp;
+                            N += gn;
+                            gp = gn = 0;
+                            if (j + 1 == thr) {
+                                tp = P;
+                                fp = N;
+                            }
+                        }
+                    }
+                    double *o = res + ((size_t)b * nc + k) * N_MET;
+                    if (P == 0 || N == 0) {
+                        for (int q = 0; q < N_MET; q++)
+                            o[q] = NAN;
+                        if (s->defined)
+                            mdeg = 1;
+                        continue;
+                    }
+                    o[0] = (double)twice / (2.0 * (double)P * (double)N);
+                    if (s->defined)
+                        msum += o[0];
+                    cx_confusion cf = {(double)tp, (double)fp, (double)(N - fp), (double)(P - tp)};
+                    cx_binary_metrics bm;
+                    cx_metrics_from_confusion(&cf, &bm);
+                    o[1] = bm.sensitivity;
+                    o[2] = bm.specificity;
+                    o[3] = bm.ppv;
+                    o[4] = bm.npv;
+                    o[5] = bm.f1;
+                    if (bm.zero_division) {
+                        for (int q = 0; q < 5; q++)
+                            if (bm.zero_division & (1u << q)) {
+#pragma omp atomic
+                                zd[k * 5 + q]++;
+                            }
+                    }
+                }
+                if (n_mean && !mdeg)
+                    res_mean[b] = msum / n_mean;
+                else {
+                    res_mean[b] = NAN;
+                    mean_skipped++;
+                }
+            }
+            free(cnt);
+        }
+        r->boot_seconds = now_s() - t0;
+        if (oom) {
+            free(zd);
+            free(skipped);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory (bootstrap)");
+            goto done;
+        }
+        r->mean_skipped = mean_skipped;
+        for (int k = 0; k < nc; k++) {
+            cx_class_eval *c = &r->cls[k];
+            cx_stat *dst[N_MET] = {&c->auroc, &c->sens, &c->spec, &c->ppv, &c->npv, &c->f1};
+            for (int q = 0; q < N_MET; q++) {
+                size_t m = 0;
+                for (int b = 0; b < B; b++) {
+                    double v = res[((size_t)b * nc + k) * N_MET + q];
+                    if (isfinite(v))
+                        tmp[m++] = v;
+                }
+                if (q == 0)
+                    c->boot_skipped = B - (long)m;
+                cx_eval_ci95(tmp, m, &dst[q]->lo, &dst[q]->hi);
+            }
+            for (int q = 0; q < 5; q++)
+                c->boot_zero_div[q] = zd[k * 5 + q];
+            if (c->boot_skipped && c->defined)
+                cx_note_add(&r->n_warnings, &r->warnings,
+                            "class %s: %ld of %d bootstrap resamples had no positives or no "
+                            "negatives and were skipped",
+                            c->name, c->boot_skipped, B);
+        }
+        if (n_mean) {
+            memcpy(tmp, res_mean, (size_t)B * sizeof *tmp);
+            cx_eval_ci95(tmp, (size_t)B, &r->mean_auroc.lo, &r->mean_auroc.hi);
+            if (mean_skipped)
+                cx_note_add(&r->n_warnings, &r->warnings,
+                            "mean AUROC: %ld of %d resamples skipped (a class degenerate)",
+                            mean_skipped, B);
+        }
+        free(zd);
+        free(skipped);
+    }
+done:
+    free(row);
+    free(vrow);
+    free(y);
+    free(sc);
+    free(vy);
+    free(vsc);
+    if (sc_k)
+        for (int k = 0; k < nc; k++)
+            free(sc_k[k].packed);
+    free(sc_k);
+    free(res);
+    free(res_mean);
+    free(tmp);
+    if (st) {
+        cx_eval_free(r);
+        return st;
+    }
+    *out = r;
+    return CX_OK;
+}
