@@ -380,7 +380,247 @@ cx_status cx_cam_overlay(const cx_image *xray, const float *cam, int h, int w,
 
 /* -------------------------------------------------------------- evaluation */
 /* BEGIN eval */
+/* Evaluation (src/data/labels.c, src/eval/): label and prediction tables,
+ * exact AUROC, ROC curves, operating points, percentile-bootstrap CIs, the
+ * reader study of the paper's Table 1, and JSON / HTML reports.
+ *
+ * Conventions: a label is 0, 1 or CX_LABEL_MISSING (uncertain/blank: such an
+ * image is left out of that class). A score s is called positive at threshold
+ * t when s >= t (as sklearn's roc_curve). Class names match case-insensitively
+ * with '_' and ' ' alike ("Pleural_Thickening" == "pleural thickening").
+ * An undefined figure (AUROC of a class without positives or negatives) is
+ * NaN in these structs and null in JSON, with a warning: never a number. */
+
+#define CX_LABEL_MISSING (-1)
+
+/* 1 if two class names match (see above). */
+int cx_class_name_eq(const char *a, const char *b);
+
+typedef struct cx_labels cx_labels;
+
+/* Loads labels (plain or gzip), auto-detecting the format:
+ *  - ChestX-ray14 metadata (Data_Entry_2017*.csv: "Image Index" and
+ *    "Finding Labels", '|'-separated or "No Finding"),
+ *  - a split list, lines "IMAGE L1 ... L14" (whitespace separated, 0/1, the
+ *    classes in CheXNet order, CX_CHESTXRAY14_CLASSES),
+ *  - a CSV with an image column ("Image Index", "Image", "Path", "Study",
+ *    "File"... else the first column) and 0/1 columns named by class (blank,
+ *    -1 and nan are CX_LABEL_MISSING; 1.0/0.0 accepted).
+ * classes: the n_classes wanted (NULL: every class the file has); a class the
+ * file lacks is an error naming what it has. Duplicate image rows: an error,
+ * or a warning when the labels are identical. */
+cx_status cx_labels_load(const char *path, int n_classes,
+                         const char *const *classes, cx_labels **out,
+                         cx_err *err);
+void cx_labels_free(cx_labels *l);
+const char *cx_labels_format(const cx_labels *l); /* "chestxray14-metadata", "split-list", "csv" */
+int cx_labels_num_images(const cx_labels *l);
+int cx_labels_num_classes(const cx_labels *l);
+const char *cx_labels_class(const cx_labels *l, int k);
+const char *cx_labels_image(const cx_labels *l, int i);
+/* Row of an image: the exact id if present, else by file name (basename).
+ * Returns -1 if absent, -2 if the file name is ambiguous. */
+int cx_labels_find(const cx_labels *l, const char *image);
+int cx_labels_get(const cx_labels *l, int i, int k); /* 0, 1, CX_LABEL_MISSING */
+int cx_labels_num_warnings(const cx_labels *l);
+const char *cx_labels_warning(const cx_labels *l, int i);
+
+/* A table of scores: image ids and one column per class. */
+typedef struct {
+    int n_images, n_classes;
+    char **images;
+    char **classes;
+    double *scores;     /* [n_images][n_classes] */
+    int n_warnings;
+    char **warnings;
+} cx_pred_table;
+
+/* Reads a predictions CSV: the image column (named as for labels, else the
+ * first column) and one numeric column per class. Non-numeric or non-finite
+ * scores are errors (file:line); scores outside [0,1] are allowed with a
+ * warning (AUROC is rank-based). Duplicate images: error, or a warning (and
+ * the row dropped) when identical. */
+cx_status cx_pred_load(const char *path, cx_pred_table **out, cx_err *err);
+cx_status cx_pred_new(int n_images, int n_classes, const char *const *classes,
+                      cx_pred_table **out, cx_err *err);
+cx_status cx_pred_set_image(cx_pred_table *p, int i, const char *image, cx_err *err);
+/* Writes "image,<class>..." with %.9g scores, atomically. */
+cx_status cx_pred_save(const cx_pred_table *p, const char *path, cx_err *err);
+void cx_pred_free(cx_pred_table *p);
+
+/* Exact AUROC: the Mann-Whitney statistic with tied scores counted half,
+ * equal to the trapezoid area of the ROC with ties collapsed (identical to
+ * sklearn.metrics.roc_auc_score). Entries with a label other than 0/1 are
+ * ignored. Returns 1, or 0 when undefined (no positives or no negatives;
+ * *auc = NaN). */
+int cx_auroc(const double *score, const int8_t *label, size_t n, double *auc);
+
+/* ROC points as sklearn.metrics.roc_curve: (0,0) first (threshold +inf),
+ * then one point per distinct score, descending; drop_intermediate removes
+ * collinear points as sklearn does. Arrays malloc'd (free()). Degenerate
+ * classes give NaN rates where sklearn would divide by zero. */
+cx_status cx_roc_curve(const double *score, const int8_t *label, size_t n,
+                       int drop_intermediate, double **fpr, double **tpr,
+                       double **thresholds, size_t *n_points, cx_err *err);
+
+typedef struct { double tp, fp, tn, fn; } cx_confusion;
+cx_confusion cx_confusion_at(const double *score, const int8_t *label, size_t n,
+                             double threshold);
+
+/* Bits of cx_binary_metrics.zero_division: a denominator was 0 and the figure
+ * set to 0, as sklearn's zero_division=0 ("warn") does. */
+enum { CX_ZD_SENS = 1, CX_ZD_SPEC = 2, CX_ZD_PPV = 4, CX_ZD_NPV = 8, CX_ZD_F1 = 16 };
+typedef struct {
+    double sensitivity; /* TP/(TP+FN), sklearn recall_score                 */
+    double specificity; /* TN/(TN+FP), recall of the negative class          */
+    double ppv;         /* TP/(TP+FP), precision_score                       */
+    double npv;         /* TN/(TN+FN), precision of the negative class       */
+    double f1;          /* 2TP/(2TP+FP+FN), f1_score                         */
+    unsigned zero_division;
+} cx_binary_metrics;
+void cx_metrics_from_confusion(const cx_confusion *c, cx_binary_metrics *m);
+
+typedef enum { CX_OP_THRESHOLD = 0, CX_OP_MAXF1, CX_OP_YOUDEN } cx_op_rule;
+const char *cx_op_rule_name(cx_op_rule r); /* "threshold", "maxf1", "youden" */
+/* The threshold (one of the scores) maximising F1 or Youden's J
+ * (sensitivity + specificity - 1) with positives s >= t; ties go to the
+ * larger threshold. Returns 0 if undefined (no positives or negatives). */
+int cx_choose_threshold(const double *score, const int8_t *label, size_t n,
+                        cx_op_rule rule, double *threshold);
+
+/* Bootstrap resample b of n items for a seed: the same on every machine and
+ * thread count. PRNG: xoshiro256** whose state is 4 successive outputs of
+ * splitmix64 started at (seed ^ (0x9E3779B97F4A7C15 * (b + 1))); each index is
+ * Lemire's unbiased bounded draw on the upper 32 bits of a xoshiro output:
+ * m = x * n (64-bit), reject while (uint32)m < (2^32 - n) % n, index m >> 32. */
+void cx_bootstrap_indices(uint64_t seed, uint64_t b, uint32_t n, uint32_t *idx);
+/* q-th percentile (0..100) of v[0..m) with numpy's default linear
+ * interpolation; sorts v in place. NaN if m == 0. */
+double cx_percentile(double *v, size_t m, double q);
+
+/* A figure with its percentile-bootstrap 95% CI (NaN when absent/undefined). */
+typedef struct {
+    double value, lo, hi;
+} cx_stat;
+
+typedef struct {
+    int n_bootstrap;        /* resamples (10000); 0: no CIs */
+    uint64_t seed;          /* 0 by default */
+    cx_op_rule rule;        /* how the operating point is chosen          */
+    double threshold;       /* CX_OP_THRESHOLD: the threshold (0.5)       */
+} cx_eval_opts;
+void cx_eval_opts_default(cx_eval_opts *o);
+
+typedef struct {
+    char name[64];
+    int n, n_pos, n_neg, n_missing;   /* images with a label, ...       */
+    int defined;                      /* both classes present            */
+    cx_stat auroc;
+    double threshold;                 /* operating point                 */
+    int threshold_from_val;           /* chosen on validation predictions*/
+    cx_confusion conf;
+    cx_binary_metrics point;          /* at the threshold on the test set */
+    cx_stat sens, spec, ppv, npv, f1;
+    long boot_skipped;                /* degenerate resamples            */
+    long boot_zero_div[5];            /* per metric (sens..f1)            */
+    size_t roc_n;                     /* ROC (drop_intermediate)         */
+    double *roc_fpr, *roc_tpr, *roc_thr;
+} cx_class_eval;
+
+typedef struct {
+    int n_images, n_classes;
+    cx_class_eval *cls;
+    cx_stat mean_auroc;               /* over the defined classes         */
+    int n_mean_classes;
+    long mean_skipped;                /* resamples with a degenerate class */
+    int n_bootstrap;
+    uint64_t seed;
+    cx_op_rule rule;
+    double boot_seconds;              /* wall time of the bootstrap       */
+    int threads;
+    int n_warnings;
+    char **warnings;
+} cx_eval_result;
+
+/* Evaluates pred against labels (matched by image id / file name; every
+ * image needs a label), choosing operating points on val (may be NULL: then
+ * the fixed opts->threshold) with the same labels table. */
+cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
+                      const cx_pred_table *val, const cx_eval_opts *opts,
+                      cx_eval_result **out, cx_err *err);
+void cx_eval_free(cx_eval_result *r);
+/* {"n_images":..,"auroc":{"<class>":{"value":x,"ci95":[lo,hi]},..},
+ *  "mean_auroc":{..},"operating_points":{..},...}: atomic. */
+cx_status cx_eval_write_json(const cx_eval_result *r, const char *path, cx_err *err);
+/* DIR/report.html (self-contained, ROC curves as inline SVG) and
+ * DIR/roc.svg; with ChestX-ray14 classes, the paper's Table 2 beside ours. */
+cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir,
+                               const char *title, cx_err *err);
+/* Writes the first n_resamples bootstrap resamples' indices (one line each)
+ * of n items, for checking against an independent implementation. */
+cx_status cx_bootstrap_dump(uint64_t seed, uint32_t n, int n_resamples,
+                            const char *path, cx_err *err);
+
+/* Reader study (CheXNet's Table 1 protocol) for one class: every labeller's
+ * F1 against each of the other readers as ground truth (a reader against the
+ * K-1 others, a model against all K readers), averaged; the readers' average;
+ * per model the difference model - reader average; percentile-bootstrap 95%
+ * CIs over image resamples (the same resamples for every figure). */
+typedef struct {
+    const char *name;
+    const char *path;
+} cx_rater;
+
+typedef struct {
+    const char *class_name;
+    int n_readers;               /* >= 2 */
+    const cx_rater *readers;
+    int n_models;                /* >= 1 */
+    const cx_rater *models;
+    const char *truth_path;      /* optional extra ground truth (NULL)      */
+    double threshold;            /* model scores >= threshold are positive  */
+    int threshold_given;         /* else: 0/1 decisions, or 0.5 + a warning */
+    int n_bootstrap;             /* 10000 */
+    uint64_t seed;
+} cx_readers_opts;
+
+typedef struct {
+    char name[64];
+    int is_model;
+    cx_stat f1;                  /* mean F1 over the other readers as truth */
+    double *pair_f1;             /* [n_readers]: F1 vs reader j (NaN = self) */
+    cx_stat f1_truth;            /* vs truth_path (NaN without)             */
+    int n_pos;                   /* positive calls                          */
+} cx_rater_result;
+
+typedef struct {
+    char class_name[64];
+    int n_images, n_readers, n_models;
+    cx_rater_result *raters;     /* readers first, then models */
+    cx_stat reader_avg;
+    cx_stat reader_avg_truth;    /* readers' average vs truth_path */
+    cx_stat *diff;               /* [n_models]: model - reader average */
+    int *significant;            /* [n_models]: CI of diff excludes 0 */
+    int has_truth;
+    int n_bootstrap;
+    uint64_t seed;
+    double threshold;
+    int n_warnings;
+    char **warnings;
+} cx_readers_result;
+
+cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out,
+                         cx_err *err);
+void cx_readers_free(cx_readers_result *r);
+cx_status cx_readers_write_json(const cx_readers_result *r, const char *path,
+                                cx_err *err);
+cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
+                                  cx_err *err);
 /* END eval */
+
+/* ------------------------------------------------- datasets, splits, loader */
+/* BEGIN data */
+/* END data */
 
 /* ---------------------------------------------------------------- training */
 /* BEGIN train */
