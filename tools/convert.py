@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""Convert a PyTorch CheXNet/DenseNet checkpoint to a chexnet safetensors file
+and back.
+
+  convert.py model.pth.tar model.safetensors            PyTorch -> safetensors
+  convert.py --to-pth model.safetensors model.pth       safetensors -> PyTorch
+
+The input checkpoint may be a state dict, a dict holding one under
+"state_dict" (or "model_state_dict" / "model"), or a pickled whole model
+(an nn.Module; its class must be importable, e.g. torchvision's DenseNet).
+Loading a pickle runs code from the file: convert only checkpoints you trust.
+
+Tensor names are normalised to torchvision's modern DenseNet names unless
+--keep-names is given: the DataParallel prefix "module." and a wrapper's
+"densenet121." are stripped, legacy "norm.1"/"relu.1"/"conv.1"/"norm.2"/
+"relu.2"/"conv.2" become "norm1"/.../"conv2" and "classifier.0." becomes
+"classifier." (the chexnet loader accepts the raw variants too).
+
+The safetensors file gets "__metadata__" keys used by chexnet: arch, classes
+(a JSON array of class names), input_size, mean, std, format. Needs only
+torch (and numpy, which torch uses); not the safetensors package.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import struct
+import sys
+import tempfile
+
+CHESTXRAY14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
+               "Nodule", "Pneumonia", "Pneumothorax", "Consolidation", "Edema",
+               "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
+
+ARCH_BY_BLOCKS = {
+    (6, 12, 24, 16): "densenet121",
+    (6, 12, 32, 32): "densenet169",
+    (6, 12, 48, 32): "densenet201",
+    (6, 12, 36, 24): "densenet161",
+}
+
+MAX_HEADER = 100 * 1000 * 1000  # as the reference implementation
+
+
+class ConvertError(Exception):
+    pass
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover
+        raise ConvertError("PyTorch is required: %s" % e)
+    return torch
+
+
+def _dtype_tables():
+    import numpy as np
+    torch = _torch()
+    # safetensors name -> (torch dtype, numpy little-endian dtype used for the bytes)
+    return {
+        "F64": (torch.float64, np.dtype("<f8")),
+        "F32": (torch.float32, np.dtype("<f4")),
+        "F16": (torch.float16, np.dtype("<f2")),
+        "BF16": (torch.bfloat16, np.dtype("<i2")),  # numpy has no bfloat16
+        "I64": (torch.int64, np.dtype("<i8")),
+        "I32": (torch.int32, np.dtype("<i4")),
+        "I16": (torch.int16, np.dtype("<i2")),
+        "I8": (torch.int8, np.dtype("i1")),
+        "U8": (torch.uint8, np.dtype("u1")),
+        "BOOL": (torch.bool, np.dtype("?")),
+    }
+
+
+def _st_name(dtype):
+    for name, (td, _) in _dtype_tables().items():
+        if td == dtype:
+            return name
+    raise ConvertError("tensor dtype %s cannot be stored in safetensors by this tool" % dtype)
+
+
+# ------------------------------------------------------------ atomic write
+
+def atomic_write(path, chunks):
+    """Writes an iterable of bytes-like chunks to path atomically (temporary
+    file in the same folder, fsync, rename, fsync of the folder)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# -------------------------------------------------------------- safetensors
+
+def tensor_bytes(t):
+    """Little-endian bytes of a CPU tensor and its safetensors dtype name."""
+    torch = _torch()
+    t = t.detach().cpu().contiguous()
+    name = _st_name(t.dtype)
+    np_dtype = _dtype_tables()[name][1]
+    if t.dtype == torch.bfloat16:
+        arr = t.view(torch.int16).numpy()
+    else:
+        arr = t.numpy()
+    return name, arr.astype(np_dtype, copy=False).tobytes()
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """tensors: ordered (name, tensor) pairs; metadata: str -> str."""
+    header = collections.OrderedDict()
+    if metadata:
+        for k, v in metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ConvertError("metadata keys and values must be strings (%r: %r)" % (k, v))
+        header["__metadata__"] = collections.OrderedDict(metadata)
+    blobs = []
+    offset = 0
+    for name, t in tensors:
+        if name == "__metadata__" or name in header:
+            raise ConvertError("duplicate or reserved tensor name %r" % name)
+        dt, data = tensor_bytes(t)
+        header[name] = {"dtype": dt, "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    if len(text) > MAX_HEADER:
+        raise ConvertError("header too large (%d bytes)" % len(text))
+    atomic_write(path, [struct.pack("<Q", len(text)), text] + blobs)
+
+
+def read_safetensors(path):
+    """Returns (OrderedDict name -> tensor in header order, metadata dict).
+    Validates like the reference implementation."""
+    import numpy as np
+    torch = _torch()
+    with open(path, "rb") as f:
+        buf = f.read()
+    if len(buf) < 8:
+        raise ConvertError("%s: too short for a safetensors file" % path)
+    (n,) = struct.unpack("<Q", buf[:8])
+    if n > MAX_HEADER:
+        raise ConvertError("%s: header length %d exceeds the limit" % (path, n))
+    if 8 + n > len(buf):
+        raise ConvertError("%s: header length %d goes beyond the end of the file" % (path, n))
+    try:
+        header = json.loads(buf[8:8 + n].decode("utf-8"),
+                            object_pairs_hook=collections.OrderedDict)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("%s: bad header: %s" % (path, e))
+    if not isinstance(header, dict):
+        raise ConvertError("%s: header is not a JSON object" % path)
+    data = memoryview(buf)[8 + n:]
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ConvertError("%s: __metadata__ must map strings to strings" % path)
+    tables = _dtype_tables()
+    spans = []
+    out = collections.OrderedDict()
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ConvertError("%s: tensor %r: entry needs exactly dtype, shape, data_offsets"
+                               % (path, name))
+        dt, shape, offs = info["dtype"], info["shape"], info["data_offsets"]
+        if dt not in tables:
+            raise ConvertError("%s: tensor %r: unsupported dtype %r" % (path, name, dt))
+        if (not isinstance(shape, list) or
+                not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+            raise ConvertError("%s: tensor %r: bad shape %r" % (path, name, shape))
+        if (not isinstance(offs, list) or len(offs) != 2 or
+                not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)):
+            raise ConvertError("%s: tensor %r: bad data_offsets %r" % (path, name, offs))
+        torch_dt, np_dt = tables[dt]
+        numel = 1
+        for d in shape:
+            numel *= d
+        b, e = offs
+        if e < b or e - b != numel * np_dt.itemsize or e > len(data):
+            raise ConvertError("%s: tensor %r: data_offsets %r do not match shape %r x %s "
+                               "or the data section (%d bytes)"
+                               % (path, name, offs, shape, dt, len(data)))
+        spans.append((b, e, name))
+        if numel:
+            arr = np.frombuffer(data, dtype=np_dt, count=numel, offset=b).reshape(shape).copy()
+        else:
+            arr = np.empty(shape, dtype=np_dt)
+        t = torch.from_numpy(arr)
+        if dt == "BF16":
+            t = t.view(torch.bfloat16)
+        out[name] = t
+    cursor = 0
+    for b, e, name in sorted(spans):
+        if b != cursor:
+            raise ConvertError("%s: tensor %r: data_offsets %s (expected to begin at %d)"
+                               % (path, name, "overlap" if b < cursor else "leave a hole", cursor))
+        cursor = e
+    if cursor != len(data):
+        raise ConvertError("%s: %d trailing bytes after the last tensor"
+                           % (path, len(data) - cursor))
+    return out, dict(meta)
+
+
+# ---------------------------------------------------------- checkpoints
+
+def _load_torch(path):
+    torch = _torch()
+    import inspect
+    kwargs = {"map_location": "cpu"}
+    if "weights_only" in inspect.signature(torch.load).parameters:
+        kwargs["weights_only"] = False  # whole pickled models need the full unpickler
+    try:
+        return torch.load(path, **kwargs)
+    except FileNotFoundError:
+        raise ConvertError("%s: no such file" % path)
+    except Exception as e:  # torch raises many kinds for corrupt input
+        raise ConvertError("%s: cannot load as a PyTorch checkpoint: %s: %s"
+                           % (path, type(e).__name__, e))
+
+
+def extract_state_dict(obj, path="checkpoint"):
+    """A name -> tensor OrderedDict from a state dict, a dict with one under
+    'state_dict'/'model_state_dict'/'model', or an nn.Module."""
+    torch = _torch()
+    if isinstance(obj, torch.nn.Module):
+        return collections.OrderedDict(obj.state_dict())
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], (dict, torch.nn.Module)):
+                return extract_state_dict(obj[key], path)
+        tensors = collections.OrderedDict()
+        for k, v in obj.items():
+            if isinstance(v, torch.Tensor):
+                tensors[k] = v
+        if tensors and len(tensors) == len(obj):
+            return tensors
+        if tensors:
+            others = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+            raise ConvertError("%s: mixes tensors with other entries (%s); not a state dict"
+                               % (path, ", ".join(map(str, others[:5]))))
+        raise ConvertError("%s: no state dict found (top-level keys: %s)"
+                           % (path, ", ".join(map(str, list(obj)[:10])) or "none"))
+    raise ConvertError("%s: contains a %s, expected a state dict or an nn.Module"
+                       % (path, type(obj).__name__))
+
+
+_LEGACY = re.compile(r"(^|\.)(norm|relu|conv)\.([12])\.")
+_WRAPPER = re.compile(r"^densenet\d+\.")
+
+
+def normalize_name(name):
+    while name.startswith("module."):
+        name = name[len("module."):]
+    name = _WRAPPER.sub("", name)
+    name = _LEGACY.sub(lambda m: "%s%s%s." % (m.group(1), m.group(2), m.group(3)), name)
+    if name.startswith("classifier.0."):
+        name = "classifier." + name[len("classifier.0."):]
+    return name
+
+
+def normalize_names(sd):
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        n = normalize_name(k)
+        if n in out:
+            raise ConvertError("tensor names %r and another both normalise to %r "
+                               "(use --keep-names)" % (k, n))
+        out[n] = v
+    return out
+
+
+def add_num_batches_tracked(sd):
+    """Adds the num_batches_tracked counters that legacy checkpoints lack (so
+    that torchvision's load_state_dict(strict=True) accepts the result)."""
+    torch = _torch()
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        out[k] = v
+        if k.endswith(".running_var"):
+            nbt = k[:-len("running_var")] + "num_batches_tracked"
+            if nbt not in sd:
+                out[nbt] = torch.tensor(0, dtype=torch.int64)
+    return out
+
+
+def detect_arch(sd):
+    names = [normalize_name(k) for k in sd]
+    layers = collections.defaultdict(set)
+    for n in names:
+        m = re.match(r"features\.denseblock(\d+)\.denselayer(\d+)\.", n)
+        if m:
+            layers[int(m.group(1))].add(int(m.group(2)))
+    if not layers:
+        return None
+    blocks = tuple(len(layers[b]) for b in sorted(layers))
+    return ARCH_BY_BLOCKS.get(blocks, "densenet")
+
+
+def num_outputs(sd):
+    for k, v in sd.items():
+        if normalize_name(k) == "classifier.weight" and v.dim() == 2:
+            return int(v.shape[0])
+    return None
+
+
+def parse_classes(text):
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            classes = json.loads(text)
+        except ValueError as e:
+            raise ConvertError("--classes: bad JSON array: %s" % e)
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ConvertError("--classes: expected a JSON array of strings")
+    else:
+        classes = [c.strip() for c in text.split(",")]
+    if not classes or any(not c for c in classes):
+        raise ConvertError("--classes: empty class name")
+    if len(set(classes)) != len(classes):
+        raise ConvertError("--classes: duplicate class names")
+    return classes
+
+
+def build_metadata(sd, args):
+    arch = args.arch or detect_arch(sd)
+    if not arch:
+        raise ConvertError("cannot tell the architecture from the tensor names; pass --arch")
+    n = num_outputs(sd)
+    if args.classes:
+        classes = parse_classes(args.classes)
+        if n is not None and len(classes) != n:
+            raise ConvertError("--classes names %d classes but the classifier has %d outputs"
+                               % (len(classes), n))
+    elif n == 14:
+        classes = CHESTXRAY14
+    elif n == 1:
+        classes = ["Pneumonia"]
+    elif n is None:
+        raise ConvertError("no classifier.weight found; pass --classes")
+    else:
+        raise ConvertError("the classifier has %d outputs; pass --classes with %d names" % (n, n))
+    meta = collections.OrderedDict([
+        ("arch", arch),
+        ("classes", json.dumps(classes, separators=(",", ":"))),
+        ("input_size", "224"),
+        ("mean", "0.485,0.456,0.406"),
+        ("std", "0.229,0.224,0.225"),
+        ("format", "pt"),
+    ])
+    for kv in args.meta or []:
+        if "=" not in kv:
+            raise ConvertError("--meta expects KEY=VALUE, got %r" % kv)
+        k, v = kv.split("=", 1)
+        if not k:
+            raise ConvertError("--meta: empty key")
+        meta[k] = v
+    return meta
+
+
+def cast_floats(sd, dtype_name):
+    torch = _torch()
+    target = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.to(target)
+        out[k] = v.contiguous()
+    return out
+
+
+def to_safetensors(args):
+    sd = extract_state_dict(_load_torch(args.input), args.input)
+    if not sd:
+        raise ConvertError("%s: the state dict is empty" % args.input)
+    meta = build_metadata(sd, args)
+    if not args.keep_names:
+        sd = normalize_names(sd)
+    sd = cast_floats(sd, args.dtype)
+    write_safetensors(args.output, list(sd.items()), meta)
+    return len(sd)
+
+
+def to_pth(args):
+    torch = _torch()
+    try:
+        sd, _meta = read_safetensors(args.input)
+    except FileNotFoundError:
+        raise ConvertError("%s: no such file" % args.input)
+    if not args.keep_names:
+        sd = add_num_batches_tracked(normalize_names(sd))
+    sd = cast_floats(sd, args.dtype)
+    atomic_write_torch(args.output, sd)
+    return len(sd)
+
+
+def atomic_write_torch(path, obj):
+    torch = _torch()
+    import io
+    b = io.BytesIO()
+    torch.save(obj, b)
+    atomic_write(path, [b.getbuffer()])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="convert.py",
+        description="Convert a PyTorch (.pth/.pth.tar) CheXNet/DenseNet checkpoint to a chexnet "
+                    "safetensors file, or back with --to-pth.",
+        epilog="Loading a pickled checkpoint runs code from the file: convert only "
+               "checkpoints you trust.")
+    p.add_argument("input", help="input checkpoint (.pth/.pth.tar, or .safetensors with --to-pth)")
+    p.add_argument("output", help="output file (written atomically)")
+    p.add_argument("--to-pth", action="store_true",
+                   help="convert a safetensors file to a PyTorch state dict (torch.save)")
+    p.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
+                   help="storage type of floating-point tensors (default f32)")
+    p.add_argument("--keep-names", action="store_true",
+                   help="keep tensor names exactly as stored (no prefix stripping or legacy "
+                        "renaming; with --to-pth no num_batches_tracked are added)")
+    p.add_argument("--arch", help="architecture for the metadata (default: detected, e.g. "
+                                  "densenet121)")
+    p.add_argument("--classes", help="class names: a JSON array or a comma-separated list "
+                                     "(default: the 14 ChestX-ray14 findings for 14 outputs, "
+                                     "Pneumonia for 1)")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="extra __metadata__ entry (repeatable; overrides the defaults)")
+    args = p.parse_args(argv)
+    try:
+        n = to_pth(args) if args.to_pth else to_safetensors(args)
+    except ConvertError as e:
+        print("convert.py: error: %s" % e, file=sys.stderr)
+        return 1
+    except OSError as e:
+        print("convert.py: error: %s" % e, file=sys.stderr)
+        return 1
+    print("convert.py: wrote %d tensors to %s" % (n, args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
