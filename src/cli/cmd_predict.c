@@ -1,10 +1,738 @@
-/* chexnet predict: placeholder until its issue lands (replaced by the owner). */
+/* chexnet predict: probabilities per finding (and CAM heat maps) for X-rays.
+ *
+ *   chexnet predict [--model FILE] [--format json|csv|table] [--ten-crop]
+ *                   [--batch N] [--threads T] [--cam DIR]
+ *                   [--cam-class NAME|all] [--cam-alpha A]
+ *                   [--backend cpu|ref] INPUT...
+ *
+ * INPUT: an image file (PNG/JPEG, format from its content), a directory
+ * (recursed; files named *.png, *.jpg, *.jpeg, hidden files skipped; sorted
+ * by path), or @LIST (one input per line; empty lines and # comments
+ * skipped). Outputs are in input order, one per image:
+ *   json:  {"image": "<path as given>", "probabilities": {"<class>": p, ...}}
+ *   csv:   header image,<class>,...  then one row per image (RFC 4180)
+ *   table: per image, the findings sorted by probability with a bar
+ * Default: table when stdout is a terminal, json otherwise. Probabilities are
+ * printed with 9 significant digits (float round trip).
+ * A file that cannot be read or decoded gives one line on stderr naming it and
+ * why; the others still run; the exit status is then 1 (2: usage errors).
+ */
+#define _GNU_SOURCE
 #include "cli.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define CMD "predict"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: chexnet predict [--model FILE] [--format json|csv|table] [--ten-crop]\n"
+            "                       [--batch N] [--threads T] [--cam DIR]\n"
+            "                       [--cam-class NAME|all] [--cam-alpha A]\n"
+            "                       [--backend cpu|ref] INPUT...\n\n"
+            "Probabilities of each finding for chest X-ray images (PNG or JPEG).\n\n"
+            "  INPUT             an image, a directory (recursed: *.png, *.jpg, *.jpeg),\n"
+            "                    or @LIST (a text file with one input per line)\n"
+            "  --model FILE      safetensors model (default: the bundled model, or\n"
+            "                    $CHEXNET_MODEL)\n"
+            "  --format F        json (one object per line), csv, or table\n"
+            "                    (default: table on a terminal, json otherwise)\n"
+            "  --ten-crop        resize to 256, average over 10 crops of 224\n"
+            "                    (arnoweng/CheXNet's test-time augmentation)\n"
+            "  --batch N         network batch (default 16; with --ten-crop each\n"
+            "                    image takes 10 slots, at least one image per pass)\n"
+            "  --threads T       threads for decoding and the network (default: all)\n"
+            "  --cam DIR         write class activation map overlays to\n"
+            "                    DIR/<image-stem>.<class>.png\n"
+            "  --cam-class C     class for the maps: a class name, or 'all'\n"
+            "                    (default: the most probable class of each image)\n"
+            "  --cam-alpha A     overlay opacity in [0, 1] (default 0.5)\n"
+            "  --backend B       cpu (BLAS + OpenMP, default) or ref (plain C)\n\n"
+            "A file that cannot be read is reported on stderr and skipped; the exit\n"
+            "status is then 1.\n");
+}
+
+/* ------------------------------------------------------------ inputs */
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strvec;
+
+static int sv_push(strvec *s, char *str)
+{
+    if (!str)
+        return -1;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        char **q = realloc(s->v, cap * sizeof *q);
+        if (!q) {
+            free(str);
+            return -1;
+        }
+        s->v = q;
+        s->cap = cap;
+    }
+    s->v[s->n++] = str;
+    return 0;
+}
+
+static void sv_free(strvec *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int has_image_ext(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return 0;
+    return !strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") ||
+           !strcasecmp(dot, ".jpe");
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir);
+    char *p = NULL;
+    if (asprintf(&p, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name) < 0)
+        return NULL;
+    return p;
+}
+
+/* Collects image files under dir (recursively) into out. Returns -1 on a
+ * fatal error (out of memory), else the number of unreadable subfolders. */
+static int scan_dir(const char *dir, int depth, strvec *out, int *nerr)
+{
+    if (depth > 64) {
+        cli_error(CMD, "%s: folders nested too deeply (symlink loop?)", dir);
+        (*nerr)++;
+        return 0;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error(CMD, "%s: cannot read folder: %s", dir, strerror(errno));
+        (*nerr)++;
+        return 0;
+    }
+    strvec names = {0};
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue; /* ., .., hidden files (e.g. macOS "._x.png") */
+        if (sv_push(&names, strdup(e->d_name))) {
+            rc = -1;
+            break;
+        }
+    }
+    closedir(d);
+    if (rc) {
+        sv_free(&names);
+        return rc;
+    }
+    qsort(names.v, names.n, sizeof(char *), cmp_str);
+    for (size_t i = 0; i < names.n && !rc; i++) {
+        char *p = join(dir, names.v[i]);
+        if (!p) {
+            rc = -1;
+            break;
+        }
+        struct stat sb;
+        if (stat(p, &sb) != 0) {
+            free(p);
+            continue; /* dangling symlink */
+        }
+        if (S_ISDIR(sb.st_mode)) {
+            rc = scan_dir(p, depth + 1, out, nerr);
+            free(p);
+        } else if (S_ISREG(sb.st_mode) && has_image_ext(names.v[i])) {
+            rc = sv_push(out, p);
+        } else {
+            free(p);
+        }
+    }
+    sv_free(&names);
+    return rc;
+}
+
+/* Adds one INPUT (file, directory, or @list when allow_list). */
+static int add_input(const char *arg, int allow_list, strvec *out, int *nerr)
+{
+    if (allow_list && arg[0] == '@') {
+        const char *lp = arg + 1;
+        FILE *f = fopen(lp, "r");
+        if (!f) {
+            cli_error(CMD, "%s: cannot open list: %s", lp, strerror(errno));
+            (*nerr)++;
+            return 0;
+        }
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        int rc = 0;
+        while (!rc && (len = getline(&line, &cap, f)) >= 0) {
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                line[--len] = 0;
+            char *s = line;
+            while (*s == ' ' || *s == '\t')
+                s++;
+            len = (ssize_t)strlen(s);
+            while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+                s[--len] = 0;
+            if (!*s || *s == '#')
+                continue;
+            rc = add_input(s, 0, out, nerr);
+        }
+        if (ferror(f)) {
+            cli_error(CMD, "%s: read error", lp);
+            (*nerr)++;
+        }
+        free(line);
+        fclose(f);
+        return rc;
+    }
+    struct stat sb;
+    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        size_t before = out->n;
+        int rc = scan_dir(arg, 0, out, nerr);
+        if (rc)
+            return rc;
+        if (out->n == before) {
+            cli_error(CMD, "%s: no PNG or JPEG images found in this folder", arg);
+            (*nerr)++;
+        } else {
+            qsort(out->v + before, out->n - before, sizeof(char *), cmp_str);
+        }
+        return 0;
+    }
+    /* a file (or a missing path: its error is reported when it is read) */
+    return sv_push(out, strdup(arg));
+}
+
+/* ------------------------------------------------------------ output */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f); /* UTF-8 passes through; paths are bytes */
+        }
+    }
+    fputc('"', f);
+}
+
+static void csv_field(FILE *f, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n") && s[0] != ' ' && (!*s || s[strlen(s) - 1] != ' ')) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+enum { FMT_JSON, FMT_CSV, FMT_TABLE };
+
+static void print_result(int fmt, const cx_model *m, const char *path, const float *prob)
+{
+    int nc = cx_model_num_classes(m);
+    if (fmt == FMT_JSON) {
+        fputs("{\"image\": ", stdout);
+        json_str(stdout, path);
+        fputs(", \"probabilities\": {", stdout);
+        for (int c = 0; c < nc; c++) {
+            if (c)
+                fputs(", ", stdout);
+            json_str(stdout, cx_model_class_name(m, c));
+            printf(": %.9g", prob[c]);
+        }
+        fputs("}}\n", stdout);
+    } else if (fmt == FMT_CSV) {
+        csv_field(stdout, path);
+        for (int c = 0; c < nc; c++)
+            printf(",%.9g", prob[c]);
+        fputc('\n', stdout);
+    } else {
+        int order[1024];
+        int n = nc < 1024 ? nc : 1024;
+        for (int c = 0; c < n; c++)
+            order[c] = c;
+        for (int i = 1; i < n; i++) /* insertion sort, descending */
+            for (int j = i; j > 0 && prob[order[j]] > prob[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        int wname = 8;
+        for (int c = 0; c < n; c++) {
+            int l = (int)strlen(cx_model_class_name(m, c));
+            if (l > wname)
+                wname = l;
+        }
+        printf("%s\n", path);
+        for (int i = 0; i < n; i++) {
+            float p = prob[order[i]];
+            int bar = (int)lrintf(p * 30);
+            printf("  %-*s %6.4f  ", wname, cx_model_class_name(m, order[i]), p);
+            for (int b = 0; b < bar; b++)
+                fputc('#', stdout);
+            fputc('\n', stdout);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ CAM output */
+
+static int mkdir_p(const char *dir)
+{
+    char *p = strdup(dir);
+    if (!p)
+        return -1;
+    for (char *s = p + 1; *s; s++) {
+        if (*s == '/') {
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                free(p);
+                return -1;
+            }
+            *s = '/';
+        }
+    }
+    int rc = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
+    free(p);
+    if (!rc) {
+        struct stat sb;
+        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            errno = ENOTDIR;
+            return -1;
+        }
+    }
+    return rc;
+}
+
+/* DIR/<stem>.<class>.png with the class name made file-name safe. */
+static char *cam_path(const char *dir, const char *image, const char *cls)
+{
+    const char *base = strrchr(image, '/');
+    base = base ? base + 1 : image;
+    char *stem = strdup(base);
+    char *c2 = strdup(cls);
+    char *out = NULL;
+    if (stem && c2) {
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem)
+            *dot = 0;
+        for (char *s = c2; *s; s++)
+            if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == '.'))
+                *s = '_';
+        char *name = NULL;
+        if (asprintf(&name, "%s.%s.png", stem, c2) >= 0) {
+            out = join(dir, name);
+            free(name);
+        }
+    }
+    free(stem);
+    free(c2);
+    return out;
+}
+
+/* ------------------------------------------------------------ main */
 
 int cmd_predict(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("predict", "not implemented yet");
-    return 2;
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *model_path = NULL, *cam_dir = NULL, *cam_class = NULL;
+    int fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSON;
+    int ten_crop = 0;
+    long batch = 16, threads = 0;
+    double alpha = 0.5;
+    cx_backend_id backend = CX_BACKEND_CPU;
+    strvec args = {0};
+    int only_inputs = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_val = i + 1 < argc;
+#define NEED_VAL()                                                                     \
+    do {                                                                               \
+        if (!has_val) {                                                                \
+            cli_error(CMD, "%s needs a value (see chexnet predict --help)", a);        \
+            free(args.v);                                                              \
+            return 2;                                                                  \
+        }                                                                              \
+    } while (0)
+        if (only_inputs || a[0] != '-' || !strcmp(a, "-")) {
+            if (args.n == args.cap) {
+                size_t cap = args.cap ? args.cap * 2 : 16;
+                char **q = realloc(args.v, cap * sizeof *q);
+                if (!q) {
+                    cli_error(CMD, "out of memory");
+                    free(args.v);
+                    return 1;
+                }
+                args.v = q;
+                args.cap = cap;
+            }
+            args.v[args.n++] = (char *)a; /* borrowed; freed with free(args.v) */
+        } else if (!strcmp(a, "--")) {
+            only_inputs = 1;
+        } else if (!strcmp(a, "--model")) {
+            NEED_VAL();
+            model_path = argv[++i];
+        } else if (!strcmp(a, "--format")) {
+            NEED_VAL();
+            const char *f = argv[++i];
+            if (!strcmp(f, "json"))
+                fmt = FMT_JSON;
+            else if (!strcmp(f, "csv"))
+                fmt = FMT_CSV;
+            else if (!strcmp(f, "table"))
+                fmt = FMT_TABLE;
+            else {
+                cli_error(CMD, "unknown --format '%s' (json, csv or table)", f);
+                free(args.v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--ten-crop")) {
+            ten_crop = 1;
+        } else if (!strcmp(a, "--batch")) {
+            NEED_VAL();
+            if (cli_parse_int(argv[++i], 1, 1024, &batch)) {
+                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", argv[i]);
+                free(args.v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads")) {
+            NEED_VAL();
+            if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
+                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", argv[i]);
+                free(args.v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--cam")) {
+            NEED_VAL();
+            cam_dir = argv[++i];
+        } else if (!strcmp(a, "--cam-class")) {
+            NEED_VAL();
+            cam_class = argv[++i];
+        } else if (!strcmp(a, "--cam-alpha")) {
+            NEED_VAL();
+            if (cli_parse_double(argv[++i], &alpha) || alpha < 0 || alpha > 1) {
+                cli_error(CMD, "--cam-alpha must be a number in [0, 1], not '%s'", argv[i]);
+                free(args.v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--backend")) {
+            NEED_VAL();
+            const char *b = argv[++i];
+            if (!strcmp(b, "cpu"))
+                backend = CX_BACKEND_CPU;
+            else if (!strcmp(b, "ref"))
+                backend = CX_BACKEND_REF;
+            else {
+                cli_error(CMD, "unknown --backend '%s' (cpu or ref)", b);
+                free(args.v);
+                return 2;
+            }
+        } else {
+            cli_error(CMD, "unknown option '%s' (see chexnet predict --help)", a);
+            free(args.v);
+            return 2;
+        }
+#undef NEED_VAL
+    }
+    if (args.n == 0) {
+        usage(stderr);
+        free(args.v);
+        return 2;
+    }
+    if (cam_class && !cam_dir) {
+        cli_error(CMD, "--cam-class needs --cam DIR");
+        free(args.v);
+        return 2;
+    }
+    if (!model_path) {
+        model_path = cli_default_model();
+        if (!model_path) {
+            cli_error(CMD, "no --model given and no default model found (set "
+                           "CHEXNET_MODEL or install chexnet's models)");
+            free(args.v);
+            return 2;
+        }
+    }
+    if (threads > 0)
+        cx_set_threads((int)threads);
+
+    /* inputs */
+    int nerr = 0;
+    strvec files = {0};
+    for (size_t i = 0; i < args.n; i++)
+        if (add_input(args.v[i], 1, &files, &nerr)) {
+            cli_error(CMD, "out of memory while listing inputs");
+            sv_free(&files);
+            free(args.v);
+            return 1;
+        }
+    free(args.v);
+
+    cx_err err = {0};
+    cx_model *m = NULL;
+    if (cx_model_load(model_path, &m, &err)) {
+        cli_fail(CMD, &err);
+        sv_free(&files);
+        return 1;
+    }
+    const int nc = cx_model_num_classes(m);
+    int cam_cls = -1; /* -1: most probable; -2: all */
+    if (cam_class) {
+        if (!strcasecmp(cam_class, "all"))
+            cam_cls = -2;
+        else {
+            for (int c = 0; c < nc; c++)
+                if (!strcasecmp(cam_class, cx_model_class_name(m, c)))
+                    cam_cls = c;
+            if (cam_cls == -1) {
+                fprintf(stderr, "chexnet predict: unknown --cam-class '%s'; the model's classes:",
+                        cam_class);
+                for (int c = 0; c < nc; c++)
+                    fprintf(stderr, " %s", cx_model_class_name(m, c));
+                fputc('\n', stderr);
+                cx_model_free(m);
+                sv_free(&files);
+                return 2;
+            }
+        }
+    }
+    if (cam_dir && mkdir_p(cam_dir)) {
+        cli_error(CMD, "%s: cannot create the CAM folder: %s", cam_dir, strerror(errno));
+        cx_model_free(m);
+        sv_free(&files);
+        return 1;
+    }
+
+    const int S = cx_model_input_size(m);
+    const int crops = ten_crop ? 10 : 1;
+    int per_pass = ten_crop ? (int)(batch / 10 > 0 ? batch / 10 : 1) : (int)batch;
+    if ((size_t)per_pass > files.n && files.n > 0)
+        per_pass = (int)files.n;
+    if (per_pass < 1)
+        per_pass = 1;
+    const size_t in_floats = cx_image_input_floats(m, ten_crop);
+    const size_t plain_floats = cx_image_input_floats(m, 0);
+    int rc = nerr ? 1 : 0;
+
+    if (fmt == FMT_CSV) {
+        fputs("image", stdout);
+        for (int c = 0; c < nc; c++) {
+            fputc(',', stdout);
+            csv_field(stdout, cx_model_class_name(m, c));
+        }
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    if (files.n == 0) {
+        if (!nerr)
+            cli_error(CMD, "no input images");
+        cx_model_free(m);
+        sv_free(&files);
+        return 1;
+    }
+
+    cx_ctx *ctx = NULL, *cam_ctx = NULL;
+    float *input = NULL, *plain = NULL, *logits = NULL, *prob = NULL, *cam = NULL;
+    cx_image *keep = NULL;
+    cx_status *status = NULL;
+    cx_err *errs = NULL;
+    int cam_h = 0, cam_w = 0;
+    if (cx_ctx_new(m, per_pass * crops, S, S, backend, &ctx, &err)) {
+        rc = cli_fail(CMD, &err);
+        goto done;
+    }
+    if (cam_dir && ten_crop && cx_ctx_new(m, per_pass, S, S, backend, &cam_ctx, &err)) {
+        rc = cli_fail(CMD, &err);
+        goto done;
+    }
+    input = malloc(sizeof(float) * in_floats * per_pass);
+    logits = malloc(sizeof(float) * (size_t)nc * per_pass * crops);
+    prob = malloc(sizeof(float) * (size_t)nc * per_pass);
+    keep = calloc(per_pass, sizeof *keep);
+    status = calloc(per_pass, sizeof *status);
+    errs = calloc(per_pass, sizeof *errs);
+    if (cam_dir && ten_crop)
+        plain = malloc(sizeof(float) * plain_floats * per_pass);
+    if (!input || !logits || !prob || !keep || !status || !errs || (cam_dir && ten_crop && !plain)) {
+        cli_error(CMD, "out of memory for a batch of %d", per_pass);
+        rc = 1;
+        goto done;
+    }
+    if (cam_dir) {
+        cx_cam_compute(cam_ctx ? cam_ctx : ctx, m, 0, 0, NULL, &cam_h, &cam_w, NULL);
+        cam = malloc(sizeof(float) * (size_t)(cam_h > 0 ? cam_h : 1) * (cam_w > 0 ? cam_w : 1));
+        if (!cam) {
+            cli_error(CMD, "out of memory");
+            rc = 1;
+            goto done;
+        }
+    }
+
+    cli_progress prog;
+    cli_progress_start(&prog, "predict", "img", (long)files.n);
+    for (size_t start = 0; start < files.n; start += per_pass) {
+        int nb = (int)(files.n - start < (size_t)per_pass ? files.n - start : (size_t)per_pass);
+        /* decode + preprocess in parallel */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int i = 0; i < nb; i++) {
+            const char *path = files.v[start + i];
+            errs[i].msg[0] = 0;
+            status[i] = cx_image_load_input(m, path, ten_crop, input + (size_t)i * in_floats,
+                                            cam_dir ? &keep[i] : NULL, &errs[i]);
+            if (!status[i] && plain)
+                status[i] = cx_image_preprocess(m, &keep[i], 0, plain + (size_t)i * plain_floats,
+                                                &errs[i]);
+        }
+        /* compact the good ones to the front (input order kept) */
+        int idx[1024], ng = 0;
+        for (int i = 0; i < nb; i++) {
+            if (status[i]) {
+                fflush(stdout);
+                cli_error(CMD, "%s", errs[i].msg[0] ? errs[i].msg : files.v[start + i]);
+                rc = 1;
+                cx_image_free(&keep[i]);
+                continue;
+            }
+            if (ng != i) {
+                memmove(input + (size_t)ng * in_floats, input + (size_t)i * in_floats,
+                        sizeof(float) * in_floats);
+                if (plain)
+                    memmove(plain + (size_t)ng * plain_floats, plain + (size_t)i * plain_floats,
+                            sizeof(float) * plain_floats);
+                keep[ng] = keep[i];
+                memset(&keep[i], 0, sizeof keep[i]);
+            }
+            idx[ng++] = i;
+        }
+        if (ng > 0) {
+            if (cx_forward(ctx, input, ng * crops, logits, &err)) {
+                rc = cli_fail(CMD, &err);
+                for (int j = 0; j < ng; j++)
+                    cx_image_free(&keep[j]);
+                goto done_progress;
+            }
+            for (int j = 0; j < ng; j++)
+                for (int c = 0; c < nc; c++) {
+                    double s = 0;
+                    for (int k = 0; k < crops; k++)
+                        s += cx_sigmoid(logits[((size_t)j * crops + k) * nc + c]);
+                    prob[(size_t)j * nc + c] = (float)(s / crops);
+                }
+            for (int j = 0; j < ng; j++)
+                print_result(fmt, m, files.v[start + idx[j]], prob + (size_t)j * nc);
+            fflush(stdout);
+            if (cam_dir) {
+                if (cam_ctx && cx_forward(cam_ctx, plain, ng, logits, &err)) {
+                    rc = cli_fail(CMD, &err);
+                    for (int j = 0; j < ng; j++)
+                        cx_image_free(&keep[j]);
+                    goto done_progress;
+                }
+                for (int j = 0; j < ng; j++) {
+                    const char *path = files.v[start + idx[j]];
+                    int c0 = cam_cls, c1 = cam_cls + 1;
+                    if (cam_cls == -2) {
+                        c0 = 0;
+                        c1 = nc;
+                    } else if (cam_cls == -1) {
+                        c0 = 0;
+                        for (int c = 1; c < nc; c++)
+                            if (prob[(size_t)j * nc + c] > prob[(size_t)j * nc + c0])
+                                c0 = c;
+                        c1 = c0 + 1;
+                    }
+                    for (int c = c0; c < c1; c++) {
+                        cx_image ov = {0};
+                        char *out = cam_path(cam_dir, path, cx_model_class_name(m, c));
+                        cx_status st = out ? CX_OK : CX_ENOMEM;
+                        if (!st)
+                            st = cx_cam_compute(cam_ctx ? cam_ctx : ctx, m,
+                                                cam_ctx ? j : j * crops, c, cam, &cam_h, &cam_w,
+                                                &err);
+                        if (!st)
+                            st = cx_cam_overlay(&keep[j], cam, cam_h, cam_w, (float)alpha, &ov,
+                                                &err);
+                        if (!st)
+                            st = cx_image_save_png(&ov, out, &err);
+                        if (st) {
+                            cli_error(CMD, "%s: CAM: %s", path,
+                                      st == CX_ENOMEM && !out ? "out of memory" : err.msg);
+                            rc = 1;
+                        }
+                        cx_image_free(&ov);
+                        free(out);
+                    }
+                    cx_image_free(&keep[j]);
+                }
+            }
+        }
+        cli_progress_update(&prog, (long)(start + nb));
+    }
+done_progress:
+    cli_progress_end(&prog);
+done:
+    if (keep)
+        for (int i = 0; i < per_pass; i++)
+            cx_image_free(&keep[i]);
+    free(keep);
+    free(status);
+    free(errs);
+    free(input);
+    free(plain);
+    free(logits);
+    free(prob);
+    free(cam);
+    cx_ctx_free(cam_ctx);
+    cx_ctx_free(ctx);
+    cx_model_free(m);
+    sv_free(&files);
+    return rc;
 }
