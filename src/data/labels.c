@@ -223,7 +223,7 @@ int cx_labels_find(const cx_labels *l, const char *image)
 
 /* One label value: 0/1 (also 0.0/1.0, true/false); blank, -1, nan:
  * missing. Returns -2 if not a label. */
-static int parse_label(const char *s)
+int cx_parse_label(const char *s)
 {
     while (*s == ' ' || *s == '\t')
         s++;
@@ -412,7 +412,7 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
                     continue;
                 int ok = 1;
                 for (long r = 0; r < t->n_rows && ok; r++)
-                    if (parse_label(t->rows[r].fields[c]) == -2)
+                    if (cx_parse_label(t->rows[r].fields[c]) == -2)
                         ok = 0;
                 if (ok)
                     csv_names[nc++] = t->header[c];
@@ -501,12 +501,12 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
                 if (src[k] == 14) { /* No Finding */
                     v = 1;
                     for (int j = 0; j < 14; j++) {
-                        int x = parse_label(row->fields[1 + j]);
+                        int x = cx_parse_label(row->fields[1 + j]);
                         if (x == 1)
                             v = 0;
                     }
                 } else {
-                    v = parse_label(row->fields[1 + src[k]]);
+                    v = cx_parse_label(row->fields[1 + src[k]]);
                     if (v != 0 && v != 1) {
                         st = cx_seterr(err, CX_EFORMAT, "%s:%ld: label %d is '%s', not 0/1",
                                        path, row->line, src[k] + 1, row->fields[1 + src[k]]);
@@ -555,7 +555,7 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
                 vals[k] = has[src[k]];
         } else {
             for (int k = 0; k < nc; k++) {
-                int v = parse_label(row->fields[src[k]]);
+                int v = cx_parse_label(row->fields[src[k]]);
                 if (v == -2) {
                     st = cx_seterr(err, CX_EFORMAT,
                                    "%s:%ld: column '%s' has '%s', not a label (0, 1, blank/-1 = missing)",

@@ -11,6 +11,10 @@
  * "Image_Path", "Filename", "File", "Study", "Id"; else column 0. */
 int cx_image_column(const cx_csv *t);
 
+/* One label value: 0/1 (also 0.0/1.0, true/false) -> 0/1; blank, -1, nan ->
+ * CX_LABEL_MISSING; anything else -> -2. */
+int cx_parse_label(const char *s);
+
 /* The file name part of a path ("a/b/c.png" -> "c.png"). */
 const char *cx_basename(const char *path);
 
