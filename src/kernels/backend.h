@@ -46,6 +46,43 @@ typedef struct cx_ops {
     /* y[n][m] = b[m] + sum_f x[n][f] * w[m][f]. x: [N][F], w: [M][F], y: [N][M]. */
     void (*linear)(const float *x, int N, int F, const float *w, const float *b, int M,
                    float *y);
+
+    /* ---- training (backward ops ADD into parameter gradients) ---- */
+
+    /* Batch statistics per channel over P values: mean and biased variance.
+     * x: CNHW [C][P]. */
+    void (*bn_stats)(const float *x, int C, int64_t P, float *mean, float *var);
+
+    /* Backward of y = relu(gamma * (x - mean) * invstd + beta) in training
+     * mode (batch statistics). x: CNHW [C][P] (BN input), dy: [C][P] (grad of
+     * the ReLU output). dgamma, dbeta: [C], added to. dx: [C][P], overwritten
+     * (accumulate = 0) or added to (accumulate = 1). */
+    void (*bn_relu_backward)(const float *x, const float *dy, int C, int64_t P,
+                             const float *gamma, const float *beta, const float *mean,
+                             const float *invstd, float *dgamma, float *dbeta, float *dx,
+                             int accumulate);
+
+    /* Backward of conv2d (same conventions as conv2d). dw [Cout][Cin][k][k]
+     * is added to; dx (CNHW [Cin][N][H][W]) is overwritten, or added to when
+     * accumulate = 1, or skipped when NULL. scratch: conv_bwd_scratch floats. */
+    void (*conv2d_backward)(const float *x, int Cin, int N, int H, int W, const float *w,
+                            int Cout, int k, int s, int pad, const float *dy, float *dw,
+                            float *dx, int accumulate, float *scratch, size_t scratch_n);
+    size_t (*conv_bwd_scratch)(int Cin, int N, int H, int W, int Cout, int k, int s, int pad);
+
+    /* Max-pool backward: the gradient goes to the first maximum of each
+     * window (PyTorch's rule). x: the pooling input; dx overwritten. */
+    void (*maxpool_backward)(const float *x, int C, int N, int H, int W, int k, int s, int pad,
+                             const float *dy, float *dx);
+    /* Average-pool backward (k x k, stride k); dx [C][N][H][W] overwritten
+     * (rows/columns beyond the last full window get 0). */
+    void (*avgpool_backward)(const float *dy, int C, int N, int H, int W, int k, float *dx);
+    /* Global-average-pool backward: dy [N][C] -> dx CNHW [C][N][HW], overwritten. */
+    void (*gap_backward)(const float *dy, int C, int N, int HW, float *dx);
+    /* Linear backward: dw [M][F] and db [M] added to; dx [N][F] overwritten
+     * (skipped when NULL). */
+    void (*linear_backward)(const float *x, int N, int F, const float *w, int M,
+                            const float *dy, float *dw, float *db, float *dx);
 } cx_ops;
 
 const cx_ops *cx_ops_ref(void);

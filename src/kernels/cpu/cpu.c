@@ -192,6 +192,212 @@ static void cpu_linear(const float *x, int N, int F, const float *w, const float
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, M, F, 1.0f, x, F, w, F, 1.0f, y, M);
 }
 
+/* ---- training ---- */
+
+static void cpu_bn_stats(const float *x, int C, int64_t P, float *mean, float *var)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xp = x + c * P;
+        double s = 0.0;
+        for (int64_t p = 0; p < P; p++)
+            s += xp[p];
+        double mu = s / P, v = 0.0;
+        for (int64_t p = 0; p < P; p++) {
+            double d = xp[p] - mu;
+            v += d * d;
+        }
+        mean[c] = (float)mu;
+        var[c] = (float)(v / P);
+    }
+}
+
+static void cpu_bn_relu_backward(const float *x, const float *dy, int C, int64_t P,
+                                 const float *gamma, const float *beta, const float *mean,
+                                 const float *invstd, float *dgamma, float *dbeta, float *dx,
+                                 int accumulate)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xp = x + c * P, *dyp = dy + c * P;
+        float *dxp = dx + c * P;
+        const float g = gamma[c], b = beta[c], mu = mean[c], is = invstd[c];
+        double sdy = 0.0, sdyx = 0.0;
+        for (int64_t p = 0; p < P; p++) {
+            float xh = (xp[p] - mu) * is;
+            float d = (g * xh + b) > 0.0f ? dyp[p] : 0.0f;
+            sdy += d;
+            sdyx += (double)d * xh;
+        }
+        dgamma[c] += (float)sdyx;
+        dbeta[c] += (float)sdy;
+        const float k = g * is / (float)P, fsdy = (float)sdy, fsdyx = (float)sdyx;
+        for (int64_t p = 0; p < P; p++) {
+            float xh = (xp[p] - mu) * is;
+            float d = (g * xh + b) > 0.0f ? dyp[p] : 0.0f;
+            float v = k * ((float)P * d - fsdy - xh * fsdyx);
+            dxp[p] = accumulate ? dxp[p] + v : v;
+        }
+    }
+}
+
+static size_t cpu_conv_bwd_scratch(int Cin, int N, int H, int W, int Cout, int k, int s,
+                                   int pad)
+{
+    return 2 * cpu_conv_scratch(Cin, N, H, W, Cout, k, s, pad);
+}
+
+/* dx[ci][n0+j][iy][ix] += dcol[(ci*k+ky)*k+kx][j*Ho*Wo + oy*Wo + ox] */
+static void col2im_add(const float *dcol, int Cin, int N, int H, int W, int k, int s, int pad,
+                       int n0, int nb, float *dx)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t P = (int64_t)N * H * W, cols = (int64_t)nb * Ho * Wo;
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < Cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                const float *src = dcol + ((int64_t)(ci * k + ky) * k + kx) * cols;
+                for (int j = 0; j < nb; j++) {
+                    float *d = dx + ci * P + (int64_t)(n0 + j) * H * W;
+                    const float *sp = src + (int64_t)j * Ho * Wo;
+                    for (int oy = 0; oy < Ho; oy++) {
+                        int iy = oy * s - pad + ky;
+                        if (iy < 0 || iy >= H)
+                            continue;
+                        for (int ox = 0; ox < Wo; ox++) {
+                            int ix = ox * s - pad + kx;
+                            if (ix >= 0 && ix < W)
+                                d[iy * W + ix] += sp[oy * Wo + ox];
+                        }
+                    }
+                }
+            }
+}
+
+static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, const float *w,
+                                int Cout, int k, int s, int pad, const float *dy, float *dw,
+                                float *dx, int accumulate, float *scratch, size_t scratch_n)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t Po = (int64_t)N * Ho * Wo;
+    if (is_pointwise(k, s, pad)) {
+        /* dw[Cout][Cin] += dy[Cout][P] x[Cin][P]^T; dx[Cin][P] (+)= w^T dy */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, Cin, (int)Po, 1.0f, dy,
+                    (int)Po, x, (int)Po, 1.0f, dw, Cin);
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)Po, Cout, 1.0f, w, Cin,
+                        dy, (int)Po, accumulate ? 1.0f : 0.0f, dx, (int)Po);
+        return;
+    }
+    size_t per_image = (size_t)Cin * k * k * Ho * Wo;
+    int nb = (int)(scratch_n / (2 * per_image));
+    if (nb < 1)
+        nb = 1;
+    int K = Cin * k * k;
+    float *col = scratch, *dcol = scratch + per_image * nb;
+    if (dx && !accumulate)
+        memset(dx, 0, sizeof(float) * (size_t)Cin * N * H * W);
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int cnt = N - n0 < nb ? N - n0 : nb;
+        int cols = cnt * Ho * Wo;
+        const float *dyc = dy + (int64_t)n0 * Ho * Wo; /* rows at stride Po */
+        im2col(x, Cin, N, H, W, k, s, pad, n0, cnt, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, cols, 1.0f, dyc, (int)Po,
+                    col, cols, 1.0f, dw, K);
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, Cout, 1.0f, w, K, dyc,
+                        (int)Po, 0.0f, dcol, cols);
+            col2im_add(dcol, Cin, N, H, W, k, s, pad, n0, cnt, dx);
+        }
+    }
+}
+
+static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int k, int s,
+                                 int pad, const float *dy, float *dx)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    int64_t planes = (int64_t)C * N;
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
+        float *dxp = dx + pl * H * W;
+        memset(dxp, 0, sizeof(float) * H * W);
+        for (int oy = 0; oy < Ho; oy++) {
+            int y0 = oy * s - pad, y1 = y0 + k;
+            if (y0 < 0)
+                y0 = 0;
+            if (y1 > H)
+                y1 = H;
+            for (int ox = 0; ox < Wo; ox++) {
+                int x0 = ox * s - pad, x1 = x0 + k;
+                if (x0 < 0)
+                    x0 = 0;
+                if (x1 > W)
+                    x1 = W;
+                float m = -INFINITY;
+                int arg = -1;
+                for (int iy = y0; iy < y1; iy++)
+                    for (int ix = x0; ix < x1; ix++) {
+                        float v = xp[iy * W + ix];
+                        if (v > m || isnan(v) || arg < 0) {
+                            m = v;
+                            arg = iy * W + ix;
+                        }
+                    }
+                if (arg >= 0)
+                    dxp[arg] += dyp[oy * Wo + ox];
+            }
+        }
+    }
+}
+
+static void cpu_avgpool_backward(const float *dy, int C, int N, int H, int W, int k, float *dx)
+{
+    int Ho = H / k, Wo = W / k;
+    int64_t planes = (int64_t)C * N;
+    const float inv = 1.0f / (float)(k * k);
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *dyp = dy + pl * Ho * Wo;
+        float *dxp = dx + pl * H * W;
+        if (Ho * k != H || Wo * k != W)
+            memset(dxp, 0, sizeof(float) * H * W);
+        for (int oy = 0; oy < Ho; oy++)
+            for (int ox = 0; ox < Wo; ox++) {
+                float v = dyp[oy * Wo + ox] * inv;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        dxp[(oy * k + ky) * W + ox * k + kx] = v;
+            }
+    }
+}
+
+static void cpu_gap_backward(const float *dy, int C, int N, int HW, float *dx)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int n = 0; n < N; n++) {
+            float v = dy[(int64_t)n * C + c] / (float)HW;
+            float *dxp = dx + ((int64_t)c * N + n) * HW;
+            for (int i = 0; i < HW; i++)
+                dxp[i] = v;
+        }
+}
+
+static void cpu_linear_backward(const float *x, int N, int F, const float *w, int M,
+                                const float *dy, float *dw, float *db, float *dx)
+{
+    for (int n = 0; n < N; n++)
+        for (int m = 0; m < M; m++)
+            db[m] += dy[(int64_t)n * M + m];
+    /* dw[M][F] += dy[N][M]^T x[N][F] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, F, N, 1.0f, dy, M, x, F, 1.0f, dw, F);
+    if (dx) /* dx[N][F] = dy[N][M] w[M][F] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, M, 1.0f, dy, M, w, F, 0.0f,
+                    dx, F);
+}
+
 static const cx_ops CPU_OPS = {
     .name = "cpu",
     .bn_relu = cpu_bn_relu,
@@ -201,6 +407,14 @@ static const cx_ops CPU_OPS = {
     .avgpool = cpu_avgpool,
     .gap = cpu_gap,
     .linear = cpu_linear,
+    .bn_stats = cpu_bn_stats,
+    .bn_relu_backward = cpu_bn_relu_backward,
+    .conv2d_backward = cpu_conv2d_backward,
+    .conv_bwd_scratch = cpu_conv_bwd_scratch,
+    .maxpool_backward = cpu_maxpool_backward,
+    .avgpool_backward = cpu_avgpool_backward,
+    .gap_backward = cpu_gap_backward,
+    .linear_backward = cpu_linear_backward,
 };
 
 const cx_ops *cx_ops_cpu(void) { return &CPU_OPS; }

@@ -1,0 +1,352 @@
+/* Gradient checks: every backward op of the reference kernels (double
+ * precision) against central finite differences on small shapes, then the
+ * fast CPU backend's backward (float) against the reference backend (float).
+ * The scalar checked is L = sum(r * f(inputs)) for a fixed random r. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chexnet.h"
+#include "kernels/backend.h"
+#include "kernels/ref/ref_f64.h"
+#include "util/rng.h"
+
+#define EPS_BN 1e-5
+static const double H_FD = 1e-6;
+
+static double *drand(cx_rng *r, size_t n, double lo, double hi)
+{
+    double *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = lo + (hi - lo) * cx_rng_uniform(r);
+    return v;
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* Compares an analytic gradient g of L w.r.t. v[0..n) with finite
+ * differences of loss(); checks every element (n is small). */
+typedef double (*loss_fn)(void *ctx);
+static void fd_check(const char *what, double *v, size_t n, const double *g, loss_fn loss,
+                     void *ctx, double tol)
+{
+    double worst = 0;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double keep = v[i];
+        v[i] = keep + H_FD;
+        double lp = loss(ctx);
+        v[i] = keep - H_FD;
+        double lm = loss(ctx);
+        v[i] = keep;
+        double fd = (lp - lm) / (2 * H_FD);
+        /* relative error, guarded for gradients near zero */
+        double e = fabs(fd - g[i]) / (1e-3 + fabs(fd) + fabs(g[i]));
+        if (e > worst) {
+            worst = e;
+            wi = i;
+        }
+    }
+    if (worst > tol)
+        fail_msg("%s: element %zu analytic %.9g vs finite difference, rel err %.3g", what, wi,
+                 g[wi], worst);
+    printf("  %-34s %4zu values, worst rel err %.2e\n", what, n, worst);
+}
+
+/* ---- convolution ---- */
+typedef struct {
+    int Cin, N, H, W, Cout, k, s, pad;
+    double *x, *w, *r, *y;
+} conv_case;
+
+static double conv_loss(void *p)
+{
+    conv_case *c = p;
+    cx_ops_ref64()->conv2d(c->x, c->Cin, c->N, c->H, c->W, c->w, c->Cout, c->k, c->s, c->pad,
+                           c->y, NULL, 0);
+    int Ho = cx_out_size(c->H, c->k, c->s, c->pad), Wo = cx_out_size(c->W, c->k, c->s, c->pad);
+    return dot(c->r, c->y, (size_t)c->Cout * c->N * Ho * Wo);
+}
+
+static void check_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, (uint64_t)(k * 100 + s * 10 + pad));
+    conv_case c = {Cin, N, H, W, Cout, k, s, pad, 0};
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    size_t nx = (size_t)Cin * N * H * W, nw = (size_t)Cout * Cin * k * k,
+           ny = (size_t)Cout * N * Ho * Wo;
+    c.x = drand(&rng, nx, -1, 1);
+    c.w = drand(&rng, nw, -1, 1);
+    c.r = drand(&rng, ny, -1, 1);
+    c.y = malloc(ny * sizeof(double));
+    double *dw = calloc(nw, sizeof(double)), *dx = calloc(nx, sizeof(double));
+    cx_ops_ref64()->conv2d_backward(c.x, Cin, N, H, W, c.w, Cout, k, s, pad, c.r, dw, dx, 0, NULL,
+                                    0);
+    char what[64];
+    snprintf(what, sizeof what, "conv %dx%d/%d pad %d: dx", k, k, s, pad);
+    fd_check(what, c.x, nx, dx, conv_loss, &c, 1e-6);
+    snprintf(what, sizeof what, "conv %dx%d/%d pad %d: dw", k, k, s, pad);
+    fd_check(what, c.w, nw, dw, conv_loss, &c, 1e-6);
+    free(c.x), free(c.w), free(c.r), free(c.y), free(dw), free(dx);
+}
+
+static void test_fd_conv(void **state)
+{
+    check_conv(3, 2, 5, 6, 4, 1, 1, 0);
+    check_conv(3, 2, 5, 5, 2, 3, 1, 1);
+    check_conv(2, 1, 9, 8, 3, 7, 2, 3);
+}
+
+/* ---- training-mode BatchNorm + ReLU ---- */
+typedef struct {
+    int C;
+    int64_t P;
+    double *x, *g, *b, *r, *y;
+} bn_case;
+
+static double bn_forward(bn_case *c, double *mean, double *invstd)
+{
+    double var[8], sc[8], sh[8];
+    cx_ops_ref64()->bn_stats(c->x, c->C, c->P, mean, var);
+    for (int i = 0; i < c->C; i++) {
+        invstd[i] = 1.0 / sqrt(var[i] + EPS_BN);
+        sc[i] = c->g[i] * invstd[i];
+        sh[i] = c->b[i] - mean[i] * sc[i];
+    }
+    cx_ops_ref64()->bn_relu(c->x, c->y, c->C, c->P, sc, sh);
+    return dot(c->r, c->y, (size_t)(c->C * c->P));
+}
+
+static double bn_loss(void *p)
+{
+    double mean[8], invstd[8];
+    return bn_forward(p, mean, invstd);
+}
+
+static void test_fd_bn_relu(void **state)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, 5);
+    bn_case c = {3, 2 * 4 * 5, 0};
+    size_t n = (size_t)(c.C * c.P);
+    c.x = drand(&rng, n, -2, 2);
+    c.g = drand(&rng, c.C, 0.5, 1.5);
+    c.b = drand(&rng, c.C, -0.3, 0.3);
+    c.r = drand(&rng, n, -1, 1);
+    c.y = malloc(n * sizeof(double));
+    double mean[8], invstd[8], dg[8] = {0}, db[8] = {0};
+    double *dx = malloc(n * sizeof(double));
+    bn_forward(&c, mean, invstd);
+    cx_ops_ref64()->bn_relu_backward(c.x, c.r, c.C, c.P, c.g, c.b, mean, invstd, dg, db, dx, 0);
+    fd_check("batchnorm(train)+relu: dx", c.x, n, dx, bn_loss, &c, 1e-5);
+    fd_check("batchnorm(train)+relu: dgamma", c.g, c.C, dg, bn_loss, &c, 1e-6);
+    fd_check("batchnorm(train)+relu: dbeta", c.b, c.C, db, bn_loss, &c, 1e-6);
+    /* accumulate = 1 adds */
+    double *dx2 = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++)
+        dx2[i] = 1.0;
+    cx_ops_ref64()->bn_relu_backward(c.x, c.r, c.C, c.P, c.g, c.b, mean, invstd, dg, db, dx2, 1);
+    for (size_t i = 0; i < n; i++)
+        assert_true(fabs(dx2[i] - 1.0 - dx[i]) < 1e-12);
+    free(c.x), free(c.g), free(c.b), free(c.r), free(c.y), free(dx), free(dx2);
+}
+
+/* ---- pools, GAP, linear ---- */
+typedef struct {
+    int C, N, H, W, which;
+    double *x, *r, *y;
+} pool_case;
+
+static double pool_loss(void *p)
+{
+    pool_case *c = p;
+    size_t ny;
+    if (c->which == 0) {
+        cx_ops_ref64()->maxpool(c->x, c->C, c->N, c->H, c->W, 3, 2, 1, c->y);
+        ny = (size_t)c->C * c->N * cx_out_size(c->H, 3, 2, 1) * cx_out_size(c->W, 3, 2, 1);
+    } else if (c->which == 1) {
+        cx_ops_ref64()->avgpool(c->x, c->C, c->N, c->H, c->W, 2, c->y);
+        ny = (size_t)c->C * c->N * (c->H / 2) * (c->W / 2);
+    } else {
+        cx_ops_ref64()->gap(c->x, c->C, c->N, c->H * c->W, c->y);
+        ny = (size_t)c->C * c->N;
+    }
+    return dot(c->r, c->y, ny);
+}
+
+static void test_fd_pools(void **state)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, 11);
+    static const char *names[] = {"maxpool 3x3/2 pad 1: dx", "avgpool 2x2/2 (odd size): dx",
+                                  "global average pool: dx"};
+    for (int which = 0; which < 3; which++) {
+        pool_case c = {2, 2, 7, 5, which, 0};
+        size_t n = (size_t)c.C * c.N * c.H * c.W;
+        c.x = drand(&rng, n, -1, 1); /* distinct values: max is unique */
+        c.r = drand(&rng, n, -1, 1);
+        c.y = malloc(n * sizeof(double));
+        double *dx = malloc(n * sizeof(double));
+        if (which == 0)
+            cx_ops_ref64()->maxpool_backward(c.x, c.C, c.N, c.H, c.W, 3, 2, 1, c.r, dx);
+        else if (which == 1)
+            cx_ops_ref64()->avgpool_backward(c.r, c.C, c.N, c.H, c.W, 2, dx);
+        else
+            cx_ops_ref64()->gap_backward(c.r, c.C, c.N, c.H * c.W, dx);
+        fd_check(names[which], c.x, n, dx, pool_loss, &c, 1e-6);
+        free(c.x), free(c.r), free(c.y), free(dx);
+    }
+}
+
+typedef struct {
+    int N, F, M;
+    double *x, *w, *b, *r, *y;
+} lin_case;
+
+static double lin_loss(void *p)
+{
+    lin_case *c = p;
+    cx_ops_ref64()->linear(c->x, c->N, c->F, c->w, c->b, c->M, c->y);
+    return dot(c->r, c->y, (size_t)c->N * c->M);
+}
+
+static void test_fd_linear(void **state)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, 13);
+    lin_case c = {3, 6, 4, 0};
+    c.x = drand(&rng, 18, -1, 1);
+    c.w = drand(&rng, 24, -1, 1);
+    c.b = drand(&rng, 4, -1, 1);
+    c.r = drand(&rng, 12, -1, 1);
+    c.y = malloc(12 * sizeof(double));
+    double dw[24] = {0}, db[4] = {0}, dx[18];
+    cx_ops_ref64()->linear_backward(c.x, 3, 6, c.w, 4, c.r, dw, db, dx);
+    fd_check("linear: dx", c.x, 18, dx, lin_loss, &c, 1e-7);
+    fd_check("linear: dw", c.w, 24, dw, lin_loss, &c, 1e-7);
+    fd_check("linear: db", c.b, 4, db, lin_loss, &c, 1e-7);
+    free(c.x), free(c.w), free(c.b), free(c.r), free(c.y);
+}
+
+/* ---- CPU backend backward == reference backend backward (float) ---- */
+
+static float *frand(cx_rng *r, size_t n, float lo, float hi)
+{
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = lo + (hi - lo) * (float)cx_rng_uniform(r);
+    return v;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n)
+{
+    double d = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        nb += (double)b[i] * b[i];
+    }
+    return sqrt(d) / (sqrt(nb) + 1e-30);
+}
+
+static void cpu_vs_ref_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int pad,
+                            int accumulate)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, (uint64_t)(Cin + N + H + k));
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    size_t nx = (size_t)Cin * N * H * W, nw = (size_t)Cout * Cin * k * k,
+           ny = (size_t)Cout * N * Ho * Wo;
+    float *x = frand(&rng, nx, -1, 1), *w = frand(&rng, nw, -1, 1), *dy = frand(&rng, ny, -1, 1);
+    float *dw1 = frand(&rng, nw, -1, 1), *dw2 = malloc(nw * 4);
+    float *dx1 = frand(&rng, nx, -1, 1), *dx2 = malloc(nx * 4);
+    memcpy(dw2, dw1, nw * 4);
+    memcpy(dx2, dx1, nx * 4);
+    cx_ops_ref()->conv2d_backward(x, Cin, N, H, W, w, Cout, k, s, pad, dy, dw1, dx1, accumulate,
+                                  NULL, 0);
+    size_t sn = cx_ops_cpu()->conv_bwd_scratch(Cin, N, H, W, Cout, k, s, pad);
+    float *scr = malloc((sn + 1) * 4);
+    cx_ops_cpu()->conv2d_backward(x, Cin, N, H, W, w, Cout, k, s, pad, dy, dw2, dx2, accumulate,
+                                  scr, sn);
+    double ew = rel_l2(dw2, dw1, nw), ex = rel_l2(dx2, dx1, nx);
+    if (ew > 1e-5 || ex > 1e-5)
+        fail_msg("cpu conv %dx%d/%d backward: dw rel %g, dx rel %g", k, k, s, ew, ex);
+    free(x), free(w), free(dy), free(dw1), free(dw2), free(dx1), free(dx2), free(scr);
+}
+
+static void test_cpu_backward(void **state)
+{
+    cpu_vs_ref_conv(24, 3, 7, 6, 16, 1, 1, 0, 0);
+    cpu_vs_ref_conv(24, 3, 7, 6, 16, 1, 1, 0, 1);
+    cpu_vs_ref_conv(16, 2, 8, 9, 8, 3, 1, 1, 1);
+    cpu_vs_ref_conv(3, 2, 21, 19, 8, 7, 2, 3, 0);
+    cpu_vs_ref_conv(64, 3, 56, 56, 4, 3, 1, 1, 0); /* chunked im2col */
+
+    cx_rng rng;
+    cx_rng_seed(&rng, 17);
+    int C = 9;
+    int64_t P = 3 * 6 * 5;
+    size_t n = (size_t)C * P;
+    float *x = frand(&rng, n, -2, 2), *dy = frand(&rng, n, -1, 1), *g = frand(&rng, C, 0.5f, 1.5f),
+          *b = frand(&rng, C, -0.3f, 0.3f);
+    float m1[9], v1[9], m2[9], v2[9], is[9];
+    cx_ops_ref()->bn_stats(x, C, P, m1, v1);
+    cx_ops_cpu()->bn_stats(x, C, P, m2, v2);
+    assert_true(rel_l2(m2, m1, C) < 1e-6 && rel_l2(v2, v1, C) < 1e-6);
+    for (int i = 0; i < C; i++)
+        is[i] = 1.0f / sqrtf(v1[i] + 1e-5f);
+    float dg1[9] = {0}, db1[9] = {0}, dg2[9] = {0}, db2[9] = {0};
+    float *dx1 = malloc(n * 4), *dx2 = malloc(n * 4);
+    cx_ops_ref()->bn_relu_backward(x, dy, C, P, g, b, m1, is, dg1, db1, dx1, 0);
+    cx_ops_cpu()->bn_relu_backward(x, dy, C, P, g, b, m1, is, dg2, db2, dx2, 0);
+    assert_true(rel_l2(dx2, dx1, n) < 1e-5);
+    assert_true(rel_l2(dg2, dg1, C) < 1e-5 && rel_l2(db2, db1, C) < 1e-5);
+
+    float *pdx1 = malloc(n * 4), *pdx2 = malloc(n * 4);
+    int H = 6, W = 5, N = 3;
+    size_t nyp = (size_t)C * N * cx_out_size(H, 3, 2, 1) * cx_out_size(W, 3, 2, 1);
+    cx_ops_ref()->maxpool_backward(x, C, N, H, W, 3, 2, 1, dy, pdx1);
+    cx_ops_cpu()->maxpool_backward(x, C, N, H, W, 3, 2, 1, dy, pdx2);
+    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
+    (void)nyp;
+    cx_ops_ref()->avgpool_backward(dy, C, N, H, W, 2, pdx1);
+    cx_ops_cpu()->avgpool_backward(dy, C, N, H, W, 2, pdx2);
+    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
+    cx_ops_ref()->gap_backward(dy, C, N, H * W, pdx1);
+    cx_ops_cpu()->gap_backward(dy, C, N, H * W, pdx2);
+    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
+
+    float *lw = frand(&rng, 14 * 20, -1, 1), *lx = frand(&rng, 3 * 20, -1, 1),
+          *ldy = frand(&rng, 3 * 14, -1, 1);
+    float ldw1[280] = {0}, ldw2[280] = {0}, ldb1[14] = {0}, ldb2[14] = {0}, ldx1[60], ldx2[60];
+    cx_ops_ref()->linear_backward(lx, 3, 20, lw, 14, ldy, ldw1, ldb1, ldx1);
+    cx_ops_cpu()->linear_backward(lx, 3, 20, lw, 14, ldy, ldw2, ldb2, ldx2);
+    assert_true(rel_l2(ldw2, ldw1, 280) < 1e-6 && rel_l2(ldb2, ldb1, 14) < 1e-6 &&
+                rel_l2(ldx2, ldx1, 60) < 1e-6);
+    free(x), free(dy), free(g), free(b), free(dx1), free(dx2), free(pdx1), free(pdx2);
+    free(lw), free(lx), free(ldy);
+}
+
+int main(void)
+{
+    cx_set_threads(2);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fd_conv),   cmocka_unit_test(test_fd_bn_relu),
+        cmocka_unit_test(test_fd_pools),  cmocka_unit_test(test_fd_linear),
+        cmocka_unit_test(test_cpu_backward),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
