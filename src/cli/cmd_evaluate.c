@@ -1,10 +1,538 @@
-/* chexnet evaluate: placeholder until its issue lands (replaced by the owner). */
+/* chexnet evaluate: per-class AUROC with bootstrap CIs, operating points,
+ * ROC curves and a report, from a predictions CSV or by predicting first.
+ *
+ *   chexnet evaluate --pred PRED.csv --labels LABELS [--bootstrap N] [--seed S]
+ *                    [--val-pred V.csv] [--json OUT.json] [--report DIR] [...]
+ *   chexnet evaluate --model FILE --labels LABELS --images DIR
+ *                    [--save-pred P.csv] [...]
+ */
+#define _GNU_SOURCE
 #include "cli.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#define CMD "evaluate"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: chexnet evaluate --pred PRED.csv --labels LABELS [options]\n"
+            "       chexnet evaluate --model FILE --labels LABELS --images DIR\n"
+            "                        [--save-pred P.csv] [--ten-crop] [--batch N] [options]\n\n"
+            "Per-class AUROC (exact, ties as scikit-learn), mean AUROC, operating points\n"
+            "(sensitivity, specificity, PPV, NPV, F1) and percentile-bootstrap 95%% CIs on\n"
+            "every figure.\n\n"
+            "  --pred PRED.csv     header: image column, then one score column per class\n"
+            "                      (named by class); one row per image evaluated\n"
+            "  --labels LABELS     ChestX-ray14 Data_Entry_2017*.csv, a split list\n"
+            "                      (IMAGE L1 ... L14), or a CSV with 0/1 columns named by\n"
+            "                      class; plain or gzip. Images are matched by id, else by\n"
+            "                      file name; every predicted image needs a label\n"
+            "  --bootstrap N       resamples of the images (default 10000; 0: no CIs)\n"
+            "  --seed S            bootstrap seed (default 0); results do not depend on\n"
+            "                      the thread count\n"
+            "  --val-pred V.csv    validation predictions (same labels file) on which the\n"
+            "                      operating point is chosen (default rule: maxf1)\n"
+            "  --operating-point R maxf1 | youden (needs --val-pred) | threshold\n"
+            "  --threshold T       fixed threshold: positive when score >= T (default 0.5\n"
+            "                      without --val-pred)\n"
+            "  --classes A,B,...   evaluate only these classes (names as in PRED)\n"
+            "  --json OUT.json     write all figures, ROC points and warnings as JSON\n"
+            "  --report DIR        write DIR/report.html (tables, ROC curves as SVG),\n"
+            "                      DIR/roc.svg and DIR/roc_panels.svg\n"
+            "  --title TEXT        report title\n"
+            "  --threads T         threads (default: all cores)\n"
+            "  --dump-resamples F  write the first --dump-count (default 10) bootstrap\n"
+            "                      resamples' image indices to F (for checking)\n"
+            "  --model FILE        predict first with this model (safetensors) ...\n"
+            "  --images DIR        ... on every PNG/JPEG under DIR (recursively)\n"
+            "  --save-pred P.csv   ... and save those predictions\n"
+            "  --ten-crop          ... averaging 10 crops (arnoweng/CheXNet)\n"
+            "  --batch N           ... images per forward pass (default 16)\n\n"
+            "An undefined AUROC (a class without positives or negatives) is reported as\n"
+            "undefined (null in JSON), never as a number. Exit status: 0 ok, 1 error,\n"
+            "2 usage.\n");
+}
+
+static int need_arg(int i, int argc, char **argv)
+{
+    if (i + 1 >= argc) {
+        cli_error(CMD, "%s needs a value", argv[i]);
+        return 0;
+    }
+    return 1;
+}
+
+/* ----------------------------------------------------------- prediction */
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strvec;
+
+static int sv_push(strvec *s, char *str)
+{
+    if (!str)
+        return -1;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        char **q = realloc(s->v, cap * sizeof *q);
+        if (!q) {
+            free(str);
+            return -1;
+        }
+        s->v = q;
+        s->cap = cap;
+    }
+    s->v[s->n++] = str;
+    return 0;
+}
+
+static void sv_free(strvec *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_image_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") ||
+                   !strcasecmp(dot, ".jpeg"));
+}
+
+static int scan(const char *dir, int depth, strvec *out)
+{
+    if (depth > 64) {
+        cli_error(CMD, "%s: folders nested too deeply", dir);
+        return -1;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        cli_error(CMD, "%s: cannot read folder: %s", dir, strerror(errno));
+        return -1;
+    }
+    strvec names = {0};
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && sv_push(&names, strdup(e->d_name))) {
+            closedir(d);
+            sv_free(&names);
+            return -1;
+        }
+    closedir(d);
+    qsort(names.v, names.n, sizeof(char *), cmp_str);
+    int rc = 0;
+    for (size_t i = 0; i < names.n && !rc; i++) {
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, names.v[i]) < 0) {
+            rc = -1;
+            break;
+        }
+        struct stat sb;
+        if (stat(p, &sb)) {
+            free(p);
+            continue;
+        }
+        if (S_ISDIR(sb.st_mode)) {
+            rc = scan(p, depth + 1, out);
+            free(p);
+        } else if (S_ISREG(sb.st_mode) && is_image_name(names.v[i])) {
+            rc = sv_push(out, p);
+        } else {
+            free(p);
+        }
+    }
+    sv_free(&names);
+    return rc;
+}
+
+static int predict_dir(const char *model_path, const char *dir, int ten_crop, int batch,
+                       cx_pred_table **out)
+{
+    cx_err err = {0};
+    cx_model *m = NULL;
+    if (cx_model_load(model_path, &m, &err))
+        return cli_fail(CMD, &err);
+    strvec files = {0};
+    if (scan(dir, 0, &files)) {
+        cx_model_free(m);
+        sv_free(&files);
+        return 1;
+    }
+    if (!files.n) {
+        cli_error(CMD, "%s: no PNG or JPEG images found", dir);
+        cx_model_free(m);
+        sv_free(&files);
+        return 1;
+    }
+    int nc = cx_model_num_classes(m), S = cx_model_input_size(m);
+    const char *names[1024];
+    for (int k = 0; k < nc && k < 1024; k++)
+        names[k] = cx_model_class_name(m, k);
+    cx_pred_table *p = NULL;
+    cx_ctx *ctx = NULL;
+    int crops = ten_crop ? 10 : 1;
+    size_t inf = cx_image_input_floats(m, ten_crop);
+    float *input = malloc((size_t)batch * inf * sizeof(float));
+    float *logits = malloc((size_t)batch * crops * nc * sizeof(float));
+    int rc = 1;
+    if (!input || !logits) {
+        cli_error(CMD, "out of memory");
+        goto out;
+    }
+    if (cx_pred_new((int)files.n, nc, names, &p, &err) ||
+        cx_ctx_new(m, batch * crops, S, S, CX_BACKEND_CPU, &ctx, &err)) {
+        rc = cli_fail(CMD, &err);
+        goto out;
+    }
+    cli_progress pr;
+    cli_progress_start(&pr, "predicting", "img", (long)files.n);
+    for (size_t b0 = 0; b0 < files.n; b0 += (size_t)batch) {
+        int nb = (int)(files.n - b0 < (size_t)batch ? files.n - b0 : (size_t)batch);
+        int bad = 0;
+        cx_err e2 = {0};
+#pragma omp parallel for schedule(dynamic)
+        for (int i = 0; i < nb; i++) {
+            cx_err ei = {0};
+            if (cx_image_load_input(m, files.v[b0 + i], ten_crop, input + (size_t)i * inf, NULL,
+                                    &ei)) {
+#pragma omp critical
+                {
+                    if (!bad)
+                        e2 = ei;
+                    bad = 1;
+                }
+            }
+        }
+        if (bad) {
+            rc = cli_fail(CMD, &e2);
+            goto out;
+        }
+        if (cx_forward(ctx, input, nb * crops, logits, &err)) {
+            rc = cli_fail(CMD, &err);
+            goto out;
+        }
+        for (int i = 0; i < nb; i++) {
+            for (int k = 0; k < nc; k++) {
+                double s = 0;
+                for (int c = 0; c < crops; c++)
+                    s += cx_sigmoid(logits[((size_t)i * crops + c) * nc + k]);
+                p->scores[(b0 + i) * nc + k] = s / crops;
+            }
+            if (cx_pred_set_image(p, (int)(b0 + i), files.v[b0 + i], &err)) {
+                rc = cli_fail(CMD, &err);
+                goto out;
+            }
+        }
+        cli_progress_update(&pr, (long)(b0 + nb));
+    }
+    cli_progress_end(&pr);
+    *out = p;
+    p = NULL;
+    rc = 0;
+out:
+    free(input);
+    free(logits);
+    cx_ctx_free(ctx);
+    cx_pred_free(p);
+    cx_model_free(m);
+    sv_free(&files);
+    return rc;
+}
+
+/* Keeps only the listed classes (comma separated) of p. */
+static int select_classes(cx_pred_table **pp, const char *list)
+{
+    cx_pred_table *p = *pp;
+    char *dup = strdup(list);
+    if (!dup)
+        return 1;
+    int idx[1024], n = 0;
+    for (char *save = NULL, *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int f = -1;
+        for (int k = 0; k < p->n_classes; k++)
+            if (cx_class_name_eq(p->classes[k], t))
+                f = k;
+        if (f < 0) {
+            cli_error(CMD, "--classes: '%s' is not a column of the predictions", t);
+            free(dup);
+            return 1;
+        }
+        if (n < 1024)
+            idx[n++] = f;
+    }
+    free(dup);
+    if (!n) {
+        cli_error(CMD, "--classes: empty list");
+        return 1;
+    }
+    const char *names[1024];
+    for (int k = 0; k < n; k++)
+        names[k] = p->classes[idx[k]];
+    cx_pred_table *q;
+    cx_err err = {0};
+    if (cx_pred_new(p->n_images, n, names, &q, &err))
+        return cli_fail(CMD, &err);
+    for (int i = 0; i < p->n_images; i++) {
+        if (cx_pred_set_image(q, i, p->images[i], &err)) {
+            cx_pred_free(q);
+            return cli_fail(CMD, &err);
+        }
+        for (int k = 0; k < n; k++)
+            q->scores[(size_t)i * n + k] = p->scores[(size_t)i * p->n_classes + idx[k]];
+    }
+    q->warnings = p->warnings;
+    q->n_warnings = p->n_warnings;
+    p->warnings = NULL;
+    p->n_warnings = 0;
+    cx_pred_free(p);
+    *pp = q;
+    return 0;
+}
+
+static void fmt_stat(char *buf, size_t n, const cx_stat *s, int digits)
+{
+    if (!isfinite(s->value))
+        snprintf(buf, n, "undefined");
+    else if (isfinite(s->lo))
+        snprintf(buf, n, "%.*f [%.*f, %.*f]", digits, s->value, digits, s->lo, digits, s->hi);
+    else
+        snprintf(buf, n, "%.*f", digits, s->value);
+}
 
 int cmd_evaluate(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("evaluate", "not implemented yet");
-    return 2;
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *pred_path = NULL, *labels_path = NULL, *val_path = NULL, *json_path = NULL,
+               *report_dir = NULL, *classes = NULL, *model_path = NULL, *images_dir = NULL,
+               *save_pred = NULL, *title = NULL, *dump_path = NULL, *op = NULL;
+    long boot = 10000, seed = 0, threads = 0, batch = 16, dump_count = 10;
+    double threshold = 0.5;
+    int threshold_given = 0, ten_crop = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+#define STR_OPT(name, var)                                                                   \
+    if (!strcmp(a, name)) {                                                                  \
+        if (!need_arg(i, argc, argv))                                                        \
+            return 2;                                                                        \
+        var = argv[++i];                                                                     \
+        continue;                                                                            \
+    }
+#define INT_OPT(name, var, lo, hi)                                                           \
+    if (!strcmp(a, name)) {                                                                  \
+        if (!need_arg(i, argc, argv))                                                        \
+            return 2;                                                                        \
+        if (cli_parse_int(argv[++i], lo, hi, &var)) {                                        \
+            cli_error(CMD, "%s: '%s' is not an integer in [%ld, %ld]", name, argv[i],        \
+                      (long)(lo), (long)(hi));                                               \
+            return 2;                                                                        \
+        }                                                                                    \
+        continue;                                                                            \
+    }
+        STR_OPT("--pred", pred_path)
+        STR_OPT("--labels", labels_path)
+        STR_OPT("--val-pred", val_path)
+        STR_OPT("--json", json_path)
+        STR_OPT("--report", report_dir)
+        STR_OPT("--classes", classes)
+        STR_OPT("--model", model_path)
+        STR_OPT("--images", images_dir)
+        STR_OPT("--save-pred", save_pred)
+        STR_OPT("--title", title)
+        STR_OPT("--dump-resamples", dump_path)
+        STR_OPT("--operating-point", op)
+        INT_OPT("--bootstrap", boot, 0, 10000000)
+        INT_OPT("--seed", seed, 0, 0x7fffffffffffffffL)
+        INT_OPT("--threads", threads, 0, 4096)
+        INT_OPT("--batch", batch, 1, 4096)
+        INT_OPT("--dump-count", dump_count, 0, 1000000)
+        if (!strcmp(a, "--threshold")) {
+            if (!need_arg(i, argc, argv))
+                return 2;
+            if (cli_parse_double(argv[++i], &threshold)) {
+                cli_error(CMD, "--threshold: '%s' is not a number", argv[i]);
+                return 2;
+            }
+            threshold_given = 1;
+            continue;
+        }
+        if (!strcmp(a, "--ten-crop")) {
+            ten_crop = 1;
+            continue;
+        }
+        cli_error(CMD, "unknown option '%s' (see --help)", a);
+        return 2;
+#undef STR_OPT
+#undef INT_OPT
+    }
+    if (!labels_path) {
+        cli_error(CMD, "--labels is required (see --help)");
+        return 2;
+    }
+    if (!pred_path && !model_path) {
+        cli_error(CMD, "give --pred PRED.csv, or --model FILE with --images DIR (see --help)");
+        return 2;
+    }
+    if (pred_path && model_path) {
+        cli_error(CMD, "--pred and --model exclude each other");
+        return 2;
+    }
+    if (model_path && !images_dir) {
+        cli_error(CMD, "--model needs --images DIR");
+        return 2;
+    }
+    if (!model_path && (images_dir || save_pred || ten_crop)) {
+        cli_error(CMD, "--images, --save-pred and --ten-crop go with --model");
+        return 2;
+    }
+    cx_eval_opts o;
+    cx_eval_opts_default(&o);
+    o.n_bootstrap = (int)boot;
+    o.seed = (uint64_t)seed;
+    o.threshold = threshold;
+    if (op) {
+        if (!strcmp(op, "maxf1"))
+            o.rule = CX_OP_MAXF1;
+        else if (!strcmp(op, "youden"))
+            o.rule = CX_OP_YOUDEN;
+        else if (!strcmp(op, "threshold"))
+            o.rule = CX_OP_THRESHOLD;
+        else {
+            cli_error(CMD, "--operating-point: '%s' is not maxf1, youden or threshold", op);
+            return 2;
+        }
+        if (o.rule != CX_OP_THRESHOLD && threshold_given) {
+            cli_error(CMD, "--threshold goes with --operating-point threshold");
+            return 2;
+        }
+    } else if (val_path && !threshold_given) {
+        o.rule = CX_OP_MAXF1;
+    }
+    if (o.rule != CX_OP_THRESHOLD && !val_path) {
+        cli_error(CMD, "--operating-point %s needs --val-pred (choosing the threshold on the "
+                       "test set itself would be optimistic)",
+                  op);
+        return 2;
+    }
+    if (val_path && o.rule == CX_OP_THRESHOLD)
+        cli_error(CMD, "warning: --val-pred is not used with a fixed threshold");
+    if (threads > 0)
+        cx_set_threads((int)threads);
+    else
+        cx_set_threads(0);
+
+    cx_err err = {0};
+    int rc = 1;
+    cx_pred_table *pred = NULL, *val = NULL;
+    cx_labels *labels = NULL;
+    cx_eval_result *res = NULL;
+    if (model_path) {
+        rc = predict_dir(model_path, images_dir, ten_crop, (int)batch, &pred);
+        if (rc)
+            goto out;
+        rc = 1;
+        if (save_pred && cx_pred_save(pred, save_pred, &err)) {
+            cli_fail(CMD, &err);
+            goto out;
+        }
+    } else if (cx_pred_load(pred_path, &pred, &err)) {
+        cli_fail(CMD, &err);
+        goto out;
+    }
+    if (classes && select_classes(&pred, classes))
+        goto out;
+    for (int i = 0; i < pred->n_warnings; i++)
+        cli_error(CMD, "warning: %s", pred->warnings[i]);
+    if (val_path) {
+        if (cx_pred_load(val_path, &val, &err)) {
+            cli_fail(CMD, &err);
+            goto out;
+        }
+        for (int i = 0; i < val->n_warnings; i++)
+            cli_error(CMD, "warning: %s", val->warnings[i]);
+    }
+    if (cx_labels_load(labels_path, pred->n_classes, (const char *const *)pred->classes, &labels,
+                       &err)) {
+        cli_fail(CMD, &err);
+        goto out;
+    }
+    for (int i = 0; i < cx_labels_num_warnings(labels); i++)
+        cli_error(CMD, "warning: %s", cx_labels_warning(labels, i));
+    if (dump_path) {
+        if (cx_bootstrap_dump(o.seed, (uint32_t)pred->n_images, (int)dump_count, dump_path, &err)) {
+            cli_fail(CMD, &err);
+            goto out;
+        }
+    }
+    if (cx_evaluate(pred, labels, val, &o, &res, &err)) {
+        cli_fail(CMD, &err);
+        goto out;
+    }
+    for (int i = 0; i < res->n_warnings; i++)
+        cli_error(CMD, "warning: %s", res->warnings[i]);
+
+    /* the table */
+    printf("%d images, %d classes, labels: %s (%s)\n", res->n_images, res->n_classes, labels_path,
+           cx_labels_format(labels));
+    if (res->n_bootstrap)
+        printf("bootstrap: %d resamples, seed %llu, %.2f s on %d threads; 95%% CIs in brackets\n",
+               res->n_bootstrap, (unsigned long long)res->seed, res->boot_seconds, res->threads);
+    printf("operating point: %s\n\n",
+           o.rule == CX_OP_THRESHOLD ? "fixed threshold"
+           : o.rule == CX_OP_MAXF1   ? "max F1 on the validation predictions"
+                                     : "max Youden's J on the validation predictions");
+    printf("%-20s %6s %6s  %-26s %8s  %-22s %-22s %-22s\n", "class", "pos", "neg",
+           "AUROC", "thresh", "sensitivity", "specificity", "F1");
+    for (int k = 0; k < res->n_classes; k++) {
+        const cx_class_eval *c = &res->cls[k];
+        char a[64], s1[64], s2[64], s3[64];
+        fmt_stat(a, sizeof a, &c->auroc, 4);
+        fmt_stat(s1, sizeof s1, &c->sens, 3);
+        fmt_stat(s2, sizeof s2, &c->spec, 3);
+        fmt_stat(s3, sizeof s3, &c->f1, 3);
+        printf("%-20s %6d %6d  %-26s %8.4g  %-22s %-22s %-22s\n", c->name, c->n_pos, c->n_neg, a,
+               c->threshold, s1, s2, s3);
+    }
+    char mbuf[64];
+    fmt_stat(mbuf, sizeof mbuf, &res->mean_auroc, 4);
+    printf("%-20s %13s  %-26s\n", "mean AUROC", "", mbuf);
+    if (res->n_mean_classes < res->n_classes)
+        printf("(mean over the %d classes with a defined AUROC)\n", res->n_mean_classes);
+    fflush(stdout);
+
+    if (json_path && cx_eval_write_json(res, json_path, &err)) {
+        cli_fail(CMD, &err);
+        goto out;
+    }
+    if (report_dir) {
+        if (cx_eval_write_report(res, report_dir, title, &err)) {
+            cli_fail(CMD, &err);
+            goto out;
+        }
+        fprintf(stderr, "chexnet evaluate: report written to %s/report.html\n", report_dir);
+    }
+    rc = 0;
+out:
+    cx_eval_free(res);
+    cx_labels_free(labels);
+    cx_pred_free(pred);
+    cx_pred_free(val);
+    return rc;
 }

@@ -1,10 +1,205 @@
-/* chexnet readers: placeholder until its issue lands (replaced by the owner). */
+/* chexnet readers: the reader study of CheXNet's Table 1 for one finding.
+ *
+ *   chexnet readers --class NAME --reader NAME=FILE --reader NAME=FILE ...
+ *                   --model NAME=FILE [--model NAME=FILE ...] [--truth FILE]
+ *                   [--threshold T] [--bootstrap N] [--seed S] [--json OUT]
+ *                   [--report DIR] [--threads T]
+ */
+#define _GNU_SOURCE
 #include "cli.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CMD "readers"
+#define MAXR 24
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: chexnet readers --class NAME --reader NAME=FILE --reader NAME=FILE ...\n"
+            "                       --model NAME=FILE [--model NAME=FILE ...] [--truth FILE]\n"
+            "                       [--threshold T] [--bootstrap N] [--seed S]\n"
+            "                       [--json OUT.json] [--report DIR] [--threads T]\n\n"
+            "Reader study for one finding, the protocol of CheXNet's Table 1 (Rajpurkar\n"
+            "et al. 2017): the F1 of each reader against each of the other readers taken\n"
+            "as ground truth, averaged over those K-1; the F1 of each model against each\n"
+            "of the K readers, averaged over K; the readers' average; and per model the\n"
+            "difference model - reader average. 95%% CIs: percentile bootstrap over\n"
+            "resamples of the images (the same resamples for every figure). The model is\n"
+            "significantly better (worse) when the CI of the difference excludes 0.\n\n"
+            "  --class NAME        the finding, matched to the files' column names\n"
+            "                      (case-insensitive, '_' = ' ')\n"
+            "  --reader NAME=FILE  a reader's labels (0/1), K >= 2 readers\n"
+            "  --model NAME=FILE   a model's decisions (0/1) or scores (thresholded)\n"
+            "  --truth FILE        optional: also report every F1 against this file\n"
+            "                      (e.g. a majority-vote ground truth)\n"
+            "  --threshold T       model scores >= T are positive (default: 0/1\n"
+            "                      decisions are used as they are; scores get 0.5 with a\n"
+            "                      warning)\n"
+            "  --bootstrap N       resamples (default 10000; 0: no CIs)\n"
+            "  --seed S            bootstrap seed (default 0)\n"
+            "  --json OUT.json     write every figure as JSON\n"
+            "  --report DIR        write DIR/report.html (the Table 1 equivalent)\n"
+            "  --threads T         threads (default: all cores)\n\n"
+            "Files are CSVs with an id column (Study, Image Index, Image, Path, ... else\n"
+            "the first column): rows are matched by id and columns by class name, never\n"
+            "by position. Every file must cover the first reader's ids; a reader must\n"
+            "give 0/1 for every image.\n");
+}
+
+static int parse_rater(const char *opt, char *arg, cx_rater *r)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1]) {
+        cli_error(CMD, "%s expects NAME=FILE, got '%s'", opt, arg);
+        return -1;
+    }
+    *eq = 0;
+    r->name = arg;
+    r->path = eq + 1;
+    return 0;
+}
+
+static void fmt_stat(char *buf, size_t n, const cx_stat *s)
+{
+    if (!isfinite(s->value))
+        snprintf(buf, n, "undefined");
+    else if (isfinite(s->lo))
+        snprintf(buf, n, "%.3f (%.3f, %.3f)", s->value, s->lo, s->hi);
+    else
+        snprintf(buf, n, "%.3f", s->value);
+}
 
 int cmd_readers(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("readers", "not implemented yet");
-    return 2;
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    cx_rater readers[MAXR], models[MAXR];
+    cx_readers_opts o;
+    memset(&o, 0, sizeof o);
+    o.n_bootstrap = 10000;
+    const char *json_path = NULL, *report_dir = NULL;
+    long boot = 10000, seed = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc && strncmp(a, "--", 2) == 0) {
+            cli_error(CMD, "%s needs a value (see --help)", a);
+            return 2;
+        }
+        if (!strcmp(a, "--class")) {
+            o.class_name = argv[++i];
+        } else if (!strcmp(a, "--reader") || !strcmp(a, "--model")) {
+            int is_model = a[2] == 'm';
+            int *cnt = is_model ? &o.n_models : &o.n_readers;
+            if (*cnt >= MAXR) {
+                cli_error(CMD, "too many %ss", is_model ? "model" : "reader");
+                return 2;
+            }
+            if (parse_rater(a, argv[++i], is_model ? &models[*cnt] : &readers[*cnt]))
+                return 2;
+            (*cnt)++;
+        } else if (!strcmp(a, "--truth")) {
+            o.truth_path = argv[++i];
+        } else if (!strcmp(a, "--threshold")) {
+            if (cli_parse_double(argv[++i], &o.threshold)) {
+                cli_error(CMD, "--threshold: '%s' is not a number", argv[i]);
+                return 2;
+            }
+            o.threshold_given = 1;
+        } else if (!strcmp(a, "--bootstrap")) {
+            if (cli_parse_int(argv[++i], 0, 10000000, &boot)) {
+                cli_error(CMD, "--bootstrap: '%s' is not an integer in [0, 10000000]", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--seed")) {
+            if (cli_parse_int(argv[++i], 0, 0x7fffffffffffffffL, &seed)) {
+                cli_error(CMD, "--seed: '%s' is not a non-negative integer", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads")) {
+            if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
+                cli_error(CMD, "--threads: '%s' is not an integer in [0, 4096]", argv[i]);
+                return 2;
+            }
+        } else if (!strcmp(a, "--json")) {
+            json_path = argv[++i];
+        } else if (!strcmp(a, "--report")) {
+            report_dir = argv[++i];
+        } else {
+            cli_error(CMD, "unknown option '%s' (see --help)", a);
+            return 2;
+        }
+    }
+    if (!o.class_name) {
+        cli_error(CMD, "--class is required (see --help)");
+        return 2;
+    }
+    if (o.n_readers < 2) {
+        cli_error(CMD, "give at least 2 --reader NAME=FILE (got %d)", o.n_readers);
+        return 2;
+    }
+    if (o.n_models < 1) {
+        cli_error(CMD, "give at least one --model NAME=FILE");
+        return 2;
+    }
+    o.readers = readers;
+    o.models = models;
+    o.n_bootstrap = (int)boot;
+    o.seed = (uint64_t)seed;
+    cx_set_threads(threads > 0 ? (int)threads : 0);
+
+    cx_err err = {0};
+    cx_readers_result *r = NULL;
+    if (cx_readers_run(&o, &r, &err))
+        return cli_fail(CMD, &err);
+    for (int i = 0; i < r->n_warnings; i++)
+        cli_error(CMD, "warning: %s", r->warnings[i]);
+    int K = r->n_readers, M = r->n_models;
+    printf("reader study: %s, %d images, %d readers, %d model%s", r->class_name, r->n_images, K, M,
+           M > 1 ? "s" : "");
+    if (r->n_bootstrap)
+        printf(", %d bootstrap resamples (seed %llu)", r->n_bootstrap,
+               (unsigned long long)r->seed);
+    printf("\n\n%-24s %-24s%s\n", "", "F1 (95% CI)", r->has_truth ? "  F1 vs truth (95% CI)" : "");
+    char b1[96], b2[96];
+    for (int a = 0; a < K + M; a++) {
+        if (a == K) {
+            fmt_stat(b1, sizeof b1, &r->reader_avg);
+            fmt_stat(b2, sizeof b2, &r->reader_avg_truth);
+            printf("%-24s %-24s%s%s\n", "reader average", b1, r->has_truth ? "  " : "",
+                   r->has_truth ? b2 : "");
+        }
+        const cx_rater_result *x = &r->raters[a];
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", x->is_model ? "model " : "", x->name);
+        fmt_stat(b1, sizeof b1, &x->f1);
+        fmt_stat(b2, sizeof b2, &x->f1_truth);
+        printf("%-24s %-24s%s%s\n", name, b1, r->has_truth ? "  " : "", r->has_truth ? b2 : "");
+    }
+    printf("\n");
+    for (int m = 0; m < M; m++) {
+        fmt_stat(b1, sizeof b1, &r->diff[m]);
+        printf("difference %s - reader average: %s: %s\n", r->raters[K + m].name, b1,
+               !r->n_bootstrap ? "no bootstrap, no conclusion"
+               : r->significant[m]
+                   ? (r->diff[m].value > 0 ? "significantly higher (CI excludes 0)"
+                                           : "significantly lower (CI excludes 0)")
+                   : "no significant difference (CI contains 0)");
+    }
+    fflush(stdout);
+    int rc = 0;
+    if (json_path && cx_readers_write_json(r, json_path, &err))
+        rc = cli_fail(CMD, &err);
+    if (!rc && report_dir) {
+        if (cx_readers_write_report(r, report_dir, &err))
+            rc = cli_fail(CMD, &err);
+        else
+            fprintf(stderr, "chexnet readers: report written to %s/report.html\n", report_dir);
+    }
+    cx_readers_free(r);
+    return rc;
 }
