@@ -1,0 +1,944 @@
+/* Datasets: ChestX-ray14 metadata, split lists and manifest CSVs with
+ * patients, resolved against an image folder (see chexnet.h, data section). */
+#define _GNU_SOURCE
+#include "data/data_internal.h"
+#include "data/csv.h"
+#include "util/rng.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+/* ------------------------------------------------------------- the table */
+
+uint64_t cx_data_hash(uint64_t seed, uint64_t a, uint64_t b)
+{
+    uint64_t x = seed;
+    uint64_t h = cx_splitmix64(&x);
+    x = h ^ (a * 0xD1B54A32D192ED03ULL);
+    h = cx_splitmix64(&x);
+    x = h ^ (b * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL);
+    return cx_splitmix64(&x);
+}
+
+void cx_dataset_opts_default(cx_dataset_opts *o)
+{
+    memset(o, 0, sizeof *o);
+}
+
+cx_status cx_ds_alloc(cx_dataset **out, int cap, int K, int K_src, cx_err *err)
+{
+    *out = NULL;
+    cx_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds)
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    size_t c = cap > 0 ? (size_t)cap : 1;
+    ds->K = K;
+    ds->K_src = K_src;
+    ds->classes = calloc(K > 0 ? (size_t)K : 1, sizeof *ds->classes);
+    ds->names = calloc(c, sizeof *ds->names);
+    ds->lines = calloc(c, sizeof *ds->lines);
+    ds->patient = calloc(c, sizeof *ds->patient);
+    ds->patients = calloc(c, sizeof *ds->patients);
+    ds->y = calloc(c * (size_t)(K > 0 ? K : 1), 1);
+    if (K_src > 0)
+        ds->y_src = calloc(c * (size_t)K_src, 1);
+    if (!ds->classes || !ds->names || !ds->lines || !ds->patient || !ds->patients || !ds->y ||
+        (K_src > 0 && !ds->y_src) || cx_strmap_init(&ds->by_name, c) ||
+        cx_strmap_init(&ds->by_base, c) || cx_strmap_init(&ds->by_patient, c)) {
+        cx_dataset_free(ds);
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    }
+    *out = ds;
+    return CX_OK;
+}
+
+int cx_ds_add(cx_dataset *ds, const char *name, const char *patient, const uint8_t *labels,
+              const uint8_t *src, const char *file, long line, cx_err *err)
+{
+    int prev = cx_strmap_get(&ds->by_name, name);
+    if (prev >= 0) {
+        int same = !memcmp(ds->y + (size_t)prev * ds->K, labels, (size_t)ds->K) &&
+                   !strcmp(ds->patients[ds->patient[prev]], patient);
+        if (!same) {
+            cx_seterr(err, CX_EFORMAT,
+                      "%s:%ld: image '%s' appears twice with different labels or patient "
+                      "(first on line %ld)",
+                      file, line, name, ds->lines[prev]);
+            return -1;
+        }
+        cx_ds_warn(ds, "%s:%ld: duplicate row for image '%s' (identical to line %ld), ignored",
+                   file, line, name, ds->lines[prev]);
+        return prev;
+    }
+    int i = ds->n;
+    ds->names[i] = strdup(name);
+    if (!ds->names[i]) {
+        cx_seterr(err, CX_ENOMEM, "out of memory");
+        return -1;
+    }
+    ds->n++;
+    memcpy(ds->y + (size_t)i * ds->K, labels, (size_t)ds->K);
+    if (ds->y_src && src)
+        memcpy(ds->y_src + (size_t)i * ds->K_src, src, (size_t)ds->K_src);
+    ds->lines[i] = line;
+    int p = cx_strmap_get(&ds->by_patient, patient);
+    if (p < 0) {
+        p = ds->n_patients;
+        ds->patients[p] = strdup(patient);
+        if (!ds->patients[p]) {
+            cx_seterr(err, CX_ENOMEM, "out of memory");
+            return -1;
+        }
+        ds->n_patients++;
+        if (cx_strmap_put(&ds->by_patient, ds->patients[p], p)) {
+            cx_seterr(err, CX_ENOMEM, "out of memory");
+            return -1;
+        }
+    }
+    ds->patient[i] = p;
+    if (cx_strmap_put(&ds->by_name, ds->names[i], i)) {
+        cx_seterr(err, CX_ENOMEM, "out of memory");
+        return -1;
+    }
+    const char *base = cx_basename(ds->names[i]);
+    int pb = cx_strmap_get(&ds->by_base, base);
+    if (pb == -1) {
+        if (cx_strmap_put(&ds->by_base, base, i)) {
+            cx_seterr(err, CX_ENOMEM, "out of memory");
+            return -1;
+        }
+    } else {
+        cx_strmap_put(&ds->by_base, base, -3); /* ambiguous */
+    }
+    return i;
+}
+
+void cx_dataset_free(cx_dataset *ds)
+{
+    if (!ds)
+        return;
+    for (int k = 0; k < ds->K; k++)
+        free(ds->classes[k]);
+    free(ds->classes);
+    for (int i = 0; i < ds->n; i++) {
+        free(ds->names[i]);
+        if (ds->paths)
+            free(ds->paths[i]);
+    }
+    free(ds->names);
+    free(ds->paths);
+    free(ds->lines);
+    free(ds->patient);
+    for (int p = 0; p < ds->n_patients; p++)
+        free(ds->patients[p]);
+    free(ds->patients);
+    free(ds->y);
+    free(ds->y_src);
+    cx_strmap_free(&ds->by_name);
+    cx_strmap_free(&ds->by_base);
+    cx_strmap_free(&ds->by_patient);
+    for (int i = 0; i < ds->n_warn; i++)
+        free(ds->warn[i]);
+    free(ds->warn);
+    free(ds->label_path);
+    if (ds->map)
+        munmap(ds->map, ds->map_len);
+    free(ds->pix_off);
+    free(ds->pix_ch);
+    free(ds);
+}
+
+int cx_dataset_size(const cx_dataset *ds) { return ds->n; }
+int cx_dataset_num_classes(const cx_dataset *ds) { return ds->K; }
+const char *cx_dataset_class(const cx_dataset *ds, int k)
+{
+    return k >= 0 && k < ds->K ? ds->classes[k] : NULL;
+}
+const char *cx_dataset_source(const cx_dataset *ds) { return ds->source; }
+const char *cx_dataset_name(const cx_dataset *ds, int i)
+{
+    return i >= 0 && i < ds->n ? ds->names[i] : NULL;
+}
+const char *cx_dataset_path(const cx_dataset *ds, int i)
+{
+    return i >= 0 && i < ds->n && ds->paths ? ds->paths[i] : NULL;
+}
+int cx_dataset_num_patients(const cx_dataset *ds) { return ds->n_patients; }
+int cx_dataset_patient(const cx_dataset *ds, int i)
+{
+    return i >= 0 && i < ds->n ? ds->patient[i] : -1;
+}
+const char *cx_dataset_patient_id(const cx_dataset *ds, int p)
+{
+    return p >= 0 && p < ds->n_patients ? ds->patients[p] : NULL;
+}
+const uint8_t *cx_dataset_labels(const cx_dataset *ds) { return ds->y; }
+int cx_dataset_num_warnings(const cx_dataset *ds) { return ds->n_warn; }
+const char *cx_dataset_warning(const cx_dataset *ds, int i)
+{
+    return i >= 0 && i < ds->n_warn ? ds->warn[i] : NULL;
+}
+int cx_dataset_pack_size(const cx_dataset *ds) { return ds->map ? ds->pack_size : 0; }
+
+int cx_dataset_find(const cx_dataset *ds, const char *name)
+{
+    int r = cx_strmap_get(&ds->by_name, name);
+    if (r >= 0)
+        return r;
+    r = cx_strmap_get(&ds->by_base, cx_basename(name));
+    if (r == -3)
+        return -2;
+    return r < 0 ? -1 : r;
+}
+
+void cx_nih_patient(const char *name, char *buf, size_t n)
+{
+    const char *b = cx_basename(name);
+    size_t l = strcspn(b, "_");
+    if (!b[l]) { /* no '_': the name without extension */
+        const char *dot = strrchr(b, '.');
+        l = dot && dot > b ? (size_t)(dot - b) : strlen(b);
+    }
+    if (l >= n)
+        l = n - 1;
+    memcpy(buf, b, l);
+    buf[l] = 0;
+}
+
+/* -------------------------------------------------------------- classes */
+
+/* Index of a ChestX-ray14 finding name (CheXNet order), 14 = No Finding,
+ * -1 unknown. */
+static int nih_index(const char *name)
+{
+    for (int k = 0; k < 14; k++)
+        if (cx_class_name_eq(name, CX_CHESTXRAY14_CLASSES[k]))
+            return k;
+    if (cx_class_name_eq(name, "Infiltrate"))
+        return 3;
+    if (cx_class_name_eq(name, "No Finding"))
+        return 14;
+    return -1;
+}
+
+/* The wanted classes (names) from task/classes; *n = -1 means "automatic". */
+static cx_status wanted_classes(const cx_dataset_opts *o, int *n, const char *const **names,
+                                cx_err *err)
+{
+    static const char *const pneu[1] = {"Pneumonia"};
+    if (o->n_classes > 0) {
+        if (!o->classes)
+            return cx_seterr(err, CX_EARG, "dataset: n_classes given without class names");
+        for (int k = 0; k < o->n_classes; k++) {
+            if (!o->classes[k] || !o->classes[k][0])
+                return cx_seterr(err, CX_EARG, "dataset: empty class name");
+            for (int j = 0; j < k; j++)
+                if (cx_class_name_eq(o->classes[j], o->classes[k]))
+                    return cx_seterr(err, CX_EARG, "dataset: class '%s' given twice",
+                                     o->classes[k]);
+        }
+        *n = o->n_classes;
+        *names = o->classes;
+        return CX_OK;
+    }
+    if (!o->task) {
+        *n = -1;
+        *names = NULL;
+        return CX_OK;
+    }
+    if (!strcasecmp(o->task, "pneumonia")) {
+        *n = 1;
+        *names = pneu;
+        return CX_OK;
+    }
+    if (!strcasecmp(o->task, "all14")) {
+        *n = 14;
+        *names = CX_CHESTXRAY14_CLASSES;
+        return CX_OK;
+    }
+    return cx_seterr(err, CX_EARG, "unknown task '%s' (pneumonia or all14)", o->task);
+}
+
+/* Maps wanted names onto ChestX-ray14 indices. */
+static cx_status nih_selection(const char *path, int n, const char *const *names, int *sel,
+                               cx_err *err)
+{
+    for (int k = 0; k < n; k++) {
+        sel[k] = nih_index(names[k]);
+        if (sel[k] < 0 || sel[k] == 14)
+            return cx_seterr(err, CX_EMISSING,
+                             "%s: class '%s' is not a ChestX-ray14 finding (Atelectasis, "
+                             "Cardiomegaly, Effusion, Infiltration, Mass, Nodule, Pneumonia, "
+                             "Pneumothorax, Consolidation, Edema, Emphysema, Fibrosis, "
+                             "Pleural_Thickening, Hernia)",
+                             path, names[k]);
+    }
+    return CX_OK;
+}
+
+static cx_status set_classes(cx_dataset *ds, int n, const char *const *names, cx_err *err)
+{
+    for (int k = 0; k < n; k++) {
+        ds->classes[k] = strdup(names[k]);
+        if (!ds->classes[k])
+            return cx_seterr(err, CX_ENOMEM, "out of memory");
+    }
+    return CX_OK;
+}
+
+/* Strict 0/1: "0", "1", "0.0", "1.0", true/false. -1 otherwise. */
+static int parse01(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    if ((n == 1 && s[0] == '1') || (n == 3 && !strncmp(s, "1.0", 3)) ||
+        (n == 4 && !strncasecmp(s, "true", 4)))
+        return 1;
+    if ((n == 1 && s[0] == '0') || (n == 3 && !strncmp(s, "0.0", 3)) ||
+        (n == 5 && !strncasecmp(s, "false", 5)))
+        return 0;
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = 0;
+    return s;
+}
+
+/* ------------------------------------------------------------- sources */
+
+static cx_status load_metadata(cx_dataset **out, const cx_csv *t, const char *path,
+                               const cx_dataset_opts *o, cx_err *err)
+{
+    int img = cx_csv_col(t, "Image Index"), fl = cx_csv_col(t, "Finding Labels");
+    int pc = cx_csv_col(t, "Patient ID");
+    if (img < 0)
+        return cx_seterr(err, CX_EMISSING, "%s: no 'Image Index' column", path);
+    if (pc < 0)
+        return cx_seterr(err, CX_EMISSING, "%s: no 'Patient ID' column", path);
+    int n;
+    const char *const *names;
+    cx_status st = wanted_classes(o, &n, &names, err);
+    if (st)
+        return st;
+    if (n < 0) {
+        n = 14;
+        names = CX_CHESTXRAY14_CLASSES;
+    }
+    int sel[512];
+    if (n > 512)
+        return cx_seterr(err, CX_ELIMIT, "too many classes (%d)", n);
+    if ((st = nih_selection(path, n, names, sel, err)))
+        return st;
+    cx_dataset *ds;
+    if ((st = cx_ds_alloc(&ds, (int)t->n_rows, n, 14, err)))
+        return st;
+    strcpy(ds->source, "chestxray14-metadata");
+    if ((st = set_classes(ds, n, names, err)))
+        goto fail;
+    uint8_t lab[512], src[15];
+    for (long r = 0; r < t->n_rows; r++) {
+        const cx_csv_row *row = &t->rows[r];
+        char *id = trim(row->fields[img]);
+        char *pid = trim(row->fields[pc]);
+        if (!*id) {
+            st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty 'Image Index'", path, row->line);
+            goto fail;
+        }
+        if (!*pid) {
+            st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty 'Patient ID'", path, row->line);
+            goto fail;
+        }
+        memset(src, 0, sizeof src);
+        const char *s = row->fields[fl];
+        int any = 0, nofind = 0;
+        for (;;) {
+            const char *e = strchr(s, '|');
+            size_t tl = e ? (size_t)(e - s) : strlen(s);
+            char tok[128];
+            if (tl >= sizeof tok)
+                tl = sizeof tok - 1;
+            memcpy(tok, s, tl);
+            tok[tl] = 0;
+            char *tt = trim(tok);
+            int ci = nih_index(tt);
+            if (ci < 0) {
+                st = cx_seterr(err, CX_EFORMAT,
+                               "%s:%ld: finding '%s' (in '%s') is not a ChestX-ray14 label "
+                               "nor 'No Finding'",
+                               path, row->line, tt, row->fields[fl]);
+                goto fail;
+            }
+            if (ci == 14)
+                nofind = 1;
+            else {
+                src[ci] = 1;
+                any = 1;
+            }
+            if (!e)
+                break;
+            s = e + 1;
+        }
+        if (nofind && any) {
+            st = cx_seterr(err, CX_EFORMAT, "%s:%ld: 'No Finding' together with findings ('%s')",
+                           path, row->line, row->fields[fl]);
+            goto fail;
+        }
+        for (int k = 0; k < n; k++)
+            lab[k] = src[sel[k]];
+        if (cx_ds_add(ds, id, pid, lab, src, path, row->line, err) < 0) {
+            st = err ? err->code : CX_EFORMAT;
+            goto fail;
+        }
+    }
+    *out = ds;
+    return CX_OK;
+fail:
+    cx_dataset_free(ds);
+    return st ? st : CX_EFORMAT;
+}
+
+/* Split list rows "IMAGE L1 ... LK" appended to ds (created on first use). */
+static cx_status load_split_rows(cx_dataset **pds, const cx_csv *t, const char *path,
+                                 const cx_dataset_opts *o, long cap, cx_err *err)
+{
+    int n;
+    const char *const *names;
+    cx_status st = wanted_classes(o, &n, &names, err);
+    if (st)
+        return st;
+    if (t->n_rows == 0)
+        return cx_seterr(err, CX_EFORMAT, "%s: empty list", path);
+    int kf = t->rows[0].n_fields - 1;
+    if (kf < 1)
+        return cx_seterr(err, CX_EFORMAT,
+                         "%s:%ld: a plain image list has no labels; give the labels "
+                         "(e.g. Data_Entry_2017.csv) as well",
+                         path, t->rows[0].line);
+    int sel[512];
+    int nih = kf == 14;
+    if (n < 0) {
+        if (!nih)
+            return cx_seterr(err, CX_EARG,
+                             "%s: %d label columns (not the 14 of ChestX-ray14): give the "
+                             "class names",
+                             path, kf);
+        n = 14;
+        names = CX_CHESTXRAY14_CLASSES;
+    }
+    if (n > 512)
+        return cx_seterr(err, CX_ELIMIT, "too many classes (%d)", n);
+    if (nih) {
+        if ((st = nih_selection(path, n, names, sel, err)))
+            return st;
+    } else if (kf == n) {
+        for (int k = 0; k < n; k++)
+            sel[k] = k;
+    } else {
+        return cx_seterr(err, CX_EFORMAT,
+                         "%s:%ld: %d labels per line; expected 14 (ChestX-ray14, CheXNet order) "
+                         "or one per class (%d)",
+                         path, t->rows[0].line, kf, n);
+    }
+    cx_dataset *ds = *pds;
+    if (!ds) {
+        if ((st = cx_ds_alloc(&ds, (int)cap, n, nih ? 14 : 0, err)))
+            return st;
+        strcpy(ds->source, "split-list");
+        if ((st = set_classes(ds, n, names, err))) {
+            cx_dataset_free(ds);
+            return st;
+        }
+        *pds = ds;
+    } else if (ds->K_src != (nih ? 14 : 0)) {
+        return cx_seterr(err, CX_EFORMAT, "%s: %d labels per line, unlike the other lists",
+                         path, kf);
+    }
+    uint8_t lab[512], src[512];
+    for (long r = 0; r < t->n_rows; r++) {
+        const cx_csv_row *row = &t->rows[r];
+        if (row->n_fields != kf + 1)
+            return cx_seterr(err, CX_EFORMAT, "%s:%ld: %d fields; expected an image and %d labels",
+                             path, row->line, row->n_fields, kf);
+        for (int j = 0; j < kf; j++) {
+            int v = parse01(row->fields[1 + j]);
+            if (v < 0)
+                return cx_seterr(err, CX_EFORMAT, "%s:%ld: label %d is '%s', not 0/1", path,
+                                 row->line, j + 1, row->fields[1 + j]);
+            src[j] = (uint8_t)v;
+        }
+        for (int k = 0; k < n; k++)
+            lab[k] = src[sel[k]];
+        char pid[256];
+        cx_nih_patient(row->fields[0], pid, sizeof pid);
+        if (cx_ds_add(ds, row->fields[0], pid, lab, nih ? src : NULL, path, row->line, err) < 0)
+            return err ? err->code : CX_EFORMAT;
+    }
+    return CX_OK;
+}
+
+static int is_named(const char *h, const char *const *list, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (cx_class_name_eq(h, list[i]))
+            return 1;
+    return 0;
+}
+
+static cx_status load_manifest(cx_dataset **out, const cx_csv *t, const char *path,
+                               const cx_dataset_opts *o, cx_err *err)
+{
+    int pcol = cx_csv_col(t, "path");
+    if (pcol < 0)
+        pcol = cx_image_column(t);
+    static const char *const pnames[] = {"patient", "patient_key", "patient_id", "Patient ID",
+                                         "patientId", "subject_id"};
+    int patcol = -1;
+    if (o->patient_column) {
+        patcol = cx_csv_col(t, o->patient_column);
+        if (patcol < 0)
+            return cx_seterr(err, CX_EMISSING, "%s: no patient column '%s'", path,
+                             o->patient_column);
+    } else {
+        for (size_t i = 0; i < sizeof pnames / sizeof pnames[0] && patcol < 0; i++)
+            patcol = cx_csv_col(t, pnames[i]);
+    }
+    int n;
+    const char *const *names;
+    cx_status st = wanted_classes(o, &n, &names, err);
+    if (st)
+        return st;
+    int col[512];
+    const char *auto_names[512];
+    if (n < 0) {
+        static const char *const skip[] = {"split", "fold", "set"};
+        n = 0;
+        for (int c = 0; c < t->n_cols && n < 512; c++) {
+            if (c == pcol || c == patcol || is_named(t->header[c], skip, 3))
+                continue;
+            int ok = t->n_rows > 0;
+            for (long r = 0; r < t->n_rows && ok; r++)
+                if (parse01(t->rows[r].fields[c]) < 0)
+                    ok = 0;
+            if (ok) {
+                col[n] = c;
+                auto_names[n++] = t->header[c];
+            }
+        }
+        if (n == 0)
+            return cx_seterr(err, CX_EMISSING,
+                             "%s: no column holds only 0/1 labels; name the classes", path);
+        names = auto_names;
+    } else {
+        if (n > 512)
+            return cx_seterr(err, CX_ELIMIT, "too many classes (%d)", n);
+        for (int k = 0; k < n; k++) {
+            col[k] = -1;
+            for (int c = 0; c < t->n_cols; c++)
+                if (c != pcol && c != patcol && cx_class_name_eq(t->header[c], names[k])) {
+                    if (col[k] >= 0)
+                        return cx_seterr(err, CX_EFORMAT, "%s: two columns named '%s'", path,
+                                         names[k]);
+                    col[k] = c;
+                }
+            if (col[k] < 0) {
+                char have[700];
+                size_t u = 0;
+                have[0] = 0;
+                for (int c = 0; c < t->n_cols && u + 80 < sizeof have; c++)
+                    u += (size_t)snprintf(have + u, sizeof have - u, "%s%s", c ? ", " : "",
+                                          t->header[c]);
+                return cx_seterr(err, CX_EMISSING,
+                                 "%s: no column for class '%s' (columns: %s)", path, names[k],
+                                 have);
+            }
+        }
+    }
+    cx_dataset *ds;
+    if ((st = cx_ds_alloc(&ds, (int)t->n_rows, n, 0, err)))
+        return st;
+    strcpy(ds->source, "manifest");
+    if ((st = set_classes(ds, n, names, err)))
+        goto fail;
+    if (patcol < 0)
+        cx_ds_warn(ds, "%s: no patient column: every image is its own patient", path);
+    uint8_t lab[512];
+    for (long r = 0; r < t->n_rows; r++) {
+        const cx_csv_row *row = &t->rows[r];
+        char *id = trim(row->fields[pcol]);
+        if (!*id) {
+            st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty image path", path, row->line);
+            goto fail;
+        }
+        const char *pid = id;
+        if (patcol >= 0) {
+            pid = trim(row->fields[patcol]);
+            if (!*pid) {
+                st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty patient ('%s')", path, row->line,
+                               t->header[patcol]);
+                goto fail;
+            }
+        }
+        for (int k = 0; k < n; k++) {
+            int v = parse01(row->fields[col[k]]);
+            if (v < 0) {
+                st = cx_seterr(err, CX_EFORMAT, "%s:%ld: column '%s' has '%s', not 0/1", path,
+                               row->line, t->header[col[k]], row->fields[col[k]]);
+                goto fail;
+            }
+            lab[k] = (uint8_t)v;
+        }
+        if (cx_ds_add(ds, id, pid, lab, NULL, path, row->line, err) < 0) {
+            st = err ? err->code : CX_EFORMAT;
+            goto fail;
+        }
+    }
+    *out = ds;
+    return CX_OK;
+fail:
+    cx_dataset_free(ds);
+    return st ? st : CX_EFORMAT;
+}
+
+/* Is the first non-empty line comma separated? */
+static int first_line_has_comma(const char *text, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (text[i] == '\n' || text[i] == '\r' || text[i] == ' '))
+        i++;
+    for (; i < len && text[i] != '\n' && text[i] != '\r'; i++)
+        if (text[i] == ',')
+            return 1;
+    return 0;
+}
+
+/* Reads a whitespace list file (image names, optionally labels). */
+static cx_status read_list(const char *path, cx_csv **t, cx_err *err)
+{
+    cx_csv_opts op = {CX_CSV_WHITESPACE, 0, 1};
+    return cx_csv_read(path, &op, t, err);
+}
+
+cx_status cx_dataset_load(const cx_dataset_opts *o, cx_dataset **out, cx_err *err)
+{
+    *out = NULL;
+    if (!o || (!o->labels && o->n_lists <= 0))
+        return cx_seterr(err, CX_EARG, "dataset: no labels file and no lists");
+    cx_dataset *ds = NULL;
+    cx_status st;
+    if (o->labels) {
+        char *text = NULL;
+        size_t len = 0;
+        if ((st = cx_read_text_file(o->labels, &text, &len, err)))
+            return st;
+        int csv = first_line_has_comma(text, len);
+        cx_csv_opts op = {csv ? CX_CSV_COMMA : CX_CSV_WHITESPACE, csv, !csv};
+        cx_csv *t = NULL;
+        st = cx_csv_parse(text, len, o->labels, &op, &t, err);
+        free(text);
+        if (st)
+            return st;
+        if (!csv)
+            st = load_split_rows(&ds, t, o->labels, o, t->n_rows, err);
+        else if (cx_csv_col(t, "Finding Labels") >= 0 && cx_csv_col(t, "Image Index") >= 0)
+            st = load_metadata(&ds, t, o->labels, o, err);
+        else
+            st = load_manifest(&ds, t, o->labels, o, err);
+        cx_csv_free(t);
+        if (st) {
+            cx_dataset_free(ds);
+            return st;
+        }
+    } else {
+        cx_csv *ts[16] = {0};
+        if (o->n_lists > 16)
+            return cx_seterr(err, CX_ELIMIT, "dataset: at most 16 lists");
+        long cap = 0;
+        st = CX_OK;
+        for (int i = 0; i < o->n_lists && !st; i++) {
+            if (!o->lists[i])
+                continue;
+            st = read_list(o->lists[i], &ts[i], err);
+            if (!st)
+                cap += ts[i]->n_rows;
+        }
+        for (int i = 0; i < o->n_lists && !st; i++)
+            if (ts[i])
+                st = load_split_rows(&ds, ts[i], o->lists[i], o, cap, err);
+        for (int i = 0; i < o->n_lists; i++)
+            cx_csv_free(ts[i]);
+        if (!st && !ds)
+            st = cx_seterr(err, CX_EARG, "dataset: no lists");
+        if (st) {
+            cx_dataset_free(ds);
+            return st;
+        }
+    }
+    ds->label_path = strdup(o->labels ? o->labels : o->lists[0]);
+    if (ds->n == 0) {
+        st = cx_seterr(err, CX_EFORMAT, "%s: no images", ds->label_path);
+        cx_dataset_free(ds);
+        return st;
+    }
+    if (o->image_dir || !strcmp(ds->source, "manifest")) {
+        const char *dir = o->image_dir;
+        char *mdir = NULL;
+        if (!dir) { /* the manifest's folder */
+            mdir = strdup(o->labels);
+            if (!mdir) {
+                cx_dataset_free(ds);
+                return cx_seterr(err, CX_ENOMEM, "out of memory");
+            }
+            char *slash = strrchr(mdir, '/');
+            if (slash)
+                slash[1] = 0;
+            else
+                strcpy(mdir, ".");
+            dir = mdir;
+        }
+        st = cx_dataset_set_image_dir(ds, dir, err);
+        free(mdir);
+        if (st) {
+            cx_dataset_free(ds);
+            return st;
+        }
+    }
+    *out = ds;
+    return CX_OK;
+}
+
+/* ------------------------------------------------------------ image files */
+
+typedef struct {
+    char **paths;
+    size_t n, cap;
+} file_list;
+
+static int fl_push(file_list *f, char *p)
+{
+    if (f->n == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 1024;
+        char **np = realloc(f->paths, nc * sizeof *np);
+        if (!np)
+            return -1;
+        f->paths = np;
+        f->cap = nc;
+    }
+    f->paths[f->n++] = p;
+    return 0;
+}
+
+static int is_image_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return 0;
+    return !strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg");
+}
+
+static cx_status scan_dir(const char *dir, int depth, file_list *f, cx_err *err)
+{
+    if (depth > 16)
+        return CX_OK;
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (depth == 0)
+            return cx_seterr(err, CX_EIO, "%s: cannot open image folder: %s", dir,
+                             strerror(errno));
+        return CX_OK;
+    }
+    struct dirent *e;
+    cx_status st = CX_OK;
+    while ((e = readdir(d)) && !st) {
+        if (e->d_name[0] == '.')
+            continue;
+        size_t l = strlen(dir) + strlen(e->d_name) + 2;
+        char *p = malloc(l);
+        if (!p) {
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(p, l, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", e->d_name);
+        int isdir = e->d_type == DT_DIR, isreg = e->d_type == DT_REG;
+        if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) {
+            struct stat sb;
+            if (stat(p, &sb) == 0) {
+                isdir = S_ISDIR(sb.st_mode);
+                isreg = S_ISREG(sb.st_mode);
+            }
+        }
+        if (isdir) {
+            st = scan_dir(p, depth + 1, f, err);
+            free(p);
+        } else if (isreg && is_image_name(e->d_name)) {
+            if (fl_push(f, p)) {
+                free(p);
+                st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            }
+        } else {
+            free(p);
+        }
+    }
+    closedir(d);
+    return st;
+}
+
+static int is_file(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t l = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(l);
+    if (p)
+        snprintf(p, l, "%s%s%s", dir, (*dir && dir[strlen(dir) - 1] != '/') ? "/" : "", name);
+    return p;
+}
+
+cx_status cx_dataset_set_image_dir(cx_dataset *ds, const char *dir, cx_err *err)
+{
+    if (ds->map)
+        return CX_OK; /* pixels are in the pack */
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return cx_seterr(err, CX_EIO, "%s: not an image folder", dir);
+    char **paths = calloc((size_t)ds->n, sizeof *paths);
+    if (!paths)
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    cx_status st = CX_OK;
+    if (!strcmp(ds->source, "manifest")) {
+        for (int i = 0; i < ds->n && !st; i++) {
+            const char *nm = ds->names[i];
+            char *p = nm[0] == '/' ? strdup(nm) : join(dir, nm);
+            if (!p) {
+                st = cx_seterr(err, CX_ENOMEM, "out of memory");
+                break;
+            }
+            if (is_file(p))
+                paths[i] = p;
+            else
+                free(p);
+        }
+    } else {
+        file_list f = {0};
+        st = scan_dir(dir, 0, &f, err);
+        cx_strmap m = {0};
+        if (!st && cx_strmap_init(&m, f.n))
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        for (size_t j = 0; j < f.n && !st; j++) {
+            const char *b = cx_basename(f.paths[j]);
+            int prev = cx_strmap_get(&m, b);
+            /* duplicates: the smaller path wins (independent of readdir order) */
+            if (prev < 0 || strcmp(f.paths[j], f.paths[prev]) < 0)
+                if (cx_strmap_put(&m, b, (int)j))
+                    st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        }
+        for (int i = 0; i < ds->n && !st; i++) {
+            const char *nm = ds->names[i];
+            if (strchr(nm, '/')) {
+                char *p = nm[0] == '/' ? strdup(nm) : join(dir, nm);
+                if (p && is_file(p)) {
+                    paths[i] = p;
+                    continue;
+                }
+                free(p);
+            }
+            int j = cx_strmap_get(&m, cx_basename(nm));
+            if (j >= 0) {
+                paths[i] = strdup(f.paths[j]);
+                if (!paths[i])
+                    st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            }
+        }
+        cx_strmap_free(&m);
+        for (size_t j = 0; j < f.n; j++)
+            free(f.paths[j]);
+        free(f.paths);
+    }
+    if (st) {
+        for (int i = 0; i < ds->n; i++)
+            free(paths[i]);
+        free(paths);
+        return st;
+    }
+    if (ds->paths) {
+        for (int i = 0; i < ds->n; i++)
+            free(ds->paths[i]);
+        free(ds->paths);
+    }
+    ds->paths = paths;
+    return CX_OK;
+}
+
+cx_status cx_dataset_check_images(const cx_dataset *ds, const int *idx, int n, cx_err *err)
+{
+    if (ds->map)
+        return CX_OK;
+    if (!idx)
+        n = ds->n;
+    if (!ds->paths && n > 0)
+        return cx_seterr(err, CX_EMISSING,
+                         "%s: no image folder given: cannot find the %d images",
+                         ds->label_path ? ds->label_path : "dataset", n);
+    int missing = 0;
+    char first[5][128];
+    for (int j = 0; j < n; j++) {
+        int i = idx ? idx[j] : j;
+        if (i < 0 || i >= ds->n)
+            return cx_seterr(err, CX_EARG, "image index %d out of range (dataset of %d)", i,
+                             ds->n);
+        if (!ds->paths[i]) {
+            if (missing < 5)
+                snprintf(first[missing], sizeof first[0], "%s", ds->names[i]);
+            missing++;
+        }
+    }
+    if (!missing)
+        return CX_OK;
+    char list[700];
+    size_t u = 0;
+    list[0] = 0;
+    for (int j = 0; j < missing && j < 5; j++)
+        u += (size_t)snprintf(list + u, sizeof list - u, "%s%s", j ? ", " : "", first[j]);
+    return cx_seterr(err, CX_EMISSING, "%d of %d images have no file in the image folder "
+                                       "(first: %s%s)",
+                     missing, n, list, missing > 5 ? ", ..." : "");
+}
+
+/* Pixels of a pack entry as a cx_image view (no copy). */
+int cx_pack_view(const cx_dataset *ds, int i, cx_image *view);
+
+cx_status cx_dataset_image(const cx_dataset *ds, int i, int channels, cx_image *out,
+                           cx_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (i < 0 || i >= ds->n)
+        return cx_seterr(err, CX_EARG, "image index %d out of range (dataset of %d)", i, ds->n);
+    if (channels != 0 && channels != 1 && channels != 3)
+        return cx_seterr(err, CX_EARG, "channels must be 0, 1 or 3");
+    if (ds->map) {
+        cx_image v;
+        cx_pack_view(ds, i, &v);
+        return cx_image_convert(&v, channels ? channels : v.channels, out, err);
+    }
+    if (!ds->paths || !ds->paths[i])
+        return cx_seterr(err, CX_EMISSING, "image '%s' has no file", ds->names[i]);
+    return cx_image_load(ds->paths[i], channels, out, err);
+}
