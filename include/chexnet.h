@@ -620,6 +620,225 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
 
 /* ------------------------------------------------- datasets, splits, loader */
 /* BEGIN data */
+/*
+ * Datasets, patient-level splits, packed datasets and the threaded training
+ * loader (src/data/dataset.c, split.c, pack.c, loader.c).
+ *
+ * Usage (a trainer):
+ *   cx_dataset_opts o;
+ *   cx_dataset_opts_default(&o);
+ *   o.labels = "Data_Entry_2017_v2020.csv.gz"; o.task = "pneumonia";
+ *   o.image_dir = "images";                  // searched recursively
+ *   cx_dataset *ds;
+ *   if (cx_dataset_load(&o, &ds, &err)) ...  // or cx_pack_open("x.cxpack")
+ *   cx_split sp;
+ *   double f[3] = {0.7, 0.1, 0.2};
+ *   cx_split_random(ds, f, seed, &sp, &err); // or cx_split_from_lists()
+ *   cx_split_write(ds, &sp, "run/", &err);   // run/train.txt val.txt test.txt
+ *   cx_loader_opts lo;
+ *   cx_loader_opts_default(&lo);             // batch 16, 224, 3 channels
+ *   cx_model_normalization(m, lo.mean, lo.std);
+ *   lo.augment = 1; lo.seed = seed;          // flips; shuffle is on
+ *   cx_loader *tr;                           // fails if images are missing
+ *   cx_loader_new(ds, sp.index[CX_SPLIT_TRAIN], sp.count[CX_SPLIT_TRAIN],
+ *                 &lo, &tr, &err);
+ *   for (int epoch = 0; ...; epoch++) {
+ *       cx_loader_start_epoch(tr, epoch, 0, &err);  // resume: batch position
+ *       int n;
+ *       while (!(st = cx_loader_next(tr, x, y, NULL, &n, &err)) && n > 0)
+ *           ... x: [n][C][S][S] normalised, y: [n][K] 0/1 ...
+ *   }
+ *   cx_loader_free(tr); cx_split_free(&sp); cx_dataset_free(ds);
+ *
+ * Determinism: the split depends only on (dataset, fractions, seed); the
+ * order of epoch e on (seed, e); the flip of an image on (seed, e, image
+ * index): never on the number of threads or on timing.
+ */
+
+typedef struct cx_dataset cx_dataset;
+
+typedef struct {
+    /* Label source (plain or gzip), format detected from the content:
+     *  - ChestX-ray14 metadata Data_Entry_2017*.csv ("Image Index",
+     *    "Finding Labels" '|'-separated or "No Finding", "Patient ID"),
+     *  - a split list, lines "IMAGE L1 ... L14" (0/1, CheXNet order;
+     *    patient = the part of the file name before '_'),
+     *  - a manifest CSV: a "path" column (else an image column as for
+     *    cx_labels_load), 0/1 class columns, optional patient column.
+     * May be NULL when lists are given: the dataset is then the union of the
+     * lists, which must carry labels ("IMAGE L1 ... L14"). */
+    const char *labels;
+    /* Image lists (used by cx_split_from_lists; listed here only when they
+     * are the label source). */
+    const char *const *lists;
+    int n_lists;
+    /* Folder with the images. ChestX-ray14 names are looked up in it
+     * recursively (e.g. images_001/images/NAME.png); manifest paths are
+     * relative to it (default: the manifest's folder). NULL: images are
+     * not resolved (enough for splits; the loader needs them). */
+    const char *image_dir;
+    /* "pneumonia" (1 class), "all14" (CX_CHESTXRAY14_CLASSES) or NULL:
+     * all14 for ChestX-ray14 sources; for a manifest every column holding
+     * only 0/1 (except path/patient/split columns). */
+    const char *task;
+    /* Explicit classes instead of task (matched with cx_class_name_eq,
+     * so "Pneumonia" finds a column "pneumonia"). */
+    int n_classes;
+    const char *const *classes;
+    /* Manifest patient column; NULL: "patient", "patient_key",
+     * "patient_id", "Patient ID" if present, else one patient per image
+     * (with a warning). */
+    const char *patient_column;
+} cx_dataset_opts;
+
+void cx_dataset_opts_default(cx_dataset_opts *o); /* zeroes */
+
+/* Loads a dataset. Errors name file and line: malformed rows, findings or
+ * labels that are not 0/1 / not in the class list, duplicate images with
+ * different labels. Images are resolved against image_dir when given
+ * (missing ones are reported by cx_dataset_check_images, not here). */
+cx_status cx_dataset_load(const cx_dataset_opts *o, cx_dataset **out,
+                          cx_err *err);
+void cx_dataset_free(cx_dataset *ds);
+
+int cx_dataset_size(const cx_dataset *ds);             /* images */
+int cx_dataset_num_classes(const cx_dataset *ds);      /* K */
+const char *cx_dataset_class(const cx_dataset *ds, int k);
+/* "chestxray14-metadata", "split-list", "manifest" or "pack". */
+const char *cx_dataset_source(const cx_dataset *ds);
+const char *cx_dataset_name(const cx_dataset *ds, int i);    /* image id */
+const char *cx_dataset_path(const cx_dataset *ds, int i);    /* NULL: not found / pack */
+int cx_dataset_num_patients(const cx_dataset *ds);
+int cx_dataset_patient(const cx_dataset *ds, int i);         /* 0..patients-1 */
+const char *cx_dataset_patient_id(const cx_dataset *ds, int p);
+/* Labels, layout [n_images][K], values 0/1. */
+const uint8_t *cx_dataset_labels(const cx_dataset *ds);
+/* Row of an image by id or file name; -1 absent, -2 ambiguous name. */
+int cx_dataset_find(const cx_dataset *ds, const char *name);
+int cx_dataset_num_warnings(const cx_dataset *ds);
+const char *cx_dataset_warning(const cx_dataset *ds, int i);
+/* Resolves images against a folder (as image_dir above). */
+cx_status cx_dataset_set_image_dir(cx_dataset *ds, const char *dir, cx_err *err);
+/* CX_EMISSING unless every image idx[0..n) (idx NULL: all) has a file (or
+ * pixels in a pack); the message gives how many are missing and the first
+ * few. */
+cx_status cx_dataset_check_images(const cx_dataset *ds, const int *idx, int n,
+                                  cx_err *err);
+/* Pixels of image i: decoded from its file (channels as cx_image_load), or
+ * from the pack (as stored there, converted when channels is 1 or 3). */
+cx_status cx_dataset_image(const cx_dataset *ds, int i, int channels,
+                           cx_image *out, cx_err *err);
+
+/* Patient-level split. part: 0 train, 1 val, 2 test, -1 in no part. */
+enum { CX_SPLIT_TRAIN = 0, CX_SPLIT_VAL = 1, CX_SPLIT_TEST = 2, CX_SPLIT_PARTS = 3 };
+extern const char *const CX_SPLIT_NAMES[3];  /* "train", "val", "test" */
+
+typedef struct {
+    int n_images, n_classes;
+    int8_t *part;              /* [n_images] */
+    int count[3];              /* images per part */
+    int *index[3];             /* dataset indices of each part, ascending */
+    int patients[3];           /* distinct patients per part */
+    int *positives;            /* [3][n_classes] positive images */
+    int crossing_patients;     /* patients with images in 2+ parts (lists) */
+    int n_warnings;
+    char **warnings;           /* e.g. a non-empty part without positives */
+} cx_split;
+
+/* Random patient-level split: patients are shuffled (seed) and dealt in that
+ * order, each to the part where the midpoint of its images falls on the
+ * cumulative fractions (so image fractions miss the targets by at most half
+ * a patient). fractions: 3 values >= 0 summing to 1 (+-1e-6). */
+cx_status cx_split_random(const cx_dataset *ds, const double fractions[3],
+                          uint64_t seed, cx_split *out, cx_err *err);
+/* Split from list files (one image name per line, optionally followed by
+ * labels: "IMAGE L1 ... LK"; names matched by id or file name). val may be
+ * NULL: a random patient-level val_fraction of train's images becomes val
+ * (for NIH's train_val_list.txt / test_list.txt). test may be NULL. Names
+ * absent from the dataset or in two lists are errors (file:line); patients
+ * in two lists give a warning. */
+cx_status cx_split_from_lists(const cx_dataset *ds, const char *train,
+                              const char *val, const char *test,
+                              double val_fraction, uint64_t seed,
+                              cx_split *out, cx_err *err);
+/* Recomputes counts, patients, positives and warnings from part[]. */
+cx_status cx_split_update(const cx_dataset *ds, cx_split *s, cx_err *err);
+/* Writes DIR/train.txt, val.txt, test.txt ("IMAGE L1 ... LK", the
+ * 14 ChestX-ray14 labels for ChestX-ray14 sources, else the dataset's
+ * K classes), atomically. */
+cx_status cx_split_write(const cx_dataset *ds, const cx_split *s,
+                         const char *dir, cx_err *err);
+void cx_split_free(cx_split *s);
+
+/* Packed datasets: images decoded and resized once (PIL-exact bilinear to
+ * size x size), stored as uint8 with names, labels and patients, read back
+ * by mmap. channels: 0 = per image, 1 channel when the image is grey
+ * (stored grey, or RGB with R = G = B everywhere) else RGB (exact for 3-
+ * and 1-channel models alike for grey X-rays); 1 = all luma (PIL "L" before
+ * resizing: exact for 1-channel models); 3 = all RGB.
+ * File layout (little-endian): 64-byte header (magic "CXPACK\r\n", version,
+ * count, size, channel mode, classes), class names, pixel data (image after
+ * image, [size][size][c] HWC), index (per image: pixel offset, channels,
+ * original size, name, patient, labels), 64-byte trailer (offsets, CRC-32
+ * of the index, end magic). Written atomically. */
+#define CX_PACK_VERSION 1
+typedef struct {
+    int size;       /* 224 */
+    int channels;   /* 0, 1 or 3 (above) */
+    int threads;    /* decode threads (0: cx_get_threads()) */
+} cx_pack_opts;
+void cx_pack_opts_default(cx_pack_opts *o);
+/* Progress callback (called from the calling thread). */
+typedef void (*cx_data_progress_fn)(void *user, long done, long total);
+/* Packs images idx[0..n) (idx NULL: all) of ds; every image must exist. */
+cx_status cx_pack_write(const cx_dataset *ds, const int *idx, int n,
+                        const cx_pack_opts *o, const char *path,
+                        cx_data_progress_fn progress, void *user, cx_err *err);
+/* Opens and validates a pack (magic, version, sizes against the file
+ * length, index CRC, offsets, labels 0/1) as a dataset. */
+cx_status cx_pack_open(const char *path, cx_dataset **out, cx_err *err);
+int cx_dataset_pack_size(const cx_dataset *ds);  /* side; 0 if not a pack */
+
+/* The training/validation loader: batches of a subset of a dataset, made by
+ * background threads ahead of the caller (prefetch). Each image: pixels
+ * (decoded, or from the pack), PIL-exact resize to size x size when needed,
+ * horizontal flip with p = 0.5 if augment (deterministic in (seed, epoch,
+ * image)), ToTensor + Normalize(mean, std). */
+typedef struct {
+    int batch;          /* 16 */
+    int size;           /* 224: output side */
+    int channels;       /* 3, or 1 for 1-channel models */
+    float mean[3], std[3]; /* ImageNet by default */
+    int shuffle;        /* 1: a new order per epoch from (seed, epoch) */
+    int augment;        /* 0: random horizontal flip when 1 */
+    int drop_last;      /* 0: the last batch may be smaller */
+    uint64_t seed;      /* 0 */
+    int threads;        /* worker threads (0: cx_get_threads()) */
+    int prefetch;       /* batches made ahead (2) */
+} cx_loader_opts;
+void cx_loader_opts_default(cx_loader_opts *o);
+
+typedef struct cx_loader cx_loader;
+/* The dataset must outlive the loader. Fails (CX_EMISSING) if any image of
+ * idx[0..n) has no file. */
+cx_status cx_loader_new(const cx_dataset *ds, const int *idx, int n,
+                        const cx_loader_opts *o, cx_loader **out, cx_err *err);
+void cx_loader_free(cx_loader *l);
+int cx_loader_num_batches(const cx_loader *l);
+/* Starts epoch `epoch` at batch start_batch (0..num_batches; resume). */
+cx_status cx_loader_start_epoch(cx_loader *l, int epoch, int start_batch,
+                                cx_err *err);
+/* The next batch: x layout NCHW [batch][channels][size][size] floats,
+ * y layout [batch][K] floats 0/1, ids (may be NULL) [batch] dataset indices;
+ * *n images (0 at the end of the epoch). Buffers sized for a full batch.
+ * Without cx_loader_start_epoch, epoch 0 starts at batch 0. A decoding
+ * error is returned here (naming the file). */
+cx_status cx_loader_next(cx_loader *l, float *x, float *y, int *ids, int *n,
+                         cx_err *err);
+/* Whether image `image` (dataset index) is flipped in epoch `epoch`. */
+int cx_loader_flips(const cx_loader_opts *o, int epoch, int image);
+/* Seconds cx_loader_next spent waiting for workers (loader stalls). */
+double cx_loader_wait_seconds(const cx_loader *l);
 /* END data */
 
 /* ---------------------------------------------------------------- training */
