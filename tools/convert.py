@@ -238,8 +238,21 @@ def _load_torch(path):
     except FileNotFoundError:
         raise ConvertError("%s: no such file" % path)
     except Exception as e:  # torch raises many kinds for corrupt input
-        raise ConvertError("%s: cannot load as a PyTorch checkpoint: %s: %s"
-                           % (path, type(e).__name__, e))
+        hint = ""
+        if _looks_like_safetensors(path):
+            hint = " (it looks like a safetensors file: use --to-pth to convert it back)"
+        raise ConvertError("%s: cannot load as a PyTorch checkpoint: %s: %s%s"
+                           % (path, type(e).__name__, e, hint))
+
+
+def _looks_like_safetensors(path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return (len(head) == 9 and head[8:9] == b"{" and
+            struct.unpack("<Q", head[:8])[0] <= MAX_HEADER)
 
 
 def extract_state_dict(obj, path="checkpoint"):
@@ -406,11 +419,15 @@ def to_safetensors(args):
 
 
 def to_pth(args):
-    torch = _torch()
     try:
         sd, _meta = read_safetensors(args.input)
     except FileNotFoundError:
         raise ConvertError("%s: no such file" % args.input)
+    except ConvertError as e:
+        if not _looks_like_safetensors(args.input):
+            raise ConvertError("%s (not a safetensors file; without --to-pth the input is read "
+                               "as a PyTorch checkpoint)" % e)
+        raise
     if not args.keep_names:
         sd = add_num_batches_tracked(normalize_names(sd))
     sd = cast_floats(sd, args.dtype)
