@@ -476,6 +476,8 @@ static void test_bad_files(void **state)
     expect_bad(p, CX_EFORMAT, "trailing", NULL);
     p = write_st("nulpad.safetensors", UINT64_MAX, "{" T1 "}\x01", 8);
     expect_bad(p, CX_EFORMAT, "JSON error", NULL);
+    p = write_st("leading_ws.safetensors", UINT64_MAX, " {" T1 "}", 8);
+    expect_bad(p, CX_EFORMAT, "start with '{'", NULL);
     p = write_st("badutf8.safetensors", UINT64_MAX, "{\"\xff\":1}", 0);
     expect_bad(p, CX_EFORMAT, "UTF-8", NULL);
     p = write_st("dupkey.safetensors", UINT64_MAX, "{" T1 "," T1 "}", 8);

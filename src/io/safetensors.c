@@ -579,6 +579,11 @@ cx_status cx_st_open(const char *path, cx_st_file **out, cx_err *err)
         cx_json_free(root);
         return st;
     }
+    if (hdr[0] != '{') { /* as the reference: no leading whitespace */
+        cx_st_close(f);
+        cx_json_free(root);
+        return cx_seterr(err, CX_EFORMAT, "%s: header must start with '{'", path);
+    }
     f->data = base + 8 + hlen;
     f->data_size = size - 8 - hlen;
     cx_status st = parse_header(f, root, err);
