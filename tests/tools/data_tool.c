@@ -2,7 +2,9 @@
  * timing.
  *   data_tool batch SOURCE [opts] --idx 0,5,7 --out x.f32
  *       one loader batch of those images (no shuffle), x as raw float32
- *       [n][C][S][S] in --out; prints "ids ...", "flips ...", "labels ...".
+ *       [n][C][S][S] in --out; prints lines "ids ...", "flips ...",
+ *       "labels ...", "n N", and "names ..." / "paths ..." of the --idx
+ *       images in --idx order.
  *   data_tool bench SOURCE [opts] [--batches N]
  *       prints images/s of the loader alone (shuffled, augmented).
  * SOURCE: --labels FILE [--image-dir DIR] | --pack FILE.
@@ -139,7 +141,13 @@ int main(int argc, char **argv)
         }
         if (f)
             fclose(f);
-        printf("\nflips%s\nlabels%s\nn %d\n", flips, labs, total);
+        printf("\nflips%s\nlabels%s\nn %d\nnames", flips, labs, total);
+        for (int j = 0; j < n; j++)
+            printf(" %s", cx_dataset_name(ds, idx[j]));
+        printf("\npaths");
+        for (int j = 0; j < n; j++)
+            printf(" %s", cx_dataset_path(ds, idx[j]) ? cx_dataset_path(ds, idx[j]) : "-");
+        printf("\n");
     } else {
         double t0 = now();
         long images = 0;
