@@ -27,7 +27,8 @@ static void usage(FILE *f)
             "  3     RGB for every image\n\n"
             "%s"
             "  --only LIST          pack only the images named in LIST (a split list or\n"
-            "                       plain names; repeatable, e.g. train.txt and val.txt)\n",
+            "                       plain names; repeatable, e.g. train.txt and val.txt);\n"
+            "                       with --labels, --train/--val/--test lists act the same\n",
             data_args_help());
 }
 
@@ -121,9 +122,12 @@ int cmd_prepare(int argc, char **argv)
         data_args_free(&a);
         return 2;
     }
-    if (a.lists[0] && !a.labels && n_only == 0) {
-        /* the lists are the dataset: pack all of it */
-    }
+    /* with --labels, split lists choose the images to pack (without it they
+     * are the dataset itself) */
+    if (a.labels)
+        for (int p = 0; p < 3; p++)
+            if (a.lists[p] && n_only < 8)
+                only[n_only++] = a.lists[p];
     cx_dataset *ds = NULL;
     if (data_args_load(cmd, &a, &ds)) {
         data_args_free(&a);

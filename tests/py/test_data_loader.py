@@ -149,4 +149,17 @@ data = open(pk, "rb").read()
 open(bad, "wb").write(data[: len(data) // 2])
 p = subprocess.run([DT, "batch", "--pack", bad, "--idx", "0"], capture_output=True, text=True)
 assert p.returncode != 0 and "bad.cxpack" in p.stderr, p.stderr
+# missing images: one error before any work, with the count and the first names
+miss = os.path.join(OUT, "missing.csv")
+with open(miss, "w") as f:
+    f.write("path,pneumonia,patient\n")
+    f.write("%s,0,a\n" % os.path.join(nih_dir, "00000001_000.png"))
+    for k in range(7):
+        f.write("nowhere/%08d_000.png,1,p%d\n" % (k, k))
+p = subprocess.run([CHEXNET, "prepare", "--manifest", miss, "-o", os.path.join(OUT, "m.cxpack")],
+                   capture_output=True, text=True, timeout=60)
+assert p.returncode == 1 and "7 of 8 images have no file" in p.stderr \
+    and "nowhere/00000000_000.png" in p.stderr, p.stderr
+assert not os.path.exists(os.path.join(OUT, "m.cxpack"))
+print("missing images:", p.stderr.strip())
 print("OK")
