@@ -803,7 +803,12 @@ int cx_dataset_pack_size(const cx_dataset *ds);  /* side; 0 if not a pack */
  * background threads ahead of the caller (prefetch). Each image: pixels
  * (decoded, or from the pack), PIL-exact resize to size x size when needed,
  * horizontal flip with p = 0.5 if augment (deterministic in (seed, epoch,
- * image)), ToTensor + Normalize(mean, std). */
+ * image)), ToTensor + Normalize(mean, std). From files this is exactly
+ * torchvision's Resize((S, S)) -> RandomHorizontalFlip -> ToTensor ->
+ * Normalize on PIL's convert("RGB") (or "L" for 1 channel). From a pack of
+ * the same size it is the same, except that a 1-channel loader reading RGB
+ * entries converts to luma after resizing (pack with channels 1 for
+ * exactness); a pack of another size is resized again from its pixels. */
 typedef struct {
     int batch;          /* 16 */
     int size;           /* 224: output side */
