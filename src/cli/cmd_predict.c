@@ -551,6 +551,30 @@ int cmd_predict(int argc, char **argv)
         return 1;
     }
 
+    if (cam_dir && files.n > 1) {
+        /* maps are named by the image's stem: warn when two images share one */
+        char **stems = malloc(files.n * sizeof *stems);
+        if (stems) {
+            size_t k = 0;
+            for (size_t i = 0; i < files.n; i++) {
+                char *p = cam_path("", files.v[i], "");
+                if (p)
+                    stems[k++] = p;
+            }
+            qsort(stems, k, sizeof *stems, cmp_str);
+            for (size_t i = 1; i < k; i++)
+                if (!strcmp(stems[i], stems[i - 1]) && (i < 2 || strcmp(stems[i], stems[i - 2])))
+                    fprintf(stderr,
+                            "chexnet predict: warning: several images are named '%.*s': their "
+                            "CAM files overwrite each other\n",
+                            (int)(strlen(stems[i]) > 6 ? strlen(stems[i]) - 6 : 0),
+                            stems[i] + 1);
+            for (size_t i = 0; i < k; i++)
+                free(stems[i]);
+            free(stems);
+        }
+    }
+
     const int S = cx_model_input_size(m);
     const int crops = ten_crop ? 10 : 1;
     int per_pass = ten_crop ? (int)(batch / 10 > 0 ? batch / 10 : 1) : (int)batch;
