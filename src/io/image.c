@@ -280,9 +280,11 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
         png_error(png, "oom");
     }
     if (ctype == PNG_COLOR_TYPE_PALETTE) {
-        /* Indexes past the PLTE entries: PIL's palette holds zeros there. */
+        /* Indexes past the PLTE entries: PIL's palette keeps its initial
+         * grey ramp there (i, i, i); libpng only warns. */
         uint8_t lut[256][3];
-        memset(lut, 0, sizeof lut);
+        for (int i = 0; i < 256; i++)
+            lut[i][0] = lut[i][1] = lut[i][2] = (uint8_t)i;
         for (int i = 0; i < npal && i < 256; i++) {
             lut[i][0] = palette[i].red;
             lut[i][1] = palette[i].green;

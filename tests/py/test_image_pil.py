@@ -166,6 +166,11 @@ def test_generated():
                 ref = as_hwc(im.convert("RGB"))
             files.append(p)
             expect.append((p, ref))
+    # palette indexes beyond the PLTE entries (PIL shows its grey ramp there)
+    p = os.path.join(TMP, "gen_pal_short.png")
+    write_png(p, rng.integers(0, 16, (h, w, 1)), 3, 4, rng.integers(0, 256, (5, 3)))
+    files.append(p)
+    expect.append((p, as_hwc(Image.open(p).convert("RGB"))))
     # JPEGs written by PIL from a real X-ray: baseline/progressive, grey/RGB
     nih = sorted(glob.glob(os.path.join(DATA, "nih/images/*.png")))
     src = Image.open(nih[0]).convert("RGB").resize((203, 157), Image.BILINEAR)
