@@ -311,6 +311,9 @@ def test_bad_inputs():
         z = bytearray(jraw)
         z[i + 5:i + 7] = b"\0\0"
         mk("zero.jpeg", bytes(z))
+    cmyk = os.path.join(TMP, "cmyk.jpg")
+    Image.open(good).convert("CMYK").resize((64, 64)).save(cmyk)
+    bad[cmyk] = "cmyk.jpg"
     missing = os.path.join(TMP, "does-not-exist.png")
     args = [good] + list(bad) + [missing, TMP, good]
     recs, r = run_tool(["decode", "0"] + args, expect_ok=False)
@@ -324,6 +327,7 @@ def test_bad_inputs():
     print("bad inputs:\n  " + "\n  ".join(lines))
     check(any("beyond the limit" in l for l in lines), "huge PNG gives the size-limit error")
     check(any("truncated" in l for l in lines if "trunc.jpeg" in l), "truncated JPEG reported as such")
+    check(any("CMYK" in l for l in lines if "cmyk.jpg" in l), "CMYK JPEG refused with a clear message")
 
 
 def main():
