@@ -246,10 +246,32 @@ static void json_str(FILE *f, const char *s)
         case '\b': fputs("\\b", f); break;
         case '\f': fputs("\\f", f); break;
         default:
-            if (*p < 0x20 || *p == 0x7f)
+            if (*p < 0x20 || *p == 0x7f) {
                 fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f); /* UTF-8 passes through; paths are bytes */
+            } else if (*p < 0x80) {
+                fputc(*p, f);
+            } else {
+                /* valid UTF-8 passes through; other bytes (paths are bytes)
+                 * become U+FFFD so that the line stays valid JSON */
+                int n = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+                int ok = n > 0 && !(n == 2 && *p < 0xc2) && !(n == 4 && *p > 0xf4);
+                for (int k = 1; ok && k < n; k++)
+                    ok = (p[k] & 0xc0) == 0x80;
+                if (ok && n == 3) {
+                    unsigned cp = (p[0] & 0x0fu) << 12 | (p[1] & 0x3fu) << 6 | (p[2] & 0x3fu);
+                    ok = cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff);
+                }
+                if (ok && n == 4) {
+                    unsigned cp = (p[0] & 0x07u) << 18 | (p[1] & 0x3fu) << 12;
+                    ok = cp >= 0x10000 && cp <= 0x10ffff;
+                }
+                if (ok) {
+                    fwrite(p, 1, n, f);
+                    p += n - 1;
+                } else {
+                    fputs("\\ufffd", f);
+                }
+            }
         }
     }
     fputc('"', f);
