@@ -4,8 +4,8 @@
  *   img_dump resize  CH W H OUT IN...      load then cx_image_resize to WxH
  *   img_dump tencrop CH R S OUT IN...      load, cx_image_resize_short(R),
  *                                          cx_image_tencrop(S): 10 records
- *   img_dump time    N IN                  mean ms of decode and of resize
- *                                          to 224x224 over N runs
+ *   img_dump time    N IN                  mean and min ms of decode and of
+ *                                          resize to 224x224 over N runs
  *
  * OUT receives, per image, records of a 16-byte header (int32 LE: status,
  * width, height, channels) followed by width*height*channels bytes (HWC).
@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     cx_err err = {0};
     if (!strcmp(mode, "time")) {
         int n = atoi(argv[2]);
-        double td = 0, tr = 0;
+        double td = 0, tr = 0, md = 1e9, mr = 1e9;
         for (int i = 0; i < n; i++) {
             cx_image im, sm;
             double t0 = now();
@@ -60,10 +60,13 @@ int main(int argc, char **argv)
             double t2 = now();
             td += t1 - t0;
             tr += t2 - t1;
+            md = t1 - t0 < md ? t1 - t0 : md;
+            mr = t2 - t1 < mr ? t2 - t1 : mr;
             cx_image_free(&im);
             cx_image_free(&sm);
         }
-        printf("decode_ms %.3f resize_ms %.3f\n", td / n * 1e3, tr / n * 1e3);
+        printf("decode_ms mean %.3f min %.3f  resize_224_ms mean %.3f min %.3f\n",
+               td / n * 1e3, md * 1e3, tr / n * 1e3, mr * 1e3);
         return 0;
     }
     int ch = atoi(argv[2]);
