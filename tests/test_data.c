@@ -575,6 +575,36 @@ static void test_pack_roundtrip(void **state)
         }
         cx_dataset_free(pd);
     }
+    /* the file does not depend on the thread count */
+    {
+        cx_pack_opts po;
+        cx_pack_opts_default(&po);
+        po.size = 24;
+        const char *p1 = tmp_path("t1.cxpack"), *p3 = tmp_path("t3.cxpack");
+        po.threads = 1;
+        assert_int_equal(cx_pack_write(ds, NULL, 0, &po, p1, NULL, NULL, &err), CX_OK);
+        po.threads = 3;
+        assert_int_equal(cx_pack_write(ds, NULL, 0, &po, p3, NULL, NULL, &err), CX_OK);
+        char *b1, *b3;
+        size_t n1, n3;
+        FILE *f1 = fopen(p1, "rb"), *f3 = fopen(p3, "rb");
+        fseek(f1, 0, SEEK_END);
+        fseek(f3, 0, SEEK_END);
+        n1 = (size_t)ftell(f1);
+        n3 = (size_t)ftell(f3);
+        assert_int_equal(n1, n3);
+        rewind(f1);
+        rewind(f3);
+        b1 = malloc(n1);
+        b3 = malloc(n3);
+        assert_int_equal(fread(b1, 1, n1, f1), n1);
+        assert_int_equal(fread(b3, 1, n3, f3), n3);
+        assert_memory_equal(b1, b3, n1);
+        fclose(f1);
+        fclose(f3);
+        free(b1);
+        free(b3);
+    }
     /* a subset */
     int sub[3] = {4, 9, 17};
     assert_int_equal(cx_pack_write(ds, sub, 3, NULL, pk, NULL, NULL, &err), CX_OK);
