@@ -664,7 +664,9 @@ typedef struct {
      *  - a split list, lines "IMAGE L1 ... L14" (0/1, CheXNet order;
      *    patient = the part of the file name before '_'),
      *  - a manifest CSV: a "path" column (else an image column as for
-     *    cx_labels_load), 0/1 class columns, optional patient column.
+     *    cx_labels_load), 0/1 class columns, optional patient column,
+     *  - a pack made by cx_pack_write (as cx_pack_open; task/classes then
+     *    select among the pack's classes).
      * May be NULL when lists are given: the dataset is then the union of the
      * lists, which must carry labels ("IMAGE L1 ... L14"). */
     const char *labels;

@@ -614,6 +614,27 @@ static void test_pack_roundtrip(void **state)
     assert_string_equal(cx_dataset_name(pd, 2), cx_dataset_name(ds, 17));
     assert_int_equal(cx_dataset_pack_size(pd), 224);
     cx_dataset_free(pd);
+    /* a pack as the label source of cx_dataset_load, selecting a class */
+    cx_dataset *sel = load(pk, NULL, NULL, &err);
+    assert_non_null(sel);
+    assert_int_equal(cx_dataset_num_classes(sel), 2);
+    cx_dataset_free(sel);
+    cx_dataset_opts o;
+    cx_dataset_opts_default(&o);
+    const char *edema[1] = {"EDEMA"};
+    o.labels = pk;
+    o.n_classes = 1;
+    o.classes = edema;
+    assert_int_equal(cx_dataset_load(&o, &sel, &err), CX_OK);
+    assert_int_equal(cx_dataset_num_classes(sel), 1);
+    assert_string_equal(cx_dataset_class(sel, 0), "Edema");
+    for (int j = 0; j < 3; j++)
+        assert_int_equal(cx_dataset_labels(sel)[j], cx_dataset_labels(ds)[sub[j] * 2 + 1]);
+    cx_dataset_free(sel);
+    o.task = "all14";
+    o.n_classes = 0;
+    assert_int_equal(cx_dataset_load(&o, &sel, &err), CX_EMISSING);
+    assert_non_null(strstr(err.msg, "the pack has no class 'Atelectasis'"));
     cx_dataset_free(ds);
 }
 

@@ -158,16 +158,12 @@ int data_args_load(const char *cmd, data_args *a, cx_dataset **ds)
 {
     cx_err err = {0};
     *ds = NULL;
-    if (a->pack) {
-        if (a->labels) {
-            cli_error(cmd, "give --pack or --labels, not both");
-            return 1;
-        }
-        if (cx_pack_open(a->pack, ds, &err))
-            return cli_fail(cmd, &err);
-        return 0;
+    if (a->pack && a->labels) {
+        cli_error(cmd, "give --pack or --labels, not both");
+        return 1;
     }
-    if (!a->labels && !a->lists[0]) {
+    const char *labels = a->pack ? a->pack : a->labels; /* packs load as label sources */
+    if (!labels && !a->lists[0]) {
         cli_error(cmd, "no dataset: give --labels FILE, --manifest FILE, --pack FILE or "
                        "--train LIST (see --help)");
         return 1;
@@ -178,13 +174,13 @@ int data_args_load(const char *cmd, data_args *a, cx_dataset **ds)
     }
     cx_dataset_opts o;
     cx_dataset_opts_default(&o);
-    o.labels = a->labels;
+    o.labels = labels;
     const char *lists[3];
     int nl = 0;
     for (int p = 0; p < 3; p++)
         if (a->lists[p])
             lists[nl++] = a->lists[p];
-    if (!a->labels) {
+    if (!labels) {
         o.lists = lists;
         o.n_lists = nl;
     }

@@ -633,6 +633,80 @@ static cx_status read_list(const char *path, cx_csv **t, cx_err *err)
     return cx_csv_read(path, &op, t, err);
 }
 
+static int is_pack(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char m[8];
+    int r = fread(m, 1, 8, f) == 8 && !memcmp(m, "CXPACK\r\n", 8);
+    fclose(f);
+    return r;
+}
+
+/* A pack as the label source: its classes, or a selection of them. */
+static cx_status load_pack(const cx_dataset_opts *o, cx_dataset **out, cx_err *err)
+{
+    cx_dataset *ds;
+    cx_status st = cx_pack_open(o->labels, &ds, err);
+    if (st)
+        return st;
+    int n;
+    const char *const *names;
+    if ((st = wanted_classes(o, &n, &names, err))) {
+        cx_dataset_free(ds);
+        return st;
+    }
+    if (n > 0) {
+        int *sel = malloc((size_t)n * sizeof *sel);
+        uint8_t *y = malloc((size_t)ds->n * n + 1);
+        char **cls = calloc((size_t)n, sizeof *cls);
+        if (!sel || !y || !cls) {
+            free(sel);
+            free(y);
+            free(cls);
+            cx_dataset_free(ds);
+            return cx_seterr(err, CX_ENOMEM, "out of memory");
+        }
+        for (int k = 0; k < n && !st; k++) {
+            sel[k] = -1;
+            for (int j = 0; j < ds->K; j++)
+                if (cx_class_name_eq(names[k], ds->classes[j]))
+                    sel[k] = j;
+            if (sel[k] < 0)
+                st = cx_seterr(err, CX_EMISSING,
+                               "%s: the pack has no class '%s' (it has %d: %s%s); prepare it "
+                               "again with that class",
+                               o->labels, names[k], ds->K, ds->K ? ds->classes[0] : "",
+                               ds->K > 1 ? ", ..." : "");
+            else if (!(cls[k] = strdup(ds->classes[sel[k]])))
+                st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        }
+        if (st) {
+            for (int k = 0; k < n; k++)
+                free(cls[k]);
+            free(cls);
+            free(sel);
+            free(y);
+            cx_dataset_free(ds);
+            return st;
+        }
+        for (int i = 0; i < ds->n; i++)
+            for (int k = 0; k < n; k++)
+                y[(size_t)i * n + k] = ds->y[(size_t)i * ds->K + sel[k]];
+        for (int k = 0; k < ds->K; k++)
+            free(ds->classes[k]);
+        free(ds->classes);
+        free(ds->y);
+        ds->classes = cls;
+        ds->y = y;
+        ds->K = n;
+        free(sel);
+    }
+    *out = ds;
+    return CX_OK;
+}
+
 cx_status cx_dataset_load(const cx_dataset_opts *o, cx_dataset **out, cx_err *err)
 {
     *out = NULL;
@@ -640,6 +714,8 @@ cx_status cx_dataset_load(const cx_dataset_opts *o, cx_dataset **out, cx_err *er
         return cx_seterr(err, CX_EARG, "dataset: no labels file and no lists");
     cx_dataset *ds = NULL;
     cx_status st;
+    if (o->labels && is_pack(o->labels))
+        return load_pack(o, out, err);
     if (o->labels) {
         char *text = NULL;
         size_t len = 0;
