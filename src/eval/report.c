@@ -178,7 +178,7 @@ cx_status cx_eval_write_json(const cx_eval_result *r, const char *path, cx_err *
 
 static const char *PALETTE[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
                                 "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
-                                "#393b79", "#ad494a", "#637939", "#843c39", "#5254a3"};
+                                "#393b79", "#7b4173", "#637939", "#000000", "#5254a3"};
 #define N_PALETTE (int)(sizeof PALETTE / sizeof PALETTE[0])
 
 /* Axes box at (x0, y0) of size w x h with ticks, labels and the diagonal. */

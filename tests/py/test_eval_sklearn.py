@@ -439,6 +439,25 @@ def test_report(rng):
         check(len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 14, f + ": 14 curves")
 
 
+def test_model_path():
+    """--model predicts first: its saved predictions, evaluated with --pred,
+    give the same figures."""
+    model = os.path.join(TMP, "init14.safetensors")
+    if run(["init", "-o", model], expect=None).returncode != 0:
+        print("   (chexnet init failed: --model path not checked)")
+        return
+    images = os.path.join(DATA, "nih/images")
+    saved, j1, j2 = (os.path.join(TMP, n) for n in ("model_pred.csv", "model1.json", "model2.json"))
+    run(["evaluate", "--model", model, "--images", images, "--labels", NIH_META, "--save-pred", saved,
+         "--bootstrap", "100", "--json", j1, "--batch", "8"])
+    run(["evaluate", "--pred", saved, "--labels", NIH_META, "--bootstrap", "100", "--json", j2])
+    a, b = json.load(open(j1)), json.load(open(j2))
+    check(a["n_images"] == 22, "22 NIH images predicted")
+    for c in a["auroc"]:
+        check(abs((a["auroc"][c]["value"] or 0) - (b["auroc"][c]["value"] or 0)) < 1e-6,
+              "--model vs --pred of the saved predictions (%s)" % c)
+
+
 def main():
     if not CHEXNET or not os.path.exists(CHEXNET):
         print("CHEXNET binary not found")
@@ -450,7 +469,7 @@ def main():
     os.makedirs(TMP, exist_ok=True)
     rng = np.random.default_rng(20171114)
     for t in (test_bad_input, test_readers, test_chexpert_auroc, test_bootstrap_oracle,
-              test_coverage, test_split_operating_points, test_report, test_auroc_nih_metadata):
+              test_coverage, test_split_operating_points, test_report, test_auroc_nih_metadata, test_model_path):
         print("==", t.__name__, flush=True)
         t0 = time.time()
         t(rng) if t.__code__.co_argcount else t()
