@@ -850,6 +850,77 @@ double cx_loader_wait_seconds(const cx_loader *l);
 
 /* ---------------------------------------------------------------- training */
 /* BEGIN train */
+/*
+ * Training (src/train/): forward in training mode (BatchNorm with batch
+ * statistics, running statistics updated with momentum 0.1 and unbiased
+ * variance, as PyTorch), the paper's losses, backward into parameter
+ * gradients, Adam with PyTorch's semantics, ReduceLROnPlateau, checkpoints.
+ * Memory-efficient as in Pleiss et al. 2017: the BN-ReLU outputs feeding each
+ * convolution are recomputed in backward, not stored; dense blocks keep one
+ * shared buffer per block. All buffers are planned by cx_train_new.
+ *
+ *   cx_train *t; cx_train_new(model, 16, 224, 224, CX_BACKEND_CPU, &t, &err);
+ *   cx_train_set_loss_weights(t, wpos, wneg);      (pneumonia: weighted BCE)
+ *   for each batch: cx_train_step(t, x, y, n, &loss, &err);   (gradients)
+ *                   cx_adam_step(t, lr, &err);                (update)
+ */
+
+/* Binary cross-entropy on logits, numerically stable:
+ *   L = sum_k mean_n [ -wpos_k y log s(z) - wneg_k (1 - y) log(1 - s(z)) ]
+ * logits, labels: [n][K]; wpos/wneg: [K] or NULL for 1. With one class and
+ * wpos = |N|/(|P|+|N|), wneg = |P|/(|P|+|N|) it is the paper's weighted BCE;
+ * with 14 classes and NULL weights, the sum of 14 unweighted BCEs.
+ * dlogits ([n][K], may be NULL) receives dL/dlogits. */
+double cx_bce_loss(const float *logits, const float *labels, int n, int K, const float *wpos,
+                   const float *wneg, float *dlogits);
+
+typedef struct cx_train cx_train;
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay; /* 0.9, 0.999, 1e-8, 0 */
+    float bn_momentum;                     /* 0.1 */
+} cx_train_opts;
+void cx_train_opts_default(cx_train_opts *o);
+
+/* Plans every training buffer for (model, batch, H, W). opts may be NULL. */
+cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend_id backend,
+                       const cx_train_opts *opts, cx_train **out, cx_err *err);
+void cx_train_free(cx_train *t);
+size_t cx_train_arena_bytes(const cx_train *t);
+
+/* Per-class loss weights (arrays of num_classes, copied); NULL = 1. */
+cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg,
+                                    cx_err *err);
+
+/* One forward (training mode) and backward over n images: input NCHW
+ * [n][C][H][W] normalised, labels [n][K] 0/1. Zeroes and fills the
+ * gradients, updates the BatchNorm running statistics, returns the loss.
+ * A non-finite loss is an error (CX_ENUMERIC) and changes no weights. */
+cx_status cx_train_step(cx_train *t, const float *input, const float *labels, int n,
+                        double *loss, cx_err *err);
+/* Logits [n][K] of the last cx_train_step. */
+const float *cx_train_logits(const cx_train *t);
+/* Gradient of model tensor i (cx_model_tensor order), NULL for running
+ * statistics. Same layout as the tensor. */
+float *cx_train_grad(cx_train *t, int i);
+
+/* Adam (PyTorch semantics: L2 weight decay added to the gradient, bias
+ * correction, eps added to sqrt(v_hat)) over all trainable tensors. */
+cx_status cx_adam_step(cx_train *t, float lr, cx_err *err);
+int64_t cx_adam_steps(const cx_train *t);
+/* Adam moments of tensor i (NULL for running statistics). */
+float *cx_adam_m(cx_train *t, int i);
+float *cx_adam_v(cx_train *t, int i);
+void cx_adam_set_steps(cx_train *t, int64_t steps);
+
+/* ReduceLROnPlateau (mode min, relative threshold), as PyTorch. */
+typedef struct {
+    double lr, factor, threshold, min_lr, best;
+    int patience, cooldown, num_bad_epochs, cooldown_counter;
+} cx_plateau;
+void cx_plateau_init(cx_plateau *p, double lr, double factor, int patience, double threshold);
+/* Feeds one validation loss; returns 1 if the learning rate was reduced. */
+int cx_plateau_step(cx_plateau *p, double val_loss);
 /* END train */
 
 #ifdef __cplusplus
