@@ -237,6 +237,33 @@ def test_chexpert_auroc():
             check(abs(j["auroc"][c]["value"] - ref) < 1e-9, "chexpert %s %s AUROC" % (model, c))
         if model == "desmond":
             check("outside [0,1]" in r.stderr, "scores > 1 noted")
+    # labels with uncertain (-1) and blank entries (the CheXbert labeller's
+    # output): those images are left out of that class, in the bootstrap too
+    lab = os.path.join(CHEXPERT, "labeler/chexbert_labels.csv")
+    lrows = {r["Study"]: r for r in csv.DictReader(open(lab))}
+    p = os.path.join(CHEXPERT, "example_models/predictions/standard/drnet_predictions.csv")
+    preds = list(csv.DictReader(open(p)))
+    out, dump, B = os.path.join(TMP, "chexbert.json"), os.path.join(TMP, "chexbert_rs.txt"), 200
+    r = run(["evaluate", "--pred", p, "--labels", lab, "--bootstrap", str(B), "--seed", "3",
+             "--json", out, "--dump-resamples", dump, "--dump-count", str(B)])
+    j = json.load(open(out))
+    idx = np.loadtxt(dump, dtype=np.int64)
+    check("missing/uncertain" in r.stderr, "missing labels noted")
+    for c in j["auroc"]:
+        v = np.array([lrows[q["Study"]][c] in ("0.0", "1.0") for q in preds])
+        y = np.array([int(float(lrows[q["Study"]][c])) if ok else -1 for q, ok in zip(preds, v)])
+        s = np.array([float(q[c]) for q in preds])
+        check(j["auroc"][c]["n_missing"] == int((~v).sum()), "chexbert %s missing count" % c)
+        check(abs(j["auroc"][c]["value"] - roc_auc_score(y[v], s[v])) < 1e-9, "chexbert %s AUROC" % c)
+        aucs = []
+        for b in range(B):
+            vb = v[idx[b]]
+            yb, sb = y[idx[b]][vb], s[idx[b]][vb]
+            if yb.min() != yb.max():
+                aucs.append(roc_auc_score(yb, sb))
+        lo, hi = np.percentile(aucs, [2.5, 97.5])
+        got = j["auroc"][c]["ci95"]
+        check(abs(got[0] - lo) < 1e-9 and abs(got[1] - hi) < 1e-9, "chexbert %s CI with missing labels" % c)
 
 
 def test_bootstrap_oracle(rng):
