@@ -552,8 +552,10 @@ void cx_eval_free(cx_eval_result *r);
 /* {"n_images":..,"auroc":{"<class>":{"value":x,"ci95":[lo,hi]},..},
  *  "mean_auroc":{..},"operating_points":{..},...}: atomic. */
 cx_status cx_eval_write_json(const cx_eval_result *r, const char *path, cx_err *err);
-/* DIR/report.html (self-contained, ROC curves as inline SVG) and
- * DIR/roc.svg; with ChestX-ray14 classes, the paper's Table 2 beside ours. */
+/* Creates DIR if needed and writes DIR/report.html (self-contained: tables
+ * and ROC curves as inline SVG), DIR/roc.svg (all classes, with a legend) and
+ * DIR/roc_panels.svg (one panel per class, operating point marked); with
+ * ChestX-ray14 classes, the paper's Table 2 beside ours. title may be NULL. */
 cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir,
                                const char *title, cx_err *err);
 /* Writes the first n_resamples bootstrap resamples' indices (one line each)
@@ -612,8 +614,13 @@ typedef struct {
 cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out,
                          cx_err *err);
 void cx_readers_free(cx_readers_result *r);
+/* {"class", "n_images", "readers": {"<name>": {"f1": {"value", "ci95"},
+ * "f1_vs": {...}, ...}}, "models": {...}, "reader_average": {...},
+ * "difference": {"<model>": {"value", "ci95", "significant"}}, ...}: atomic. */
 cx_status cx_readers_write_json(const cx_readers_result *r, const char *path,
                                 cx_err *err);
+/* Creates DIR if needed and writes DIR/report.html: the Table 1 equivalent,
+ * the differences with their conclusion, and the pairwise F1 matrix. */
 cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
                                   cx_err *err);
 /* END eval */
@@ -921,6 +928,73 @@ typedef struct {
 void cx_plateau_init(cx_plateau *p, double lr, double factor, int patience, double threshold);
 /* Feeds one validation loss; returns 1 if the learning rate was reduced. */
 int cx_plateau_step(cx_plateau *p, double val_loss);
+/* A copy of src whose classifier has num_classes outputs: every other tensor
+ * is copied, the new head is initialised as torchvision does (Linear default
+ * weight, bias 0) from seed. Class names: the defaults for num_classes. */
+cx_status cx_model_with_head(const cx_model *src, int num_classes, uint64_t seed,
+                             cx_model **out, cx_err *err);
+
+/* The training loop of `chexnet train` (src/train/trainer.c). Per epoch: the
+ * training pass (Adam, per-step progress), validation loss and per-class
+ * AUROC in eval mode, ReduceLROnPlateau on the validation loss, the
+ * lowest-validation-loss model saved as OUT/best.safetensors, a checkpoint
+ * OUT/last.safetensors (model + Adam moments + schedule + position, one
+ * atomic file; cx_model_load ignores its "optimizer." tensors) and a line of
+ * OUT/log.jsonl. Resuming from last.safetensors continues exactly: an
+ * interrupted run ends with the same weights as an uninterrupted one. */
+typedef struct {
+    int epoch, epochs;        /* 0-based epoch, total */
+    int batch, n_batches;     /* batch just done (1-based) */
+    long step;                /* Adam steps so far */
+    double loss, avg_loss;    /* this batch's loss, epoch mean so far */
+    double images_per_s;      /* this epoch, this run */
+    double lr;
+} cx_train_progress;
+
+typedef struct {
+    int epoch;                /* 0-based */
+    double train_loss, val_loss;
+    int n_classes;
+    const char *const *classes;
+    const double *val_auroc;  /* [n_classes], NaN where undefined */
+    double mean_val_auroc;    /* over defined classes */
+    double lr, next_lr;
+    int best;                 /* this epoch gave the lowest val loss so far */
+    double seconds, images_per_s;
+    double peak_rss_mb;
+    const char *json;         /* the log.jsonl line */
+} cx_epoch_report;
+
+typedef struct {
+    int epochs;               /* 10 */
+    float lr;                 /* 1e-3 */
+    double lr_factor;         /* 0.1 */
+    int patience;             /* 0: divide when an epoch does not improve */
+    double threshold;         /* 1e-4 (relative, as PyTorch) */
+    int checkpoint_every;     /* steps between mid-epoch checkpoints; 0: none */
+    long max_steps;           /* stop after this many steps in this run (with
+                                 a checkpoint); 0: no limit */
+    const char *out_dir;      /* required */
+    int resume;               /* continue from out_dir/last.safetensors */
+    cx_backend_id backend;
+    cx_train_opts train;      /* Adam and BatchNorm settings */
+    const float *wpos, *wneg; /* loss weights [K] (NULL: 1) */
+    cx_dtype best_dtype;      /* dtype of best.safetensors (F32) */
+    /* Called after every step; a nonzero return stops the run (with a
+     * checkpoint, status CX_EINTERRUPTED). May be NULL. */
+    int (*on_step)(void *user, const cx_train_progress *p);
+    void (*on_epoch)(void *user, const cx_epoch_report *r);
+    void *user;
+} cx_trainer_opts;
+void cx_trainer_opts_default(cx_trainer_opts *o);
+
+/* Runs training of m (updated in place) on the train loader (augmenting),
+ * validating on the val loader (not augmenting; may be NULL: no validation,
+ * best = last). Returns CX_OK when all epochs are done, CX_EINTERRUPTED
+ * when stopped (checkpoint written), CX_ENUMERIC on a non-finite loss (the
+ * last checkpoint is kept, nothing newer is written). */
+cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val,
+                         const cx_trainer_opts *o, cx_err *err);
 /* END train */
 
 #ifdef __cplusplus
