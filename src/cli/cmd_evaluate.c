@@ -180,6 +180,12 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         return 1;
     }
     int nc = cx_model_num_classes(m), S = cx_model_input_size(m);
+    if (nc < 1 || nc > 1024) {
+        cli_error(CMD, "%s: %d classes (1..1024 supported)", model_path, nc);
+        cx_model_free(m);
+        sv_free(&files);
+        return 1;
+    }
     const char *names[1024];
     for (int k = 0; k < nc && k < 1024; k++)
         names[k] = cx_model_class_name(m, k);
