@@ -967,7 +967,9 @@ typedef struct {
 
 typedef struct {
     int epochs;               /* 10 */
-    float lr;                 /* 1e-3 */
+    int batch;                /* 16: must equal the loaders' batch */
+    int image_size;           /* 0: the model's input size; must equal the loaders' */
+    double lr;                /* 1e-3 */
     double lr_factor;         /* 0.1 */
     int patience;             /* 0: divide when an epoch does not improve */
     double threshold;         /* 1e-4 (relative, as PyTorch) */

@@ -1,10 +1,412 @@
-/* chexnet train: placeholder until its issue lands (replaced by the owner). */
+/* chexnet train: train a DenseNet on ChestX-ray14, split lists, a manifest
+ * or a pack, with the paper's recipe as defaults. */
+#define _GNU_SOURCE
 #include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: chexnet train --labels FILE [--images DIR] --out DIR [options]\n"
+"\n"
+"Trains DenseNet-121 as CheXNet does: Adam (beta 0.9/0.999), batch 16, lr 1e-3\n"
+"divided by 10 when the validation loss plateaus, keeping the lowest-validation-\n"
+"loss model. Pneumonia (1 class): weighted BCE with w+ = |N|/(|P|+|N|),\n"
+"w- = |P|/(|P|+|N|) from the training split; several classes: sum of BCEs.\n"
+"\n"
+"data:\n"
+"  --labels FILE         Data_Entry_2017*.csv(.gz), a split list (IMAGE L1..L14),\n"
+"                        a manifest CSV (path + 0/1 class columns), or a pack\n"
+"                        from 'chexnet prepare'\n"
+"  --images DIR          image folder (searched recursively for ChestX-ray14)\n"
+"  --task pneumonia|all14  classes for ChestX-ray14 sources (default all14)\n"
+"  --classes A,B,...     explicit class columns\n"
+"  --patient-column COL  manifest column with the patient id (patient_key, ...)\n"
+"  --fractions T,V,E     random patient-level split (default 0.7,0.1,0.2)\n"
+"  --split-dir DIR       use DIR/train.txt, val.txt (and test.txt if present)\n"
+"  --train-list F --val-list F [--test-list F]   split from list files\n"
+"  --seed S              split, initialisation, shuffling and flips (default 0)\n"
+"  --no-augment          no random horizontal flips\n"
+"model:\n"
+"  --weights FILE        start from these weights (a head of another size is\n"
+"                        replaced by a freshly initialised one)\n"
+"  --arch NAME           from scratch: densenet121 (default), densenet169, densenet201\n"
+"  --in-channels 3|1     from scratch: input channels (default 3)\n"
+"optimisation:\n"
+"  --epochs N            (default 10)\n"
+"  --batch N             (default 16)\n"
+"  --lr X                (default 1e-3)\n"
+"  --lr-factor X         plateau decay factor (default 0.1)\n"
+"  --patience N          epochs without improvement before decaying (default 0)\n"
+"  --threshold X         relative improvement that counts (default 1e-4)\n"
+"  --weight-decay X      Adam L2 weight decay (default 0)\n"
+"  --loss weighted|plain (default: weighted for 1 class, plain otherwise)\n"
+"run:\n"
+"  --out DIR             best.safetensors, last.safetensors, log.jsonl, split/\n"
+"  --resume              continue from DIR/last.safetensors (same options)\n"
+"  --checkpoint-every N  also checkpoint every N steps (default 100)\n"
+"  --max-steps N         stop after N steps in this run (checkpointed)\n"
+"  --threads T           (default: all cores)\n"
+"  --loader-threads T    image decoding threads (default: as --threads)\n"
+"  --json                print each epoch's log line on stdout\n"
+"\n"
+"Ctrl-C saves a checkpoint and exits; rerun with --resume to continue.\n");
+}
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct {
+    cli_progress bar;
+    int epoch_started;
+    int json;
+} train_ui;
+
+static int ui_step(void *user, const cx_train_progress *p)
+{
+    train_ui *u = user;
+    if (u->epoch_started != p->epoch + 1) {
+        static char label[64];
+        snprintf(label, sizeof label, "epoch %d/%d", p->epoch + 1, p->epochs);
+        cli_progress_start(&u->bar, label, "img", p->n_batches);
+        u->epoch_started = p->epoch + 1;
+    }
+    cli_progress_update(&u->bar, p->batch);
+    return g_stop != 0;
+}
+
+static void ui_epoch(void *user, const cx_epoch_report *r)
+{
+    train_ui *u = user;
+    cli_progress_end(&u->bar);
+    u->epoch_started = 0;
+    fprintf(stderr,
+            "epoch %d: train loss %.5f  val loss %.5f  val mean AUROC %.4f  lr %.3g%s%s  "
+            "%.0f s, %.1f img/s, peak RSS %.0f MB\n",
+            r->epoch + 1, r->train_loss, r->val_loss, r->mean_val_auroc, r->lr,
+            r->next_lr < r->lr ? " (next: reduced)" : "", r->best ? "  [best]" : "", r->seconds,
+            r->images_per_s, r->peak_rss_mb);
+    if (u->json) {
+        printf("%s\n", r->json);
+        fflush(stdout);
+    }
+}
+
+static int split_list(char *s, const char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ","))
+        out[n++] = tok;
+    return n;
+}
 
 int cmd_train(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("train", "not implemented yet");
-    return 2;
+    enum { O_LABELS = 256, O_IMAGES, O_TASK, O_CLASSES, O_PATIENT, O_FRACTIONS, O_SPLITDIR,
+           O_TRAINL, O_VALL, O_TESTL, O_SEED, O_NOAUG, O_WEIGHTS, O_ARCH, O_INCH, O_EPOCHS,
+           O_BATCH, O_LR, O_FACTOR, O_PATIENCE, O_THRESH, O_WD, O_LOSS, O_OUT, O_RESUME,
+           O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON };
+    static const struct option opts[] = {
+        {"labels", required_argument, 0, O_LABELS}, {"images", required_argument, 0, O_IMAGES},
+        {"task", required_argument, 0, O_TASK}, {"classes", required_argument, 0, O_CLASSES},
+        {"patient-column", required_argument, 0, O_PATIENT},
+        {"fractions", required_argument, 0, O_FRACTIONS},
+        {"split-dir", required_argument, 0, O_SPLITDIR},
+        {"train-list", required_argument, 0, O_TRAINL},
+        {"val-list", required_argument, 0, O_VALL}, {"test-list", required_argument, 0, O_TESTL},
+        {"seed", required_argument, 0, O_SEED}, {"no-augment", no_argument, 0, O_NOAUG},
+        {"weights", required_argument, 0, O_WEIGHTS}, {"arch", required_argument, 0, O_ARCH},
+        {"in-channels", required_argument, 0, O_INCH},
+        {"epochs", required_argument, 0, O_EPOCHS}, {"batch", required_argument, 0, O_BATCH},
+        {"lr", required_argument, 0, O_LR}, {"lr-factor", required_argument, 0, O_FACTOR},
+        {"patience", required_argument, 0, O_PATIENCE},
+        {"threshold", required_argument, 0, O_THRESH},
+        {"weight-decay", required_argument, 0, O_WD}, {"loss", required_argument, 0, O_LOSS},
+        {"out", required_argument, 0, O_OUT}, {"resume", no_argument, 0, O_RESUME},
+        {"checkpoint-every", required_argument, 0, O_CKPT},
+        {"max-steps", required_argument, 0, O_MAXSTEPS},
+        {"threads", required_argument, 0, O_THREADS},
+        {"loader-threads", required_argument, 0, O_LTHREADS},
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *labels = NULL, *images = NULL, *task = NULL, *patient = NULL, *split_dir = NULL;
+    const char *train_l = NULL, *val_l = NULL, *test_l = NULL, *weights = NULL;
+    const char *arch = "densenet121", *loss_kind = NULL, *out = NULL;
+    char *classes_arg = NULL, *fractions_arg = NULL;
+    long seed = 0, in_ch = 3, epochs = 10, batch = 16, patience = 0, ckpt = 100, max_steps = 0;
+    long threads = 0, lthreads = 0;
+    double lr = 1e-3, factor = 0.1, thresh = 1e-4, wd = 0;
+    int augment = 1, resume = 0, json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case O_LABELS: labels = optarg; break;
+        case O_IMAGES: images = optarg; break;
+        case O_TASK: task = optarg; break;
+        case O_CLASSES: classes_arg = optarg; break;
+        case O_PATIENT: patient = optarg; break;
+        case O_FRACTIONS: fractions_arg = optarg; break;
+        case O_SPLITDIR: split_dir = optarg; break;
+        case O_TRAINL: train_l = optarg; break;
+        case O_VALL: val_l = optarg; break;
+        case O_TESTL: test_l = optarg; break;
+        case O_SEED: bad = cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed); break;
+        case O_NOAUG: augment = 0; break;
+        case O_WEIGHTS: weights = optarg; break;
+        case O_ARCH: arch = optarg; break;
+        case O_INCH: bad = cli_parse_int(optarg, 1, 4, &in_ch); break;
+        case O_EPOCHS: bad = cli_parse_int(optarg, 1, 100000, &epochs); break;
+        case O_BATCH: bad = cli_parse_int(optarg, 2, 4096, &batch); break;
+        case O_LR: bad = cli_parse_double(optarg, &lr) || !(lr > 0); break;
+        case O_FACTOR: bad = cli_parse_double(optarg, &factor) || !(factor > 0 && factor < 1); break;
+        case O_PATIENCE: bad = cli_parse_int(optarg, 0, 100000, &patience); break;
+        case O_THRESH: bad = cli_parse_double(optarg, &thresh) || thresh < 0; break;
+        case O_WD: bad = cli_parse_double(optarg, &wd) || wd < 0; break;
+        case O_LOSS: loss_kind = optarg; break;
+        case O_OUT: out = optarg; break;
+        case O_RESUME: resume = 1; break;
+        case O_CKPT: bad = cli_parse_int(optarg, 0, 100000000, &ckpt); break;
+        case O_MAXSTEPS: bad = cli_parse_int(optarg, 0, 1000000000, &max_steps); break;
+        case O_THREADS: bad = cli_parse_int(optarg, 0, 1024, &threads); break;
+        case O_LTHREADS: bad = cli_parse_int(optarg, 0, 1024, &lthreads); break;
+        case O_JSON: json = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (bad) {
+            cli_error("train", "invalid value '%s' for an option", optarg);
+            return 2;
+        }
+    }
+    if (!labels || !out || optind != argc) {
+        if (optind != argc)
+            cli_error("train", "unexpected argument '%s'", argv[optind]);
+        else
+            cli_error("train", "--labels and --out are required");
+        usage(stderr);
+        return 2;
+    }
+    if (loss_kind && strcmp(loss_kind, "weighted") && strcmp(loss_kind, "plain")) {
+        cli_error("train", "--loss wants weighted or plain");
+        return 2;
+    }
+    double fractions[3] = {0.7, 0.1, 0.2};
+    if (fractions_arg) {
+        char *s = fractions_arg, *end;
+        for (int i = 0; i < 3; i++) {
+            fractions[i] = strtod(s, &end);
+            if (end == s || (i < 2 && *end != ',') || (i == 2 && *end)) {
+                cli_error("train", "--fractions wants three numbers like 0.7,0.1,0.2");
+                return 2;
+            }
+            s = end + 1;
+        }
+    }
+    cx_set_threads((int)threads);
+    cx_err err = {0};
+    int rc = 1;
+    cx_dataset *ds = NULL;
+    cx_split sp;
+    memset(&sp, 0, sizeof sp);
+    int have_split = 0;
+    cx_model *m = NULL;
+    cx_loader *tr = NULL, *va = NULL;
+    float *wpos = NULL, *wneg = NULL;
+    const char *cls[128];
+    int n_cls = 0;
+    if (classes_arg)
+        n_cls = split_list(classes_arg, cls, 128);
+
+    /* ---- data ---- */
+    cx_dataset_opts dopt;
+    cx_dataset_opts_default(&dopt);
+    dopt.labels = labels;
+    dopt.image_dir = images;
+    dopt.task = task;
+    dopt.n_classes = n_cls;
+    dopt.classes = n_cls ? cls : NULL;
+    dopt.patient_column = patient;
+    if (cx_dataset_load(&dopt, &ds, &err))
+        goto fail;
+    for (int i = 0; i < cx_dataset_num_warnings(ds); i++)
+        cli_error("train", "warning: %s", cx_dataset_warning(ds, i));
+    int K = cx_dataset_num_classes(ds);
+    char pathbuf[4096];
+    if (split_dir) {
+        char a[4096], b[4096], e[4096];
+        snprintf(a, sizeof a, "%s/train.txt", split_dir);
+        snprintf(b, sizeof b, "%s/val.txt", split_dir);
+        snprintf(e, sizeof e, "%s/test.txt", split_dir);
+        struct stat stt;
+        if (cx_split_from_lists(ds, a, b, stat(e, &stt) == 0 ? e : NULL, 0.1, (uint64_t)seed,
+                                &sp, &err))
+            goto fail;
+    } else if (train_l) {
+        if (cx_split_from_lists(ds, train_l, val_l, test_l, 0.1, (uint64_t)seed, &sp, &err))
+            goto fail;
+    } else if (cx_split_random(ds, fractions, (uint64_t)seed, &sp, &err)) {
+        goto fail;
+    }
+    have_split = 1;
+    for (int i = 0; i < sp.n_warnings; i++)
+        cli_error("train", "warning: %s", sp.warnings[i]);
+    if (mkdir(out, 0777) && errno != EEXIST) {
+        cx_seterr(&err, CX_EIO, "%s: cannot create folder", out);
+        goto fail;
+    }
+    snprintf(pathbuf, sizeof pathbuf, "%s/split", out);
+    mkdir(pathbuf, 0777);
+    if (cx_split_write(ds, &sp, pathbuf, &err))
+        goto fail;
+    int ntr = sp.count[CX_SPLIT_TRAIN], nva = sp.count[CX_SPLIT_VAL];
+    fprintf(stderr, "data: %d images, %d classes; train %d (%d patients), val %d (%d patients), "
+                    "test %d; split written to %s/split/\n",
+            cx_dataset_size(ds), K, ntr, sp.patients[0], nva, sp.patients[1],
+            sp.count[CX_SPLIT_TEST], out);
+    if (ntr < 2) {
+        cx_seterr(&err, CX_EARG, "the training split has %d images", ntr);
+        goto fail;
+    }
+
+    /* ---- model ---- */
+    if (weights) {
+        cx_model *w = NULL;
+        if (cx_model_load(weights, &w, &err))
+            goto fail;
+        if (cx_model_num_classes(w) != K) {
+            fprintf(stderr, "weights: %s has %d outputs; replacing the head with %d fresh ones\n",
+                    weights, cx_model_num_classes(w), K);
+            if (cx_model_with_head(w, K, (uint64_t)seed, &m, &err)) {
+                cx_model_free(w);
+                goto fail;
+            }
+            cx_model_free(w);
+        } else {
+            m = w;
+        }
+    } else {
+        cx_config cfg;
+        if (cx_config_preset(arch, K, (int)in_ch, &cfg, &err) || cx_model_new(&cfg, &m, &err))
+            goto fail;
+        cx_model_init(m, (uint64_t)seed);
+    }
+    {
+        const char **names = malloc(sizeof(char *) * K);
+        for (int k = 0; k < K; k++)
+            names[k] = cx_dataset_class(ds, k);
+        cx_status s = cx_model_set_class_names(m, K, names, &err);
+        free(names);
+        if (s)
+            goto fail;
+    }
+    {
+        char date[32];
+        time_t now = time(NULL);
+        strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
+        cx_model_set_meta(m, "training_data", labels, NULL);
+        cx_model_set_meta(m, "training_date", date, NULL);
+        cx_model_set_meta(m, "created_by", "chexnet train " CX_VERSION, NULL);
+    }
+
+    /* ---- loss weights ---- */
+    int weighted = loss_kind ? !strcmp(loss_kind, "weighted") : K == 1;
+    if (weighted) {
+        wpos = malloc(sizeof(float) * K);
+        wneg = malloc(sizeof(float) * K);
+        for (int k = 0; k < K; k++) {
+            double P = sp.positives[CX_SPLIT_TRAIN * K + k], N = ntr - P;
+            wpos[k] = (float)(N / (P + N));
+            wneg[k] = (float)(P / (P + N));
+            fprintf(stderr, "loss: %s w+ = %.4f, w- = %.4f (%d positives of %d)\n",
+                    cx_dataset_class(ds, k), wpos[k], wneg[k], (int)P, ntr);
+        }
+    }
+
+    /* ---- loaders ---- */
+    cx_loader_opts lo;
+    cx_loader_opts_default(&lo);
+    lo.batch = (int)batch;
+    lo.size = cx_model_input_size(m);
+    lo.channels = cx_model_config(m)->in_channels;
+    cx_model_normalization(m, lo.mean, lo.std);
+    lo.seed = (uint64_t)seed;
+    lo.threads = (int)(lthreads ? lthreads : threads);
+    lo.augment = augment;
+    lo.shuffle = 1;
+    if (cx_loader_new(ds, sp.index[CX_SPLIT_TRAIN], ntr, &lo, &tr, &err))
+        goto fail;
+    if (nva > 0) {
+        lo.augment = 0;
+        lo.shuffle = 0;
+        if (cx_loader_new(ds, sp.index[CX_SPLIT_VAL], nva, &lo, &va, &err))
+            goto fail;
+    } else {
+        fprintf(stderr, "warning: no validation split; the best model is chosen on the "
+                        "training loss\n");
+    }
+
+    /* ---- train ---- */
+    cx_trainer_opts to;
+    cx_trainer_opts_default(&to);
+    to.epochs = (int)epochs;
+    to.batch = (int)batch;
+    to.image_size = lo.size;
+    to.lr = lr;
+    to.lr_factor = factor;
+    to.patience = (int)patience;
+    to.threshold = thresh;
+    to.checkpoint_every = (int)ckpt;
+    to.max_steps = max_steps;
+    to.out_dir = out;
+    to.resume = resume;
+    to.train.weight_decay = (float)wd;
+    to.wpos = wpos;
+    to.wneg = wneg;
+    train_ui ui = {0};
+    ui.json = json;
+    to.on_step = ui_step;
+    to.on_epoch = ui_epoch;
+    to.user = &ui;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    cx_status st = cx_trainer_run(m, tr, va, &to, &err);
+    cli_progress_end(&ui.bar);
+    if (st == CX_EINTERRUPTED) {
+        cli_error("train", "%s", err.msg);
+        rc = 130;
+        goto done;
+    }
+    if (st)
+        goto fail;
+    fprintf(stderr, "done: best model %s/best.safetensors, log %s/log.jsonl\n", out, out);
+    rc = 0;
+    goto done;
+fail:
+    cli_fail("train", &err);
+    rc = 1;
+done:
+    cx_loader_free(tr);
+    cx_loader_free(va);
+    cx_model_free(m);
+    if (have_split)
+        cx_split_free(&sp);
+    cx_dataset_free(ds);
+    free(wpos);
+    free(wneg);
+    return rc;
 }

@@ -442,3 +442,27 @@ cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value, cx_
     m->n_meta++;
     return CX_OK;
 }
+
+cx_status cx_model_with_head(const cx_model *src, int num_classes, uint64_t seed,
+                             cx_model **out, cx_err *err)
+{
+    *out = NULL;
+    cx_config cfg = src->cfg;
+    cfg.num_classes = num_classes;
+    cx_model *m = NULL;
+    cx_status st = cx_model_new(&cfg, &m, err);
+    if (st)
+        return st;
+    cx_model_init(m, seed); /* classifier as torchvision; the rest is copied */
+    for (int i = 0; i < m->n_tensors; i++) {
+        cx_param *p = &m->tensors[i];
+        if (!strncmp(p->name, "classifier.", 11))
+            continue;
+        memcpy(p->data, src->tensors[i].data, sizeof(float) * (size_t)p->numel);
+    }
+    m->input_size = src->input_size;
+    memcpy(m->mean, src->mean, sizeof m->mean);
+    memcpy(m->std, src->std, sizeof m->std);
+    *out = m;
+    return CX_OK;
+}

@@ -81,4 +81,8 @@ static inline int64_t cx_param_offset(const struct cx_model *m, int i)
  * tensor should be ignored (num_batches_tracked). */
 int cx_canonical_name(const char *in, char *out, size_t n);
 
+/* Adds the model's tensors (modern names, num_batches_tracked) and metadata
+ * to a writer; the data must stay valid until the writer writes. */
+cx_status cx_model_to_writer(const cx_model *m, cx_st_writer *w, cx_dtype dtype, cx_err *err);
+
 #endif

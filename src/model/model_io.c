@@ -263,6 +263,8 @@ cx_status cx_model_load(const char *path, cx_model **out, cx_err *err)
         }
         if (!cx_canonical_name(f->tensors[i].name, canon, sizeof canon))
             continue;
+        if (!strncmp(canon, "optimizer.", 10)) /* training checkpoint state */
+            continue;
         named_tensor *dup = find_named(v, n, canon);
         if (dup) {
             st = cx_seterr(err, CX_EFORMAT, "%s: tensors '%s' and '%s' both map to '%s'", path,
@@ -380,12 +382,21 @@ static char *classes_json(const cx_model *m)
 
 cx_status cx_model_save(const cx_model *m, const char *path, cx_dtype dtype, cx_err *err)
 {
-    if (dtype != CX_DT_F32 && dtype != CX_DT_F16 && dtype != CX_DT_BF16)
-        return cx_seterr(err, CX_EARG, "cannot save a model as %s (use F32, F16 or BF16)",
-                         cx_dtype_name(dtype));
     cx_st_writer *w = cx_st_writer_new();
     if (!w)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
+    cx_status st = cx_model_to_writer(m, w, dtype, err);
+    if (!st)
+        st = cx_st_writer_write(w, path, err);
+    cx_st_writer_free(w);
+    return st;
+}
+
+cx_status cx_model_to_writer(const cx_model *m, cx_st_writer *w, cx_dtype dtype, cx_err *err)
+{
+    if (dtype != CX_DT_F32 && dtype != CX_DT_F16 && dtype != CX_DT_BF16)
+        return cx_seterr(err, CX_EARG, "cannot save a model as %s (use F32, F16 or BF16)",
+                         cx_dtype_name(dtype));
     static const int64_t zero = 0;
     cx_status st = CX_OK;
     for (int i = 0; i < m->n_tensors && !st; i++) {
@@ -427,9 +438,6 @@ cx_status cx_model_save(const cx_model *m, const char *path, cx_dtype dtype, cx_
     fmt_float3(buf, sizeof buf, m->std);
     if (!st)
         st = cx_st_writer_add_meta(w, "std", buf, err);
-    if (!st)
-        st = cx_st_writer_write(w, path, err);
     free(classes);
-    cx_st_writer_free(w);
     return st;
 }
