@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds and runs every test: C unit tests (cmocka) and the oracle tests
+# against PyTorch/torchvision/PIL/scikit-learn (tests/py), then the C tests
+# again under AddressSanitizer + UBSan. Tests that need ../shared/data skip
+# with a message when it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh --test
+JOBS=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS" 2>&1 | grep -E "warning|error" || true
+cmake --build build -j"$JOBS" >/dev/null
+(cd build && ctest --output-on-failure --timeout 1800)
+echo "== C tests under AddressSanitizer + UBSan =="
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=ON -DCX_NATIVE=ON >/dev/null
+cmake --build build-asan -j"$JOBS" >/dev/null
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^test_')
