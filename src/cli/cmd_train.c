@@ -280,6 +280,19 @@ int cmd_train(int argc, char **argv)
         goto fail;
     }
 
+    /* every image of the split must exist before any training starts */
+    {
+        int *all = malloc(sizeof(int) * (size_t)(sp.count[0] + sp.count[1] + sp.count[2] + 1));
+        int na = 0;
+        for (int part = 0; part < 3; part++)
+            for (int i = 0; i < sp.count[part]; i++)
+                all[na++] = sp.index[part][i];
+        cx_status cs = cx_dataset_check_images(ds, all, na, &err);
+        free(all);
+        if (cs)
+            goto fail;
+    }
+
     /* ---- model ---- */
     if (weights) {
         cx_model *w = NULL;

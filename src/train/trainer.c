@@ -403,11 +403,15 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                 continue;
             double loss;
             if ((st = cx_train_step(t, x, y, n, &loss, err))) {
-                if (st == CX_ENUMERIC)
+                if (st == CX_ENUMERIC) {
+                    int have = access(last_path, R_OK) == 0;
                     cx_seterr(err, CX_ENUMERIC,
-                              "epoch %d batch %d: loss is %g; stopping. The last good "
-                              "checkpoint %s is kept.",
-                              rs.epoch + 1, b + 1, loss, last_path);
+                              "epoch %d batch %d: loss is %s; stopping. %s%s", rs.epoch + 1,
+                              b + 1, isnan(loss) ? "NaN" : (loss > 0 ? "+inf" : "-inf"),
+                              have ? "The last good checkpoint is kept: " :
+                                     "No checkpoint was written.",
+                              have ? last_path : "");
+                }
                 goto done;
             }
             if ((st = cx_adam_step(t, (float)rs.lr, err)))
@@ -451,9 +455,9 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                 goto done;
             if (!isfinite(val_loss)) {
                 st = cx_seterr(err, CX_ENUMERIC,
-                               "epoch %d: validation loss is %g; stopping. The last good "
-                               "checkpoint %s is kept.",
-                               rs.epoch + 1, val_loss, last_path);
+                               "epoch %d: validation loss is not finite; stopping. The last "
+                               "checkpoint (%s) is from before this epoch's end.",
+                               rs.epoch + 1, last_path);
                 goto done;
             }
             double s = 0;
