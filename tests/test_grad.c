@@ -294,6 +294,8 @@ static void test_cpu_backward(void **state)
     cpu_vs_ref_conv(16, 2, 8, 9, 8, 3, 1, 1, 1);
     cpu_vs_ref_conv(3, 2, 21, 19, 8, 7, 2, 3, 0);
     cpu_vs_ref_conv(64, 3, 56, 56, 4, 3, 1, 1, 0); /* chunked im2col */
+    cpu_vs_ref_conv(8, 10, 56, 56, 32, 3, 1, 1, 1); /* kn2row in 2 chunks of images */
+    cpu_vs_ref_conv(6, 2, 9, 7, 5, 5, 1, 2, 0);     /* 5x5 "same" convolution */
 
     cx_rng rng;
     cx_rng_seed(&rng, 17);

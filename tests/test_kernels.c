@@ -88,6 +88,9 @@ static void test_conv(void **state)
     check_conv(128, 2, 14, 14, 32, 3, 1, 1);/* real block-3 shape */
     /* im2col chunking across images: large enough to exceed one chunk */
     check_conv(128, 3, 112, 112, 8, 3, 1, 1);
+    /* kn2row ("same" convolutions) split into chunks of images */
+    check_conv(8, 10, 56, 56, 32, 3, 1, 1);
+    check_conv(6, 2, 9, 7, 5, 5, 1, 2);
 }
 
 static void test_pools(void **state)
