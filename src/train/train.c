@@ -52,6 +52,8 @@ struct cx_train {
     float *act2, *dmid;                        /* bottleneck-sized */
     float *scratch;
     size_t scratch_n;
+    /* batch statistics of each dense block's channels, computed once */
+    float *chm[CX_MAX_BLOCKS], *chv[CX_MAX_BLOCKS];
     /* per-BN-channel saved statistics (all BNs, model order) */
     float *bn_mean, *bn_invstd, *bn_var, *scale, *shift;
     /* loss weights [K] */
@@ -267,6 +269,10 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
     sizes[ns++] = n_scr;
     for (int i = 0; i < 5; i++)
         sizes[ns++] = nbn;
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        sizes[ns++] = (size_t)m->blocks[b].cout;
+        sizes[ns++] = (size_t)m->blocks[b].cout;
+    }
     sizes[ns++] = (size_t)K;
     sizes[ns++] = (size_t)K;
     sizes[ns++] = np; /* grad */
@@ -326,6 +332,10 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
     TAKE(t->bn_var);
     TAKE(t->scale);
     TAKE(t->shift);
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        TAKE(t->chm[b]);
+        TAKE(t->chv[b]);
+    }
     TAKE(t->wpos);
     TAKE(t->wneg);
     TAKE(t->grad);
@@ -405,13 +415,21 @@ void cx_adam_set_steps(cx_train *t, int64_t steps) { t->adam_steps = steps; }
 static float *gradp(cx_train *t, const float *data) { return t->grad + (data - t->m->storage); }
 
 /* Batch statistics of x for bn (saved at off), y = relu(bn(x)). The running
- * statistics are updated later by commit_running. */
+ * statistics are updated later by commit_running. When cmean/cvar are given
+ * they are the statistics of x's channels, computed once when the channels
+ * were written to the dense block (every layer reading the concatenation
+ * normalises the same channels with the same batch statistics). */
 static void bn_train_fwd(cx_train *t, size_t off, const cx_bn *bn, const float *x, float *y,
-                         int64_t P)
+                         int64_t P, const float *cmean, const float *cvar)
 {
     float *mean = t->bn_mean + off, *var = t->bn_var + off, *is = t->bn_invstd + off;
     float *sc = t->scale + off, *sh = t->shift + off;
-    t->ops->bn_stats(x, bn->C, P, mean, var);
+    if (cmean) { /* statistics of these channels are already known */
+        memcpy(mean, cmean, sizeof(float) * bn->C);
+        memcpy(var, cvar, sizeof(float) * bn->C);
+    } else {
+        t->ops->bn_stats(x, bn->C, P, mean, var);
+    }
     for (int c = 0; c < bn->C; c++) {
         is[c] = 1.0f / sqrtf(var[c] + CX_BN_EPS);
         sc[c] = bn->weight[c] * is[c];
@@ -485,8 +503,10 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
     int64_t P0 = (int64_t)n * t->H0 * t->W0;
     ops->conv2d(t->input, Cin, n, H, W, m->conv0.w, m->conv0.Cout, 7, 2, 3, t->stem, t->scratch,
                 t->scratch_n);
-    bn_train_fwd(t, bo.norm0, &m->norm0, t->stem, t->act, P0);
+    bn_train_fwd(t, bo.norm0, &m->norm0, t->stem, t->act, P0, NULL, NULL);
     ops->maxpool(t->act, m->conv0.Cout, n, t->H0, t->W0, 3, 2, 1, t->block[0]);
+    ops->bn_stats(t->block[0], m->conv0.Cout, (int64_t)n * t->Hb[0] * t->Wb[0], t->chm[0],
+                  t->chv[0]);
     for (int b = 0; b < cfg->n_blocks; b++) {
         const cx_dense_block *blk = &m->blocks[b];
         int h = t->Hb[b], w = t->Wb[b];
@@ -494,26 +514,32 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
         float *buf = t->block[b];
         for (int l = 0; l < blk->n_layers; l++) {
             const cx_dense_layer *L = &blk->layers[l];
-            bn_train_fwd(t, bo.norm1[b][l], &L->norm1, buf, t->act, P);
+            bn_train_fwd(t, bo.norm1[b][l], &L->norm1, buf, t->act, P, t->chm[b], t->chv[b]);
             ops->conv2d(t->act, L->cin, n, h, w, L->conv1.w, L->conv1.Cout, 1, 1, 0,
                         t->mid[b][l], t->scratch, t->scratch_n);
-            bn_train_fwd(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P);
-            ops->conv2d(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1,
-                        buf + (int64_t)L->cin * P, t->scratch, t->scratch_n);
+            bn_train_fwd(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P, NULL, NULL);
+            float *newc = buf + (int64_t)L->cin * P;
+            ops->conv2d(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1, newc,
+                        t->scratch, t->scratch_n);
+            ops->bn_stats(newc, L->conv2.Cout, P, t->chm[b] + L->cin, t->chv[b] + L->cin);
         }
         if (b != cfg->n_blocks - 1) {
             const cx_transition *tr = &m->trans[b];
-            bn_train_fwd(t, bo.trans[b], &tr->norm, buf, t->act, P);
+            bn_train_fwd(t, bo.trans[b], &tr->norm, buf, t->act, P, t->chm[b], t->chv[b]);
             ops->conv2d(t->act, tr->conv.Cin, n, h, w, tr->conv.w, tr->conv.Cout, 1, 1, 0,
                         t->act2, t->scratch, t->scratch_n);
             ops->avgpool(t->act2, tr->conv.Cout, n, h, w, 2, t->block[b + 1]);
+            ops->bn_stats(t->block[b + 1], tr->conv.Cout,
+                          (int64_t)n * t->Hb[b + 1] * t->Wb[b + 1], t->chm[b + 1],
+                          t->chv[b + 1]);
         }
     }
     int last = cfg->n_blocks - 1;
     int hwf = t->Hb[last] * t->Wb[last];
     int64_t Pf = (int64_t)n * hwf;
     int F = m->num_features;
-    bn_train_fwd(t, bo.norm5, &m->norm5, t->block[last], t->features, Pf);
+    bn_train_fwd(t, bo.norm5, &m->norm5, t->block[last], t->features, Pf, t->chm[last],
+                 t->chv[last]);
     ops->gap(t->features, F, n, hwf, t->pooled);
     ops->linear(t->pooled, n, F, m->fc_w, m->fc_b, K, t->logits);
 
