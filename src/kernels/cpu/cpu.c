@@ -14,10 +14,14 @@
 /* Cap on the im2col buffer, in floats (32 MiB); at least one image fits. */
 #define CX_IM2COL_CAP ((size_t)8 << 20)
 
+/* Regions with less work than this run on one thread (OpenMP start-up and
+ * barriers cost more than they save on small tensors, e.g. at batch 1). */
+#define CX_PAR_MIN 32768
+
 static void cpu_bn_relu(const float *x, float *y, int C, int64_t P, const float *scale,
                         const float *shift)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)C * P > CX_PAR_MIN)
     for (int c = 0; c < C; c++) {
         const float sc = scale[c], sh = shift[c];
         const float *xp = x + c * P;
@@ -138,7 +142,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
             int cols = cnt * HW;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, cols, Cin, 1.0f, Wr, Cin,
                         x + (int64_t)n0 * HW, (int)Po, 0.0f, Z, cols);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * cols > CX_PAR_MIN)
             for (int co = 0; co < Cout; co++)
                 for (int j = 0; j < cnt; j++) {
                     float *yp = y + co * Po + (int64_t)(n0 + j) * HW;
@@ -175,35 +179,63 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
     }
 }
 
+/* Max of a and b that propagates NaN like PyTorch's max pooling. */
+static inline float max_nan(float m, float v) { return (v > m || v != v) ? v : m; }
+
 static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s, int pad,
                         float *y)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
-#pragma omp parallel for schedule(static)
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * H * W;
-        float *yp = y + pl * Ho * Wo;
-        for (int oy = 0; oy < Ho; oy++) {
-            int y0 = oy * s - pad, y1 = y0 + k;
-            if (y0 < 0)
-                y0 = 0;
-            if (y1 > H)
-                y1 = H;
-            for (int ox = 0; ox < Wo; ox++) {
-                int x0 = ox * s - pad, x1 = x0 + k;
-                if (x0 < 0)
-                    x0 = 0;
-                if (x1 > W)
-                    x1 = W;
-                float m = -INFINITY;
-                for (int iy = y0; iy < y1; iy++)
-                    for (int ix = x0; ix < x1; ix++) {
-                        float v = xp[iy * W + ix];
-                        if (v > m || isnan(v))
-                            m = v;
+#pragma omp parallel if (planes * Ho * Wo > 16384)
+    {
+        float *rowmax = NULL;
+        if (W <= 4096)
+            rowmax = __builtin_alloca(sizeof(float) * (size_t)W);
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x + pl * H * W;
+            float *yp = y + pl * Ho * Wo;
+            for (int oy = 0; oy < Ho; oy++) {
+                int y0 = oy * s - pad, y1 = y0 + k;
+                if (y0 < 0)
+                    y0 = 0;
+                if (y1 > H)
+                    y1 = H;
+                if (rowmax) {
+                    /* separable: max over the window's rows, then columns */
+                    memcpy(rowmax, xp + y0 * W, sizeof(float) * W);
+                    for (int iy = y0 + 1; iy < y1; iy++) {
+                        const float *xr = xp + iy * W;
+#pragma omp simd
+                        for (int ix = 0; ix < W; ix++)
+                            rowmax[ix] = max_nan(rowmax[ix], xr[ix]);
                     }
-                yp[oy * Wo + ox] = m;
+                    for (int ox = 0; ox < Wo; ox++) {
+                        int x0 = ox * s - pad, x1 = x0 + k;
+                        if (x0 < 0)
+                            x0 = 0;
+                        if (x1 > W)
+                            x1 = W;
+                        float m = rowmax[x0];
+                        for (int ix = x0 + 1; ix < x1; ix++)
+                            m = max_nan(m, rowmax[ix]);
+                        yp[oy * Wo + ox] = m;
+                    }
+                    continue;
+                }
+                for (int ox = 0; ox < Wo; ox++) {
+                    int x0 = ox * s - pad, x1 = x0 + k;
+                    if (x0 < 0)
+                        x0 = 0;
+                    if (x1 > W)
+                        x1 = W;
+                    float m = -INFINITY;
+                    for (int iy = y0; iy < y1; iy++)
+                        for (int ix = x0; ix < x1; ix++)
+                            m = max_nan(m, xp[iy * W + ix]);
+                    yp[oy * Wo + ox] = m;
+                }
             }
         }
     }
@@ -214,7 +246,7 @@ static void cpu_avgpool(const float *x, int C, int N, int H, int W, int k, float
     int Ho = H / k, Wo = W / k;
     int64_t planes = (int64_t)C * N;
     const float inv = 1.0f / (float)(k * k);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (planes * H * W > CX_PAR_MIN)
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *xp = x + pl * H * W;
         float *yp = y + pl * Ho * Wo;
@@ -231,7 +263,7 @@ static void cpu_avgpool(const float *x, int C, int N, int H, int W, int k, float
 
 static void cpu_gap(const float *x, int C, int N, int HW, float *y)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)C * N * HW > CX_PAR_MIN)
     for (int c = 0; c < C; c++)
         for (int n = 0; n < N; n++) {
             const float *xp = x + ((int64_t)c * N + n) * HW;
