@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Side-by-side benchmark: chexnet vs PyTorch on this machine, one run.
 
   bench/bench.py [--chexnet build/chexnet] [--repeat 10] [--threads N] [--quick]
@@ -71,7 +71,8 @@ def torch_worker(cfg):
 
 
 def run_torch(cfg):
-    r = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)],
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    r = subprocess.run([py, __file__, "--worker", json.dumps(cfg)],
                        capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr else "failed"}
