@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# The main job: install dependencies, build, and run chexnet.
-# Until the trained pneumonia model ships (models/), this initialises a
-# DenseNet-121 as torchvision does and describes it with `chexnet info`;
-# once a model is in models/, it predicts the sample X-rays with heatmaps.
+# The main job: install dependencies, build, and read the sample chest X-rays
+# with the shipped pneumonia model: a table of probabilities on stdout and
+# class activation map overlays in out/cam/.
+#   BUILD_DIR (default build) and OUT_DIR (default out) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+OUT_DIR=${OUT_DIR:-out}
 scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=OFF >/dev/null
-cmake --build build -j"$(nproc)" >/dev/null
-mkdir -p out
-if ls models/*.safetensors >/dev/null 2>&1 && ls samples/* >/dev/null 2>&1; then
-  ./build/chexnet predict --cam out/cam samples/
-  echo "heatmaps written to out/cam/"
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=OFF >/dev/null
+cmake --build "$BUILD_DIR" -j"$(nproc)" >/dev/null
+mkdir -p "$OUT_DIR"
+if [ -f models/chexnet-pneumonia.safetensors ]; then
+  "$BUILD_DIR"/chexnet predict --format table --cam "$OUT_DIR/cam" samples/
+  echo "heatmaps (class activation maps) written to $OUT_DIR/cam/"
 else
-  ./build/chexnet init --arch densenet121 --classes 14 --seed 0 -o out/densenet121-init.safetensors
-  ./build/chexnet info out/densenet121-init.safetensors
+  # no trained model in this checkout: describe a freshly initialised one
+  "$BUILD_DIR"/chexnet init --arch densenet121 --classes 14 --seed 0 -o "$OUT_DIR/densenet121-init.safetensors"
+  "$BUILD_DIR"/chexnet info "$OUT_DIR/densenet121-init.safetensors"
 fi

@@ -11,7 +11,8 @@
  * skipped). Outputs are in input order, one per image:
  *   json:  {"image": "<path as given>", "probabilities": {"<class>": p, ...}}
  *   csv:   header image,<class>,...  then one row per image (RFC 4180)
- *   table: per image, the findings sorted by probability with a bar
+ *   table: per image, the findings sorted by probability with a bar (for
+ *          models with up to 3 classes: one row per image)
  * Default: table when stdout is a terminal, json otherwise. Probabilities are
  * printed with 9 significant digits (float round trip).
  * A file that cannot be read or decoded gives one line on stderr naming it and
@@ -313,6 +314,23 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
         for (int c = 0; c < nc; c++)
             printf(",%.9g", prob[c]);
         fputc('\n', stdout);
+    } else if (nc <= 3) {
+        /* few classes: one row per image under a header */
+        static int header_done = 0;
+        if (!header_done) {
+            for (int c = 0; c < nc; c++)
+                printf("%12.12s  %-20s  ", cx_model_class_name(m, c), "");
+            printf("image\n");
+            header_done = 1;
+        }
+        for (int c = 0; c < nc; c++) {
+            int bar = (int)lrintf(prob[c] * 20);
+            printf("%12.4f  ", prob[c]);
+            for (int b = 0; b < 20; b++)
+                fputc(b < bar ? '#' : '.', stdout);
+            printf("  ");
+        }
+        printf("%s\n", path);
     } else {
         int order[1024];
         int n = nc < 1024 ? nc : 1024;
