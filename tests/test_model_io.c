@@ -89,8 +89,9 @@ static void write_variant(cx_model *m, const char *path, write_mode mode, const 
                          CX_OK);
     }
     if (mode == W_EXTRA) {
-        int64_t s[1] = {3};
-        float v[3] = {1, 2, 3};
+        /* the writer references the data until it writes: keep it alive */
+        static const int64_t s[1] = {3};
+        static const float v[3] = {1, 2, 3};
         assert_int_equal(cx_st_writer_add_f32(w, "features.extra.weight", CX_DT_F32, 1, s, v, &err),
                          CX_OK);
     }
