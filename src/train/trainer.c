@@ -235,6 +235,10 @@ static int log_last_epoch(const char *path)
     return last;
 }
 
+/* Images per eval-mode forward during validation: a small inference arena
+ * next to the training one keeps the peak memory of training low. */
+#define CX_VAL_CHUNK 4
+
 /* Validation: loss (same weights as training) and AUROC per class, in eval
  * mode (running statistics). */
 static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_trainer_opts *o,
@@ -258,7 +262,13 @@ static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_tra
         int n = 0;
         if ((st = cx_loader_next(val, x, y, NULL, &n, err)) || n == 0)
             break;
-        if ((st = cx_forward(ctx, x, n, logits, err)))
+        /* eval-mode forward in chunks of the (small) validation context */
+        size_t side = (size_t)(o->image_size > 0 ? o->image_size : m->input_size);
+        size_t per = (size_t)m->cfg.in_channels * side * side;
+        for (int i0 = 0; i0 < n && !st; i0 += CX_VAL_CHUNK)
+            st = cx_forward(ctx, x + per * i0, n - i0 < CX_VAL_CHUNK ? n - i0 : CX_VAL_CHUNK,
+                            logits + (size_t)i0 * K, err);
+        if (st)
             break;
         loss_sum += cx_bce_loss(logits, y, n, K, o->wpos, o->wneg, NULL) * n;
         if (n_all + n > cap) {
@@ -353,7 +363,8 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         goto done;
     if ((st = cx_train_set_loss_weights(t, o->wpos, o->wneg, err)))
         goto done;
-    if (val && (st = cx_ctx_new(m, B, side, side, o->backend, &ctx, err)))
+    if (val && (st = cx_ctx_new(m, B < CX_VAL_CHUNK ? B : CX_VAL_CHUNK, side, side, o->backend,
+                                &ctx, err)))
         goto done;
     x = malloc(sizeof(float) * (size_t)B * C * side * side);
     y = malloc(sizeof(float) * (size_t)B * K);
