@@ -6,9 +6,10 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: chexnet info [--json] MODEL.safetensors\n\n"
+    fprintf(f, "usage: chexnet info [--json] [MODEL.safetensors]\n\n"
                "Prints the architecture, classes, parameter count, input channels and size,\n"
-               "normalisation, storage dtype and metadata of a model file.\n\n"
+               "normalisation, storage dtype and metadata of a model file (default: the\n"
+               "shipped model that 'chexnet predict' uses without --model).\n\n"
                "  --json      machine-readable output\n"
                "  -h, --help  this help\n");
 }
@@ -45,11 +46,15 @@ int cmd_info(int argc, char **argv)
             return 2;
         }
     }
-    if (optind != argc - 1) {
+    if (optind < argc - 1) {
         usage(stderr);
         return 2;
     }
-    const char *path = argv[optind];
+    const char *path = optind == argc - 1 ? argv[optind] : cli_default_model();
+    if (!path) {
+        cli_error("info", "no model given and no shipped model found (set CHEXNET_MODEL)");
+        return 1;
+    }
     cx_err err = {0};
     cx_model *m = NULL;
     if (cx_model_load(path, &m, &err))
