@@ -53,4 +53,25 @@ double cli_now(void);
  * Returns NULL if none is found. */
 const char *cli_default_model(void);
 
+/* A growable list of malloc'd strings. */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} cli_strvec;
+/* Appends str (taking ownership; NULL or out of memory: -1). */
+int cli_strvec_push(cli_strvec *s, char *str);
+void cli_strvec_free(cli_strvec *s);
+/* "dir/name" (malloc'd; NULL when out of memory). */
+char *cli_path_join(const char *dir, const char *name);
+/* qsort comparator of char * strings. */
+int cli_cmp_str(const void *a, const void *b);
+/* .png, .jpg, .jpeg, .jpe (any case). */
+int cli_is_image_name(const char *name);
+/* Adds one INPUT to out: an image file (kept as given, even if missing: its
+ * error comes when it is read), a folder (PNG/JPEG files below it,
+ * recursively, sorted; hidden files skipped) or, when allow_list, @LIST (one
+ * input per line; blank lines and # comments skipped). Problems are printed
+ * as "chexnet CMD: ..." and counted in *nerr. Returns -1 when out of memory. */
+int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *out, int *nerr);
+
 #endif

@@ -71,95 +71,6 @@ static int need_arg(int i, int argc, char **argv)
 
 /* ----------------------------------------------------------- prediction */
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strvec;
-
-static int sv_push(strvec *s, char *str)
-{
-    if (!str)
-        return -1;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 256;
-        char **q = realloc(s->v, cap * sizeof *q);
-        if (!q) {
-            free(str);
-            return -1;
-        }
-        s->v = q;
-        s->cap = cap;
-    }
-    s->v[s->n++] = str;
-    return 0;
-}
-
-static void sv_free(strvec *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int is_image_name(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    return dot && (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") ||
-                   !strcasecmp(dot, ".jpeg"));
-}
-
-static int scan(const char *dir, int depth, strvec *out)
-{
-    if (depth > 64) {
-        cli_error(CMD, "%s: folders nested too deeply", dir);
-        return -1;
-    }
-    DIR *d = opendir(dir);
-    if (!d) {
-        cli_error(CMD, "%s: cannot read folder: %s", dir, strerror(errno));
-        return -1;
-    }
-    strvec names = {0};
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.' && sv_push(&names, strdup(e->d_name))) {
-            closedir(d);
-            sv_free(&names);
-            return -1;
-        }
-    closedir(d);
-    qsort(names.v, names.n, sizeof(char *), cmp_str);
-    int rc = 0;
-    for (size_t i = 0; i < names.n && !rc; i++) {
-        char *p = NULL;
-        if (asprintf(&p, "%s/%s", dir, names.v[i]) < 0) {
-            rc = -1;
-            break;
-        }
-        struct stat sb;
-        if (stat(p, &sb)) {
-            free(p);
-            continue;
-        }
-        if (S_ISDIR(sb.st_mode)) {
-            rc = scan(p, depth + 1, out);
-            free(p);
-        } else if (S_ISREG(sb.st_mode) && is_image_name(names.v[i])) {
-            rc = sv_push(out, p);
-        } else {
-            free(p);
-        }
-    }
-    sv_free(&names);
-    return rc;
-}
-
 static int predict_dir(const char *model_path, const char *dir, int ten_crop, int batch,
                        cx_pred_table **out)
 {
@@ -167,23 +78,24 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
     cx_model *m = NULL;
     if (cx_model_load(model_path, &m, &err))
         return cli_fail(CMD, &err);
-    strvec files = {0};
-    if (scan(dir, 0, &files)) {
+    cli_strvec files = {0};
+    int nerr = 0;
+    if (cli_add_input(CMD, dir, 0, &files, &nerr) || nerr) {
         cx_model_free(m);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
     if (!files.n) {
         cli_error(CMD, "%s: no PNG or JPEG images found", dir);
         cx_model_free(m);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
     int nc = cx_model_num_classes(m), S = cx_model_input_size(m);
     if (nc < 1 || nc > 1024) {
         cli_error(CMD, "%s: %d classes (1..1024 supported)", model_path, nc);
         cx_model_free(m);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
     const char *names[1024];
@@ -256,7 +168,7 @@ out:
     cx_ctx_free(ctx);
     cx_pred_free(p);
     cx_model_free(m);
-    sv_free(&files);
+    cli_strvec_free(&files);
     return rc;
 }
 

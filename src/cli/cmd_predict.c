@@ -68,170 +68,6 @@ static void usage(FILE *f)
 
 /* ------------------------------------------------------------ inputs */
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} strvec;
-
-static int sv_push(strvec *s, char *str)
-{
-    if (!str)
-        return -1;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        char **q = realloc(s->v, cap * sizeof *q);
-        if (!q) {
-            free(str);
-            return -1;
-        }
-        s->v = q;
-        s->cap = cap;
-    }
-    s->v[s->n++] = str;
-    return 0;
-}
-
-static void sv_free(strvec *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        free(s->v[i]);
-    free(s->v);
-    memset(s, 0, sizeof *s);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int has_image_ext(const char *name)
-{
-    const char *dot = strrchr(name, '.');
-    if (!dot)
-        return 0;
-    return !strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") ||
-           !strcasecmp(dot, ".jpe");
-}
-
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir);
-    char *p = NULL;
-    if (asprintf(&p, "%s%s%s", dir, n && dir[n - 1] == '/' ? "" : "/", name) < 0)
-        return NULL;
-    return p;
-}
-
-/* Collects image files under dir (recursively) into out. Returns -1 on a
- * fatal error (out of memory), else the number of unreadable subfolders. */
-static int scan_dir(const char *dir, int depth, strvec *out, int *nerr)
-{
-    if (depth > 64) {
-        cli_error(CMD, "%s: folders nested too deeply (symlink loop?)", dir);
-        (*nerr)++;
-        return 0;
-    }
-    DIR *d = opendir(dir);
-    if (!d) {
-        cli_error(CMD, "%s: cannot read folder: %s", dir, strerror(errno));
-        (*nerr)++;
-        return 0;
-    }
-    strvec names = {0};
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue; /* ., .., hidden files (e.g. macOS "._x.png") */
-        if (sv_push(&names, strdup(e->d_name))) {
-            rc = -1;
-            break;
-        }
-    }
-    closedir(d);
-    if (rc) {
-        sv_free(&names);
-        return rc;
-    }
-    qsort(names.v, names.n, sizeof(char *), cmp_str);
-    for (size_t i = 0; i < names.n && !rc; i++) {
-        char *p = join(dir, names.v[i]);
-        if (!p) {
-            rc = -1;
-            break;
-        }
-        struct stat sb;
-        if (stat(p, &sb) != 0) {
-            free(p);
-            continue; /* dangling symlink */
-        }
-        if (S_ISDIR(sb.st_mode)) {
-            rc = scan_dir(p, depth + 1, out, nerr);
-            free(p);
-        } else if (S_ISREG(sb.st_mode) && has_image_ext(names.v[i])) {
-            rc = sv_push(out, p);
-        } else {
-            free(p);
-        }
-    }
-    sv_free(&names);
-    return rc;
-}
-
-/* Adds one INPUT (file, directory, or @list when allow_list). */
-static int add_input(const char *arg, int allow_list, strvec *out, int *nerr)
-{
-    if (allow_list && arg[0] == '@') {
-        const char *lp = arg + 1;
-        FILE *f = fopen(lp, "r");
-        if (!f) {
-            cli_error(CMD, "%s: cannot open list: %s", lp, strerror(errno));
-            (*nerr)++;
-            return 0;
-        }
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t len;
-        int rc = 0;
-        while (!rc && (len = getline(&line, &cap, f)) >= 0) {
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-                line[--len] = 0;
-            char *s = line;
-            while (*s == ' ' || *s == '\t')
-                s++;
-            len = (ssize_t)strlen(s);
-            while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-                s[--len] = 0;
-            if (!*s || *s == '#')
-                continue;
-            rc = add_input(s, 0, out, nerr);
-        }
-        if (ferror(f)) {
-            cli_error(CMD, "%s: read error", lp);
-            (*nerr)++;
-        }
-        free(line);
-        fclose(f);
-        return rc;
-    }
-    struct stat sb;
-    if (stat(arg, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        size_t before = out->n;
-        int rc = scan_dir(arg, 0, out, nerr);
-        if (rc)
-            return rc;
-        if (out->n == before) {
-            cli_error(CMD, "%s: no PNG or JPEG images found in this folder", arg);
-            (*nerr)++;
-        } else {
-            qsort(out->v + before, out->n - before, sizeof(char *), cmp_str);
-        }
-        return 0;
-    }
-    /* a file (or a missing path: its error is reported when it is read) */
-    return sv_push(out, strdup(arg));
-}
-
 /* ------------------------------------------------------------ output */
 
 static void json_str(FILE *f, const char *s)
@@ -406,7 +242,7 @@ static char *cam_path(const char *dir, const char *image, const char *cls)
                 *s = '_';
         char *name = NULL;
         if (asprintf(&name, "%s.%s.png", stem, c2) >= 0) {
-            out = join(dir, name);
+            out = cli_path_join(dir, name);
             free(name);
         }
     }
@@ -429,7 +265,7 @@ int cmd_predict(int argc, char **argv)
     long batch = 16, threads = 0;
     double alpha = 0.5;
     cx_backend_id backend = CX_BACKEND_CPU;
-    strvec args = {0};
+    cli_strvec args = {0};
     int only_inputs = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -546,11 +382,11 @@ int cmd_predict(int argc, char **argv)
 
     /* inputs */
     int nerr = 0;
-    strvec files = {0};
+    cli_strvec files = {0};
     for (size_t i = 0; i < args.n; i++)
-        if (add_input(args.v[i], 1, &files, &nerr)) {
+        if (cli_add_input(CMD, args.v[i], 1, &files, &nerr)) {
             cli_error(CMD, "out of memory while listing inputs");
-            sv_free(&files);
+            cli_strvec_free(&files);
             free(args.v);
             return 1;
         }
@@ -560,7 +396,7 @@ int cmd_predict(int argc, char **argv)
     cx_model *m = NULL;
     if (cx_model_load(model_path, &m, &err)) {
         cli_fail(CMD, &err);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
     const int nc = cx_model_num_classes(m);
@@ -579,7 +415,7 @@ int cmd_predict(int argc, char **argv)
                     fprintf(stderr, " %s", cx_model_class_name(m, c));
                 fputc('\n', stderr);
                 cx_model_free(m);
-                sv_free(&files);
+                cli_strvec_free(&files);
                 return 2;
             }
         }
@@ -587,7 +423,7 @@ int cmd_predict(int argc, char **argv)
     if (cam_dir && mkdir_p(cam_dir)) {
         cli_error(CMD, "%s: cannot create the CAM folder: %s", cam_dir, strerror(errno));
         cx_model_free(m);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
 
@@ -601,7 +437,7 @@ int cmd_predict(int argc, char **argv)
                 if (p)
                     stems[k++] = p;
             }
-            qsort(stems, k, sizeof *stems, cmp_str);
+            qsort(stems, k, sizeof *stems, cli_cmp_str);
             for (size_t i = 1; i < k; i++)
                 if (!strcmp(stems[i], stems[i - 1]) && (i < 2 || strcmp(stems[i], stems[i - 2])))
                     fprintf(stderr,
@@ -639,7 +475,7 @@ int cmd_predict(int argc, char **argv)
         if (!nerr)
             cli_error(CMD, "no input images");
         cx_model_free(m);
-        sv_free(&files);
+        cli_strvec_free(&files);
         return 1;
     }
 
@@ -797,6 +633,6 @@ done:
     cx_ctx_free(cam_ctx);
     cx_ctx_free(ctx);
     cx_model_free(m);
-    sv_free(&files);
+    cli_strvec_free(&files);
     return rc;
 }
