@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     {"prepare", cmd_prepare, "decode and resize a dataset once into a packed file"},
     {"info", cmd_info, "describe a model file"},
     {"init", cmd_init, "write a freshly initialised model"},
+    {"export", cmd_export, "rewrite a model: dtype, metadata, class names"},
     {"bench", cmd_bench, "time the forward pass"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
