@@ -377,8 +377,7 @@ int cmd_predict(int argc, char **argv)
             return 2;
         }
     }
-    if (threads > 0)
-        cx_set_threads((int)threads);
+    cx_set_threads((int)threads); /* 0: all cores (OpenMP and BLIS alike) */
 
     /* inputs */
     int nerr = 0;
