@@ -80,7 +80,7 @@ static int ui_step(void *user, const cx_train_progress *p)
     if (u->epoch_started != p->epoch + 1) {
         static char label[64];
         snprintf(label, sizeof label, "epoch %d/%d", p->epoch + 1, p->epochs);
-        cli_progress_start(&u->bar, label, "img", p->n_batches);
+        cli_progress_start(&u->bar, label, "batch", p->n_batches);
         u->epoch_started = p->epoch + 1;
     }
     cli_progress_update(&u->bar, p->batch);
