@@ -1,6 +1,7 @@
 /* Exact AUROC, ROC curves, confusion matrices and their ratios, operating
  * points, the bootstrap PRNG and percentiles (see chexnet.h, eval section). */
 #define _GNU_SOURCE
+#include "util/rng.h"
 #include "eval/eval_internal.h"
 #include "eval/textbuf.h"
 
@@ -275,47 +276,21 @@ int cx_choose_threshold(const double *score, const int8_t *label, size_t n,
 
 /* ------------------------------------------------------------- bootstrap */
 
-static inline uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-static inline uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static inline uint64_t xoshiro_next(uint64_t s[4])
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
 void cx_eval_rng_seed(uint64_t s[4], uint64_t seed, uint64_t b)
 {
     uint64_t x = seed ^ (0x9E3779B97F4A7C15ULL * (b + 1));
     for (int i = 0; i < 4; i++)
-        s[i] = splitmix64(&x);
+        s[i] = cx_splitmix64(&x);
 }
 
 uint32_t cx_eval_rng_below(uint64_t s[4], uint32_t n)
 {
-    uint64_t m = (xoshiro_next(s) >> 32) * (uint64_t)n;
+    uint64_t m = (cx_xoshiro_next(s) >> 32) * (uint64_t)n;
     uint32_t l = (uint32_t)m;
     if (l < n) {
         uint32_t t = (uint32_t)(-n) % n;
         while (l < t) {
-            m = (xoshiro_next(s) >> 32) * (uint64_t)n;
+            m = (cx_xoshiro_next(s) >> 32) * (uint64_t)n;
             l = (uint32_t)m;
         }
     }

@@ -31,9 +31,10 @@ static inline void cx_rng_seed(cx_rng *r, uint64_t seed)
 
 static inline uint64_t cx_rng_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-static inline uint64_t cx_rng_next(cx_rng *r)
+/* One step of xoshiro256** on a bare state (shared by cx_rng and the
+ * bootstrap's documented per-resample generator). */
+static inline uint64_t cx_xoshiro_next(uint64_t s[4])
 {
-    uint64_t *s = r->s;
     uint64_t result = cx_rng_rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
     s[2] ^= s[0];
@@ -44,6 +45,8 @@ static inline uint64_t cx_rng_next(cx_rng *r)
     s[3] = cx_rng_rotl(s[3], 45);
     return result;
 }
+
+static inline uint64_t cx_rng_next(cx_rng *r) { return cx_xoshiro_next(r->s); }
 
 /* Uniform double in [0, 1) with 53 random bits. */
 static inline double cx_rng_uniform(cx_rng *r) { return (cx_rng_next(r) >> 11) * 0x1.0p-53; }
