@@ -68,20 +68,6 @@ float cx_sigmoid(float x)
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-/* Total BatchNorm channels of the model (for the folded scale/shift). */
-static size_t total_bn_channels(const cx_model *m)
-{
-    size_t n = m->norm0.C + m->norm5.C;
-    for (int b = 0; b < m->cfg.n_blocks; b++) {
-        const cx_dense_block *blk = &m->blocks[b];
-        for (int l = 0; l < blk->n_layers; l++)
-            n += blk->layers[l].norm1.C + blk->layers[l].norm2.C;
-        if (b != m->cfg.n_blocks - 1)
-            n += m->trans[b].norm.C;
-    }
-    return n;
-}
-
 cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_backend_id backend,
                      cx_ctx **out, cx_err *err)
 {
@@ -148,7 +134,7 @@ cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_bac
     int last = cfg->n_blocks - 1;
     size_t n_feat = (size_t)m->num_features * N * c->Hb[last] * c->Wb[last];
     size_t n_pooled = N * m->num_features;
-    size_t n_bn = total_bn_channels(m);
+    size_t n_bn = cx_model_bn_channels(m);
 
     /* ---- carve the arena (each view 64-byte aligned) ---- */
     size_t sizes[16], k = 0;

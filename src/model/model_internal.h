@@ -76,6 +76,19 @@ static inline int64_t cx_param_offset(const struct cx_model *m, int i)
     return m->tensors[i].data - m->storage;
 }
 
+/* Total BatchNorm channels of the model (all BNs, model order). */
+static inline size_t cx_model_bn_channels(const struct cx_model *m)
+{
+    size_t n = (size_t)m->norm0.C + (size_t)m->norm5.C;
+    for (int b = 0; b < m->cfg.n_blocks; b++) {
+        for (int l = 0; l < m->blocks[b].n_layers; l++)
+            n += (size_t)m->blocks[b].layers[l].norm1.C + (size_t)m->blocks[b].layers[l].norm2.C;
+        if (b != m->cfg.n_blocks - 1)
+            n += (size_t)m->trans[b].norm.C;
+    }
+    return n;
+}
+
 /* Maps a checkpoint tensor name (DataParallel prefixes, pre-2018 names,
  * Sequential classifier) to torchvision's modern name. Returns 0 when the
  * tensor should be ignored (num_batches_tracked). */

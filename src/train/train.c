@@ -98,18 +98,6 @@ double cx_bce_loss(const float *logits, const float *labels, int n, int K, const
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-static size_t bn_channels(const cx_model *m)
-{
-    size_t n = m->norm0.C + m->norm5.C;
-    for (int b = 0; b < m->cfg.n_blocks; b++) {
-        for (int l = 0; l < m->blocks[b].n_layers; l++)
-            n += m->blocks[b].layers[l].norm1.C + m->blocks[b].layers[l].norm2.C;
-        if (b != m->cfg.n_blocks - 1)
-            n += m->trans[b].norm.C;
-    }
-    return n;
-}
-
 /* Walks every BN in model order: offsets into the statistics arrays. */
 static int plan_bns(cx_train *t)
 {
@@ -247,7 +235,7 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
     size_t Pf = N * t->Hb[last] * t->Wb[last];
     size_t F = (size_t)m->num_features;
     n_mid = max_sz(n_mid, F * Pf);
-    size_t nbn = bn_channels(m), np = (size_t)m->storage_n;
+    size_t nbn = cx_model_bn_channels(m), np = (size_t)m->storage_n;
 
     sizes[ns++] = (size_t)cfg->in_channels * N * height * width; /* input */
     sizes[ns++] = C0 * P0;                                       /* stem */
