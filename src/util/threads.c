@@ -1,5 +1,6 @@
 /* Thread count shared by OpenMP loops and BLIS. */
 #include "chexnet.h"
+#include "util/cpu.h"
 
 #include <blis.h>
 #include <omp.h>
@@ -11,6 +12,7 @@ void cx_set_threads(int n)
     if (n <= 0)
         n = omp_get_num_procs();
     g_threads = n;
+    cx_blis_configure(); /* before BLIS initialises */
     omp_set_num_threads(n);
     bli_thread_set_num_threads(n);
 }

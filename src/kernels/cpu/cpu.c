@@ -6,6 +6,7 @@
  * OpenBLAS gave 100-190; BLIS also keeps its speed when one GEMM dimension is
  * small (7x7 maps at batch 1). */
 #include "kernels/backend.h"
+#include "util/cpu.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -597,4 +598,8 @@ static const cx_ops CPU_OPS = {
     .linear_backward = cpu_linear_backward,
 };
 
-const cx_ops *cx_ops_cpu(void) { return &CPU_OPS; }
+const cx_ops *cx_ops_cpu(void)
+{
+    cx_blis_configure(); /* before the first GEMM */
+    return &CPU_OPS;
+}
