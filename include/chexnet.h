@@ -231,6 +231,24 @@ cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width,
 void cx_ctx_free(cx_ctx *c);
 size_t cx_ctx_arena_bytes(const cx_ctx *c);
 
+/* Arithmetic of the convolutions in cx_forward. F32 (the default) matches
+ * PyTorch fp32. BF16 (opt-in, inference only) rounds the inputs of every
+ * dense-block and transition convolution (after their BatchNorm + ReLU) and
+ * those convolutions' weights to bfloat16, with fp32 accumulation; the stem,
+ * the BatchNorms, pooling and the classifier stay fp32. It is fast where the
+ * CPU has AMX or AVX512-BF16 (see cx_bf16_kernel) and correct everywhere.
+ * Setting BF16 packs the model's current weights (again after they change)
+ * into a second arena planned here; cx_forward still allocates nothing. */
+typedef enum { CX_PRECISION_F32 = 0, CX_PRECISION_BF16 = 1 } cx_precision;
+const char *cx_precision_name(cx_precision p);
+/* Parses "fp32"/"f32"/"float32" or "bf16"/"bfloat16"; -1 when unknown. */
+int cx_precision_parse(const char *s);
+cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err);
+cx_precision cx_ctx_precision(const cx_ctx *c);
+/* The bf16 convolution kernel a backend runs on this machine: "amx",
+ * "avx512-bf16", "portable" (cpu backend) or "reference". */
+const char *cx_bf16_kernel(cx_backend_id backend);
+
 /* input: n (<= batch) normalised images, layout NCHW [n][in_channels][H][W];
  * logits: [n][num_classes]. Probabilities are cx_sigmoid(logit). */
 cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits,

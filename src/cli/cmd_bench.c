@@ -13,12 +13,13 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: chexnet bench [--model FILE | --arch densenet121] [--batch N] [--size S]\n"
             "                     [--repeat R] [--warmup W] [--threads T] [--backend cpu|ref]\n"
-            "                     [--train] [--json]\n\n"
+            "                     [--precision fp32|bf16] [--train] [--json]\n\n"
             "Times cx_forward (or, with --train, a training step: forward, backward and\n"
             "Adam) on random normalised input and reports the median over R repeats\n"
             "(default 10, after W = 2 warm-up runs), images/s, GFLOP/s (5.67 GFLOP per\n"
             "224x224 image forward for DenseNet-121, 3x that for a training step) and peak\n"
-            "RSS. Without --model a freshly initialised model is used.\n");
+            "RSS. Without --model a freshly initialised model is used. --precision bf16\n"
+            "times bf16 inference (see chexnet predict --help); the kernel used is printed.\n");
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -55,17 +56,18 @@ static double model_flops(cx_model *m, int S)
 int cmd_bench(int argc, char **argv)
 {
     enum { O_MODEL = 256, O_ARCH, O_BATCH, O_SIZE, O_REPEAT, O_WARMUP, O_THREADS, O_BACKEND,
-           O_TRAIN, O_JSON };
+           O_TRAIN, O_JSON, O_PRECISION };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"arch", required_argument, 0, O_ARCH},
         {"batch", required_argument, 0, O_BATCH}, {"size", required_argument, 0, O_SIZE},
         {"repeat", required_argument, 0, O_REPEAT}, {"warmup", required_argument, 0, O_WARMUP},
         {"threads", required_argument, 0, O_THREADS},
         {"backend", required_argument, 0, O_BACKEND}, {"train", no_argument, 0, O_TRAIN},
-        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, O_JSON}, {"precision", required_argument, 0, O_PRECISION},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *arch = "densenet121";
     long batch = 1, size = 224, repeat = 10, warmup = 2, threads = 0;
-    int train = 0, json = 0, c;
+    int train = 0, json = 0, c, prec = CX_PRECISION_F32;
     cx_backend_id be = CX_BACKEND_CPU;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -85,6 +87,7 @@ int cmd_bench(int argc, char **argv)
             break;
         case O_TRAIN: train = 1; break;
         case O_JSON: json = 1; break;
+        case O_PRECISION: bad = (prec = cx_precision_parse(optarg)) < 0; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -92,6 +95,10 @@ int cmd_bench(int argc, char **argv)
             cli_error("bench", "invalid value '%s'", optarg);
             return 2;
         }
+    }
+    if (train && prec != CX_PRECISION_F32) {
+        cli_error("bench", "--precision bf16 is for inference only (not with --train)");
+        return 2;
     }
     if (train && batch < 2) {
         cli_error("bench", "--train needs --batch >= 2");
@@ -128,7 +135,8 @@ int cmd_bench(int argc, char **argv)
             return cli_fail("bench", &err);
         arena = cx_train_arena_bytes(t);
     } else {
-        if (cx_ctx_new(m, (int)batch, (int)size, (int)size, be, &ctx, &err))
+        if (cx_ctx_new(m, (int)batch, (int)size, (int)size, be, &ctx, &err) ||
+            cx_ctx_set_precision(ctx, (cx_precision)prec, &err))
             return cli_fail("bench", &err);
         arena = cx_ctx_arena_bytes(ctx);
     }
@@ -155,17 +163,21 @@ int cmd_bench(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     if (json)
-        printf("{\"what\": \"%s\", \"backend\": \"%s\", \"batch\": %ld, \"size\": %ld, "
+        printf("{\"what\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", "
+               "\"kernel\": \"%s\", \"batch\": %ld, \"size\": %ld, "
                "\"threads\": %d, \"median_s\": %.6f, \"min_s\": %.6f, \"images_per_s\": %.3f, "
                "\"gflops\": %.2f, \"arena_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
-               train ? "train_step" : "forward", cx_backend_name(be), batch, size,
+               train ? "train_step" : "forward", cx_backend_name(be),
+               cx_precision_name((cx_precision)prec),
+               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : "fp32", batch, size,
                cx_get_threads(), med, times[0], batch / med, fl / med * 1e-9,
                arena / 1048576.0, ru.ru_maxrss / 1024.0);
     else
-        printf("%s batch %ld %ldx%ld (%s, %d threads): median %.2f ms (min %.2f), %.2f img/s, "
+        printf("%s batch %ld %ldx%ld (%s%s%s, %d threads): median %.2f ms (min %.2f), %.2f img/s, "
                "%.1f GFLOP/s, arena %.0f MiB, peak RSS %.0f MB\n",
                train ? "training step" : "forward", batch, size, size, cx_backend_name(be),
-               cx_get_threads(), med * 1e3, times[0] * 1e3, batch / med, fl / med * 1e-9,
+               prec == CX_PRECISION_BF16 ? ", bf16 " : "",
+               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : "", cx_get_threads(), med * 1e3, times[0] * 1e3, batch / med, fl / med * 1e-9,
                arena / 1048576.0, ru.ru_maxrss / 1024.0);
     free(times);
     free(x);

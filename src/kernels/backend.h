@@ -83,7 +83,58 @@ typedef struct cx_ops {
      * (skipped when NULL). */
     void (*linear_backward)(const float *x, int N, int F, const float *w, int M,
                             const float *dy, float *dw, float *db, float *dx);
+
+    /* ---- bf16 inference (see "bf16 layouts" below) ---- */
+
+    /* out = bf16(max(0, x * scale[k] + shift[k])), or bf16(x) when scale is
+     * NULL, rounded to nearest even. x: CNHW [K][P] fp32; out: packed pairs
+     * (Kp x Pp, padding written as zeros). */
+    void (*pack_bf16)(const float *x, int K, int64_t P, const float *scale, const float *shift,
+                      uint16_t *out);
+    /* Convolution of packed bf16 input with packed bf16 weights, fp32
+     * accumulation and output: pointwise (k = 1) or "same" (odd k, stride 1,
+     * pad (k-1)/2) only. x: packed [Cin][N*H*W]; w: cx_bf16_pack_conv_weights;
+     * y: CNHW [Cout][N][H][W] fp32, overwritten. */
+    void (*conv2d_bf16)(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
+                        int Cout, int k, float *y, float *scratch, size_t scratch_n);
+    size_t (*conv_bf16_scratch)(int Cin, int N, int H, int W, int Cout, int k);
+    /* Name of the bf16 kernel this backend runs on this machine. */
+    const char *(*bf16_kernel)(void);
 } cx_ops;
+
+/* ---- bf16 layouts (shared by every backend) ----
+ * bf16 is the top half of an fp32. A packed activation matrix of K channels
+ * by P = N*H*W positions stores channel pairs side by side:
+ *     element (k, p) at (k/2) * 2*Pp + 2*p + (k & 1),
+ * with K padded to Kp = cx_bf16_kpad(K) and P to Pp = cx_bf16_ppad(P), the
+ * padding zero; this is the pair layout VDPBF16PS and AMX's TDPBF16PS read.
+ * Pp leaves 32 spare columns so kernels may read whole 32-column blocks from
+ * any column of a row.
+ * Packed convolution weights: the matrix Wr[q*Cout + co][ci] = w[co][ci][q]
+ * (q = ky*k + kx) of M = k*k*Cout rows, row-major bf16 with rows padded to
+ * Mp = cx_bf16_mpad(M) and columns to Kp = cx_bf16_kpad(Cin), padding zero. */
+static inline int64_t cx_bf16_kpad(int64_t K) { return (K + 31) & ~(int64_t)31; }
+static inline int64_t cx_bf16_ppad(int64_t P) { return ((P + 31) & ~(int64_t)31) + 32; }
+static inline int64_t cx_bf16_mpad(int64_t M) { return (M + 31) & ~(int64_t)31; }
+
+/* Round to nearest even; NaN stays NaN (quiet). */
+static inline uint16_t cx_f32_to_bf16(float f)
+{
+    union { float f; uint32_t u; } v = {f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40u);
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    return (uint16_t)(v.u >> 16);
+}
+static inline float cx_bf16_to_f32(uint16_t h)
+{
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+/* Packs conv weights w [Cout][Cin][k][k] fp32 into the layout above; out has
+ * cx_bf16_mpad(k*k*Cout) * cx_bf16_kpad(Cin) elements. */
+void cx_bf16_pack_conv_weights(const float *w, int Cout, int Cin, int k, uint16_t *out);
 
 const cx_ops *cx_ops_ref(void);
 const cx_ops *cx_ops_cpu(void);

@@ -36,6 +36,17 @@ struct cx_ctx {
     float *features;                /* CNHW [F][N][h][w]: norm5 + ReLU */
     float *pooled;                  /* [N][F] */
     float *scale, *shift;           /* per-BN-channel folded affine, all BNs */
+
+    /* bf16 (cx_ctx_set_precision): a second arena, absent for fp32 */
+    cx_backend_id backend;
+    cx_precision prec;
+    void *arena16;
+    size_t arena16_bytes;
+    uint16_t *w16;      /* packed weights of the block and transition convs, forward order */
+    uint16_t *act16;    /* packed BN-ReLU of a 1x1 conv's input (layout: kernels/backend.h) */
+    uint16_t *mid16;    /* packed BN-ReLU of the bottleneck (the 3x3 conv's input) */
+    float *scratch16;
+    size_t scratch16_n;
 };
 
 const char *cx_backend_name(cx_backend_id id)
@@ -86,6 +97,7 @@ cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_bac
         return cx_seterr(err, CX_ENOMEM, "out of memory");
     c->m = m;
     c->ops = ops;
+    c->backend = backend;
     c->batch = batch;
     c->H = height;
     c->W = width;
@@ -187,11 +199,123 @@ void cx_ctx_free(cx_ctx *c)
 {
     if (!c)
         return;
+    free(c->arena16);
     free(c->arena);
     free(c);
 }
 
-size_t cx_ctx_arena_bytes(const cx_ctx *c) { return c->arena_n * sizeof(float); }
+size_t cx_ctx_arena_bytes(const cx_ctx *c)
+{
+    return c->arena_n * sizeof(float) + c->arena16_bytes;
+}
+
+/* ---- bf16 ---- */
+
+const char *cx_precision_name(cx_precision p)
+{
+    return p == CX_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+int cx_precision_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (!strcmp(s, "fp32") || !strcmp(s, "f32") || !strcmp(s, "float32"))
+        return CX_PRECISION_F32;
+    if (!strcmp(s, "bf16") || !strcmp(s, "bfloat16"))
+        return CX_PRECISION_BF16;
+    return -1;
+}
+
+cx_precision cx_ctx_precision(const cx_ctx *c) { return c->prec; }
+
+static size_t w16_size(const cx_conv *cv)
+{
+    return (size_t)cx_bf16_mpad((int64_t)cv->k * cv->k * cv->Cout) * (size_t)cx_bf16_kpad(cv->Cin);
+}
+
+static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
+{
+    if (p != CX_PRECISION_F32 && p != CX_PRECISION_BF16)
+        return cx_seterr(err, CX_EARG, "unknown precision %d", (int)p);
+    free(c->arena16);
+    c->arena16 = NULL;
+    c->arena16_bytes = 0;
+    c->w16 = c->act16 = c->mid16 = NULL;
+    c->scratch16 = NULL;
+    c->scratch16_n = 0;
+    c->prec = CX_PRECISION_F32;
+    if (p == CX_PRECISION_F32)
+        return CX_OK;
+    const cx_ops *ops = c->ops;
+    if (!ops->pack_bf16 || !ops->conv2d_bf16)
+        return cx_seterr(err, CX_EARG, "the %s backend has no bf16 kernels", ops->name);
+    const cx_model *m = c->m;
+    size_t n_w = 0, n_act = 0, n_mid = 0, n_scr = 0;
+    for (int b = 0; b < m->cfg.n_blocks; b++) {
+        const cx_dense_block *blk = &m->blocks[b];
+        int h = c->Hb[b], w = c->Wb[b];
+        int64_t Pp = cx_bf16_ppad((int64_t)c->batch * h * w);
+        for (int l = 0; l < blk->n_layers; l++) {
+            const cx_dense_layer *L = &blk->layers[l];
+            if (L->conv1.k != 1 || L->conv2.k % 2 != 1)
+                return cx_seterr(err, CX_EARG, "bf16 needs 1x1 bottleneck and odd 'same' convolutions");
+            n_w += w16_size(&L->conv1) + w16_size(&L->conv2);
+            n_act = max_sz(n_act, (size_t)(cx_bf16_kpad(L->cin) * Pp));
+            n_mid = max_sz(n_mid, (size_t)(cx_bf16_kpad(L->conv2.Cin) * Pp));
+            n_scr = max_sz(n_scr, ops->conv_bf16_scratch(L->conv2.Cin, c->batch, h, w,
+                                                         L->conv2.Cout, L->conv2.k));
+            n_scr = max_sz(n_scr, ops->conv_bf16_scratch(L->conv1.Cin, c->batch, h, w,
+                                                         L->conv1.Cout, 1));
+        }
+        if (b != m->cfg.n_blocks - 1) {
+            const cx_transition *t = &m->trans[b];
+            n_w += w16_size(&t->conv);
+            n_act = max_sz(n_act, (size_t)(cx_bf16_kpad(t->conv.Cin) * Pp));
+        }
+    }
+    size_t bytes = align64(n_w * 2) + align64(n_act * 2) + align64(n_mid * 2) +
+                   align64(n_scr * sizeof(float));
+    char *a = aligned_alloc(64, bytes);
+    if (!a)
+        return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB for bf16",
+                         bytes / 1048576.0);
+    c->arena16 = a;
+    c->arena16_bytes = bytes;
+    c->w16 = (uint16_t *)a;
+    a += align64(n_w * 2);
+    c->act16 = (uint16_t *)a;
+    a += align64(n_act * 2);
+    c->mid16 = (uint16_t *)a;
+    a += align64(n_mid * 2);
+    c->scratch16 = (float *)a;
+    c->scratch16_n = n_scr;
+    uint16_t *wp = c->w16;
+    for (int b = 0; b < m->cfg.n_blocks; b++) {
+        for (int l = 0; l < m->blocks[b].n_layers; l++) {
+            const cx_dense_layer *L = &m->blocks[b].layers[l];
+            cx_bf16_pack_conv_weights(L->conv1.w, L->conv1.Cout, L->conv1.Cin, 1, wp);
+            wp += w16_size(&L->conv1);
+            cx_bf16_pack_conv_weights(L->conv2.w, L->conv2.Cout, L->conv2.Cin, L->conv2.k, wp);
+            wp += w16_size(&L->conv2);
+        }
+        if (b != m->cfg.n_blocks - 1) {
+            const cx_conv *cv = &m->trans[b].conv;
+            cx_bf16_pack_conv_weights(cv->w, cv->Cout, cv->Cin, 1, wp);
+            wp += w16_size(cv);
+        }
+    }
+    c->prec = CX_PRECISION_BF16;
+    return CX_OK;
+}
+
+const char *cx_bf16_kernel(cx_backend_id backend)
+{
+    const cx_ops *ops = backend_ops(backend);
+    return ops && ops->bf16_kernel ? ops->bf16_kernel() : "none";
+}
 
 /* Folds inference BatchNorm into y = x * scale + shift, as PyTorch's CPU
  * kernel does: scale = weight / sqrt(var + eps), shift = bias - mean * scale. */
@@ -217,6 +341,25 @@ static void bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x, 
     cur->shift += bn->C;
 }
 
+/* bf16: BN + ReLU of x written straight into the packed bf16 layout. */
+static void bn_relu_pack(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
+                         uint16_t *y, int64_t P)
+{
+    fold_bn(bn, cur->scale, cur->shift);
+    c->ops->pack_bf16(x, bn->C, P, cur->scale, cur->shift, y);
+    cur->scale += bn->C;
+    cur->shift += bn->C;
+}
+
+/* bf16 convolution of packed x with the next packed weights (cursor *wp). */
+static void conv_bf16(cx_ctx *c, const uint16_t **wp, const cx_conv *cv, const uint16_t *x,
+                      int n, int h, int w, float *y)
+{
+    c->ops->conv2d_bf16(x, cv->Cin, n, h, w, *wp, cv->Cout, cv->k, y, c->scratch16,
+                        c->scratch16_n);
+    *wp += w16_size(cv);
+}
+
 cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err *err)
 {
     if (n < 1 || n > c->batch)
@@ -236,6 +379,8 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                    sizeof(float) * HW);
 
     bn_cursor cur = {c->scale, c->shift};
+    int bf16 = c->prec == CX_PRECISION_BF16;
+    const uint16_t *wp = c->w16;
 
     /* stem: conv0 -> norm0 -> relu -> maxpool into block 1 */
     ops->conv2d(c->input, Cin, n, H, W, m->conv0.w, m->conv0.Cout, 7, 2, 3, c->stem, c->scratch,
@@ -251,6 +396,14 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
         float *buf = c->block[b];
         for (int l = 0; l < blk->n_layers; l++) {
             const cx_dense_layer *L = &blk->layers[l];
+            if (bf16) {
+                /* the same layer with packed bf16 convolution inputs */
+                bn_relu_pack(c, &cur, &L->norm1, buf, c->act16, P);
+                conv_bf16(c, &wp, &L->conv1, c->act16, n, h, w, c->mid);
+                bn_relu_pack(c, &cur, &L->norm2, c->mid, c->mid16, P);
+                conv_bf16(c, &wp, &L->conv2, c->mid16, n, h, w, buf + (int64_t)L->cin * P);
+                continue;
+            }
             /* norm1 + relu over the first cin channels -> act */
             bn_relu(c, &cur, &L->norm1, buf, c->act, P);
             /* conv1 1x1 -> mid; norm2 + relu in place; conv2 3x3 -> new channels */
@@ -262,9 +415,14 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
         }
         if (b != cfg->n_blocks - 1) {
             const cx_transition *t = &m->trans[b];
-            bn_relu(c, &cur, &t->norm, buf, c->act, P);
-            ops->conv2d(c->act, t->conv.Cin, n, h, w, t->conv.w, t->conv.Cout, 1, 1, 0, c->mid,
-                        c->scratch, c->scratch_n);
+            if (bf16) {
+                bn_relu_pack(c, &cur, &t->norm, buf, c->act16, P);
+                conv_bf16(c, &wp, &t->conv, c->act16, n, h, w, c->mid);
+            } else {
+                bn_relu(c, &cur, &t->norm, buf, c->act, P);
+                ops->conv2d(c->act, t->conv.Cin, n, h, w, t->conv.w, t->conv.Cout, 1, 1, 0,
+                            c->mid, c->scratch, c->scratch_n);
+            }
             ops->avgpool(c->mid, t->conv.Cout, n, h, w, 2, c->block[b + 1]);
         }
     }

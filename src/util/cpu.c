@@ -68,9 +68,13 @@ static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 static void cpu_init(void)
 {
     detect(&g_cpu);
-    const char *off = getenv("CHEXNET_NO_AMX"); /* for comparisons and tests */
-    if (off && *off && strcmp(off, "0") != 0)
+    /* CHEXNET_BF16_KERNEL=avx512-bf16 or portable caps the bf16 kernels (for
+     * tests and comparisons; it never enables what the CPU lacks). */
+    const char *cap = getenv("CHEXNET_BF16_KERNEL");
+    if (cap && strcmp(cap, "avx512-bf16") == 0)
         g_cpu.amx_bf16 = 0;
+    else if (cap && strcmp(cap, "portable") == 0)
+        g_cpu.amx_bf16 = g_cpu.avx512_bf16 = 0;
 }
 
 const cx_cpu_info *cx_cpu(void)

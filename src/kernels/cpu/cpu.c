@@ -6,6 +6,7 @@
  * OpenBLAS gave 100-190; BLIS also keeps its speed when one GEMM dimension is
  * small (7x7 maps at batch 1). */
 #include "kernels/backend.h"
+#include "kernels/cpu/bf16.h"
 #include "util/cpu.h"
 
 #include <cblas.h>
@@ -53,6 +54,34 @@ static int kn2row_images(int N, int HW, int Cout, int k)
     if (nb > (size_t)N)
         nb = (size_t)N;
     return (int)nb;
+}
+
+/* y[co][j][oy][ox] = sum_q Z[q*Cout + co][j*HW + (oy+dy_q)*W + ox+dx_q] over
+ * the k*k taps q inside the image: the forward sum of kn2row. Z rows have
+ * ldz values; y rows (channels) ldy, images H*W apart. */
+static void kn2row_sum(const float *Z, int64_t ldz, int Cout, int k, int H, int W, int cnt,
+                       float *y, int64_t ldy)
+{
+    int HW = H * W, kk2 = k * k, pad = (k - 1) / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * cnt * HW > CX_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int j = 0; j < cnt; j++) {
+            float *yp = y + co * ldy + (int64_t)j * HW;
+            memset(yp, 0, sizeof(float) * HW);
+            for (int q = 0; q < kk2; q++) {
+                int dy = q / k - pad, dx = q % k - pad;
+                const float *zp = Z + ((int64_t)q * Cout + co) * ldz + (int64_t)j * HW;
+                int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? H - dy : H;
+                int ox0 = dx < 0 ? -dx : 0, ox1 = dx > 0 ? W - dx : W;
+                for (int oy = oy0; oy < oy1; oy++) {
+                    float *yr = yp + oy * W;
+                    const float *zr = zp + (oy + dy) * W + dx;
+#pragma omp simd
+                    for (int ox = ox0; ox < ox1; ox++)
+                        yr[ox] += zr[ox];
+                }
+            }
+        }
 }
 
 static size_t cpu_conv_scratch(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
@@ -143,25 +172,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
             int cols = cnt * HW;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, cols, Cin, 1.0f, Wr, Cin,
                         x + (int64_t)n0 * HW, (int)Po, 0.0f, Z, cols);
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * cols > CX_PAR_MIN)
-            for (int co = 0; co < Cout; co++)
-                for (int j = 0; j < cnt; j++) {
-                    float *yp = y + co * Po + (int64_t)(n0 + j) * HW;
-                    memset(yp, 0, sizeof(float) * HW);
-                    for (int q = 0; q < kk2; q++) {
-                        int dy = q / k - pad, dx = q % k - pad;
-                        const float *zp = Z + ((int64_t)q * Cout + co) * cols + (int64_t)j * HW;
-                        int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? H - dy : H;
-                        int ox0 = dx < 0 ? -dx : 0, ox1 = dx > 0 ? W - dx : W;
-                        for (int oy = oy0; oy < oy1; oy++) {
-                            float *yr = yp + oy * W;
-                            const float *zr = zp + (oy + dy) * W + dx;
-#pragma omp simd
-                            for (int ox = ox0; ox < ox1; ox++)
-                                yr[ox] += zr[ox];
-                        }
-                    }
-                }
+            kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
         }
         return;
     }
@@ -177,6 +188,42 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         /* rows of y for images n0.. are at stride Po */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, cols, K, 1.0f, w, K,
                     scratch, cols, 0.0f, y + (int64_t)n0 * Ho * Wo, (int)Po);
+    }
+}
+
+/* bf16 convolution: one GEMM (kernels/cpu/bf16.c) for pointwise; for "same"
+ * convolutions the kn2row GEMM into Z (k*k*Cout rows, a chunk of images at a
+ * time) and the shifted sum in fp32. */
+static int kn2row_images_bf16(int N, int HW, int Cout, int k)
+{
+    return kn2row_images(N, HW, Cout, k);
+}
+
+static size_t cpu_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
+{
+    (void)Cin;
+    if (k == 1)
+        return 0;
+    int nb = kn2row_images_bf16(N, H * W, Cout, k);
+    return (size_t)k * k * Cout * ((size_t)H * W * nb + 32);
+}
+
+static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
+                            int Cout, int k, float *y, float *scratch, size_t scratch_n)
+{
+    (void)scratch_n;
+    int64_t HW = (int64_t)H * W, P = (int64_t)N * HW, Pp = cx_bf16_ppad(P);
+    int64_t Kp = cx_bf16_kpad(Cin);
+    if (k == 1) {
+        cpu_bf16_gemm(Cout, P, Kp, w, x, Pp, y, P);
+        return;
+    }
+    int nb = kn2row_images_bf16(N, (int)HW, Cout, k), M = k * k * Cout;
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int cnt = N - n0 < nb ? N - n0 : nb;
+        int64_t cols = cnt * HW;
+        cpu_bf16_gemm(M, cols, Kp, w, x + 2 * n0 * HW, Pp, scratch, cols);
+        kn2row_sum(scratch, cols, Cout, k, H, W, cnt, y + n0 * HW, P);
     }
 }
 
@@ -596,6 +643,10 @@ static const cx_ops CPU_OPS = {
     .avgpool_backward = cpu_avgpool_backward,
     .gap_backward = cpu_gap_backward,
     .linear_backward = cpu_linear_backward,
+    .pack_bf16 = cpu_bf16_pack,
+    .conv2d_bf16 = cpu_conv2d_bf16,
+    .conv_bf16_scratch = cpu_conv_bf16_scratch,
+    .bf16_kernel = cpu_bf16_kernel,
 };
 
 const cx_ops *cx_ops_cpu(void)

@@ -1,6 +1,7 @@
 /* The reference backend: ref_ops.inc instantiated for float. It defines what
  * every op computes; faster backends are tested against it. */
 #include "kernels/backend.h"
+#include "kernels/ref/ref_bf16.h"
 
 #define REAL float
 #define FN(name) ref_##name
@@ -23,6 +24,10 @@ static const cx_ops REF_OPS = {
     .avgpool_backward = ref_avgpool_backward,
     .gap_backward = ref_gap_backward,
     .linear_backward = ref_linear_backward,
+    .pack_bf16 = ref_pack_bf16,
+    .conv2d_bf16 = ref_conv2d_bf16,
+    .conv_bf16_scratch = ref_conv_bf16_scratch,
+    .bf16_kernel = ref_bf16_kernel,
 };
 
 const cx_ops *cx_ops_ref(void) { return &REF_OPS; }

@@ -1,0 +1,267 @@
+/* bf16 kernels of the CPU backend. Three GEMM kernels over the same packed
+ * layouts (kernels/backend.h), chosen at run time:
+ *  - AMX (TDPBF16PS): 32x32 output blocks held in four 16x16 fp32 tiles;
+ *  - AVX512-BF16 (VDPBF16PS): 8x32 register blocks, A pairs broadcast;
+ *  - portable C, for CPUs with neither (correct, not fast).
+ * Each is compiled with target attributes so the library still runs on any
+ * x86-64 CPU; cx_cpu() says which may run. */
+#include "kernels/cpu/bf16.h"
+#include "kernels/backend.h"
+#include "kernels/ref/ref_bf16.h"
+#include "util/cpu.h"
+
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CX_X86 1
+#endif
+
+/* Blocks with fewer multiply-adds than this run on one thread. */
+#define BF16_PAR_MIN ((int64_t)1 << 20)
+
+/* ------------------------------------------------------------------ pack */
+
+#ifdef CX_X86
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_avx512(const float *x, int K, int64_t P, const float *scale, const float *shift,
+            uint16_t *out)
+{
+    int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
+    /* interleave: result word 2i = low half word i (row k), 2i+1 = high half word i */
+    uint16_t perm[32];
+    for (int i = 0; i < 32; i++)
+        perm[i] = (uint16_t)((i & 1) ? 16 + i / 2 : i / 2);
+    const __m512i idx = _mm512_loadu_si512(perm);
+#pragma omp parallel for schedule(static) if (Kp * P > 65536)
+    for (int64_t j = 0; j < pairs; j++) {
+        uint16_t *o = out + j * 2 * Pp;
+        int k0 = (int)(2 * j), k1 = k0 + 1;
+        if (k0 >= K) {
+            memset(o, 0, sizeof(uint16_t) * 2 * (size_t)Pp);
+            continue;
+        }
+        const float *x0 = x + (int64_t)k0 * P, *x1 = k1 < K ? x + (int64_t)k1 * P : NULL;
+        __m512 sc0 = _mm512_set1_ps(scale ? scale[k0] : 1.0f);
+        __m512 sh0 = _mm512_set1_ps(scale ? shift[k0] : 0.0f);
+        __m512 sc1 = _mm512_set1_ps(scale && x1 ? scale[k1] : 1.0f);
+        __m512 sh1 = _mm512_set1_ps(scale && x1 ? shift[k1] : 0.0f);
+        const __m512 zero = _mm512_setzero_ps();
+        for (int64_t p = 0; p < Pp; p += 16) {
+            int64_t rem = P - p;
+            __mmask16 m = rem >= 16 ? (__mmask16)0xffff
+                                    : rem > 0 ? (__mmask16)((1u << rem) - 1) : (__mmask16)0;
+            __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + p);
+            __m512 v1 = x1 ? _mm512_maskz_loadu_ps(m, x1 + p) : zero;
+            if (scale) {
+                v0 = _mm512_maskz_max_ps(m, _mm512_fmadd_ps(v0, sc0, sh0), zero);
+                v1 = x1 ? _mm512_maskz_max_ps(m, _mm512_fmadd_ps(v1, sc1, sh1), zero) : zero;
+            }
+            __m512i b = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+            _mm512_storeu_si512(o + 2 * p, _mm512_permutexvar_epi16(idx, b));
+        }
+    }
+}
+#endif
+
+static void pack_portable(const float *x, int K, int64_t P, const float *scale,
+                          const float *shift, uint16_t *out)
+{
+    int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
+#pragma omp parallel for schedule(static) if (Kp * P > 65536)
+    for (int64_t j = 0; j < pairs; j++) {
+        uint16_t *o = out + j * 2 * Pp;
+        memset(o, 0, sizeof(uint16_t) * 2 * (size_t)Pp);
+        for (int r = 0; r < 2; r++) {
+            int k = (int)(2 * j) + r;
+            if (k >= K)
+                break;
+            const float *xr = x + (int64_t)k * P;
+            for (int64_t p = 0; p < P; p++) {
+                float v = xr[p];
+                if (scale) {
+                    v = v * scale[k] + shift[k];
+                    v = v > 0.0f ? v : 0.0f;
+                }
+                o[2 * p + r] = cx_f32_to_bf16(v);
+            }
+        }
+    }
+}
+
+void cpu_bf16_pack(const float *x, int K, int64_t P, const float *scale, const float *shift,
+                   uint16_t *out)
+{
+#ifdef CX_X86
+    if (cx_cpu()->avx512_bf16) {
+        pack_avx512(x, K, P, scale, shift, out);
+        return;
+    }
+#endif
+    pack_portable(x, K, P, scale, shift, out);
+}
+
+/* ------------------------------------------------------------------ GEMM */
+
+/* Copies rows [0, rows) and columns [0, cols) of a 32x32 block. */
+static void store_block(const float *blk, int rows, int cols, float *C, int64_t ldc)
+{
+    for (int r = 0; r < rows; r++)
+        memcpy(C + r * ldc, blk + r * 32, sizeof(float) * (size_t)cols);
+}
+
+static int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
+
+#ifdef CX_X86
+typedef struct {
+    uint8_t palette, start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void
+gemm_amx(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B, int64_t ldb,
+         float *C, int64_t ldc)
+{
+    int64_t nM = cx_bf16_mpad(M) / 32, nN = (ncols + 31) / 32, nblk = nM * nN;
+#pragma omp parallel if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+    {
+        amx_tilecfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.palette = 1;
+        for (int t = 0; t < 8; t++) {
+            cfg.colsb[t] = 64;
+            cfg.rows[t] = 16;
+        }
+        _tile_loadconfig(&cfg);
+        float blk[32 * 32] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblk; b++) {
+            int64_t nb = (b / nM) * 32, mb = (b % nM) * 32;
+            const uint16_t *a0 = A + mb * Kp, *a1 = a0 + 16 * Kp;
+            const uint16_t *b0 = B + 2 * nb, *b1 = b0 + 32;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t kk = 0; kk < Kp; kk += 32) {
+                int64_t boff = (kk / 2) * 2 * ldb;
+                _tile_loadd(4, a0 + kk, Kp * 2);
+                _tile_loadd(5, a1 + kk, Kp * 2);
+                _tile_loadd(6, b0 + boff, ldb * 4);
+                _tile_loadd(7, b1 + boff, ldb * 4);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            int rows = imin(32, M - mb), cols = imin(32, ncols - nb);
+            float *c = C + mb * ldc + nb;
+            if (rows == 32 && cols == 32) {
+                _tile_stored(0, c, ldc * 4);
+                _tile_stored(1, c + 16, ldc * 4);
+                _tile_stored(2, c + 16 * ldc, ldc * 4);
+                _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+            } else {
+                _tile_stored(0, blk, 128);
+                _tile_stored(1, blk + 16, 128);
+                _tile_stored(2, blk + 16 * 32, 128);
+                _tile_stored(3, blk + 16 * 32 + 16, 128);
+                store_block(blk, rows, cols, c, ldc);
+            }
+        }
+        _tile_release();
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+gemm_avx512(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
+            int64_t ldb, float *C, int64_t ldc)
+{
+    int64_t nM = cx_bf16_mpad(M) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
+    int64_t pairs = Kp / 2;
+#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t nb = (b / nM) * 32, mb = (b % nM) * 8;
+        __m512 acc[8][2];
+        for (int r = 0; r < 8; r++)
+            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+        const uint16_t *a = A + mb * Kp;
+        const uint16_t *bp = B + 2 * nb;
+        for (int64_t j = 0; j < pairs; j++) {
+            __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb);
+            __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb + 32);
+            for (int r = 0; r < 8; r++) {
+                uint32_t pair;
+                memcpy(&pair, a + r * Kp + 2 * j, sizeof pair);
+                __m512bh av = (__m512bh)_mm512_set1_epi32((int)pair);
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+            }
+        }
+        int rows = imin(8, M - mb), cols = imin(32, ncols - nb);
+        __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
+        __mmask16 m1 = cols >= 32 ? (__mmask16)0xffff
+                                  : cols > 16 ? (__mmask16)((1u << (cols - 16)) - 1) : 0;
+        for (int r = 0; r < rows; r++) {
+            float *c = C + (mb + r) * ldc + nb;
+            _mm512_mask_storeu_ps(c, m0, acc[r][0]);
+            _mm512_mask_storeu_ps(c + 16, m1, acc[r][1]);
+        }
+    }
+}
+#endif
+
+static void gemm_portable(int M, int64_t ncols, int64_t Kp, const uint16_t *A,
+                          const uint16_t *B, int64_t ldb, float *C, int64_t ldc)
+{
+    int64_t nM = cx_bf16_mpad(M) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
+    int64_t pairs = Kp / 2;
+#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t nb = (b / nM) * 32, mb = (b % nM) * 8;
+        float acc[8][32];
+        memset(acc, 0, sizeof acc);
+        for (int64_t j = 0; j < pairs; j++) {
+            const uint16_t *bj = B + j * 2 * ldb + 2 * nb;
+            float b0[32], b1[32];
+            for (int n = 0; n < 32; n++) {
+                b0[n] = cx_bf16_to_f32(bj[2 * n]);
+                b1[n] = cx_bf16_to_f32(bj[2 * n + 1]);
+            }
+            for (int r = 0; r < 8; r++) {
+                float a0 = cx_bf16_to_f32(A[(mb + r) * Kp + 2 * j]);
+                float a1 = cx_bf16_to_f32(A[(mb + r) * Kp + 2 * j + 1]);
+                for (int n = 0; n < 32; n++)
+                    acc[r][n] += a0 * b0[n] + a1 * b1[n];
+            }
+        }
+        int rows = imin(8, M - mb), cols = imin(32, ncols - nb);
+        for (int r = 0; r < rows; r++)
+            memcpy(C + (mb + r) * ldc + nb, acc[r], sizeof(float) * (size_t)cols);
+    }
+}
+
+void cpu_bf16_gemm(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
+                   int64_t ldb, float *C, int64_t ldc)
+{
+#ifdef CX_X86
+    const cx_cpu_info *ci = cx_cpu();
+    if (ci->amx_bf16) {
+        gemm_amx(M, ncols, Kp, A, B, ldb, C, ldc);
+        return;
+    }
+    if (ci->avx512_bf16) {
+        gemm_avx512(M, ncols, Kp, A, B, ldb, C, ldc);
+        return;
+    }
+#endif
+    gemm_portable(M, ncols, Kp, A, B, ldb, C, ldc);
+}
+
+const char *cpu_bf16_kernel(void)
+{
+    const cx_cpu_info *ci = cx_cpu();
+    return ci->amx_bf16 ? "amx" : ci->avx512_bf16 ? "avx512-bf16" : "portable";
+}
