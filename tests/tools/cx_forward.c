@@ -5,7 +5,8 @@
  * INPUT.f32: N x C x H x W floats (NCHW, native endianness); OUT.f32 gets
  * N x classes logits followed by the final feature maps of every image
  * (N x C x h x w, CHW per image). With RESAVE the loaded model is written
- * back with cx_model_save (to test chexnet -> torchvision). */
+ * back with cx_model_save (to test chexnet -> torchvision). The environment
+ * variable CX_PRECISION (fp32 or bf16) sets cx_ctx_set_precision. */
 #include "chexnet.h"
 
 #include <stdio.h>
@@ -36,7 +37,14 @@ int main(int argc, char **argv)
     }
     fclose(f);
     cx_ctx *ctx = NULL;
-    if (cx_ctx_new(m, N, H, W, be, &ctx, &err)) {
+    const char *prec = getenv("CX_PRECISION");
+    int p = prec && *prec ? cx_precision_parse(prec) : CX_PRECISION_F32;
+    if (p < 0) {
+        fprintf(stderr, "unknown CX_PRECISION '%s'\n", prec);
+        return 2;
+    }
+    if (cx_ctx_new(m, N, H, W, be, &ctx, &err) ||
+        cx_ctx_set_precision(ctx, (cx_precision)p, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
