@@ -53,6 +53,12 @@ cx_status cx_seterr(cx_err *err, cx_status code, const char *fmt, ...)
 #endif
     ;
 
+/* ------------------------------------------------------------------ files */
+
+/* Creates a folder and any missing parents (like mkdir -p); an existing
+ * folder is fine, an existing non-folder is an error naming it. */
+cx_status cx_mkdir_p(const char *dir, cx_err *err);
+
 /* ---------------------------------------------------------------- threads */
 
 /* Number of threads used by OpenMP loops and BLAS; n <= 0 means all cores. */

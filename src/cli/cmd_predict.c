@@ -202,32 +202,6 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
 
 /* ------------------------------------------------------------ CAM output */
 
-static int mkdir_p(const char *dir)
-{
-    char *p = strdup(dir);
-    if (!p)
-        return -1;
-    for (char *s = p + 1; *s; s++) {
-        if (*s == '/') {
-            *s = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                free(p);
-                return -1;
-            }
-            *s = '/';
-        }
-    }
-    int rc = mkdir(p, 0777) != 0 && errno != EEXIST ? -1 : 0;
-    free(p);
-    if (!rc) {
-        struct stat sb;
-        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            errno = ENOTDIR;
-            return -1;
-        }
-    }
-    return rc;
-}
 
 /* DIR/<stem>.<class>.png with the class name made file-name safe. */
 static char *cam_path(const char *dir, const char *image, const char *cls)
@@ -431,8 +405,8 @@ int cmd_predict(int argc, char **argv)
             }
         }
     }
-    if (cam_dir && mkdir_p(cam_dir)) {
-        cli_error(CMD, "%s: cannot create the CAM folder: %s", cam_dir, strerror(errno));
+    if (cam_dir && cx_mkdir_p(cam_dir, &err)) {
+        cli_error(CMD, "the CAM folder: %s", err.msg);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;

@@ -262,10 +262,8 @@ int cmd_train(int argc, char **argv)
     have_split = 1;
     for (int i = 0; i < sp.n_warnings; i++)
         cli_error("train", "warning: %s", sp.warnings[i]);
-    if (mkdir(out, 0777) && errno != EEXIST) {
-        cx_seterr(&err, CX_EIO, "%s: cannot create folder", out);
+    if (cx_mkdir_p(out, &err))
         goto fail;
-    }
     snprintf(pathbuf, sizeof pathbuf, "%s/split", out);
     mkdir(pathbuf, 0777);
     if (cx_split_write(ds, &sp, pathbuf, &err))

@@ -320,8 +320,9 @@ cx_status cx_split_write(const cx_dataset *ds, const cx_split *s, const char *di
 {
     if (s->n_images != ds->n || !s->part)
         return cx_seterr(err, CX_EARG, "split does not belong to this dataset");
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return cx_seterr(err, CX_EIO, "%s: cannot create folder: %s", dir, strerror(errno));
+    cx_status mst = cx_mkdir_p(dir, err);
+    if (mst)
+        return mst;
     int K = ds->y_src ? ds->K_src : ds->K;
     const uint8_t *Y = ds->y_src ? ds->y_src : ds->y;
     for (int p = 0; p < 3; p++) {

@@ -28,26 +28,7 @@ static cx_status write_tb(cx_tb *b, const char *path, cx_err *err)
     return st;
 }
 
-static cx_status make_dir(const char *dir, cx_err *err)
-{
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return cx_seterr(err, CX_EARG, "report folder name too long");
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return cx_seterr(err, CX_EIO, "%s: cannot create: %s", buf, strerror(errno));
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0777) && errno != EEXIST)
-        return cx_seterr(err, CX_EIO, "%s: cannot create: %s", buf, strerror(errno));
-    struct stat sb;
-    if (stat(buf, &sb) || !S_ISDIR(sb.st_mode))
-        return cx_seterr(err, CX_EIO, "%s: not a folder", buf);
-    return CX_OK;
-}
+static cx_status make_dir(const char *dir, cx_err *err) { return cx_mkdir_p(dir, err); }
 
 static void json_stat(cx_tb *b, const cx_stat *s)
 {

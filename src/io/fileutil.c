@@ -372,3 +372,34 @@ fail:
         gzclose(gz);
     return st;
 }
+
+cx_status cx_mkdir_p(const char *dir, cx_err *err)
+{
+    if (!dir || !*dir)
+        return cx_seterr(err, CX_EARG, "empty folder name");
+    size_t n = strlen(dir);
+    char *buf = malloc(n + 1);
+    if (!buf)
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    memcpy(buf, dir, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) {
+            cx_status st = cx_seterr(err, CX_EIO, "%s: cannot create folder: %s", buf,
+                                     strerror(errno));
+            free(buf);
+            return st;
+        }
+        *p = '/';
+    }
+    int rc = mkdir(buf, 0777) != 0 && errno != EEXIST ? errno : 0;
+    free(buf);
+    if (rc)
+        return cx_seterr(err, CX_EIO, "%s: cannot create folder: %s", dir, strerror(rc));
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return cx_seterr(err, CX_EIO, "%s: exists and is not a folder", dir);
+    return CX_OK;
+}

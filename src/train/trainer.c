@@ -330,9 +330,9 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     if (o->epochs < 1 || !(o->lr > 0) || !(o->lr_factor > 0 && o->lr_factor < 1) ||
         o->patience < 0)
         return cx_seterr(err, CX_EARG, "invalid training options (epochs, lr, factor, patience)");
-    if (mkdir(o->out_dir, 0777) && errno != EEXIST)
-        return cx_seterr(err, CX_EIO, "%s: cannot create folder: %s", o->out_dir,
-                         strerror(errno));
+    cx_status mst = cx_mkdir_p(o->out_dir, err);
+    if (mst)
+        return mst;
     int K = m->cfg.num_classes, C = m->cfg.in_channels;
     int B = 0;
     /* the loader decides batch and image size */

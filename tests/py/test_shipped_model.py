@@ -4,6 +4,8 @@
   - `chexnet predict` without --model finds it (source tree) and predicts
     the committed samples (samples/), with CAM overlays;
   - it loads in torchvision (strict) and gives the same probabilities;
+  - bf16 inference on its validation split (rebuilt with chexnet split)
+    changes the AUROC by at most 1e-3 and no probability by more than 1e-2;
   - the README's first command (scripts/demo.sh) works from this checkout
     (own build and output folders).
 """
@@ -24,6 +26,53 @@ passes, failures = [], []
 def check(name, ok, detail=""):
     print(("PASS " if ok else "FAIL ") + name + (": " + detail if detail else ""), flush=True)
     (passes if ok else failures).append(name)
+
+
+def bf16_auroc_change(kdir):
+    """The model card's validation split (rebuilt with chexnet split), predicted
+    in fp32 and in bf16; both evaluated with chexnet evaluate."""
+    tmp = os.path.join(cxtest.TMP, "shipped-bf16")
+    manifest = os.path.join(kdir, "manifest.csv")
+    r = subprocess.run([cxtest.CHEXNET, "split", "--labels", manifest, "--task", "pneumonia",
+                        "--patient-column", "patient_key", "--fractions", "0.9,0.1,0",
+                        "--seed", "1", "--out", os.path.join(tmp, "split")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        check("validation split rebuilt", False, r.stderr.strip()[-300:])
+        return
+    with open(os.path.join(tmp, "split", "val.txt")) as f:
+        val = [os.path.join(kdir, line.split()[0]) for line in f if line.strip()]
+    lst = os.path.join(tmp, "val-images.txt")
+    with open(lst, "w") as f:
+        f.write("\n".join(val) + "\n")
+    auroc, probs = {}, {}
+    for prec in ("fp32", "bf16"):
+        csv = os.path.join(tmp, prec + ".csv")
+        with open(csv, "w") as out:
+            r = subprocess.run([cxtest.CHEXNET, "predict", "--model", MODEL, "--precision", prec,
+                                "--format", "csv", "@" + lst], stdout=out,
+                               stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            check("predict --precision " + prec, False, r.stderr.strip()[-300:])
+            return
+        js = os.path.join(tmp, prec + ".json")
+        r = subprocess.run([cxtest.CHEXNET, "evaluate", "--pred", csv, "--labels", manifest,
+                            "--json", js], capture_output=True, text=True)
+        if r.returncode != 0:
+            check("evaluate " + prec, False, r.stderr.strip()[-300:])
+            return
+        with open(js) as f:
+            auroc[prec] = json.load(f)["auroc"]["Pneumonia"]["value"]
+        with open(csv) as f:
+            probs[prec] = [float(line.split(",")[-1]) for line in f.read().splitlines()[1:]]
+    check("fp32 validation AUROC is the model card's 0.9914 (%d images)" % len(val),
+          abs(auroc["fp32"] - 0.9914) <= 5e-5, "AUROC %.6f" % auroc["fp32"])
+    dp = max(abs(a - b) for a, b in zip(probs["fp32"], probs["bf16"]))
+    d = auroc["bf16"] - auroc["fp32"]
+    check("bf16 on the validation split: AUROC change and probabilities",
+          abs(d) <= 1e-3 and dp <= 1e-2 and len(probs["bf16"]) == len(val),
+          "AUROC fp32 %.6f, bf16 %.6f (change %+.2e, bar 1e-3); max |dp| %.2e (bar 1e-2)"
+          % (auroc["fp32"], auroc["bf16"], d, dp))
 
 
 def main():
@@ -74,6 +123,13 @@ def main():
           "max |dp| %.2e" % diff)
     by_name = {os.path.basename(row["image"]): row["probabilities"]["Pneumonia"] for row in rows}
     print("    " + "\n    ".join("%-45s %.4f" % kv for kv in sorted(by_name.items())))
+
+    # bf16 inference on the real validation split: AUROC change
+    kdir = os.path.join(cxtest.DATA, "kermany-224")
+    if os.path.isdir(kdir):
+        bf16_auroc_change(kdir)
+    else:
+        print("SKIP bf16 AUROC check: no %s" % kdir)
 
     # the README's first command
     demo = os.path.join(SRC, "scripts", "demo.sh")
