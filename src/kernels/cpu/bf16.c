@@ -112,6 +112,17 @@ static void store_block(const float *blk, int rows, int cols, float *C, int64_t 
 
 static int imin(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 
+/* All three kernels compute, for m < M and n < ncols,
+ *     C[m][n] = sum_t sum_k A[t*astep + m*Kp + k] * B(k, n + shift[t])
+ * over ntaps taps t: one tap with shift 0 is a plain GEMM; the k*k taps of
+ * a "same" convolution over a spatially padded input are that convolution
+ * (the shift of tap (dy, dx) is dy * padded row + dx). */
+typedef struct {
+    int n;
+    int64_t astep;
+    const int64_t *shift;
+} bf16_taps;
+
 #ifdef CX_X86
 typedef struct {
     uint8_t palette, start_row;
@@ -121,11 +132,11 @@ typedef struct {
 } amx_tilecfg;
 
 __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void
-gemm_amx(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B, int64_t ldb,
-         float *C, int64_t ldc)
+gemm_amx(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const bf16_taps *tp,
+         const uint16_t *B, int64_t ldb, float *C, int64_t ldc)
 {
-    int64_t nM = cx_bf16_mpad(M) / 32, nN = (ncols + 31) / 32, nblk = nM * nN;
-#pragma omp parallel if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+    int64_t nM = (M + 31) / 32, nN = (ncols + 31) / 32, nblk = nM * nN;
+#pragma omp parallel if ((int64_t)M * ncols * Kp * tp->n > BF16_PAR_MIN)
     {
         amx_tilecfg cfg;
         memset(&cfg, 0, sizeof cfg);
@@ -139,22 +150,24 @@ gemm_amx(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nblk; b++) {
             int64_t nb = (b / nM) * 32, mb = (b % nM) * 32;
-            const uint16_t *a0 = A + mb * Kp, *a1 = a0 + 16 * Kp;
-            const uint16_t *b0 = B + 2 * nb, *b1 = b0 + 32;
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
-            for (int64_t kk = 0; kk < Kp; kk += 32) {
-                int64_t boff = (kk / 2) * 2 * ldb;
-                _tile_loadd(4, a0 + kk, Kp * 2);
-                _tile_loadd(5, a1 + kk, Kp * 2);
-                _tile_loadd(6, b0 + boff, ldb * 4);
-                _tile_loadd(7, b1 + boff, ldb * 4);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
+            for (int t = 0; t < tp->n; t++) {
+                const uint16_t *a0 = A + t * tp->astep + mb * Kp, *a1 = a0 + 16 * Kp;
+                const uint16_t *b0 = B + 2 * (nb + tp->shift[t]), *b1 = b0 + 32;
+                for (int64_t kk = 0; kk < Kp; kk += 32) {
+                    int64_t boff = (kk / 2) * 2 * ldb;
+                    _tile_loadd(4, a0 + kk, Kp * 2);
+                    _tile_loadd(5, a1 + kk, Kp * 2);
+                    _tile_loadd(6, b0 + boff, ldb * 4);
+                    _tile_loadd(7, b1 + boff, ldb * 4);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
             }
             int rows = imin(32, M - mb), cols = imin(32, ncols - nb);
             float *c = C + mb * ldc + nb;
@@ -176,28 +189,30 @@ gemm_amx(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
 }
 
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
-gemm_avx512(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
-            int64_t ldb, float *C, int64_t ldc)
+gemm_avx512(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const bf16_taps *tp,
+            const uint16_t *B, int64_t ldb, float *C, int64_t ldc)
 {
-    int64_t nM = cx_bf16_mpad(M) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
+    int64_t nM = (M + 7) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
     int64_t pairs = Kp / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp * tp->n > BF16_PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t nb = (b / nM) * 32, mb = (b % nM) * 8;
         __m512 acc[8][2];
         for (int r = 0; r < 8; r++)
             acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        const uint16_t *a = A + mb * Kp;
-        const uint16_t *bp = B + 2 * nb;
-        for (int64_t j = 0; j < pairs; j++) {
-            __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb);
-            __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb + 32);
-            for (int r = 0; r < 8; r++) {
-                uint32_t pair;
-                memcpy(&pair, a + r * Kp + 2 * j, sizeof pair);
-                __m512bh av = (__m512bh)_mm512_set1_epi32((int)pair);
-                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+        for (int t = 0; t < tp->n; t++) {
+            const uint16_t *a = A + t * tp->astep + mb * Kp;
+            const uint16_t *bp = B + 2 * (nb + tp->shift[t]);
+            for (int64_t j = 0; j < pairs; j++) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb);
+                __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb + 32);
+                for (int r = 0; r < 8; r++) {
+                    uint32_t pair;
+                    memcpy(&pair, a + r * Kp + 2 * j, sizeof pair);
+                    __m512bh av = (__m512bh)_mm512_set1_epi32((int)pair);
+                    acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+                    acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+                }
             }
         }
         int rows = imin(8, M - mb), cols = imin(32, ncols - nb);
@@ -214,27 +229,31 @@ gemm_avx512(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t 
 #endif
 
 static void gemm_portable(int M, int64_t ncols, int64_t Kp, const uint16_t *A,
-                          const uint16_t *B, int64_t ldb, float *C, int64_t ldc)
+                          const bf16_taps *tp, const uint16_t *B, int64_t ldb, float *C,
+                          int64_t ldc)
 {
-    int64_t nM = cx_bf16_mpad(M) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
+    int64_t nM = (M + 7) / 8, nN = (ncols + 31) / 32, nblk = nM * nN;
     int64_t pairs = Kp / 2;
-#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp > BF16_PAR_MIN)
+#pragma omp parallel for schedule(static) if ((int64_t)M * ncols * Kp * tp->n > BF16_PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t nb = (b / nM) * 32, mb = (b % nM) * 8;
         float acc[8][32];
         memset(acc, 0, sizeof acc);
-        for (int64_t j = 0; j < pairs; j++) {
-            const uint16_t *bj = B + j * 2 * ldb + 2 * nb;
-            float b0[32], b1[32];
-            for (int n = 0; n < 32; n++) {
-                b0[n] = cx_bf16_to_f32(bj[2 * n]);
-                b1[n] = cx_bf16_to_f32(bj[2 * n + 1]);
-            }
-            for (int r = 0; r < 8; r++) {
-                float a0 = cx_bf16_to_f32(A[(mb + r) * Kp + 2 * j]);
-                float a1 = cx_bf16_to_f32(A[(mb + r) * Kp + 2 * j + 1]);
-                for (int n = 0; n < 32; n++)
-                    acc[r][n] += a0 * b0[n] + a1 * b1[n];
+        for (int t = 0; t < tp->n; t++) {
+            const uint16_t *a = A + t * tp->astep + mb * Kp;
+            for (int64_t j = 0; j < pairs; j++) {
+                const uint16_t *bj = B + j * 2 * ldb + 2 * (nb + tp->shift[t]);
+                float b0[32], b1[32];
+                for (int n = 0; n < 32; n++) {
+                    b0[n] = cx_bf16_to_f32(bj[2 * n]);
+                    b1[n] = cx_bf16_to_f32(bj[2 * n + 1]);
+                }
+                for (int r = 0; r < 8; r++) {
+                    float a0 = cx_bf16_to_f32(a[r * Kp + 2 * j]);
+                    float a1 = cx_bf16_to_f32(a[r * Kp + 2 * j + 1]);
+                    for (int n = 0; n < 32; n++)
+                        acc[r][n] += a0 * b0[n] + a1 * b1[n];
+                }
             }
         }
         int rows = imin(8, M - mb), cols = imin(32, ncols - nb);
@@ -243,21 +262,37 @@ static void gemm_portable(int M, int64_t ncols, int64_t Kp, const uint16_t *A,
     }
 }
 
-void cpu_bf16_gemm(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
-                   int64_t ldb, float *C, int64_t ldc)
+static void gemm_taps(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const bf16_taps *tp,
+                      const uint16_t *B, int64_t ldb, float *C, int64_t ldc)
 {
 #ifdef CX_X86
     const cx_cpu_info *ci = cx_cpu();
     if (ci->amx_bf16) {
-        gemm_amx(M, ncols, Kp, A, B, ldb, C, ldc);
+        gemm_amx(M, ncols, Kp, A, tp, B, ldb, C, ldc);
         return;
     }
     if (ci->avx512_bf16) {
-        gemm_avx512(M, ncols, Kp, A, B, ldb, C, ldc);
+        gemm_avx512(M, ncols, Kp, A, tp, B, ldb, C, ldc);
         return;
     }
 #endif
-    gemm_portable(M, ncols, Kp, A, B, ldb, C, ldc);
+    gemm_portable(M, ncols, Kp, A, tp, B, ldb, C, ldc);
+}
+
+void cpu_bf16_gemm(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
+                   int64_t ldb, float *C, int64_t ldc)
+{
+    static const int64_t zero = 0;
+    bf16_taps tp = {1, 0, &zero};
+    gemm_taps(M, ncols, Kp, A, &tp, B, ldb, C, ldc);
+}
+
+void cpu_bf16_conv_taps(int Cout, int64_t ncols, int64_t Kp, const uint16_t *A, int ntaps,
+                        const int64_t *shift, const uint16_t *B, int64_t ldb, float *C,
+                        int64_t ldc)
+{
+    bf16_taps tp = {ntaps, (int64_t)Cout * Kp, shift};
+    gemm_taps(Cout, ncols, Kp, A, &tp, B, ldb, C, ldc);
 }
 
 const char *cpu_bf16_kernel(void)

@@ -18,6 +18,15 @@ void cpu_bf16_pack(const float *x, int K, int64_t P, const float *scale, const f
 void cpu_bf16_gemm(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const uint16_t *B,
                    int64_t ldb, float *C, int64_t ldc);
 
+/* C[co][n] = sum_t sum_k A[t*Cout*Kp + co*Kp + k] B(k, n + shift[t]), for
+ * co < Cout, n < ncols: a "same" convolution with ntaps = k*k taps over a
+ * spatially padded packed input (packed weights as in kernels/backend.h).
+ * Needs Cout % 16 == 0 (the kernels' row blocks stay inside the weights).
+ * B(k, n + shift) must be inside the buffer for n < ncols + 31. */
+void cpu_bf16_conv_taps(int Cout, int64_t ncols, int64_t Kp, const uint16_t *A, int ntaps,
+                        const int64_t *shift, const uint16_t *B, int64_t ldb, float *C,
+                        int64_t ldc);
+
 /* "amx", "avx512-bf16" or "portable": the kernel cpu_bf16_gemm uses here. */
 const char *cpu_bf16_kernel(void);
 

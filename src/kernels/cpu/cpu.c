@@ -191,20 +191,41 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
     }
 }
 
-/* bf16 convolution: one GEMM (kernels/cpu/bf16.c) for pointwise; for "same"
- * convolutions the kn2row GEMM into Z (k*k*Cout rows, a chunk of images at a
- * time) and the shifted sum in fp32. */
-static int kn2row_images_bf16(int N, int HW, int Cout, int k)
+/* bf16 convolution: one GEMM (kernels/cpu/bf16.c) for pointwise. "Same"
+ * convolutions with Cout % 16 == 0 (DenseNet's 3x3) copy the packed input
+ * into a spatially zero-padded grid (Hq = H + 2 pad rows of Wq = W + 2 pad)
+ * where every tap is a column shift, sum the k*k taps in the kernel's
+ * accumulators over the grid, and crop; other shapes use kn2row (GEMM into
+ * Z, k*k*Cout rows, then the shifted sum in fp32). */
+typedef struct {
+    int Hq, Wq;
+    int64_t Q, G, Qp; /* grid columns, guard columns before it, packed row length */
+} bf16_grid;
+
+static int bf16_direct(int Cout, int k) { return k > 1 && Cout % 16 == 0; }
+
+static bf16_grid bf16_grid_of(int N, int H, int W, int k)
 {
-    return kn2row_images(N, HW, Cout, k);
+    int pad = (k - 1) / 2;
+    bf16_grid g;
+    g.Hq = H + 2 * pad;
+    g.Wq = W + 2 * pad;
+    g.Q = (int64_t)N * g.Hq * g.Wq;
+    g.G = (int64_t)pad * g.Wq + pad;
+    g.Qp = ((2 * g.G + g.Q + 32 + 31) & ~(int64_t)31);
+    return g;
 }
 
 static size_t cpu_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
 {
-    (void)Cin;
     if (k == 1)
         return 0;
-    int nb = kn2row_images_bf16(N, H * W, Cout, k);
+    if (bf16_direct(Cout, k)) {
+        bf16_grid g = bf16_grid_of(N, H, W, k);
+        /* padded input (bf16, in float units) + padded output */
+        return (size_t)(cx_bf16_kpad(Cin) * g.Qp / 2) + 16 + (size_t)Cout * g.Q;
+    }
+    int nb = kn2row_images(N, H * W, Cout, k);
     return (size_t)k * k * Cout * ((size_t)H * W * nb + 32);
 }
 
@@ -218,7 +239,38 @@ static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, con
         cpu_bf16_gemm(Cout, P, Kp, w, x, Pp, y, P);
         return;
     }
-    int nb = kn2row_images_bf16(N, (int)HW, Cout, k), M = k * k * Cout;
+    if (bf16_direct(Cout, k)) {
+        int pad = (k - 1) / 2;
+        bf16_grid g = bf16_grid_of(N, H, W, k);
+        uint32_t *xq = (uint32_t *)scratch; /* one bf16 pair per uint32 */
+        float *yq = scratch + ((size_t)(Kp * g.Qp / 2) + 15) / 16 * 16;
+        const uint32_t *xs = (const uint32_t *)x;
+        int64_t pairs = Kp / 2;
+#pragma omp parallel for schedule(static) if (pairs * g.Qp > 65536)
+        for (int64_t j = 0; j < pairs; j++) {
+            uint32_t *d = xq + j * g.Qp;
+            const uint32_t *src = xs + j * Pp;
+            memset(d, 0, sizeof(uint32_t) * (size_t)g.Qp);
+            for (int n = 0; n < N; n++)
+                for (int iy = 0; iy < H; iy++)
+                    memcpy(d + g.G + ((int64_t)n * g.Hq + iy + pad) * g.Wq + pad,
+                           src + n * HW + (int64_t)iy * W, sizeof(uint32_t) * (size_t)W);
+        }
+        int64_t shift[49];
+        for (int q = 0; q < k * k && q < 49; q++)
+            shift[q] = (int64_t)(q / k - pad) * g.Wq + (q % k - pad);
+        cpu_bf16_conv_taps(Cout, g.Q, Kp, w, k * k, shift, (const uint16_t *)(xq + g.G), g.Qp,
+                           yq, g.Q);
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * P > CX_PAR_MIN)
+        for (int co = 0; co < Cout; co++)
+            for (int n = 0; n < N; n++)
+                for (int oy = 0; oy < H; oy++)
+                    memcpy(y + co * P + n * HW + (int64_t)oy * W,
+                           yq + co * g.Q + ((int64_t)n * g.Hq + oy + pad) * g.Wq + pad,
+                           sizeof(float) * (size_t)W);
+        return;
+    }
+    int nb = kn2row_images(N, (int)HW, Cout, k), M = k * k * Cout;
     for (int n0 = 0; n0 < N; n0 += nb) {
         int cnt = N - n0 < nb ? N - n0 : nb;
         int64_t cols = cnt * HW;
