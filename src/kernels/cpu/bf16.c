@@ -198,14 +198,20 @@ gemm_avx512(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const bf16_taps
     for (int64_t b = 0; b < nblk; b++) {
         int64_t nb = (b / nM) * 32, mb = (b % nM) * 8;
         __m512 acc[8][2];
+#pragma GCC unroll 8
         for (int r = 0; r < 8; r++)
             acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         for (int t = 0; t < tp->n; t++) {
             const uint16_t *a = A + t * tp->astep + mb * Kp;
             const uint16_t *bp = B + 2 * (nb + tp->shift[t]);
             for (int64_t j = 0; j < pairs; j++) {
+                /* pair rows are Pp columns apart (often > 4 KiB): the
+                 * hardware prefetchers do not follow, so we do */
+                _mm_prefetch((const char *)(bp + (j + 12) * 2 * ldb), _MM_HINT_T0);
+                _mm_prefetch((const char *)(bp + (j + 12) * 2 * ldb + 32), _MM_HINT_T0);
                 __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb);
                 __m512bh b1 = (__m512bh)_mm512_loadu_si512(bp + j * 2 * ldb + 32);
+#pragma GCC unroll 8 /* keeps the 16 accumulators in registers */
                 for (int r = 0; r < 8; r++) {
                     uint32_t pair;
                     memcpy(&pair, a + r * Kp + 2 * j, sizeof pair);
