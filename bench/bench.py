@@ -3,10 +3,14 @@
 
   bench/bench.py [--chexnet build/chexnet] [--repeat 10] [--threads N] [--quick]
 
+The last lines compare the figures with the targets of issue #6.
+
 Each configuration runs in its own process (so peak RSS is per process):
   chexnet forward, batch 1 and 16       (chexnet bench)
   chexnet training step, batch 16       (chexnet bench --train)
+  chexnet bf16 forward, batch 1 and 16  (chexnet bench --precision bf16)
   PyTorch forward: eager, channels_last, torch.jit.freeze; batch 1 and 16
+  PyTorch bf16 forward: torch.autocast("cpu", bfloat16), eager and channels_last
   PyTorch training step batch 16: eager, channels_last, memory_efficient=True
 Medians over repeats after warm-up; images/s; GFLOP/s (DenseNet-121 224x224:
 5.67 GFLOP forward, 3x per trained image); ratio to PyTorch's best. Timings are
@@ -40,7 +44,10 @@ def torch_worker(cfg):
     times = []
     if cfg["what"] == "forward":
         m.eval()
-        with torch.no_grad():
+        import contextlib
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.get("bf16") \
+            else contextlib.nullcontext()
+        with torch.no_grad(), amp:
             f = m
             if cfg["variant"] == "jit":
                 f = torch.jit.freeze(torch.jit.script(m))
@@ -84,6 +91,8 @@ def run_chexnet(exe, what, batch, threads, repeat, warmup):
            str(warmup), "--threads", str(threads), "--json"]
     if what == "train":
         cmd.append("--train")
+    if what == "bf16":
+        cmd += ["--precision", "bf16"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": r.stderr.strip()}
@@ -103,31 +112,45 @@ def main():
         return
     rep, wu = (3, 1) if a.quick else (a.repeat, 2)
     rows = []
-    for what, batch in (("forward", 1), ("forward", 16), ("train", 16)):
+    for what, batch in (("forward", 1), ("forward", 16), ("train", 16), ("bf16", 1),
+                        ("bf16", 16)):
         r_rep = max(3, rep // 3) if what == "train" else rep
         ours = run_chexnet(a.chexnet, what, batch, a.threads, r_rep, wu)
-        variants = ["eager", "channels_last", "jit"] if what == "forward" else \
-                   ["eager", "channels_last", "memory_efficient"]
+        variants = {"forward": ["eager", "channels_last", "jit"],
+                    "bf16": ["bf16 eager", "bf16 channels_last"],
+                    "train": ["eager", "channels_last", "memory_efficient"]}[what]
         theirs = {}
         for v in variants:
-            cfg = {"what": what, "batch": batch, "threads": a.threads, "repeat": r_rep,
-                   "warmup": wu, "variant": "eager" if v == "memory_efficient" else v,
-                   "memory_efficient": v == "memory_efficient"}
+            base = v.replace("bf16 ", "")
+            cfg = {"what": "train" if what == "train" else "forward", "batch": batch,
+                   "threads": a.threads, "repeat": r_rep, "warmup": wu,
+                   "variant": "eager" if base == "memory_efficient" else base,
+                   "memory_efficient": base == "memory_efficient", "bf16": what == "bf16"}
             theirs[v] = run_torch(cfg)
         rows.append((what, batch, ours, theirs))
 
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    print("machine: %s, %d CPUs; chexnet bf16 kernel: %s"
+          % (cpu, os.cpu_count(), next((r[2].get("kernel") for r in rows if r[0] == "bf16"
+                                         and "kernel" in r[2]), "?")))
     print("chexnet vs PyTorch, %d threads, median of repeats (lower time is better)" % a.threads)
-    print("%-22s %-18s %10s %9s %9s %9s" % ("figure", "system", "time", "img/s", "GFLOP/s",
+    print("%-23s %-24s %10s %9s %9s %9s" % ("figure", "system", "time", "img/s", "GFLOP/s",
                                               "peak RSS"))
     for what, batch, ours, theirs in rows:
         fl = FWD_GFLOP * batch * (3 if what == "train" else 1)
-        name = "%s batch %d" % ("inference" if what == "forward" else "training step", batch)
+        name = "%s batch %d" % ({"forward": "inference", "bf16": "bf16 inference",
+                                  "train": "training step"}[what], batch)
 
         def line(system, r):
             if "error" in r:
-                print("%-22s %-18s %s" % (name, system, r["error"][:60]))
+                print("%-23s %-24s %s" % (name, system, r["error"][:60]))
                 return
-            print("%-22s %-18s %8.1f ms %9.2f %9.1f %7.0f MB" % (
+            print("%-23s %-24s %8.1f ms %9.2f %9.1f %7.0f MB" % (
                 name, system, r["median_s"] * 1e3, batch / r["median_s"], fl / r["median_s"],
                 r["peak_rss_mb"]))
         line("chexnet", ours)
@@ -137,14 +160,45 @@ def main():
             if "error" not in r and v != "memory_efficient" and (best is None or r["median_s"] < best[1]):
                 best = (v, r["median_s"])
         if best and "error" not in ours:
-            print("%-22s %-18s ratio chexnet/PyTorch best (%s): %.2fx time (%s)" % (
+            print("%-23s %-24s ratio chexnet/PyTorch best (%s): %.2fx time (%s)" % (
                 name, "", best[0], ours["median_s"] / best[1],
                 "faster" if ours["median_s"] < best[1] else "slower"))
+        if what == "bf16" and "error" not in ours:
+            fp32 = [r for r in rows if r[0] == "forward" and r[1] == batch]
+            if fp32:
+                t32 = [v["median_s"] for v in fp32[0][3].values() if "error" not in v]
+                if t32:
+                    print("%-23s %-24s ratio to PyTorch's best fp32: %.2fx time" % (
+                        name, "", ours["median_s"] / min(t32)))
         if what == "train":
             me = theirs.get("memory_efficient", {})
             if "error" not in me and "error" not in ours:
-                print("%-22s %-18s peak RSS chexnet %.0f MB vs PyTorch memory_efficient %.0f MB"
+                print("%-23s %-24s peak RSS chexnet %.0f MB vs PyTorch memory_efficient %.0f MB"
                       % (name, "", ours["peak_rss_mb"], me["peak_rss_mb"]))
+
+    # the targets of issue #6 (fp32 unless named)
+    got = {(w, b): r[2] for r in rows for (w, b) in [(r[0], r[1])]}
+
+    def med(w, b):
+        r = got.get((w, b), {})
+        return r.get("median_s") if "error" not in r else None
+    checks = [("inference batch 1 <= 30 ms", med("forward", 1), lambda t: t * 1e3, 30, "ms", 1),
+              ("inference batch 16 >= 28 img/s", med("forward", 16), lambda t: 16 / t, 28,
+               "img/s", -1),
+              ("training step batch 16 <= 1.5 s", med("train", 16), lambda t: t, 1.5, "s", 1),
+              ("bf16 inference batch 1 <= 15 ms", med("bf16", 1), lambda t: t * 1e3, 15, "ms", 1)]
+    print("targets:")
+    for label, t, f, bar, unit, sign in checks:
+        if t is None:
+            print("  %-34s not measured" % label)
+            continue
+        v = f(t)
+        ok = v <= bar if sign > 0 else v >= bar
+        print("  %-34s %8.2f %-5s %s" % (label, v, unit, "met" if ok else "NOT met"))
+    tr = got.get(("train", 16), {})
+    if "peak_rss_mb" in tr:
+        print("  %-34s %8.0f %-5s %s" % ("training peak RSS <= 1 GB", tr["peak_rss_mb"], "MB",
+                                         "met" if tr["peak_rss_mb"] <= 1024 else "NOT met"))
 
 
 if __name__ == "__main__":
