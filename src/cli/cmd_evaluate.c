@@ -24,7 +24,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: chexnet evaluate --pred PRED.csv --labels LABELS [options]\n"
             "       chexnet evaluate --model FILE --labels LABELS --images DIR\n"
-            "                        [--save-pred P.csv] [--ten-crop] [--batch N] [options]\n\n"
+            "                        [--save-pred P.csv] [--ten-crop] [--batch N]\n"
+            "                        [--precision fp32|bf16] [options]\n\n"
             "Per-class AUROC (exact, ties as scikit-learn), mean AUROC, operating points\n"
             "(sensitivity, specificity, PPV, NPV, F1) and percentile-bootstrap 95%% CIs on\n"
             "every figure.\n\n"
@@ -54,7 +55,8 @@ static void usage(FILE *f)
             "  --images DIR        ... on every PNG/JPEG under DIR (recursively)\n"
             "  --save-pred P.csv   ... and save those predictions\n"
             "  --ten-crop          ... averaging 10 crops (arnoweng/CheXNet)\n"
-            "  --batch N           ... images per forward pass (default 16)\n\n"
+            "  --batch N           ... images per forward pass (default 16)\n"
+            "  --precision P       ... in fp32 (default) or bf16 (see chexnet predict)\n\n"
             "An undefined AUROC (a class without positives or negatives) is reported as\n"
             "undefined (null in JSON), never as a number. Exit status: 0 ok, 1 error,\n"
             "2 usage.\n");
@@ -72,7 +74,7 @@ static int need_arg(int i, int argc, char **argv)
 /* ----------------------------------------------------------- prediction */
 
 static int predict_dir(const char *model_path, const char *dir, int ten_crop, int batch,
-                       cx_pred_table **out)
+                       cx_precision prec, cx_pred_table **out)
 {
     cx_err err = {0};
     cx_model *m = NULL;
@@ -113,7 +115,8 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         goto out;
     }
     if (cx_pred_new((int)files.n, nc, names, &p, &err) ||
-        cx_ctx_new(m, batch * crops, S, S, CX_BACKEND_CPU, &ctx, &err)) {
+        cx_ctx_new(m, batch * crops, S, S, CX_BACKEND_CPU, &ctx, &err) ||
+        cx_ctx_set_precision(ctx, prec, &err)) {
         rc = cli_fail(CMD, &err);
         goto out;
     }
@@ -243,7 +246,7 @@ int cmd_evaluate(int argc, char **argv)
                *save_pred = NULL, *title = NULL, *dump_path = NULL, *op = NULL;
     long boot = 10000, seed = 0, threads = 0, batch = 16, dump_count = 10;
     double threshold = 0.5;
-    int threshold_given = 0, ten_crop = 0;
+    int threshold_given = 0, ten_crop = 0, prec = CX_PRECISION_F32, precision_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
 #define STR_OPT(name, var)                                                                   \
@@ -295,6 +298,16 @@ int cmd_evaluate(int argc, char **argv)
             ten_crop = 1;
             continue;
         }
+        if (!strcmp(a, "--precision")) {
+            if (!need_arg(i, argc, argv))
+                return 2;
+            if ((prec = cx_precision_parse(argv[++i])) < 0) {
+                cli_error(CMD, "unknown --precision '%s' (fp32 or bf16)", argv[i]);
+                return 2;
+            }
+            precision_given = 1;
+            continue;
+        }
         cli_error(CMD, "unknown option '%s' (see --help)", a);
         return 2;
 #undef STR_OPT
@@ -316,8 +329,8 @@ int cmd_evaluate(int argc, char **argv)
         cli_error(CMD, "--model needs --images DIR");
         return 2;
     }
-    if (!model_path && (images_dir || save_pred || ten_crop)) {
-        cli_error(CMD, "--images, --save-pred and --ten-crop go with --model");
+    if (!model_path && (images_dir || save_pred || ten_crop || precision_given)) {
+        cli_error(CMD, "--images, --save-pred, --ten-crop and --precision go with --model");
         return 2;
     }
     cx_eval_opts o;
@@ -362,7 +375,8 @@ int cmd_evaluate(int argc, char **argv)
     cx_labels *labels = NULL;
     cx_eval_result *res = NULL;
     if (model_path) {
-        rc = predict_dir(model_path, images_dir, ten_crop, (int)batch, &pred);
+        rc = predict_dir(model_path, images_dir, ten_crop, (int)batch, (cx_precision)prec,
+                         &pred);
         if (rc)
             goto out;
         rc = 1;
