@@ -703,6 +703,6 @@ static const cx_ops CPU_OPS = {
 
 const cx_ops *cx_ops_cpu(void)
 {
-    cx_blis_configure(); /* before the first GEMM */
+    cx_blis_configure(0); /* before the first GEMM: a mode set earlier stays */
     return &CPU_OPS;
 }
