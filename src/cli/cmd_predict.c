@@ -46,7 +46,9 @@ static void usage(FILE *f)
             "                       [--backend cpu|ref] [--precision fp32|bf16] INPUT...\n\n"
             "Probabilities of each finding for chest X-ray images (PNG or JPEG).\n\n"
             "  INPUT             an image, a directory (recursed: *.png, *.jpg, *.jpeg),\n"
-            "                    or @LIST (a text file with one input per line)\n"
+            "                    @LIST (a text file with one input per line), or\n"
+            "                    packs made by chexnet prepare (FILE.cxpack; rows are\n"
+            "                    named by the pack's image names; no --cam, --ten-crop)\n"
             "  --model FILE      safetensors model (default: the bundled model, or\n"
             "                    $CHEXNET_MODEL)\n"
             "  --format F        json (one object per line), csv, or table\n"
@@ -229,6 +231,134 @@ static char *cam_path(const char *dir, const char *image, const char *cls)
     return out;
 }
 
+/* ------------------------------------------------------------ packs */
+
+static int is_pack_arg(const char *a)
+{
+    size_t n = strlen(a);
+    return n > 7 && !strcmp(a + n - 7, ".cxpack");
+}
+
+/* Every image of a pack made by 'chexnet prepare': the threaded loader
+ * (prefetching, no decoding) feeds the network; rows are named by the
+ * pack's image names. */
+static int predict_pack(const char *path, cx_model *m, cx_ctx *ctx, int batch, int fmt,
+                        long *done, long total, cli_progress *prog)
+{
+    cx_err err = {0};
+    cx_dataset *ds = NULL;
+    cx_loader *ld = NULL;
+    float *x = NULL, *y = NULL, *logits = NULL, *prob = NULL;
+    int *ids = NULL, *all = NULL, rc = 1;
+    int nc = cx_model_num_classes(m);
+    if (cx_pack_open(path, &ds, &err)) {
+        cli_error(CMD, "%s", err.msg);
+        return 1;
+    }
+    cx_loader_opts lo;
+    cx_loader_opts_default(&lo);
+    lo.batch = batch;
+    lo.size = cx_model_input_size(m);
+    lo.channels = cx_model_config(m)->in_channels;
+    cx_model_normalization(m, lo.mean, lo.std);
+    lo.shuffle = 0;
+    lo.augment = 0;
+    lo.drop_last = 0;
+    int K = cx_dataset_num_classes(ds);
+    x = malloc(sizeof(float) * (size_t)batch * lo.channels * lo.size * lo.size);
+    y = malloc(sizeof(float) * (size_t)batch * (K > 0 ? K : 1));
+    ids = malloc(sizeof(int) * (size_t)batch);
+    logits = malloc(sizeof(float) * (size_t)batch * nc);
+    prob = malloc(sizeof(float) * (size_t)nc);
+    if (!x || !y || !ids || !logits || !prob) {
+        cli_error(CMD, "out of memory");
+        goto out;
+    }
+    int nimg = cx_dataset_size(ds);
+    all = malloc(sizeof(int) * (size_t)(nimg > 0 ? nimg : 1));
+    if (!all) {
+        cli_error(CMD, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nimg; i++)
+        all[i] = i;
+    if (cx_loader_new(ds, all, nimg, &lo, &ld, &err)) {
+        cli_error(CMD, "%s: %s", path, err.msg);
+        goto out;
+    }
+    int n;
+    cx_status st;
+    while (!(st = cx_loader_next(ld, x, y, ids, &n, &err)) && n > 0) {
+        if (cx_forward(ctx, x, n, logits, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto out;
+        }
+        for (int j = 0; j < n; j++) {
+            for (int c = 0; c < nc; c++)
+                prob[c] = cx_sigmoid(logits[(size_t)j * nc + c]);
+            print_result(fmt, m, cx_dataset_name(ds, ids[j]), prob);
+        }
+        fflush(stdout);
+        *done += n;
+        cli_progress_update(prog, *done);
+        (void)total;
+    }
+    if (st) {
+        cli_error(CMD, "%s: %s", path, err.msg);
+        goto out;
+    }
+    rc = 0;
+out:
+    cx_loader_free(ld);
+    cx_dataset_free(ds);
+    free(x);
+    free(y);
+    free(ids);
+    free(all);
+    free(logits);
+    free(prob);
+    return rc;
+}
+
+static int predict_packs(cli_strvec *packs, cx_model *m, int batch, int fmt,
+                         cx_backend_id backend, int prec)
+{
+    cx_err err = {0};
+    long total = 0, done = 0;
+    for (size_t i = 0; i < packs->n; i++) {
+        cx_dataset *ds = NULL;
+        if (cx_pack_open(packs->v[i], &ds, &err)) {
+            cli_error(CMD, "%s", err.msg);
+            return 1;
+        }
+        total += cx_dataset_size(ds);
+        cx_dataset_free(ds);
+    }
+    int S = cx_model_input_size(m), nc = cx_model_num_classes(m);
+    if (batch > total && total > 0)
+        batch = (int)total;
+    cx_ctx *ctx = NULL;
+    if (cx_ctx_new(m, batch, S, S, backend, &ctx, &err) ||
+        cx_ctx_set_precision(ctx, (cx_precision)prec, &err))
+        return cli_fail(CMD, &err);
+    if (fmt == FMT_CSV) {
+        fputs("image", stdout);
+        for (int c = 0; c < nc; c++) {
+            fputc(',', stdout);
+            csv_field(stdout, cx_model_class_name(m, c));
+        }
+        fputc('\n', stdout);
+    }
+    cli_progress prog;
+    cli_progress_start(&prog, "predict", "img", total);
+    int rc = 0;
+    for (size_t i = 0; i < packs->n && !rc; i++)
+        rc = predict_pack(packs->v[i], m, ctx, batch, fmt, &done, total, &prog);
+    cli_progress_end(&prog);
+    cx_ctx_free(ctx);
+    return rc;
+}
+
 /* ------------------------------------------------------------ main */
 
 int cmd_predict(int argc, char **argv)
@@ -365,6 +495,30 @@ int cmd_predict(int argc, char **argv)
     }
     cx_set_blas_mode(CX_BLAS_FAST); /* inference: the faster BLIS kernels (chexnet.h) */
     cx_set_threads((int)threads);   /* 0: all cores (OpenMP and BLIS alike) */
+
+    /* packs made by 'chexnet prepare': all inputs, or none */
+    size_t npack = 0;
+    for (size_t i = 0; i < args.n; i++)
+        npack += is_pack_arg(args.v[i]);
+    if (npack) {
+        if (npack != args.n || cam_dir || ten_crop) {
+            cli_error(CMD, "a .cxpack input goes alone (other packs only), without --cam or "
+                           "--ten-crop");
+            free(args.v);
+            return 2;
+        }
+        cli_strvec packs = {args.v, args.n, args.cap};
+        cx_err perr = {0};
+        cx_model *pm = NULL;
+        if (cx_model_load(model_path, &pm, &perr)) {
+            free(args.v);
+            return cli_fail(CMD, &perr);
+        }
+        int prc = predict_packs(&packs, pm, (int)batch, fmt, backend, prec);
+        cx_model_free(pm);
+        free(args.v);
+        return prc;
+    }
 
     /* inputs */
     int nerr = 0;

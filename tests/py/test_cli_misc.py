@@ -1,5 +1,7 @@
 """Small CLI commands: --help of every command, init / info / export
-(dtype, metadata, class names; the result loads in torchvision strict)."""
+(dtype, metadata, class names; the result loads in torchvision strict);
+predict from a pack made by chexnet prepare (same probabilities as from the
+image files, fp32 and bf16; misuse refused)."""
 import json
 import os
 import subprocess
@@ -55,8 +57,45 @@ def main():
     m.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()},
                       strict=True)
     check("exported f16 file loads in torchvision (strict)", True)
+    predict_from_pack(tmp, a)
     print("%d passed, %d failed" % (len(passes), len(failures)))
     sys.exit(1 if failures else 0)
+
+
+def predict_from_pack(tmp, model):
+    kdir = os.path.join(cxtest.DATA, "kermany-224")
+    if not os.path.isdir(kdir):
+        print("SKIP predict from a pack: no %s" % kdir)
+        return
+    manifest = os.path.join(kdir, "manifest.csv")
+    with open(manifest) as f:
+        rows = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    pick = rows[::400][:12]  # normal and pneumonia images
+    only = os.path.join(tmp, "only.txt")
+    with open(only, "w") as f:
+        f.write("\n".join(pick) + "\n")
+    pack = os.path.join(tmp, "some.cxpack")
+    r = run("prepare", "--manifest", manifest, "--only", only, "-o", pack)
+    check("prepare a pack of %d images" % len(pick), r.returncode == 0, r.stderr.strip()[-200:])
+    for prec in ("fp32", "bf16"):
+        rp = run("predict", "--model", model, "--precision", prec, "--format", "csv",
+                 "--batch", "5", pack)
+        rf = run("predict", "--model", model, "--precision", prec, "--format", "csv",
+                 "--batch", "5", *[os.path.join(kdir, p) for p in pick])
+        def table(out, strip):
+            t = {}
+            for line in out.splitlines()[1:]:
+                name, *vals = line.split(",")
+                t[name[len(strip):] if strip and name.startswith(strip) else name] = vals
+            return t
+        tp, tf = table(rp.stdout, ""), table(rf.stdout, kdir + "/")
+        check("predict %s from the pack equals predict from the files" % prec,
+              rp.returncode == 0 and rf.returncode == 0 and len(tp) == len(pick) and tp == tf,
+              "%d rows vs %d; %s" % (len(tp), len(tf), rp.stderr.strip()[-200:]))
+    r = run("predict", "--model", model, pack, os.path.join(kdir, pick[0]))
+    check("a pack mixed with image files is refused", r.returncode == 2, r.stderr.strip())
+    r = run("predict", "--model", model, "--cam", os.path.join(tmp, "cam"), pack)
+    check("a pack with --cam is refused", r.returncode == 2, r.stderr.strip())
 
 
 if __name__ == "__main__":
