@@ -493,6 +493,10 @@ int cmd_predict(int argc, char **argv)
             return 2;
         }
     }
+    if (prec == CX_PRECISION_BF16 && backend == CX_BACKEND_CPU &&
+        !strcmp(cx_bf16_kernel(backend), "portable"))
+        cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16: bf16 runs in "
+                       "portable C, slower than fp32");
     cx_set_blas_mode(CX_BLAS_FAST); /* inference: the faster BLIS kernels (chexnet.h) */
     cx_set_threads((int)threads);   /* 0: all cores (OpenMP and BLIS alike) */
 
