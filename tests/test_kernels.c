@@ -114,6 +114,29 @@ static void test_pools(void **state)
         assert_true(y2[i] < 0);
     free(y1), free(y2);
 
+    /* assorted widths (1 to 113), windows and strides, NaN propagation */
+    static const int kinds[][3] = {{3, 2, 1}, {3, 1, 1}, {2, 2, 0}, {3, 2, 0}, {5, 3, 2}};
+    static const int widths[] = {1, 2, 3, 4, 5, 7, 8, 11, 56, 113};
+    for (size_t a = 0; a < sizeof kinds / sizeof *kinds; a++)
+        for (size_t b = 0; b < sizeof widths / sizeof *widths; b++) {
+            int k = kinds[a][0], st = kinds[a][1], pd = kinds[a][2], Wd = widths[b], Hd = 9;
+            if (Wd + 2 * pd < k)
+                continue;
+            size_t nxx = (size_t)2 * 2 * Hd * Wd;
+            float *xx = rand_buf(&r, nxx, -2, 2);
+            xx[nxx / 3] = NAN;
+            int ho = cx_out_size(Hd, k, st, pd), wo = cx_out_size(Wd, k, st, pd);
+            size_t nyy = (size_t)2 * 2 * ho * wo;
+            float *z1 = malloc(nyy * 4), *z2 = malloc(nyy * 4);
+            cx_ops_ref()->maxpool(xx, 2, 2, Hd, Wd, k, st, pd, z1);
+            cx_ops_cpu()->maxpool(xx, 2, 2, Hd, Wd, k, st, pd, z2);
+            for (size_t i = 0; i < nyy; i++)
+                if (!(z1[i] == z2[i] || (isnan(z1[i]) && isnan(z2[i]))))
+                    fail_msg("maxpool k%d s%d p%d W %d: element %zu %g vs %g", k, st, pd, Wd, i,
+                             z2[i], z1[i]);
+            free(xx), free(z1), free(z2);
+        }
+
     float *x2 = rand_buf(&r, nx, -2, 2);
     size_t na = (size_t)C * N * (H / 2) * (W / 2);
     y1 = malloc(na * 4), y2 = malloc(na * 4);

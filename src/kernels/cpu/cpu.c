@@ -311,7 +311,24 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
                         for (int ix = 0; ix < W; ix++)
                             rowmax[ix] = max_nan(rowmax[ix], xr[ix]);
                     }
+                    /* windows wholly inside the row: ox in [in0, in1) */
+                    int in0 = (pad + s - 1) / s, in1 = (W - k + pad) / s + 1;
+                    if (in1 > Wo)
+                        in1 = Wo;
+                    if (in0 > in1)
+                        in0 = in1;
                     for (int ox = 0; ox < Wo; ox++) {
+                        if (ox == in0 && k == 3) {
+                            /* the common 3-wide window, branch-free */
+                            const float *r = rowmax + in0 * s - pad;
+                            float *yr = yp + oy * Wo;
+                            for (; ox < in1; ox++, r += s) {
+                                float m = max_nan(max_nan(r[0], r[1]), r[2]);
+                                yr[ox] = m;
+                            }
+                            if (ox >= Wo)
+                                break;
+                        }
                         int x0 = ox * s - pad, x1 = x0 + k;
                         if (x0 < 0)
                             x0 = 0;
