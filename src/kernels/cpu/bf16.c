@@ -33,7 +33,7 @@ pack_avx512(const float *x, int K, int64_t P, const float *scale, const float *s
     for (int i = 0; i < 32; i++)
         perm[i] = (uint16_t)((i & 1) ? 16 + i / 2 : i / 2);
     const __m512i idx = _mm512_loadu_si512(perm);
-#pragma omp parallel for schedule(static) if (Kp * P > 65536)
+#pragma omp parallel for schedule(static) if (Kp * P > 16384)
     for (int64_t j = 0; j < pairs; j++) {
         uint16_t *o = out + j * 2 * Pp;
         int k0 = (int)(2 * j), k1 = k0 + 1;
@@ -68,7 +68,7 @@ static void pack_portable(const float *x, int K, int64_t P, const float *scale,
                           const float *shift, uint16_t *out)
 {
     int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
-#pragma omp parallel for schedule(static) if (Kp * P > 65536)
+#pragma omp parallel for schedule(static) if (Kp * P > 16384)
     for (int64_t j = 0; j < pairs; j++) {
         uint16_t *o = out + j * 2 * Pp;
         memset(o, 0, sizeof(uint16_t) * 2 * (size_t)Pp);
