@@ -320,11 +320,17 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
                     for (int ox = 0; ox < Wo; ox++) {
                         if (ox == in0 && k == 3) {
                             /* the common 3-wide window, branch-free */
-                            const float *r = rowmax + in0 * s - pad;
+                            const float *r = rowmax - pad;
                             float *yr = yp + oy * Wo;
-                            for (; ox < in1; ox++, r += s) {
-                                float m = max_nan(max_nan(r[0], r[1]), r[2]);
-                                yr[ox] = m;
+                            if (s == 2) { /* constant stride: vectorised */
+#pragma omp simd
+                                for (int o = in0; o < in1; o++)
+                                    yr[o] = max_nan(max_nan(r[2 * o], r[2 * o + 1]), r[2 * o + 2]);
+                                ox = in1;
+                            }
+                            for (; ox < in1; ox++) {
+                                const float *q = r + ox * s;
+                                yr[ox] = max_nan(max_nan(q[0], q[1]), q[2]);
                             }
                             if (ox >= Wo)
                                 break;
