@@ -91,6 +91,14 @@ static void test_conv(void **state)
     /* kn2row ("same" convolutions) split into chunks of images */
     check_conv(8, 10, 56, 56, 32, 3, 1, 1);
     check_conv(6, 2, 9, 7, 5, 5, 1, 2);
+    /* im2col's column ranges at the borders: assorted strides, pads, widths */
+    check_conv(3, 1, 7, 5, 4, 7, 2, 3);
+    check_conv(3, 2, 6, 6, 4, 7, 2, 3);
+    check_conv(2, 1, 4, 1, 3, 3, 2, 1);
+    check_conv(4, 1, 10, 11, 3, 3, 3, 1);
+    check_conv(4, 2, 9, 12, 3, 5, 2, 2);
+    check_conv(4, 1, 9, 9, 3, 1, 2, 0);
+    check_conv(3, 1, 11, 13, 2, 4, 3, 2);
 }
 
 static void test_pools(void **state)

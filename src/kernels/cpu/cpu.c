@@ -137,10 +137,27 @@ static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, i
                     for (int ox = hi > lo ? hi : lo; ox < Wo; ox++)
                         drow[ox] = 0.0f;
                 } else {
-                    for (int ox = 0; ox < Wo; ox++) {
-                        int ix = ox * s - pad + kx;
-                        drow[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+                    /* ox range with ix = ox*s - pad + kx inside [0, W) */
+                    int off = kx - pad;
+                    int lo = off >= 0 ? 0 : (-off + s - 1) / s;
+                    int hi = W - 1 - off < 0 ? 0 : (W - 1 - off) / s + 1;
+                    if (hi > Wo)
+                        hi = Wo;
+                    if (lo > hi)
+                        lo = hi;
+                    for (int ox = 0; ox < lo; ox++)
+                        drow[ox] = 0.0f;
+                    const float *sr = srow + off;
+                    if (s == 2) { /* the stem's stride: constant, vectorised */
+#pragma omp simd
+                        for (int ox = lo; ox < hi; ox++)
+                            drow[ox] = sr[2 * ox];
+                    } else {
+                        for (int ox = lo; ox < hi; ox++)
+                            drow[ox] = sr[ox * s];
                     }
+                    for (int ox = hi; ox < Wo; ox++)
+                        drow[ox] = 0.0f;
                 }
             }
         }
