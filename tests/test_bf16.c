@@ -159,6 +159,59 @@ static void test_conv(void **state)
     conv_case(1, 1, 1, 1, 1, 1, 8);
 }
 
+/* The grid layout: packing equal to the reference bit for bit (borders and
+ * tail included), convolutions of grid input equal to the reference and,
+ * bit for bit, to the same convolution of plain packed input. */
+static void grid_case(int Cin, int Cout, int N, int H, int W, int k, int bn, uint64_t seed)
+{
+    const cx_ops *ref = cx_ops_ref(), *cpu = cx_ops_cpu();
+    cx_rng r;
+    cx_rng_seed(&r, seed);
+    int64_t P = (int64_t)N * H * W;
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    float *x = rand_buf(&r, (size_t)(Cin * P), -1, 2);
+    float *sc = rand_buf(&r, Cin, -2, 2), *sh = rand_buf(&r, Cin, -1, 1);
+    float *w = rand_buf(&r, (size_t)Cout * Cin * k * k, -0.5f, 0.5f);
+    size_t ng = (size_t)(cx_bf16_kpad(Cin) * g.Qp);
+    size_t nx = (size_t)(cx_bf16_kpad(Cin) * cx_bf16_ppad(P));
+    size_t nw = (size_t)(cx_bf16_mpad((int64_t)k * k * Cout) * cx_bf16_kpad(Cin));
+    uint16_t *g1 = malloc(ng * 2), *g2 = malloc(ng * 2), *xp = malloc(nx * 2),
+             *wp = malloc(nw * 2);
+    memset(g1, 0x11, ng * 2);
+    memset(g2, 0x22, ng * 2);
+    ref->pack_bf16_grid(x, Cin, N, H, W, bn ? sc : NULL, sh, k, g1);
+    cpu->pack_bf16_grid(x, Cin, N, H, W, bn ? sc : NULL, sh, k, g2);
+    if (memcmp(g1, g2, ng * 2))
+        fail_msg("grid pack Cin %d N %d %dx%d k %d differs from the reference", Cin, N, H, W, k);
+    cpu->pack_bf16(x, Cin, P, bn ? sc : NULL, sh, xp);
+    cx_bf16_pack_conv_weights(w, Cout, Cin, k, wp);
+    size_t n_out = (size_t)Cout * P;
+    float *y1 = malloc(n_out * 4), *y2 = malloc(n_out * 4), *y3 = malloc(n_out * 4);
+    size_t s2 = cpu->conv_grid_bf16_scratch(Cin, N, H, W, Cout, k);
+    size_t s3 = cpu->conv_bf16_scratch(Cin, N, H, W, Cout, k);
+    float *scr = malloc(4 * (s2 > s3 ? s2 : s3) + 64);
+    ref->conv2d_grid_bf16(g1, Cin, N, H, W, wp, Cout, k, y1, NULL, 0);
+    cpu->conv2d_grid_bf16(g2, Cin, N, H, W, wp, Cout, k, y2, scr, s2);
+    cpu->conv2d_bf16(xp, Cin, N, H, W, wp, Cout, k, y3, scr, s3);
+    double e = rel_max(y2, y1, n_out);
+    if (!(e < 2e-6))
+        fail_msg("grid conv Cin %d Cout %d N %d %dx%d k %d: cpu vs ref %.3g", Cin, Cout, N, H, W,
+                 k, e);
+    assert_memory_equal(y2, y3, n_out * 4);
+    free(x), free(sc), free(sh), free(w), free(g1), free(g2), free(xp), free(wp);
+    free(y1), free(y2), free(y3), free(scr);
+}
+
+static void test_grid(void **state)
+{
+    grid_case(128, 32, 1, 56, 56, 3, 1, 11); /* DenseNet block 1 */
+    grid_case(128, 32, 3, 7, 7, 3, 1, 12);   /* block 4, batch 3 */
+    grid_case(33, 20, 2, 5, 9, 3, 1, 13);    /* odd channels, Cout not a multiple of 8 */
+    grid_case(17, 5, 2, 6, 4, 5, 0, 14);     /* 5x5, no BN */
+    grid_case(2, 1, 1, 1, 1, 3, 1, 15);      /* 1x1 image */
+    grid_case(64, 48, 2, 3, 1, 3, 1, 16);    /* one column */
+}
+
 static void perturb_bn(cx_model *m, uint64_t seed)
 {
     cx_rng r;
@@ -235,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_rounding),
         cmocka_unit_test(test_pack),
         cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_grid),
         cmocka_unit_test(test_forward_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -98,6 +98,17 @@ typedef struct cx_ops {
     void (*conv2d_bf16)(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
                         int Cout, int k, float *y, float *scratch, size_t scratch_n);
     size_t (*conv_bf16_scratch)(int Cin, int N, int H, int W, int Cout, int k);
+    /* As pack_bf16, into the zero-padded grid layout of a following "same"
+     * convolution of odd kernel k (cx_bf16_grid below); x: CNHW
+     * [K][N][H][W]. */
+    void (*pack_bf16_grid)(const float *x, int K, int N, int H, int W, const float *scale,
+                           const float *shift, int k, uint16_t *out);
+    /* "Same" convolution (odd k) of a grid-packed input; otherwise as
+     * conv2d_bf16. */
+    void (*conv2d_grid_bf16)(const uint16_t *xg, int Cin, int N, int H, int W,
+                             const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                             size_t scratch_n);
+    size_t (*conv_grid_bf16_scratch)(int Cin, int N, int H, int W, int Cout, int k);
     /* Name of the bf16 kernel this backend runs on this machine. */
     const char *(*bf16_kernel)(void);
 } cx_ops;
@@ -115,7 +126,31 @@ typedef struct cx_ops {
  * Mp = cx_bf16_mpad(M) and columns to Kp = cx_bf16_kpad(Cin), padding zero. */
 static inline int64_t cx_bf16_kpad(int64_t K) { return (K + 31) & ~(int64_t)31; }
 static inline int64_t cx_bf16_ppad(int64_t P) { return ((P + 31) & ~(int64_t)31) + 32; }
-static inline int64_t cx_bf16_mpad(int64_t M) { return (M + 31) & ~(int64_t)31; }
+/* 32 spare rows: kernels may read whole 32-row blocks from any row. */
+static inline int64_t cx_bf16_mpad(int64_t M) { return ((M + 31) & ~(int64_t)31) + 32; }
+
+/* The grid layout: the input of a "same" convolution of odd kernel k (pad
+ * p = (k-1)/2) over N images of H x W, zero-padded so that every tap is a
+ * column shift: channel pairs as above, with element (c, n, y, x) at column
+ *     G + (n*Hq + y + p) * Wq + x + p,   Hq = H + 2p, Wq = W + 2p,
+ * of pair rows Qp columns long; G = p*Wq + p guard columns lead, and Qp
+ * leaves G + 32 after the Q = N*Hq*Wq grid columns. Everything outside the
+ * images is zero. */
+typedef struct {
+    int Hq, Wq;
+    int64_t Q, G, Qp;
+} cx_bf16_grid;
+static inline cx_bf16_grid cx_bf16_grid_of(int N, int H, int W, int k)
+{
+    int p = (k - 1) / 2;
+    cx_bf16_grid g;
+    g.Hq = H + 2 * p;
+    g.Wq = W + 2 * p;
+    g.Q = (int64_t)N * g.Hq * g.Wq;
+    g.G = (int64_t)p * g.Wq + p;
+    g.Qp = (2 * g.G + g.Q + 32 + 31) & ~(int64_t)31;
+    return g;
+}
 
 /* Round to nearest even; NaN stays NaN (quiet). */
 static inline uint16_t cx_f32_to_bf16(float f)

@@ -44,7 +44,7 @@ struct cx_ctx {
     size_t arena16_bytes;
     uint16_t *w16;      /* packed weights of the block and transition convs, forward order */
     uint16_t *act16;    /* packed BN-ReLU of a 1x1 conv's input (layout: kernels/backend.h) */
-    uint16_t *mid16;    /* packed BN-ReLU of the bottleneck (the 3x3 conv's input) */
+    uint16_t *mid16;    /* BN-ReLU of the bottleneck in the 3x3 conv's grid layout */
     float *scratch16;
     size_t scratch16_n;
 };
@@ -250,7 +250,7 @@ cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
     if (p == CX_PRECISION_F32)
         return CX_OK;
     const cx_ops *ops = c->ops;
-    if (!ops->pack_bf16 || !ops->conv2d_bf16)
+    if (!ops->pack_bf16 || !ops->conv2d_bf16 || !ops->pack_bf16_grid || !ops->conv2d_grid_bf16)
         return cx_seterr(err, CX_EARG, "the %s backend has no bf16 kernels", ops->name);
     const cx_model *m = c->m;
     size_t n_w = 0, n_act = 0, n_mid = 0, n_scr = 0;
@@ -264,9 +264,10 @@ cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
                 return cx_seterr(err, CX_EARG, "bf16 needs 1x1 bottleneck and odd 'same' convolutions");
             n_w += w16_size(&L->conv1) + w16_size(&L->conv2);
             n_act = max_sz(n_act, (size_t)(cx_bf16_kpad(L->cin) * Pp));
-            n_mid = max_sz(n_mid, (size_t)(cx_bf16_kpad(L->conv2.Cin) * Pp));
-            n_scr = max_sz(n_scr, ops->conv_bf16_scratch(L->conv2.Cin, c->batch, h, w,
-                                                         L->conv2.Cout, L->conv2.k));
+            cx_bf16_grid g = cx_bf16_grid_of(c->batch, h, w, L->conv2.k);
+            n_mid = max_sz(n_mid, (size_t)(cx_bf16_kpad(L->conv2.Cin) * g.Qp));
+            n_scr = max_sz(n_scr, ops->conv_grid_bf16_scratch(L->conv2.Cin, c->batch, h, w,
+                                                              L->conv2.Cout, L->conv2.k));
             n_scr = max_sz(n_scr, ops->conv_bf16_scratch(L->conv1.Cin, c->batch, h, w,
                                                          L->conv1.Cout, 1));
         }
@@ -400,8 +401,16 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                 /* the same layer with packed bf16 convolution inputs */
                 bn_relu_pack(c, &cur, &L->norm1, buf, c->act16, P);
                 conv_bf16(c, &wp, &L->conv1, c->act16, n, h, w, c->mid);
-                bn_relu_pack(c, &cur, &L->norm2, c->mid, c->mid16, P);
-                conv_bf16(c, &wp, &L->conv2, c->mid16, n, h, w, buf + (int64_t)L->cin * P);
+                /* the 3x3 conv's input goes straight into its zero-padded grid */
+                fold_bn(&L->norm2, cur.scale, cur.shift);
+                ops->pack_bf16_grid(c->mid, L->norm2.C, n, h, w, cur.scale, cur.shift,
+                                    L->conv2.k, c->mid16);
+                cur.scale += L->norm2.C;
+                cur.shift += L->norm2.C;
+                ops->conv2d_grid_bf16(c->mid16, L->conv2.Cin, n, h, w, wp, L->conv2.Cout,
+                                      L->conv2.k, buf + (int64_t)L->cin * P, c->scratch16,
+                                      c->scratch16_n);
+                wp += w16_size(&L->conv2);
                 continue;
             }
             /* norm1 + relu over the first cin channels -> act */

@@ -22,83 +22,142 @@
 
 /* ------------------------------------------------------------------ pack */
 
+/* Both packers walk each pair row (channels 2j, 2j+1) as runs: a run of
+ * `len` positions of the two channels (BN + ReLU applied when scale is set)
+ * written as interleaved bf16 pairs, and zero runs for padding. The plain
+ * layout is one run of P then zeros to Pp; the grid layout alternates zero
+ * borders and image rows. Every element of a pair row is written once. */
+typedef struct {
+    const float *x0, *x1; /* the two channels (x1 NULL: K odd, zeros) */
+    float sc0, sh0, sc1, sh1;
+    int bn;
+} pair_src;
+
+static pair_src pair_of(const float *x, int K, int64_t P, const float *scale,
+                        const float *shift, int64_t j)
+{
+    pair_src ps;
+    int k0 = (int)(2 * j), k1 = k0 + 1;
+    ps.x0 = k0 < K ? x + (int64_t)k0 * P : NULL;
+    ps.x1 = k1 < K ? x + (int64_t)k1 * P : NULL;
+    ps.bn = scale != NULL;
+    ps.sc0 = ps.bn && ps.x0 ? scale[k0] : 1.0f;
+    ps.sh0 = ps.bn && ps.x0 ? shift[k0] : 0.0f;
+    ps.sc1 = ps.bn && ps.x1 ? scale[k1] : 1.0f;
+    ps.sh1 = ps.bn && ps.x1 ? shift[k1] : 0.0f;
+    return ps;
+}
+
+static inline float bn_relu1(float v, float sc, float sh, int bn)
+{
+    if (!bn)
+        return v;
+    v = v * sc + sh;
+    return v > 0.0f ? v : 0.0f;
+}
+
+/* pairs o[0..len) from positions off..off+len of the pair's channels */
+static void run_portable(const pair_src *ps, int64_t off, int64_t len, uint32_t *o)
+{
+    if (!ps->x0) {
+        memset(o, 0, sizeof(uint32_t) * (size_t)len);
+        return;
+    }
+    for (int64_t p = 0; p < len; p++) {
+        uint32_t lo = cx_f32_to_bf16(bn_relu1(ps->x0[off + p], ps->sc0, ps->sh0, ps->bn));
+        uint32_t hi = ps->x1 ? cx_f32_to_bf16(bn_relu1(ps->x1[off + p], ps->sc1, ps->sh1,
+                                                       ps->bn))
+                             : 0u;
+        o[p] = lo | hi << 16;
+    }
+}
+
 #ifdef CX_X86
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
-pack_avx512(const float *x, int K, int64_t P, const float *scale, const float *shift,
-            uint16_t *out)
+run_avx512(const pair_src *ps, int64_t off, int64_t len, uint32_t *o)
 {
-    int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
-    /* interleave: result word 2i = low half word i (row k), 2i+1 = high half word i */
-    uint16_t perm[32];
-    for (int i = 0; i < 32; i++)
-        perm[i] = (uint16_t)((i & 1) ? 16 + i / 2 : i / 2);
+    if (!ps->x0) {
+        memset(o, 0, sizeof(uint32_t) * (size_t)len);
+        return;
+    }
+    /* interleave: result word 2i = low half word i (channel 2j), 2i+1 = high half */
+    static const uint16_t perm[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
     const __m512i idx = _mm512_loadu_si512(perm);
-#pragma omp parallel for schedule(static) if (Kp * P > 16384)
-    for (int64_t j = 0; j < pairs; j++) {
-        uint16_t *o = out + j * 2 * Pp;
-        int k0 = (int)(2 * j), k1 = k0 + 1;
-        if (k0 >= K) {
-            memset(o, 0, sizeof(uint16_t) * 2 * (size_t)Pp);
-            continue;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 sc0 = _mm512_set1_ps(ps->sc0), sh0 = _mm512_set1_ps(ps->sh0);
+    const __m512 sc1 = _mm512_set1_ps(ps->sc1), sh1 = _mm512_set1_ps(ps->sh1);
+    const float *x0 = ps->x0 + off, *x1 = ps->x1 ? ps->x1 + off : NULL;
+    for (int64_t p = 0; p < len; p += 16) {
+        int64_t rem = len - p;
+        __mmask16 m = rem >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << rem) - 1);
+        __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + p);
+        __m512 v1 = x1 ? _mm512_maskz_loadu_ps(m, x1 + p) : zero;
+        if (ps->bn) {
+            v0 = _mm512_max_ps(_mm512_fmadd_ps(v0, sc0, sh0), zero);
+            v1 = x1 ? _mm512_max_ps(_mm512_fmadd_ps(v1, sc1, sh1), zero) : zero;
         }
-        const float *x0 = x + (int64_t)k0 * P, *x1 = k1 < K ? x + (int64_t)k1 * P : NULL;
-        __m512 sc0 = _mm512_set1_ps(scale ? scale[k0] : 1.0f);
-        __m512 sh0 = _mm512_set1_ps(scale ? shift[k0] : 0.0f);
-        __m512 sc1 = _mm512_set1_ps(scale && x1 ? scale[k1] : 1.0f);
-        __m512 sh1 = _mm512_set1_ps(scale && x1 ? shift[k1] : 0.0f);
-        const __m512 zero = _mm512_setzero_ps();
-        for (int64_t p = 0; p < Pp; p += 16) {
-            int64_t rem = P - p;
-            __mmask16 m = rem >= 16 ? (__mmask16)0xffff
-                                    : rem > 0 ? (__mmask16)((1u << rem) - 1) : (__mmask16)0;
-            __m512 v0 = _mm512_maskz_loadu_ps(m, x0 + p);
-            __m512 v1 = x1 ? _mm512_maskz_loadu_ps(m, x1 + p) : zero;
-            if (scale) {
-                v0 = _mm512_maskz_max_ps(m, _mm512_fmadd_ps(v0, sc0, sh0), zero);
-                v1 = x1 ? _mm512_maskz_max_ps(m, _mm512_fmadd_ps(v1, sc1, sh1), zero) : zero;
-            }
-            __m512i b = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
-            _mm512_storeu_si512(o + 2 * p, _mm512_permutexvar_epi16(idx, b));
-        }
+        __m512i b = _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+        _mm512_mask_storeu_epi32(o + p, m, b);
     }
 }
 #endif
 
-static void pack_portable(const float *x, int K, int64_t P, const float *scale,
-                          const float *shift, uint16_t *out)
+typedef void (*run_fn)(const pair_src *, int64_t, int64_t, uint32_t *);
+
+static run_fn run_kernel(void)
 {
-    int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
-#pragma omp parallel for schedule(static) if (Kp * P > 16384)
-    for (int64_t j = 0; j < pairs; j++) {
-        uint16_t *o = out + j * 2 * Pp;
-        memset(o, 0, sizeof(uint16_t) * 2 * (size_t)Pp);
-        for (int r = 0; r < 2; r++) {
-            int k = (int)(2 * j) + r;
-            if (k >= K)
-                break;
-            const float *xr = x + (int64_t)k * P;
-            for (int64_t p = 0; p < P; p++) {
-                float v = xr[p];
-                if (scale) {
-                    v = v * scale[k] + shift[k];
-                    v = v > 0.0f ? v : 0.0f;
-                }
-                o[2 * p + r] = cx_f32_to_bf16(v);
-            }
-        }
-    }
+#ifdef CX_X86
+    if (cx_cpu()->avx512_bf16)
+        return run_avx512;
+#endif
+    return run_portable;
 }
 
 void cpu_bf16_pack(const float *x, int K, int64_t P, const float *scale, const float *shift,
                    uint16_t *out)
 {
-#ifdef CX_X86
-    if (cx_cpu()->avx512_bf16) {
-        pack_avx512(x, K, P, scale, shift, out);
-        return;
+    int64_t Kp = cx_bf16_kpad(K), Pp = cx_bf16_ppad(P), pairs = Kp / 2;
+    run_fn run = run_kernel();
+#pragma omp parallel for schedule(static) if (Kp * P > 16384)
+    for (int64_t j = 0; j < pairs; j++) {
+        uint32_t *o = (uint32_t *)out + j * Pp;
+        pair_src ps = pair_of(x, K, P, scale, shift, j);
+        run(&ps, 0, P, o);
+        memset(o + P, 0, sizeof(uint32_t) * (size_t)(Pp - P));
     }
-#endif
-    pack_portable(x, K, P, scale, shift, out);
+}
+
+void cpu_bf16_pack_grid(const float *x, int K, int N, int H, int W, const float *scale,
+                        const float *shift, int k, uint16_t *out)
+{
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    int pad = (k - 1) / 2;
+    int64_t Kp = cx_bf16_kpad(K), P = (int64_t)N * H * W, pairs = Kp / 2;
+    run_fn run = run_kernel();
+#pragma omp parallel for schedule(static) if (Kp * P > 16384)
+    for (int64_t j = 0; j < pairs; j++) {
+        uint32_t *o = (uint32_t *)out + j * g.Qp;
+        pair_src ps = pair_of(x, K, P, scale, shift, j);
+        /* guard, then per image: pad rows, and rows of pad | W values | pad */
+        uint32_t *d = o;
+        memset(d, 0, sizeof(uint32_t) * (size_t)(g.G + (int64_t)pad * g.Wq + pad));
+        d += g.G + (int64_t)pad * g.Wq + pad;
+        for (int n = 0; n < N; n++) {
+            for (int y = 0; y < H; y++) {
+                run(&ps, ((int64_t)n * H + y) * W, W, d);
+                d += W;
+                /* right border of this row + left border of the next */
+                int64_t gap = 2 * pad;
+                if (y == H - 1) /* + the pad rows below this image and above the next */
+                    gap += (int64_t)2 * pad * g.Wq;
+                if (n == N - 1 && y == H - 1)
+                    gap = (o + g.Qp) - d; /* everything after the last row */
+                memset(d, 0, sizeof(uint32_t) * (size_t)gap);
+                d += gap;
+            }
+        }
+    }
 }
 
 /* ------------------------------------------------------------------ GEMM */

@@ -208,42 +208,51 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
     }
 }
 
-/* bf16 convolution: one GEMM (kernels/cpu/bf16.c) for pointwise. "Same"
- * convolutions with Cout % 16 == 0 (DenseNet's 3x3) copy the packed input
- * into a spatially zero-padded grid (Hq = H + 2 pad rows of Wq = W + 2 pad)
- * where every tap is a column shift, sum the k*k taps in the kernel's
- * accumulators over the grid, and crop; other shapes use kn2row (GEMM into
- * Z, k*k*Cout rows, then the shifted sum in fp32). */
-typedef struct {
-    int Hq, Wq;
-    int64_t Q, G, Qp; /* grid columns, guard columns before it, packed row length */
-} bf16_grid;
-
-static int bf16_direct(int Cout, int k) { return k > 1 && Cout % 16 == 0; }
-
-static bf16_grid bf16_grid_of(int N, int H, int W, int k)
+/* bf16 convolutions (kernels/cpu/bf16.c). Pointwise: one GEMM. "Same"
+ * convolutions read the zero-padded grid layout (kernels/backend.h), where
+ * every tap is a column shift: the k*k taps are summed in the kernel's
+ * accumulators over the grid, and the image positions are cropped out. */
+static void grid_conv(const uint16_t *xg, int Cin, int N, int H, int W, const uint16_t *w,
+                      int Cout, int k, float *y, float *yq)
 {
     int pad = (k - 1) / 2;
-    bf16_grid g;
-    g.Hq = H + 2 * pad;
-    g.Wq = W + 2 * pad;
-    g.Q = (int64_t)N * g.Hq * g.Wq;
-    g.G = (int64_t)pad * g.Wq + pad;
-    g.Qp = ((2 * g.G + g.Q + 32 + 31) & ~(int64_t)31);
-    return g;
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    int64_t HW = (int64_t)H * W, P = (int64_t)N * HW;
+    int64_t shift[121];
+    for (int q = 0; q < k * k && q < 121; q++)
+        shift[q] = (int64_t)(q / k - pad) * g.Wq + (q % k - pad);
+    cpu_bf16_conv_taps(Cout, g.Q, cx_bf16_kpad(Cin), w, k * k, shift, xg + 2 * g.G, g.Qp, yq,
+                       g.Q);
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * P > CX_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < H; oy++)
+                memcpy(y + co * P + n * HW + (int64_t)oy * W,
+                       yq + co * g.Q + ((int64_t)n * g.Hq + oy + pad) * g.Wq + pad,
+                       sizeof(float) * (size_t)W);
+}
+
+static size_t cpu_conv_grid_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
+{
+    (void)Cin;
+    return (size_t)Cout * (size_t)cx_bf16_grid_of(N, H, W, k).Q;
+}
+
+static void cpu_conv2d_grid_bf16(const uint16_t *xg, int Cin, int N, int H, int W,
+                                 const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                                 size_t scratch_n)
+{
+    (void)scratch_n;
+    grid_conv(xg, Cin, N, H, W, w, Cout, k, y, scratch);
 }
 
 static size_t cpu_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
 {
     if (k == 1)
         return 0;
-    if (bf16_direct(Cout, k)) {
-        bf16_grid g = bf16_grid_of(N, H, W, k);
-        /* padded input (bf16, in float units) + padded output */
-        return (size_t)(cx_bf16_kpad(Cin) * g.Qp / 2) + 16 + (size_t)Cout * g.Q;
-    }
-    int nb = kn2row_images(N, H * W, Cout, k);
-    return (size_t)k * k * Cout * ((size_t)H * W * nb + 32);
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    /* the input copied into the grid (bf16, counted in floats) + the grid output */
+    return (size_t)(cx_bf16_kpad(Cin) * g.Qp / 2) + 16 + (size_t)Cout * g.Q;
 }
 
 static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
@@ -256,44 +265,24 @@ static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, con
         cpu_bf16_gemm(Cout, P, Kp, w, x, Pp, y, P);
         return;
     }
-    if (bf16_direct(Cout, k)) {
-        int pad = (k - 1) / 2;
-        bf16_grid g = bf16_grid_of(N, H, W, k);
-        uint32_t *xq = (uint32_t *)scratch; /* one bf16 pair per uint32 */
-        float *yq = scratch + ((size_t)(Kp * g.Qp / 2) + 15) / 16 * 16;
-        const uint32_t *xs = (const uint32_t *)x;
-        int64_t pairs = Kp / 2;
+    /* plain packed input: copy it into the grid layout first */
+    int pad = (k - 1) / 2;
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    uint32_t *xq = (uint32_t *)scratch; /* one bf16 pair per uint32 */
+    float *yq = scratch + ((size_t)(Kp * g.Qp / 2) + 15) / 16 * 16;
+    const uint32_t *xs = (const uint32_t *)x;
+    int64_t pairs = Kp / 2;
 #pragma omp parallel for schedule(static) if (pairs * g.Qp > 65536)
-        for (int64_t j = 0; j < pairs; j++) {
-            uint32_t *d = xq + j * g.Qp;
-            const uint32_t *src = xs + j * Pp;
-            memset(d, 0, sizeof(uint32_t) * (size_t)g.Qp);
-            for (int n = 0; n < N; n++)
-                for (int iy = 0; iy < H; iy++)
-                    memcpy(d + g.G + ((int64_t)n * g.Hq + iy + pad) * g.Wq + pad,
-                           src + n * HW + (int64_t)iy * W, sizeof(uint32_t) * (size_t)W);
-        }
-        int64_t shift[49];
-        for (int q = 0; q < k * k && q < 49; q++)
-            shift[q] = (int64_t)(q / k - pad) * g.Wq + (q % k - pad);
-        cpu_bf16_conv_taps(Cout, g.Q, Kp, w, k * k, shift, (const uint16_t *)(xq + g.G), g.Qp,
-                           yq, g.Q);
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * P > CX_PAR_MIN)
-        for (int co = 0; co < Cout; co++)
-            for (int n = 0; n < N; n++)
-                for (int oy = 0; oy < H; oy++)
-                    memcpy(y + co * P + n * HW + (int64_t)oy * W,
-                           yq + co * g.Q + ((int64_t)n * g.Hq + oy + pad) * g.Wq + pad,
-                           sizeof(float) * (size_t)W);
-        return;
+    for (int64_t j = 0; j < pairs; j++) {
+        uint32_t *d = xq + j * g.Qp;
+        const uint32_t *src = xs + j * Pp;
+        memset(d, 0, sizeof(uint32_t) * (size_t)g.Qp);
+        for (int n = 0; n < N; n++)
+            for (int iy = 0; iy < H; iy++)
+                memcpy(d + g.G + ((int64_t)n * g.Hq + iy + pad) * g.Wq + pad,
+                       src + n * HW + (int64_t)iy * W, sizeof(uint32_t) * (size_t)W);
     }
-    int nb = kn2row_images(N, (int)HW, Cout, k), M = k * k * Cout;
-    for (int n0 = 0; n0 < N; n0 += nb) {
-        int cnt = N - n0 < nb ? N - n0 : nb;
-        int64_t cols = cnt * HW;
-        cpu_bf16_gemm(M, cols, Kp, w, x + 2 * n0 * HW, Pp, scratch, cols);
-        kn2row_sum(scratch, cols, Cout, k, H, W, cnt, y + n0 * HW, P);
-    }
+    grid_conv((const uint16_t *)xq, Cin, N, H, W, w, Cout, k, y, yq);
 }
 
 /* Max of a and b that propagates NaN like PyTorch's max pooling. */
@@ -738,6 +727,9 @@ static const cx_ops CPU_OPS = {
     .pack_bf16 = cpu_bf16_pack,
     .conv2d_bf16 = cpu_conv2d_bf16,
     .conv_bf16_scratch = cpu_conv_bf16_scratch,
+    .pack_bf16_grid = cpu_bf16_pack_grid,
+    .conv2d_grid_bf16 = cpu_conv2d_grid_bf16,
+    .conv_grid_bf16_scratch = cpu_conv_grid_bf16_scratch,
     .bf16_kernel = cpu_bf16_kernel,
 };
 

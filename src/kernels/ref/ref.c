@@ -27,6 +27,9 @@ static const cx_ops REF_OPS = {
     .pack_bf16 = ref_pack_bf16,
     .conv2d_bf16 = ref_conv2d_bf16,
     .conv_bf16_scratch = ref_conv_bf16_scratch,
+    .pack_bf16_grid = ref_pack_bf16_grid,
+    .conv2d_grid_bf16 = ref_conv2d_grid_bf16,
+    .conv_grid_bf16_scratch = ref_conv_grid_bf16_scratch,
     .bf16_kernel = ref_bf16_kernel,
 };
 

@@ -70,4 +70,58 @@ size_t ref_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
     return 0;
 }
 
+void ref_pack_bf16_grid(const float *x, int K, int N, int H, int W, const float *scale,
+                        const float *shift, int k, uint16_t *out)
+{
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    int p = (k - 1) / 2;
+    int64_t Kp = cx_bf16_kpad(K), P = (int64_t)N * H * W;
+    memset(out, 0, sizeof(uint16_t) * (size_t)(Kp * g.Qp));
+    for (int c = 0; c < K; c++)
+        for (int n = 0; n < N; n++)
+            for (int y = 0; y < H; y++)
+                for (int xx = 0; xx < W; xx++) {
+                    float v = x[(int64_t)c * P + ((int64_t)n * H + y) * W + xx];
+                    if (scale) {
+                        v = v * scale[c] + shift[c];
+                        v = v > 0.0f ? v : 0.0f;
+                    }
+                    int64_t col = g.G + ((int64_t)n * g.Hq + y + p) * g.Wq + xx + p;
+                    out[(int64_t)(c / 2) * 2 * g.Qp + 2 * col + (c & 1)] = cx_f32_to_bf16(v);
+                }
+}
+
+void ref_conv2d_grid_bf16(const uint16_t *xg, int Cin, int N, int H, int W, const uint16_t *w,
+                          int Cout, int k, float *y, float *scratch, size_t scratch_n)
+{
+    (void)scratch;
+    (void)scratch_n;
+    cx_bf16_grid g = cx_bf16_grid_of(N, H, W, k);
+    int p = (k - 1) / 2;
+    int64_t Kp = cx_bf16_kpad(Cin), P = (int64_t)N * H * W;
+    for (int co = 0; co < Cout; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < H; oy++)
+                for (int ox = 0; ox < W; ox++) {
+                    float acc = 0.0f;
+                    for (int q = 0; q < k * k; q++) {
+                        /* the padding is stored as zeros: no bounds checks */
+                        int64_t col = g.G + ((int64_t)n * g.Hq + oy + q / k) * g.Wq + ox + q % k;
+                        const uint16_t *wr = w + ((int64_t)q * Cout + co) * Kp;
+                        for (int ci = 0; ci < Cin; ci++)
+                            acc += cx_bf16_to_f32(wr[ci]) *
+                                   cx_bf16_to_f32(xg[(int64_t)(ci / 2) * 2 * g.Qp + 2 * col +
+                                                     (ci & 1)]);
+                    }
+                    (void)p;
+                    y[(int64_t)co * P + ((int64_t)n * H + oy) * W + ox] = acc;
+                }
+}
+
+size_t ref_conv_grid_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
+{
+    (void)Cin, (void)N, (void)H, (void)W, (void)Cout, (void)k;
+    return 0;
+}
+
 const char *ref_bf16_kernel(void) { return "reference"; }

@@ -11,6 +11,11 @@ void ref_pack_bf16(const float *x, int K, int64_t P, const float *scale, const f
 void ref_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
                      int Cout, int k, float *y, float *scratch, size_t scratch_n);
 size_t ref_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k);
+void ref_pack_bf16_grid(const float *x, int K, int N, int H, int W, const float *scale,
+                        const float *shift, int k, uint16_t *out);
+void ref_conv2d_grid_bf16(const uint16_t *xg, int Cin, int N, int H, int W, const uint16_t *w,
+                          int Cout, int k, float *y, float *scratch, size_t scratch_n);
+size_t ref_conv_grid_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k);
 const char *ref_bf16_kernel(void);
 
 #endif
