@@ -7,6 +7,7 @@
  * small (7x7 maps at batch 1). */
 #include "kernels/backend.h"
 #include "kernels/cpu/bf16.h"
+#include "kernels/cpu/sgemm.h"
 #include "util/cpu.h"
 
 #include <cblas.h>
@@ -171,8 +172,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
     int64_t Po = (int64_t)N * Ho * Wo;
     if (is_pointwise(k, s, pad)) {
         /* y[Cout][N*HW] = w[Cout][Cin] * x[Cin][N*HW] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)Po, Cin, 1.0f, w, Cin,
-                    x, (int)Po, 0.0f, y, (int)Po);
+        cx_sgemm(0, 0, Cout, (int)Po, Cin, w, Cin, x, (int)Po, 0, y, (int)Po);
         return;
     }
     if (is_same_conv(k, s, pad)) {
@@ -187,8 +187,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         for (int n0 = 0; n0 < N; n0 += nb) {
             int cnt = N - n0 < nb ? N - n0 : nb;
             int cols = cnt * HW;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, cols, Cin, 1.0f, Wr, Cin,
-                        x + (int64_t)n0 * HW, (int)Po, 0.0f, Z, cols);
+            cx_sgemm(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, 0, Z, cols);
             kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
         }
         return;
@@ -203,8 +202,8 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         int cols = cnt * Ho * Wo;
         im2col(x, Cin, N, H, W, k, s, pad, n0, cnt, scratch);
         /* rows of y for images n0.. are at stride Po */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, cols, K, 1.0f, w, K,
-                    scratch, cols, 0.0f, y + (int64_t)n0 * Ho * Wo, (int)Po);
+        cx_sgemm(0, 0, Cout, cols, K, w, K, scratch, cols, 0, y + (int64_t)n0 * Ho * Wo,
+                 (int)Po);
     }
 }
 
@@ -409,7 +408,7 @@ static void cpu_linear(const float *x, int N, int F, const float *w, const float
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++)
             y[(int64_t)n * M + m] = b ? b[m] : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, M, F, 1.0f, x, F, w, F, 1.0f, y, M);
+    cx_sgemm(0, 1, N, M, F, x, F, w, F, 1, y, M);
 }
 
 /* ---- training ---- */
@@ -541,11 +540,9 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
     int64_t Po = (int64_t)N * Ho * Wo;
     if (is_pointwise(k, s, pad)) {
         /* dw[Cout][Cin] += dy[Cout][P] x[Cin][P]^T; dx[Cin][P] (+)= w^T dy */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, Cin, (int)Po, 1.0f, dy,
-                    (int)Po, x, (int)Po, 1.0f, dw, Cin);
+        cx_sgemm(0, 1, Cout, Cin, (int)Po, dy, (int)Po, x, (int)Po, 1, dw, Cin);
         if (dx)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cin, (int)Po, Cout, 1.0f, w, Cin,
-                        dy, (int)Po, accumulate ? 1.0f : 0.0f, dx, (int)Po);
+            cx_sgemm(1, 0, Cin, (int)Po, Cout, w, Cin, dy, (int)Po, accumulate, dx, (int)Po);
         return;
     }
     if (is_same_conv(k, s, pad)) {
@@ -586,12 +583,11 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
                     }
                 }
             /* dWr[(kk,co)][ci] (+)= D[M][cols] x[ci][cols]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cin, cols, 1.0f, D, cols,
-                        x + (int64_t)n0 * HW, (int)(int64_t)(N * HW), n0 ? 1.0f : 0.0f, dWr, Cin);
+            cx_sgemm(0, 1, M, Cin, cols, D, cols, x + (int64_t)n0 * HW, (int)(int64_t)(N * HW),
+                     n0 ? 1 : 0, dWr, Cin);
             if (dx) /* dx[Cin][cols] (+)= A[Cin][M] D[M][cols] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, cols, M, 1.0f, A, M, D,
-                            cols, accumulate ? 1.0f : 0.0f, dx + (int64_t)n0 * HW,
-                            (int)(int64_t)(N * HW));
+                cx_sgemm(0, 0, Cin, cols, M, A, M, D, cols, accumulate, dx + (int64_t)n0 * HW,
+                         (int)(int64_t)(N * HW));
         }
         for (int co = 0; co < Cout; co++)
             for (int ci = 0; ci < Cin; ci++)
@@ -612,11 +608,9 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
         int cols = cnt * Ho * Wo;
         const float *dyc = dy + (int64_t)n0 * Ho * Wo; /* rows at stride Po */
         im2col(x, Cin, N, H, W, k, s, pad, n0, cnt, col);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, cols, 1.0f, dyc, (int)Po,
-                    col, cols, 1.0f, dw, K);
+        cx_sgemm(0, 1, Cout, K, cols, dyc, (int)Po, col, cols, 1, dw, K);
         if (dx) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, Cout, 1.0f, w, K, dyc,
-                        (int)Po, 0.0f, dcol, cols);
+            cx_sgemm(1, 0, K, cols, Cout, w, K, dyc, (int)Po, 0, dcol, cols);
             col2im_add(dcol, Cin, N, H, W, k, s, pad, n0, cnt, dx);
         }
     }
@@ -701,10 +695,9 @@ static void cpu_linear_backward(const float *x, int N, int F, const float *w, in
         for (int m = 0; m < M; m++)
             db[m] += dy[(int64_t)n * M + m];
     /* dw[M][F] += dy[N][M]^T x[N][F] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, F, N, 1.0f, dy, M, x, F, 1.0f, dw, F);
+    cx_sgemm(1, 0, M, F, N, dy, M, x, F, 1, dw, F);
     if (dx) /* dx[N][F] = dy[N][M] w[M][F] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, F, M, 1.0f, dy, M, w, F, 0.0f,
-                    dx, F);
+        cx_sgemm(0, 0, N, F, M, dy, M, w, F, 0, dx, F);
 }
 
 static const cx_ops CPU_OPS = {

@@ -1,0 +1,15 @@
+/* fp32 GEMM of the CPU backend (sgemm.c). */
+#ifndef CX_CPU_SGEMM_H
+#define CX_CPU_SGEMM_H
+
+/* C[M][N] = op(A) op(B) (accumulate = 0) or C += op(A) op(B) (accumulate =
+ * 1); row-major; op(A) is A[M][K] (lda) or, with transA, A^T of A[K][M];
+ * op(B) is B[K][N] (ldb) or, with transB, B^T of B[N][K]. Uses the
+ * AVX-512 kernel where the CPU has AVX-512, BLAS elsewhere. */
+void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
+              const float *B, int ldb, int accumulate, float *C, int ldc);
+
+/* "avx512" or "blas": what cx_sgemm runs on this machine. */
+const char *cx_sgemm_kernel(void);
+
+#endif
