@@ -80,6 +80,21 @@ static void pack_a(int ta, const float *A, int lda, int m0, int mr, int k0, int 
     }
 }
 
+#ifdef CX_X86
+/* pack_b without transpose: two zmm per k (masked at the panel's tail) */
+__attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb, int k0, int kc,
+                                                         int n0, int nr, float *pb)
+{
+    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int k = 0; k < kc; k++) {
+        const float *s = B + (int64_t)(k0 + k) * ldb + n0;
+        _mm512_store_ps(pb + k * NR, _mm512_maskz_loadu_ps(m0, s));
+        _mm512_store_ps(pb + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+    }
+}
+#endif
+
 /* pb[k*NR + c] = op(B)[k0 + k][n0 + c], zero columns past nr */
 static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int nr, float *pb)
 {
@@ -191,7 +206,10 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
                 int n0 = nb * NR, nr = N - n0 < NR ? N - n0 : NR;
                 int mb0 = (int)((int64_t)nM * g / groups);
                 int mb1 = (int)((int64_t)nM * (g + 1) / groups);
-                pack_b(tb, B, ldb, k0, kc, n0, nr, pb);
+                if (tb)
+                    pack_b(tb, B, ldb, k0, kc, n0, nr, pb);
+                else
+                    pack_b_nn(B, ldb, k0, kc, n0, nr, pb);
                 for (int mb = mb0; mb < mb1; mb++) {
                     int mr = M - mb * MR < MR ? M - mb * MR : MR;
                     ukr(kc, pa + (size_t)mb * MR * KC, pb, C + (int64_t)mb * MR * ldc + n0, ldc,
