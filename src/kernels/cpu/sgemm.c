@@ -121,11 +121,16 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int 
 }
 
 #ifdef CX_X86
-/* C[0..mr)[0..nr) (+)= pa^T pb over kc: partial sums of CH products per
- * register, then per KC chunk (load = 1: C already holds earlier chunks). */
-__attribute__((target("avx512f"))) static void ukr(int kc, const float *pa, const float *pb,
-                                                   float *C, int ldc, int mr, int nr, int load)
+/* C[0..mr)[0..nr) (+)= A-block x pb over kc: element (r, k) of the A block
+ * is rows[r][k * cs] (a packed panel: rows[r] = pa + r, cs = MR; or A in
+ * place). Partial sums of CH products per register, then per KC chunk
+ * (load = 1: C already holds earlier chunks). */
+__attribute__((target("avx512f"))) static void ukr(int kc, const float *const rows[MR],
+                                                   int64_t cs, const float *pb, float *C, int ldc,
+                                                   int mr, int nr, int load)
 {
+    const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
+                *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
     __m512 sum[MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++)
@@ -138,9 +143,11 @@ __attribute__((target("avx512f"))) static void ukr(int kc, const float *pa, cons
             acc[r][0] = acc[r][1] = _mm512_setzero_ps();
         for (int k = k0; k < k1; k++) {
             __m512 b0 = _mm512_load_ps(pb + k * NR), b1 = _mm512_load_ps(pb + k * NR + 16);
+            int64_t o = k * cs;
+            const float av[MR] = {r0[o], r1[o], r2[o], r3[o], r4[o], r5[o], r6[o], r7[o]};
 #pragma GCC unroll 8
             for (int r = 0; r < MR; r++) {
-                __m512 a = _mm512_set1_ps(pa[k * MR + r]);
+                __m512 a = _mm512_set1_ps(av[r]);
                 acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
                 acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
             }
@@ -169,14 +176,15 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
                          const float *B, int ldb, int accumulate, float *C, int ldc)
 {
     int nM = (M + MR - 1) / MR, nN = (N + NR - 1) / NR;
-    float *pa = grow(&tls_a, &tls_a_n, (size_t)nM * MR * KC);
-    if (!pa) {
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
-        return;
-    }
     int par = (double)M * N * K >= SGEMM_PAR_MIN && !omp_in_parallel();
     int T = par ? omp_get_max_threads() : 1;
+    /* A is packed when its panels are reused enough (many column panels per
+     * thread); otherwise (few columns: batch 1's later blocks) the
+     * microkernel reads it in place. */
+    int pack = nN > 8 * T;
+    float *pa = pack ? grow(&tls_a, &tls_a_n, (size_t)nM * MR * KC) : NULL;
+    if (pack && !pa)
+        pack = 0;
     /* tasks: column panels, times row groups when panels are few */
     int groups = nN >= 2 * T ? 1 : (2 * T + nN - 1) / nN;
     if (groups > nM)
@@ -196,10 +204,12 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
         skip = oom;
         for (int k0 = 0; !skip && k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC;
+            if (pack) {
 #pragma omp for schedule(static)
-            for (int mb = 0; mb < nM; mb++)
-                pack_a(ta, A, lda, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
-                       pa + (size_t)mb * MR * KC);
+                for (int mb = 0; mb < nM; mb++)
+                    pack_a(ta, A, lda, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
+                           pa + (size_t)mb * MR * KC);
+            }
 #pragma omp for schedule(static)
             for (int t = 0; t < ntask; t++) {
                 int nb = t / groups, g = t % groups;
@@ -212,8 +222,22 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
                     pack_b_nn(B, ldb, k0, kc, n0, nr, pb);
                 for (int mb = mb0; mb < mb1; mb++) {
                     int mr = M - mb * MR < MR ? M - mb * MR : MR;
-                    ukr(kc, pa + (size_t)mb * MR * KC, pb, C + (int64_t)mb * MR * ldc + n0, ldc,
-                        mr, nr, accumulate || k0 > 0);
+                    const float *rows[MR];
+                    int64_t cs;
+                    if (pack) {
+                        for (int r = 0; r < MR; r++)
+                            rows[r] = pa + (size_t)mb * MR * KC + r;
+                        cs = MR;
+                    } else {
+                        /* rows past M repeat the last one (computed, not stored) */
+                        for (int r = 0; r < MR; r++) {
+                            int64_t m = mb * MR + (r < mr ? r : mr - 1);
+                            rows[r] = ta ? A + (int64_t)k0 * lda + m : A + m * lda + k0;
+                        }
+                        cs = ta ? lda : 1;
+                    }
+                    ukr(kc, rows, cs, pb, C + (int64_t)mb * MR * ldc + n0, ldc, mr, nr,
+                        accumulate || k0 > 0);
                 }
             }
         }
