@@ -15,6 +15,7 @@
 
 #include "chexnet.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/sgemm.h"
 #include "model/model_internal.h"
 #include "util/rng.h"
 
@@ -99,6 +100,56 @@ static void test_conv(void **state)
     check_conv(4, 2, 9, 12, 3, 5, 2, 2);
     check_conv(4, 1, 9, 9, 3, 1, 2, 0);
     check_conv(3, 1, 11, 13, 2, 4, 3, 2);
+}
+
+/* cx_sgemm against a double-precision product: every transpose, overwrite
+ * and accumulate, tails in M, N and K, few and many column panels (A read in
+ * place or packed), K past one chunk; relative L2 error of the result. */
+static void sgemm_case(int ta, int tb, int M, int N, int K, int acc, uint64_t seed)
+{
+    cx_rng r;
+    cx_rng_seed(&r, seed);
+    int lda = ta ? M + 3 : K + 1, ldb = tb ? K + 2 : N + 5, ldc = N + 7;
+    float *A = rand_buf(&r, (size_t)(ta ? K : M) * lda, -1, 1);
+    float *B = rand_buf(&r, (size_t)(tb ? N : K) * ldb, -1, 1);
+    float *C = rand_buf(&r, (size_t)M * ldc, -1, 1);
+    double *ref = malloc(sizeof(double) * (size_t)M * N);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double v = acc ? C[(size_t)m * ldc + n] : 0.0;
+            for (int k = 0; k < K; k++)
+                v += (double)(ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                     (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+            ref[(size_t)m * N + n] = v;
+        }
+    float guard = C[(size_t)(M - 1) * ldc + N]; /* padding column: must stay */
+    cx_sgemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc);
+    double se = 0, sr = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double d = C[(size_t)m * ldc + n] - ref[(size_t)m * N + n];
+            se += d * d;
+            sr += ref[(size_t)m * N + n] * ref[(size_t)m * N + n];
+        }
+    double rel = sqrt(se / (sr > 0 ? sr : 1));
+    if (!(rel < 3e-7) || C[(size_t)(M - 1) * ldc + N] != guard)
+        fail_msg("sgemm %s%s %dx%dx%d acc %d (%s): rel L2 %.2e", ta ? "T" : "N", tb ? "T" : "N",
+                 M, N, K, acc, cx_sgemm_kernel(), rel);
+    free(A), free(B), free(C), free(ref);
+}
+
+static void test_sgemm(void **state)
+{
+    uint64_t seed = 100;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int acc = 0; acc < 2; acc++) {
+                sgemm_case(ta, tb, 37, 45, 29, acc, seed++);     /* all tails, small */
+                sgemm_case(ta, tb, 128, 49, 300, acc, seed++);   /* few panels, K > one chunk */
+                sgemm_case(ta, tb, 20, 1100, 70, acc, seed++);   /* many panels: A packed */
+                sgemm_case(ta, tb, 8, 32, 1, acc, seed++);       /* K = 1 */
+            }
+    sgemm_case(0, 1, 64, 96, 5000, 1, seed++); /* long K (weight gradients) */
 }
 
 static void test_pools(void **state)
@@ -277,6 +328,7 @@ int main(void)
     cx_set_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),
         cmocka_unit_test(test_config),   cmocka_unit_test(test_forward_small),
     };
