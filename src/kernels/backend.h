@@ -47,6 +47,14 @@ typedef struct cx_ops {
     void (*linear)(const float *x, int N, int F, const float *w, const float *b, int M,
                    float *y);
 
+    /* Pointwise convolution of a BatchNorm + ReLU, which need not be stored:
+     * y[Cout][P] = w[Cout][Cin] max(0, x[ci][p] * scale[ci] + shift[ci]).
+     * x: CNHW [Cin][P]; y overwritten; scratch: Cin*P floats the backend may
+     * use for the BN-ReLU output. */
+    void (*conv1x1_bn_relu)(const float *x, int Cin, int64_t P, const float *scale,
+                            const float *shift, const float *w, int Cout, float *y,
+                            float *scratch);
+
     /* ---- training (backward ops ADD into parameter gradients) ---- */
 
     /* Batch statistics per channel over P values: mean and biased variance.
@@ -69,6 +77,14 @@ typedef struct cx_ops {
                             int Cout, int k, int s, int pad, const float *dy, float *dw,
                             float *dx, int accumulate, float *scratch, size_t scratch_n);
     size_t (*conv_bwd_scratch)(int Cin, int N, int H, int W, int Cout, int k, int s, int pad);
+
+    /* Backward of conv1x1_bn_relu up to the BN-ReLU output a: dw[Cout][Cin]
+     * += dy[Cout][P] a^T; da[Cin][P] = w^T dy (overwritten, or added to with
+     * accumulate; skipped when NULL). scratch as above. */
+    void (*conv1x1_bn_relu_backward)(const float *x, int Cin, int64_t P, const float *scale,
+                                     const float *shift, const float *w, int Cout,
+                                     const float *dy, float *dw, float *da, int accumulate,
+                                     float *scratch);
 
     /* Max-pool backward: the gradient goes to the first maximum of each
      * window (PyTorch's rule). x: the pooling input; dx overwritten. */

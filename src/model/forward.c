@@ -342,6 +342,16 @@ static void bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x, 
     cur->shift += bn->C;
 }
 
+/* y = conv(relu(bn(x))) for a 1x1 conv, the BN-ReLU never stored. */
+static void conv1x1_bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
+                            const cx_conv *cv, float *y, int64_t P)
+{
+    fold_bn(bn, cur->scale, cur->shift);
+    c->ops->conv1x1_bn_relu(x, bn->C, P, cur->scale, cur->shift, cv->w, cv->Cout, y, c->act);
+    cur->scale += bn->C;
+    cur->shift += bn->C;
+}
+
 /* bf16: BN + ReLU of x written straight into the packed bf16 layout. */
 static void bn_relu_pack(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
                          uint16_t *y, int64_t P)
@@ -413,11 +423,10 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                 wp += w16_size(&L->conv2);
                 continue;
             }
-            /* norm1 + relu over the first cin channels -> act */
-            bn_relu(c, &cur, &L->norm1, buf, c->act, P);
-            /* conv1 1x1 -> mid; norm2 + relu in place; conv2 3x3 -> new channels */
-            ops->conv2d(c->act, L->cin, n, h, w, L->conv1.w, L->conv1.Cout, 1, 1, 0, c->mid,
-                        c->scratch, c->scratch_n);
+            /* norm1 + relu over the first cin channels, conv1 1x1 -> mid (fused:
+             * the BN-ReLU output is not stored); norm2 + relu in place; conv2
+             * 3x3 -> new channels */
+            conv1x1_bn_relu(c, &cur, &L->norm1, buf, &L->conv1, c->mid, P);
             bn_relu(c, &cur, &L->norm2, c->mid, c->mid, P);
             ops->conv2d(c->mid, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1,
                         buf + (int64_t)L->cin * P, c->scratch, c->scratch_n);
@@ -428,9 +437,7 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                 bn_relu_pack(c, &cur, &t->norm, buf, c->act16, P);
                 conv_bf16(c, &wp, &t->conv, c->act16, n, h, w, c->mid);
             } else {
-                bn_relu(c, &cur, &t->norm, buf, c->act, P);
-                ops->conv2d(c->act, t->conv.Cin, n, h, w, t->conv.w, t->conv.Cout, 1, 1, 0,
-                            c->mid, c->scratch, c->scratch_n);
+                conv1x1_bn_relu(c, &cur, &t->norm, buf, &t->conv, c->mid, P);
             }
             ops->avgpool(c->mid, t->conv.Cout, n, h, w, 2, c->block[b + 1]);
         }

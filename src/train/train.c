@@ -407,8 +407,9 @@ static float *gradp(cx_train *t, const float *data) { return t->grad + (data - t
  * they are the statistics of x's channels, computed once when the channels
  * were written to the dense block (every layer reading the concatenation
  * normalises the same channels with the same batch statistics). */
-static void bn_train_fwd(cx_train *t, size_t off, const cx_bn *bn, const float *x, float *y,
-                         int64_t P, const float *cmean, const float *cvar)
+/* Batch statistics of x (or the known ones) and the folded scale/shift. */
+static void bn_train_stats(cx_train *t, size_t off, const cx_bn *bn, const float *x, int64_t P,
+                           const float *cmean, const float *cvar)
 {
     float *mean = t->bn_mean + off, *var = t->bn_var + off, *is = t->bn_invstd + off;
     float *sc = t->scale + off, *sh = t->shift + off;
@@ -423,7 +424,30 @@ static void bn_train_fwd(cx_train *t, size_t off, const cx_bn *bn, const float *
         sc[c] = bn->weight[c] * is[c];
         sh[c] = bn->bias[c] - mean[c] * sc[c];
     }
-    t->ops->bn_relu(x, y, bn->C, P, sc, sh);
+}
+
+static void bn_train_fwd(cx_train *t, size_t off, const cx_bn *bn, const float *x, float *y,
+                         int64_t P, const float *cmean, const float *cvar)
+{
+    bn_train_stats(t, off, bn, x, P, cmean, cvar);
+    t->ops->bn_relu(x, y, bn->C, P, t->scale + off, t->shift + off);
+}
+
+/* conv(relu(bn(x))) of a 1x1 conv in training mode, the BN-ReLU not stored. */
+static void bn_conv1x1_fwd(cx_train *t, size_t off, const cx_bn *bn, const float *x, int64_t P,
+                           const float *cmean, const float *cvar, const cx_conv *cv, float *y)
+{
+    bn_train_stats(t, off, bn, x, P, cmean, cvar);
+    t->ops->conv1x1_bn_relu(x, bn->C, P, t->scale + off, t->shift + off, cv->w, cv->Cout, y,
+                            t->act);
+}
+
+/* Its backward up to the BN-ReLU output: dw += dy a^T, da = w^T dy. */
+static void bn_conv1x1_bwd(cx_train *t, size_t off, const cx_bn *bn, const float *x, int64_t P,
+                           const cx_conv *cv, const float *dy, float *da)
+{
+    t->ops->conv1x1_bn_relu_backward(x, bn->C, P, t->scale + off, t->shift + off, cv->w,
+                                     cv->Cout, dy, gradp(t, cv->w), da, 0, t->act);
 }
 
 /* Recomputes y = relu(bn(x)) with the saved batch statistics. */
@@ -502,9 +526,8 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
         float *buf = t->block[b];
         for (int l = 0; l < blk->n_layers; l++) {
             const cx_dense_layer *L = &blk->layers[l];
-            bn_train_fwd(t, bo.norm1[b][l], &L->norm1, buf, t->act, P, t->chm[b], t->chv[b]);
-            ops->conv2d(t->act, L->cin, n, h, w, L->conv1.w, L->conv1.Cout, 1, 1, 0,
-                        t->mid[b][l], t->scratch, t->scratch_n);
+            bn_conv1x1_fwd(t, bo.norm1[b][l], &L->norm1, buf, P, t->chm[b], t->chv[b], &L->conv1,
+                           t->mid[b][l]);
             bn_train_fwd(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P, NULL, NULL);
             float *newc = buf + (int64_t)L->cin * P;
             ops->conv2d(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1, newc,
@@ -513,9 +536,8 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
         }
         if (b != cfg->n_blocks - 1) {
             const cx_transition *tr = &m->trans[b];
-            bn_train_fwd(t, bo.trans[b], &tr->norm, buf, t->act, P, t->chm[b], t->chv[b]);
-            ops->conv2d(t->act, tr->conv.Cin, n, h, w, tr->conv.w, tr->conv.Cout, 1, 1, 0,
-                        t->act2, t->scratch, t->scratch_n);
+            bn_conv1x1_fwd(t, bo.trans[b], &tr->norm, buf, P, t->chm[b], t->chv[b], &tr->conv,
+                           t->act2);
             ops->avgpool(t->act2, tr->conv.Cout, n, h, w, 2, t->block[b + 1]);
             ops->bn_stats(t->block[b + 1], tr->conv.Cout,
                           (int64_t)n * t->Hb[b + 1] * t->Wb[b + 1], t->chm[b + 1],
@@ -560,11 +582,8 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
                                  1, dnew, gradp(t, L->conv2.w), t->dmid, 0, t->scratch,
                                  t->scratch_n);
             bn_backward(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->dmid, t->dmid, P, 0);
-            /* conv1: input relu(norm1(concat)) recomputed */
-            bn_recompute(t, bo.norm1[b][l], &L->norm1, buf, t->act, P);
-            ops->conv2d_backward(t->act, L->cin, n, h, w, L->conv1.w, L->conv1.Cout, 1, 1, 0,
-                                 t->dmid, gradp(t, L->conv1.w), t->dact, 0, t->scratch,
-                                 t->scratch_n);
+            /* conv1: input relu(norm1(concat)) recomputed inside the GEMM */
+            bn_conv1x1_bwd(t, bo.norm1[b][l], &L->norm1, buf, P, &L->conv1, t->dmid, t->dact);
             bn_backward(t, bo.norm1[b][l], &L->norm1, buf, t->dact, dbuf, P, 1);
         }
         if (b > 0) {
@@ -572,10 +591,8 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
             int hp = t->Hb[b - 1], wp = t->Wb[b - 1];
             int64_t Pp = (int64_t)n * hp * wp;
             ops->avgpool_backward(dbuf, tr->conv.Cout, n, hp, wp, 2, t->dmid);
-            bn_recompute(t, bo.trans[b - 1], &tr->norm, t->block[b - 1], t->act, Pp);
-            ops->conv2d_backward(t->act, tr->conv.Cin, n, hp, wp, tr->conv.w, tr->conv.Cout, 1,
-                                 1, 0, t->dmid, gradp(t, tr->conv.w), t->dact, 0, t->scratch,
-                                 t->scratch_n);
+            bn_conv1x1_bwd(t, bo.trans[b - 1], &tr->norm, t->block[b - 1], Pp, &tr->conv,
+                           t->dmid, t->dact);
             bn_backward(t, bo.trans[b - 1], &tr->norm, t->block[b - 1], t->dact,
                         t->dblock[b - 1], Pp, 0);
         }

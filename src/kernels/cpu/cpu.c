@@ -284,6 +284,35 @@ static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, con
     grid_conv((const uint16_t *)xq, Cin, N, H, W, w, Cout, k, y, yq);
 }
 
+/* The BN-ReLU goes into the GEMM's packing of B (sgemm.c); without the
+ * AVX-512 kernel it is written to scratch first. */
+static void cpu_conv1x1_bn_relu(const float *x, int Cin, int64_t P, const float *scale,
+                                const float *shift, const float *w, int Cout, float *y,
+                                float *scratch)
+{
+    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+        cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
+        return;
+    }
+    cpu_bn_relu(x, scratch, Cin, P, scale, shift);
+    cx_sgemm(0, 0, Cout, (int)P, Cin, w, Cin, scratch, (int)P, 0, y, (int)P);
+}
+
+static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, const float *scale,
+                                         const float *shift, const float *w, int Cout,
+                                         const float *dy, float *dw, float *da, int accumulate,
+                                         float *scratch)
+{
+    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+        cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
+    } else {
+        cpu_bn_relu(x, scratch, Cin, P, scale, shift);
+        cx_sgemm(0, 1, Cout, Cin, (int)P, dy, (int)P, scratch, (int)P, 1, dw, Cin);
+    }
+    if (da)
+        cx_sgemm(1, 0, Cin, (int)P, Cout, w, Cin, dy, (int)P, accumulate, da, (int)P);
+}
+
 /* Max of a and b that propagates NaN like PyTorch's max pooling. */
 static inline float max_nan(float m, float v) { return (v > m || v != v) ? v : m; }
 
@@ -709,6 +738,8 @@ static const cx_ops CPU_OPS = {
     .avgpool = cpu_avgpool,
     .gap = cpu_gap,
     .linear = cpu_linear,
+    .conv1x1_bn_relu = cpu_conv1x1_bn_relu,
+    .conv1x1_bn_relu_backward = cpu_conv1x1_bn_relu_backward,
     .bn_stats = cpu_bn_stats,
     .bn_relu_backward = cpu_bn_relu_backward,
     .conv2d_backward = cpu_conv2d_backward,

@@ -81,28 +81,48 @@ static void pack_a(int ta, const float *A, int lda, int m0, int mr, int k0, int 
 }
 
 #ifdef CX_X86
-/* pack_b without transpose: two zmm per k (masked at the panel's tail) */
+/* pack_b without transpose: two zmm per k (masked at the panel's tail);
+ * with bsc, B's row k0 + k becomes max(0, B * bsc + bsh) on the way. */
 __attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb, int k0, int kc,
-                                                         int n0, int nr, float *pb)
+                                                         int n0, int nr, const float *bsc,
+                                                         const float *bsh, float *pb)
 {
     __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
     __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *s = B + (int64_t)(k0 + k) * ldb + n0;
-        _mm512_store_ps(pb + k * NR, _mm512_maskz_loadu_ps(m0, s));
-        _mm512_store_ps(pb + k * NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+        __m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
+        if (bsc) {
+            __m512 sc = _mm512_set1_ps(bsc[k0 + k]), sh = _mm512_set1_ps(bsh[k0 + k]);
+            v0 = _mm512_maskz_max_ps(m0, _mm512_fmadd_ps(v0, sc, sh), zero);
+            v1 = _mm512_maskz_max_ps(m1, _mm512_fmadd_ps(v1, sc, sh), zero);
+        }
+        _mm512_store_ps(pb + k * NR, v0);
+        _mm512_store_ps(pb + k * NR + 16, v1);
     }
 }
 #endif
 
-/* pb[k*NR + c] = op(B)[k0 + k][n0 + c], zero columns past nr */
-static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int nr, float *pb)
+static inline float bn_relu1(float v, const float *bsc, const float *bsh, int i)
+{
+    if (!bsc)
+        return v;
+    v = v * bsc[i] + bsh[i];
+    return v > 0.0f ? v : 0.0f;
+}
+
+/* pb[k*NR + c] = op(B)[k0 + k][n0 + c], zero columns past nr; with bsc,
+ * stored row i of B is transformed to max(0, B * bsc[i] + bsh[i]) */
+static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int nr,
+                   const float *bsc, const float *bsh, float *pb)
 {
     if (!tb) {
         for (int k = 0; k < kc; k++) {
             const float *s = B + (int64_t)(k0 + k) * ldb + n0;
             float *d = pb + k * NR;
-            memcpy(d, s, sizeof(float) * (size_t)nr);
+            for (int c = 0; c < nr; c++)
+                d[c] = bn_relu1(s[c], bsc, bsh, k0 + k);
             if (nr < NR)
                 memset(d + nr, 0, sizeof(float) * (size_t)(NR - nr));
         }
@@ -111,10 +131,35 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int 
             if (c < nr) {
                 const float *s = B + (int64_t)(n0 + c) * ldb + k0;
                 for (int k = 0; k < kc; k++)
-                    pb[k * NR + c] = s[k];
+                    pb[k * NR + c] = bn_relu1(s[k], bsc, bsh, n0 + c);
             } else {
                 for (int k = 0; k < kc; k++)
                     pb[k * NR + c] = 0.0f;
+            }
+        }
+    }
+}
+
+/* Plain loops (no buffers): the last resort when a panel buffer cannot be
+ * allocated, and the path of transformed B on CPUs without AVX-512. */
+static void sgemm_plain(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, const float *bsc, const float *bsh,
+                        int accumulate, float *C, int ldc)
+{
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= SGEMM_PAR_MIN)
+    for (int m = 0; m < M; m++) {
+        float *c = C + (int64_t)m * ldc;
+        if (!accumulate)
+            memset(c, 0, sizeof(float) * (size_t)N);
+        for (int k = 0; k < K; k++) {
+            float a = ta ? A[(int64_t)k * lda + m] : A[(int64_t)m * lda + k];
+            if (tb) {
+                for (int n = 0; n < N; n++)
+                    c[n] += a * bn_relu1(B[(int64_t)n * ldb + k], bsc, bsh, n);
+            } else {
+                const float *b = B + (int64_t)k * ldb;
+                for (int n = 0; n < N; n++)
+                    c[n] += a * bn_relu1(b[n], bsc, bsh, k);
             }
         }
     }
@@ -173,7 +218,8 @@ __attribute__((target("avx512f"))) static void ukr(int kc, const float *const ro
 }
 
 static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, int accumulate, float *C, int ldc)
+                         const float *B, int ldb, const float *bsc, const float *bsh,
+                         int accumulate, float *C, int ldc)
 {
     int nM = (M + MR - 1) / MR, nN = (N + NR - 1) / NR;
     int par = (double)M * N * K >= SGEMM_PAR_MIN && !omp_in_parallel();
@@ -217,9 +263,9 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
                 int mb0 = (int)((int64_t)nM * g / groups);
                 int mb1 = (int)((int64_t)nM * (g + 1) / groups);
                 if (tb)
-                    pack_b(tb, B, ldb, k0, kc, n0, nr, pb);
+                    pack_b(tb, B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
                 else
-                    pack_b_nn(B, ldb, k0, kc, n0, nr, pb);
+                    pack_b_nn(B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
                 for (int mb = mb0; mb < mb1; mb++) {
                     int mr = M - mb * MR < MR ? M - mb * MR : MR;
                     const float *rows[MR];
@@ -243,13 +289,19 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
         }
     }
     if (oom) /* a thread could not get its panel buffer; nothing was computed */
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+        sgemm_plain(ta, tb, M, N, K, A, lda, B, ldb, bsc, bsh, accumulate, C, ldc);
 }
 #endif
 
 void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc)
+{
+    cx_sgemm_bnrelu(transA, transB, M, N, K, A, lda, B, ldb, NULL, NULL, accumulate, C, ldc);
+}
+
+void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                     const float *B, int ldb, const float *bscale, const float *bshift,
+                     int accumulate, float *C, int ldc)
 {
     if (M <= 0 || N <= 0)
         return;
@@ -261,10 +313,15 @@ void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int l
     }
 #ifdef CX_X86
     if (cx_cpu()->avx512) {
-        sgemm_avx512(transA, transB, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+        sgemm_avx512(transA, transB, M, N, K, A, lda, B, ldb, bscale, bshift, accumulate, C,
+                     ldc);
         return;
     }
 #endif
+    if (bscale) {
+        sgemm_plain(transA, transB, M, N, K, A, lda, B, ldb, bscale, bshift, accumulate, C, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                 transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
                 accumulate ? 1.0f : 0.0f, C, ldc);

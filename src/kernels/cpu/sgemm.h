@@ -9,6 +9,14 @@
 void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc);
 
+/* As cx_sgemm, with stored row i of B (a row of op(B) when not transposed,
+ * a column when transposed) read as max(0, B * bscale[i] + bshift[i]): a
+ * BatchNorm + ReLU applied while packing, never stored. Fast with the
+ * AVX-512 kernel; plain loops elsewhere (callers then transform B first). */
+void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                     const float *B, int ldb, const float *bscale, const float *bshift,
+                     int accumulate, float *C, int ldc);
+
 /* "avx512" or "blas": what cx_sgemm runs on this machine. */
 const char *cx_sgemm_kernel(void);
 

@@ -2,6 +2,7 @@
  * every op computes; faster backends are tested against it. */
 #include "kernels/backend.h"
 #include "kernels/ref/ref_bf16.h"
+#include "kernels/ref/ref_fused.h"
 
 #define REAL float
 #define FN(name) ref_##name
@@ -16,6 +17,8 @@ static const cx_ops REF_OPS = {
     .avgpool = ref_avgpool,
     .gap = ref_gap,
     .linear = ref_linear,
+    .conv1x1_bn_relu = ref_conv1x1_bn_relu,
+    .conv1x1_bn_relu_backward = ref_conv1x1_bn_relu_backward,
     .bn_stats = ref_bn_stats,
     .bn_relu_backward = ref_bn_relu_backward,
     .conv2d_backward = ref_conv2d_backward,

@@ -1,0 +1,56 @@
+/* Reference fused ops: a pointwise convolution of a BatchNorm + ReLU and its
+ * backward, as plain loops that compute max(0, x * scale + shift) where it
+ * is read (nothing stored). */
+#include "kernels/backend.h"
+#include "kernels/ref/ref_fused.h"
+
+#include <string.h>
+
+static float bnr(const float *x, int64_t P, const float *scale, const float *shift, int ci,
+                 int64_t p)
+{
+    float v = x[(int64_t)ci * P + p] * scale[ci] + shift[ci];
+    return v > 0.0f ? v : 0.0f;
+}
+
+void ref_conv1x1_bn_relu(const float *x, int Cin, int64_t P, const float *scale,
+                         const float *shift, const float *w, int Cout, float *y, float *scratch)
+{
+    (void)scratch;
+    for (int co = 0; co < Cout; co++) {
+        float *yr = y + (int64_t)co * P;
+        memset(yr, 0, sizeof(float) * (size_t)P);
+        for (int ci = 0; ci < Cin; ci++) {
+            float a = w[(int64_t)co * Cin + ci];
+            for (int64_t p = 0; p < P; p++)
+                yr[p] += a * bnr(x, P, scale, shift, ci, p);
+        }
+    }
+}
+
+void ref_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, const float *scale,
+                                  const float *shift, const float *w, int Cout, const float *dy,
+                                  float *dw, float *da, int accumulate, float *scratch)
+{
+    (void)scratch;
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++) {
+            float acc = 0.0f;
+            for (int64_t p = 0; p < P; p++)
+                acc += dy[(int64_t)co * P + p] * bnr(x, P, scale, shift, ci, p);
+            dw[(int64_t)co * Cin + ci] += acc;
+        }
+    if (!da)
+        return;
+    for (int ci = 0; ci < Cin; ci++) {
+        float *d = da + (int64_t)ci * P;
+        if (!accumulate)
+            memset(d, 0, sizeof(float) * (size_t)P);
+        for (int co = 0; co < Cout; co++) {
+            float a = w[(int64_t)co * Cin + ci];
+            const float *g = dy + (int64_t)co * P;
+            for (int64_t p = 0; p < P; p++)
+                d[p] += a * g[p];
+        }
+    }
+}
