@@ -152,6 +152,39 @@ static void test_sgemm(void **state)
     sgemm_case(0, 1, 64, 96, 5000, 1, seed++); /* long K (weight gradients) */
 }
 
+/* The fused pointwise convolution of a BN-ReLU and its backward: CPU
+ * (BN-ReLU inside the GEMM's packing) against the reference loops. */
+static void test_conv1x1_bn_relu(void **state)
+{
+    static const int shapes[][3] = {{37, 20, 2 * 9 * 7}, {128, 64, 3136}, {256, 32, 49}};
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], Cout = shapes[t][1];
+        int64_t P = shapes[t][2];
+        cx_rng r;
+        cx_rng_seed(&r, 50 + t);
+        float *x = rand_buf(&r, (size_t)(Cin * P), -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin, -1, 1);
+        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
+        float *dy = rand_buf(&r, (size_t)(Cout * P), -1, 1);
+        float *scr = malloc(sizeof(float) * (size_t)(Cin * P));
+        float *y1 = malloc(sizeof(float) * (size_t)(Cout * P)), *y2 = malloc(sizeof(float) * (size_t)(Cout * P));
+        cx_ops_ref()->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y1, scr);
+        cx_ops_cpu()->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y2, scr);
+        assert_true(rel_err(y2, y1, (size_t)(Cout * P)) < 1e-5);
+        float *dw1 = rand_buf(&r, (size_t)Cout * Cin, -1, 1), *dw2 = malloc(sizeof(float) * (size_t)Cout * Cin);
+        memcpy(dw2, dw1, sizeof(float) * (size_t)Cout * Cin);
+        float *da1 = rand_buf(&r, (size_t)(Cin * P), -1, 1), *da2 = malloc(sizeof(float) * (size_t)(Cin * P));
+        memcpy(da2, da1, sizeof(float) * (size_t)(Cin * P));
+        for (int acc = 0; acc < 2; acc++) {
+            cx_ops_ref()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw1, da1, acc, scr);
+            cx_ops_cpu()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw2, da2, acc, scr);
+            assert_true(rel_err(dw2, dw1, (size_t)Cout * Cin) < 1e-5);
+            assert_true(rel_err(da2, da1, (size_t)(Cin * P)) < 1e-5);
+        }
+        free(x), free(w), free(sc), free(sh), free(dy), free(scr), free(y1), free(y2);
+        free(dw1), free(dw2), free(da1), free(da2);
+    }
+}
+
 static void test_pools(void **state)
 {
     cx_rng r;
@@ -329,6 +362,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_sgemm),
+        cmocka_unit_test(test_conv1x1_bn_relu),
         cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),
         cmocka_unit_test(test_config),   cmocka_unit_test(test_forward_small),
     };

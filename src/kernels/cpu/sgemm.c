@@ -104,6 +104,33 @@ __attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb
 }
 #endif
 
+#ifdef CX_X86
+/* In-register transpose of 16 rows of 16 floats: r[j] becomes column j. */
+__attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+#endif
+
 static inline float bn_relu1(float v, const float *bsc, const float *bsh, int i)
 {
     if (!bsc)
@@ -111,6 +138,37 @@ static inline float bn_relu1(float v, const float *bsc, const float *bsh, int i)
     v = v * bsc[i] + bsh[i];
     return v > 0.0f ? v : 0.0f;
 }
+
+#ifdef CX_X86
+/* Transposed B, k in [0, kc) with kc a multiple of 16: 16x16 blocks of B's
+ * rows (BN-ReLU applied per row), transposed in registers. */
+__attribute__((target("avx512f"))) static void pack_bt_avx512(const float *B, int ldb, int k0,
+                                                              int kc, int n0, int nr,
+                                                              const float *bsc,
+                                                              const float *bsh, float *pb)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int cb = 0; cb < NR; cb += 16)
+        for (int kb = 0; kb < kc; kb += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                int c = cb + i;
+                if (c >= nr) {
+                    r[i] = zero;
+                    continue;
+                }
+                r[i] = _mm512_loadu_ps(B + (int64_t)(n0 + c) * ldb + k0 + kb);
+                if (bsc)
+                    r[i] = _mm512_max_ps(_mm512_fmadd_ps(r[i], _mm512_set1_ps(bsc[n0 + c]),
+                                                         _mm512_set1_ps(bsh[n0 + c])),
+                                         zero);
+            }
+            tr16(r);
+            for (int j = 0; j < 16; j++)
+                _mm512_store_ps(pb + (kb + j) * NR + cb, r[j]);
+        }
+}
+#endif
 
 /* pb[k*NR + c] = op(B)[k0 + k][n0 + c], zero columns past nr; with bsc,
  * stored row i of B is transformed to max(0, B * bsc[i] + bsh[i]) */
@@ -127,13 +185,20 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int 
                 memset(d + nr, 0, sizeof(float) * (size_t)(NR - nr));
         }
     } else {
+        int kdone = 0;
+#ifdef CX_X86
+        if (cx_cpu()->avx512) {
+            kdone = kc & ~15;
+            pack_bt_avx512(B, ldb, k0, kdone, n0, nr, bsc, bsh, pb);
+        }
+#endif
         for (int c = 0; c < NR; c++) {
             if (c < nr) {
                 const float *s = B + (int64_t)(n0 + c) * ldb + k0;
-                for (int k = 0; k < kc; k++)
+                for (int k = kdone; k < kc; k++)
                     pb[k * NR + c] = bn_relu1(s[k], bsc, bsh, n0 + c);
             } else {
-                for (int k = 0; k < kc; k++)
+                for (int k = kdone; k < kc; k++)
                     pb[k * NR + c] = 0.0f;
             }
         }
