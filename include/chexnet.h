@@ -65,21 +65,6 @@ cx_status cx_mkdir_p(const char *dir, cx_err *err);
 void cx_set_threads(int n);
 int cx_get_threads(void);
 
-/* Which BLAS kernels the CPU backend's fp32 GEMMs use. Call it before
- * anything else (cx_set_threads, contexts, training): the first call made
- * before BLAS starts decides, for the whole process; it returns the mode in
- * effect.
- *   CX_BLAS_ACCURATE (default): BLIS's own kernel choice.
- *   CX_BLAS_FAST: on Intel CPUs with AVX-512 that BLIS 0.9 cannot classify
- *     (recent Xeons, virtual machines), its 'skx' kernels: 1.3x faster
- *     inference on the development VM, with plain sequential fp32 sums in
- *     each GEMM (DenseNet-121 logits still within 6e-7 relative L2 of
- *     PyTorch). Training gradients are more sensitive: BatchNorm backward
- *     amplifies the GEMMs' rounding, so chexnet train keeps the default.
- *     Elsewhere it changes nothing (CX_BLAS_ACCURATE is returned). */
-typedef enum { CX_BLAS_ACCURATE = 0, CX_BLAS_FAST = 1 } cx_blas_mode;
-cx_blas_mode cx_set_blas_mode(cx_blas_mode mode);
-
 /* ------------------------------------------------------------ safetensors */
 
 typedef enum {

@@ -104,8 +104,6 @@ int cmd_bench(int argc, char **argv)
         cli_error("bench", "--train needs --batch >= 2");
         return 2;
     }
-    if (!train)
-        cx_set_blas_mode(CX_BLAS_FAST); /* as predict; training keeps the default */
     cx_set_threads((int)threads);
     cx_err err = {0};
     cx_model *m = NULL;

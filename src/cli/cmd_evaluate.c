@@ -364,8 +364,6 @@ int cmd_evaluate(int argc, char **argv)
     }
     if (val_path && o.rule == CX_OP_THRESHOLD)
         cli_error(CMD, "warning: --val-pred is not used with a fixed threshold");
-    if (model_path)
-        cx_set_blas_mode(CX_BLAS_FAST); /* inference, as predict */
     cx_set_threads(threads > 0 ? (int)threads : 0);
 
     cx_err err = {0};

@@ -497,8 +497,7 @@ int cmd_predict(int argc, char **argv)
         !strcmp(cx_bf16_kernel(backend), "portable"))
         cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16: bf16 runs in "
                        "portable C, slower than fp32");
-    cx_set_blas_mode(CX_BLAS_FAST); /* inference: the faster BLIS kernels (chexnet.h) */
-    cx_set_threads((int)threads);   /* 0: all cores (OpenMP and BLIS alike) */
+    cx_set_threads((int)threads); /* 0: all cores (OpenMP and BLIS alike) */
 
     /* packs made by 'chexnet prepare': all inputs, or none */
     size_t npack = 0;

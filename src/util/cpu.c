@@ -82,27 +82,3 @@ const cx_cpu_info *cx_cpu(void)
     pthread_once(&g_cpu_once, cpu_init);
     return &g_cpu;
 }
-
-static pthread_once_t g_blis_once = PTHREAD_ONCE_INIT;
-static int g_blis_fast_requested = 0, g_blis_fast = 0;
-static void blis_init(void)
-{
-    if (!g_blis_fast_requested)
-        return; /* BLIS's own choice */
-    const char *set = getenv("BLIS_ARCH_TYPE");
-    if (set && *set)
-        return;
-    const cx_cpu_info *ci = cx_cpu();
-    if (ci->intel && ci->avx512) {
-        setenv("BLIS_ARCH_TYPE", "skx", 0);
-        g_blis_fast = 1;
-    }
-}
-
-int cx_blis_configure(int fast)
-{
-    if (fast)
-        g_blis_fast_requested = 1; /* read once, inside pthread_once */
-    pthread_once(&g_blis_once, blis_init);
-    return g_blis_fast;
-}

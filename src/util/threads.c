@@ -1,6 +1,5 @@
 /* Thread count shared by OpenMP loops and BLIS. */
 #include "chexnet.h"
-#include "util/cpu.h"
 
 #include <blis.h>
 #include <omp.h>
@@ -12,7 +11,6 @@ void cx_set_threads(int n)
     if (n <= 0)
         n = omp_get_num_procs();
     g_threads = n;
-    cx_blis_configure(0); /* before BLIS initialises: a mode set earlier stays */
     omp_set_num_threads(n);
     bli_thread_set_num_threads(n);
 }
@@ -22,9 +20,4 @@ int cx_get_threads(void)
     if (g_threads <= 0)
         return omp_get_max_threads();
     return g_threads;
-}
-
-cx_blas_mode cx_set_blas_mode(cx_blas_mode mode)
-{
-    return cx_blis_configure(mode == CX_BLAS_FAST) ? CX_BLAS_FAST : CX_BLAS_ACCURATE;
 }

@@ -1,16 +1,16 @@
-/* CPU backend: convolutions as BLAS GEMMs (BLIS, multithreaded), everything
- * else as OpenMP loops. Layouts as in kernels/backend.h (activations CNHW).
+/* CPU backend: convolutions as GEMMs (cx_sgemm: chexnet's own AVX-512 GEMM,
+ * kernels/cpu/sgemm.c, or BLIS on CPUs without AVX-512; bf16 kernels in
+ * kernels/cpu/bf16.c), everything else as OpenMP loops. Layouts as in
+ * kernels/backend.h (activations CNHW).
  *
- * Why BLIS: Debian's libblis (OpenMP build) measured 205-225 GFLOP/s on
- * DenseNet's skinny GEMM shapes on the 2-core Zen 4 development machine, where
- * OpenBLAS gave 100-190; BLIS also keeps its speed when one GEMM dimension is
- * small (7x7 maps at batch 1). */
+ * BLIS was chosen over OpenBLAS as the fallback: Debian's libblis (OpenMP
+ * build) measured 205-225 GFLOP/s on DenseNet's skinny GEMM shapes on a
+ * 2-core Zen 4 machine, where OpenBLAS gave 100-190. */
 #include "kernels/backend.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/sgemm.h"
 #include "util/cpu.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -757,8 +757,4 @@ static const cx_ops CPU_OPS = {
     .bf16_kernel = cpu_bf16_kernel,
 };
 
-const cx_ops *cx_ops_cpu(void)
-{
-    cx_blis_configure(0); /* before the first GEMM: a mode set earlier stays */
-    return &CPU_OPS;
-}
+const cx_ops *cx_ops_cpu(void) { return &CPU_OPS; }
