@@ -35,6 +35,20 @@
 /* GEMMs with fewer multiply-adds run on the calling thread only */
 #define SGEMM_PAR_MIN ((double)(1 << 18))
 
+/* The AVX-512 kernel runs where the CPU has AVX-512, unless the environment
+ * says CHEXNET_SGEMM=blas (to test and compare the fallback). */
+static int use_avx512(void)
+{
+    static int v = -1;
+    int cur = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (cur < 0) {
+        const char *e = getenv("CHEXNET_SGEMM");
+        cur = cx_cpu()->avx512 && !(e && !strcmp(e, "blas"));
+        __atomic_store_n(&v, cur, __ATOMIC_RELAXED);
+    }
+    return cur;
+}
+
 /* Per-thread buffers kept between calls (a thread's first call, or a larger
  * size, allocates): steady-state passes allocate nothing. */
 static _Thread_local float *tls_a, *tls_b;
@@ -187,7 +201,7 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int 
     } else {
         int kdone = 0;
 #ifdef CX_X86
-        if (cx_cpu()->avx512) {
+        if (use_avx512()) {
             kdone = kc & ~15;
             pack_bt_avx512(B, ldb, k0, kdone, n0, nr, bsc, bsh, pb);
         }
@@ -377,7 +391,7 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
         return;
     }
 #ifdef CX_X86
-    if (cx_cpu()->avx512) {
+    if (use_avx512()) {
         sgemm_avx512(transA, transB, M, N, K, A, lda, B, ldb, bscale, bshift, accumulate, C,
                      ldc);
         return;
@@ -395,7 +409,7 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
 const char *cx_sgemm_kernel(void)
 {
 #ifdef CX_X86
-    if (cx_cpu()->avx512)
+    if (use_avx512())
         return "avx512";
 #endif
     return "blas";
