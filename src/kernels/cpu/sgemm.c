@@ -312,6 +312,8 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
         pack = 0;
     /* tasks: column panels, times row groups when panels are few */
     int groups = nN >= 2 * T ? 1 : (2 * T + nN - 1) / nN;
+    while (groups < nM && (nN * groups) % T && nN * groups < 8 * T)
+        groups++; /* an even share per thread when tasks are few */
     if (groups > nM)
         groups = nM;
     int ntask = nN * groups;
