@@ -179,15 +179,21 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
         int M = kk2 * Cout;
         float *Z = scratch, *Wr = scratch + (size_t)M * HW * nb;
-        /* Wr[(kk,co)][ci] = w[co][ci][kk] */
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
-                for (int q = 0; q < kk2; q++)
-                    Wr[((size_t)q * Cout + co) * Cin + ci] = w[((size_t)co * Cin + ci) * kk2 + q];
+        int direct = !strcmp(cx_sgemm_kernel(), "avx512"); /* weights read in place */
+        if (!direct) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
+            for (int co = 0; co < Cout; co++)
+                for (int ci = 0; ci < Cin; ci++)
+                    for (int q = 0; q < kk2; q++)
+                        Wr[((size_t)q * Cout + co) * Cin + ci] =
+                            w[((size_t)co * Cin + ci) * kk2 + q];
         for (int n0 = 0; n0 < N; n0 += nb) {
             int cnt = N - n0 < nb ? N - n0 : nb;
             int cols = cnt * HW;
-            cx_sgemm(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, 0, Z, cols);
+            if (direct)
+                cx_sgemm_conv_taps(Cout, Cin, kk2, w, cols, x + (int64_t)n0 * HW, (int)Po, Z,
+                                   cols);
+            else
+                cx_sgemm(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, 0, Z, cols);
             kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
         }
         return;

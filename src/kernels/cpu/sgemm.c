@@ -67,29 +67,52 @@ static float *grow(float **p, size_t *cap, size_t n)
     return *p;
 }
 
-/* pa[k*MR + r] = op(A)[m0 + r][k0 + k], zero rows past mr */
-static void pack_a(int ta, const float *A, int lda, int m0, int mr, int k0, int kc, float *pa)
+/* Where op(A)'s element (m, k) is:
+ *     base[(m % mi) * s_mi + (m / mi) * s_mo + k * s_k]
+ * A plain or transposed matrix has mi = M; the kn2row view of convolution
+ * weights w[Cout][Cin][q] as rows (q, co) has mi = Cout, s_mi = Cin*q_n,
+ * s_mo = 1, s_k = q_n, so they need no reordering. */
+typedef struct {
+    const float *base;
+    int mi;
+    int64_t s_mi, s_mo, s_k;
+} a_view;
+
+static a_view a_plain(int ta, const float *A, int lda, int M)
 {
-    if (!ta) {
-        for (int r = 0; r < MR; r++) {
-            if (r < mr) {
-                const float *s = A + (int64_t)(m0 + r) * lda + k0;
-                for (int k = 0; k < kc; k++)
-                    pa[k * MR + r] = s[k];
-            } else {
-                for (int k = 0; k < kc; k++)
-                    pa[k * MR + r] = 0.0f;
-            }
-        }
-    } else {
+    a_view v = {A, M > 0 ? M : 1, ta ? 1 : lda, 0, ta ? lda : 1};
+    return v;
+}
+
+static inline const float *a_row(const a_view *a, int64_t m)
+{
+    return a->base + (m % a->mi) * a->s_mi + (m / a->mi) * a->s_mo;
+}
+
+/* pa[k*MR + r] = op(A)[m0 + r][k0 + k], zero rows past mr */
+static void pack_a(const a_view *a, int m0, int mr, int k0, int kc, float *pa)
+{
+    if (a->s_mi == 1 && a->s_mo == 0 && a->s_k != 1) {
+        /* transposed: 8 consecutive values per k */
         for (int k = 0; k < kc; k++) {
-            const float *s = A + (int64_t)(k0 + k) * lda + m0;
+            const float *s = a->base + (int64_t)(k0 + k) * a->s_k + m0;
             float *d = pa + k * MR;
             int r = 0;
             for (; r < mr; r++)
                 d[r] = s[r];
             for (; r < MR; r++)
                 d[r] = 0.0f;
+        }
+        return;
+    }
+    for (int r = 0; r < MR; r++) {
+        if (r < mr) {
+            const float *s = a_row(a, m0 + r) + (int64_t)k0 * a->s_k;
+            for (int k = 0; k < kc; k++)
+                pa[k * MR + r] = s[(int64_t)k * a->s_k];
+        } else {
+            for (int k = 0; k < kc; k++)
+                pa[k * MR + r] = 0.0f;
         }
     }
 }
@@ -221,9 +244,8 @@ static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int 
 
 /* Plain loops (no buffers): the last resort when a panel buffer cannot be
  * allocated, and the path of transformed B on CPUs without AVX-512. */
-static void sgemm_plain(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                        const float *B, int ldb, const float *bsc, const float *bsh,
-                        int accumulate, float *C, int ldc)
+static void sgemm_plain(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
+                        const float *bsc, const float *bsh, int accumulate, float *C, int ldc)
 {
 #pragma omp parallel for schedule(static) if ((double)M * N * K >= SGEMM_PAR_MIN)
     for (int m = 0; m < M; m++) {
@@ -231,7 +253,7 @@ static void sgemm_plain(int ta, int tb, int M, int N, int K, const float *A, int
         if (!accumulate)
             memset(c, 0, sizeof(float) * (size_t)N);
         for (int k = 0; k < K; k++) {
-            float a = ta ? A[(int64_t)k * lda + m] : A[(int64_t)m * lda + k];
+            float a = a_row(av, m)[(int64_t)k * av->s_k];
             if (tb) {
                 for (int n = 0; n < N; n++)
                     c[n] += a * bn_relu1(B[(int64_t)n * ldb + k], bsc, bsh, n);
@@ -296,9 +318,8 @@ __attribute__((target("avx512f"))) static void ukr(int kc, const float *const ro
     }
 }
 
-static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, const float *bsc, const float *bsh,
-                         int accumulate, float *C, int ldc)
+static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
+                         const float *bsc, const float *bsh, int accumulate, float *C, int ldc)
 {
     int nM = (M + MR - 1) / MR, nN = (N + NR - 1) / NR;
     int par = (double)M * N * K >= SGEMM_PAR_MIN && !omp_in_parallel();
@@ -334,7 +355,7 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
             if (pack) {
 #pragma omp for schedule(static)
                 for (int mb = 0; mb < nM; mb++)
-                    pack_a(ta, A, lda, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
+                    pack_a(av, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
                            pa + (size_t)mb * MR * KC);
             }
 #pragma omp for schedule(static)
@@ -359,9 +380,9 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
                         /* rows past M repeat the last one (computed, not stored) */
                         for (int r = 0; r < MR; r++) {
                             int64_t m = mb * MR + (r < mr ? r : mr - 1);
-                            rows[r] = ta ? A + (int64_t)k0 * lda + m : A + m * lda + k0;
+                            rows[r] = a_row(av, m) + (int64_t)k0 * av->s_k;
                         }
-                        cs = ta ? lda : 1;
+                        cs = av->s_k;
                     }
                     ukr(kc, rows, cs, pb, C + (int64_t)mb * MR * ldc + n0, ldc, mr, nr,
                         accumulate || k0 > 0);
@@ -370,7 +391,7 @@ static void sgemm_avx512(int ta, int tb, int M, int N, int K, const float *A, in
         }
     }
     if (oom) /* a thread could not get its panel buffer; nothing was computed */
-        sgemm_plain(ta, tb, M, N, K, A, lda, B, ldb, bsc, bsh, accumulate, C, ldc);
+        sgemm_plain(av, tb, M, N, K, B, ldb, bsc, bsh, accumulate, C, ldc);
 }
 #endif
 
@@ -392,20 +413,36 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
                 memset(C + (int64_t)m * ldc, 0, sizeof(float) * (size_t)N);
         return;
     }
+    a_view av = a_plain(transA, A, lda, M);
 #ifdef CX_X86
     if (use_avx512()) {
-        sgemm_avx512(transA, transB, M, N, K, A, lda, B, ldb, bscale, bshift, accumulate, C,
-                     ldc);
+        sgemm_avx512(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc);
         return;
     }
 #endif
     if (bscale) {
-        sgemm_plain(transA, transB, M, N, K, A, lda, B, ldb, bscale, bshift, accumulate, C, ldc);
+        sgemm_plain(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
                 transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
                 accumulate ? 1.0f : 0.0f, C, ldc);
+}
+
+void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
+                        int ldb, float *C, int ldc)
+{
+    int M = taps * Cout;
+    a_view av = {w, Cout, (int64_t)Cin * taps, 1, taps};
+    if (M <= 0 || N <= 0 || Cin <= 0)
+        return;
+#ifdef CX_X86
+    if (use_avx512()) {
+        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc);
+        return;
+    }
+#endif
+    sgemm_plain(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc);
 }
 
 const char *cx_sgemm_kernel(void)
