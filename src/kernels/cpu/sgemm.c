@@ -129,6 +129,9 @@ __attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *s = B + (int64_t)(k0 + k) * ldb + n0;
+        /* rows are ldb apart (often > 4 KiB): fetch a few ahead */
+        _mm_prefetch((const char *)(s + 8 * (int64_t)ldb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(s + 8 * (int64_t)ldb + 16), _MM_HINT_T0);
         __m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
         if (bsc) {
             __m512 sc = _mm512_set1_ps(bsc[k0 + k]), sh = _mm512_set1_ps(bsh[k0 + k]);
