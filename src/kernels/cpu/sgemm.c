@@ -30,8 +30,12 @@
 
 #define MR 8
 #define NR 32
-#define KC 256
+#ifndef KC
+#define KC 512
+#endif
+#ifndef CH
 #define CH 32
+#endif
 /* GEMMs with fewer multiply-adds run on the calling thread only */
 #define SGEMM_PAR_MIN ((double)(1 << 18))
 
