@@ -135,9 +135,10 @@ def main():
             cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
     except OSError:
         pass
-    print("machine: %s, %d CPUs; chexnet bf16 kernel: %s"
-          % (cpu, os.cpu_count(), next((r[2].get("kernel") for r in rows if r[0] == "bf16"
-                                         and "kernel" in r[2]), "?")))
+    def kernel(what):
+        return next((r[2].get("kernel") for r in rows if r[0] == what and "kernel" in r[2]), "?")
+    print("machine: %s, %d CPUs; chexnet fp32 GEMM: %s, bf16 kernel: %s"
+          % (cpu, os.cpu_count(), kernel("forward"), kernel("bf16")))
     print("chexnet vs PyTorch, %d threads, median of repeats (lower time is better)" % a.threads)
     print("%-23s %-24s %10s %9s %9s %9s" % ("figure", "system", "time", "img/s", "GFLOP/s",
                                               "peak RSS"))

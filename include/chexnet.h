@@ -254,6 +254,9 @@ cx_precision cx_ctx_precision(const cx_ctx *c);
 /* The bf16 convolution kernel a backend runs on this machine: "amx",
  * "avx512-bf16", "portable" (cpu backend) or "reference". */
 const char *cx_bf16_kernel(cx_backend_id backend);
+/* The fp32 GEMM a backend runs on this machine: "avx512" (chexnet's own) or
+ * "blas" (cpu backend), or "reference". */
+const char *cx_gemm_kernel(cx_backend_id backend);
 
 /* input: n (<= batch) normalised images, layout NCHW [n][in_channels][H][W];
  * logits: [n][num_classes]. Probabilities are cx_sigmoid(logit). */

@@ -169,15 +169,15 @@ int cmd_bench(int argc, char **argv)
                "\"gflops\": %.2f, \"arena_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
                train ? "train_step" : "forward", cx_backend_name(be),
                cx_precision_name((cx_precision)prec),
-               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : "fp32", batch, size,
+               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : cx_gemm_kernel(be), batch, size,
                cx_get_threads(), med, times[0], batch / med, fl / med * 1e-9,
                arena / 1048576.0, ru.ru_maxrss / 1024.0);
     else
-        printf("%s batch %ld %ldx%ld (%s%s%s, %d threads): median %.2f ms (min %.2f), %.2f img/s, "
+        printf("%s batch %ld %ldx%ld (%s, %s%s, %d threads): median %.2f ms (min %.2f), %.2f img/s, "
                "%.1f GFLOP/s, arena %.0f MiB, peak RSS %.0f MB\n",
                train ? "training step" : "forward", batch, size, size, cx_backend_name(be),
-               prec == CX_PRECISION_BF16 ? ", bf16 " : "",
-               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : "", cx_get_threads(), med * 1e3, times[0] * 1e3, batch / med, fl / med * 1e-9,
+               prec == CX_PRECISION_BF16 ? "bf16 " : "fp32 ",
+               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : cx_gemm_kernel(be), cx_get_threads(), med * 1e3, times[0] * 1e3, batch / med, fl / med * 1e-9,
                arena / 1048576.0, ru.ru_maxrss / 1024.0);
     free(times);
     free(x);

@@ -125,6 +125,8 @@ typedef struct cx_ops {
                              const uint16_t *w, int Cout, int k, float *y, float *scratch,
                              size_t scratch_n);
     size_t (*conv_grid_bf16_scratch)(int Cin, int N, int H, int W, int Cout, int k);
+    /* Name of the fp32 GEMM this backend runs on this machine. */
+    const char *(*gemm_kernel)(void);
     /* Name of the bf16 kernel this backend runs on this machine. */
     const char *(*bf16_kernel)(void);
 } cx_ops;

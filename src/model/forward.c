@@ -312,6 +312,12 @@ cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
     return CX_OK;
 }
 
+const char *cx_gemm_kernel(cx_backend_id backend)
+{
+    const cx_ops *ops = backend_ops(backend);
+    return ops && ops->gemm_kernel ? ops->gemm_kernel() : "none";
+}
+
 const char *cx_bf16_kernel(cx_backend_id backend)
 {
     const cx_ops *ops = backend_ops(backend);

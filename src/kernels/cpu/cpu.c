@@ -760,6 +760,7 @@ static const cx_ops CPU_OPS = {
     .pack_bf16_grid = cpu_bf16_pack_grid,
     .conv2d_grid_bf16 = cpu_conv2d_grid_bf16,
     .conv_grid_bf16_scratch = cpu_conv_grid_bf16_scratch,
+    .gemm_kernel = cx_sgemm_kernel,
     .bf16_kernel = cpu_bf16_kernel,
 };
 

@@ -33,6 +33,7 @@ static const cx_ops REF_OPS = {
     .pack_bf16_grid = ref_pack_bf16_grid,
     .conv2d_grid_bf16 = ref_conv2d_grid_bf16,
     .conv_grid_bf16_scratch = ref_conv_grid_bf16_scratch,
+    .gemm_kernel = ref_bf16_kernel,
     .bf16_kernel = ref_bf16_kernel,
 };
 
