@@ -319,6 +319,15 @@ static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, con
         cx_sgemm(1, 0, Cin, (int)P, Cout, w, Cin, dy, (int)P, accumulate, da, (int)P);
 }
 
+/* The input range [*lo, *hi) of pooling window o (size k, stride s, padding
+ * pad) inside an axis of n values. */
+static inline void pool_window(int o, int k, int s, int pad, int n, int *lo, int *hi)
+{
+    int a = o * s - pad, b = a + k;
+    *lo = a < 0 ? 0 : a;
+    *hi = b > n ? n : b;
+}
+
 /* Max of a and b that propagates NaN like PyTorch's max pooling. */
 static inline float max_nan(float m, float v) { return (v > m || v != v) ? v : m; }
 
@@ -337,11 +346,8 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
             const float *xp = x + pl * H * W;
             float *yp = y + pl * Ho * Wo;
             for (int oy = 0; oy < Ho; oy++) {
-                int y0 = oy * s - pad, y1 = y0 + k;
-                if (y0 < 0)
-                    y0 = 0;
-                if (y1 > H)
-                    y1 = H;
+                int y0, y1;
+                pool_window(oy, k, s, pad, H, &y0, &y1);
                 if (rowmax) {
                     /* separable: max over the window's rows, then columns */
                     memcpy(rowmax, xp + y0 * W, sizeof(float) * W);
@@ -375,11 +381,8 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
                             if (ox >= Wo)
                                 break;
                         }
-                        int x0 = ox * s - pad, x1 = x0 + k;
-                        if (x0 < 0)
-                            x0 = 0;
-                        if (x1 > W)
-                            x1 = W;
+                        int x0, x1;
+                        pool_window(ox, k, s, pad, W, &x0, &x1);
                         float m = rowmax[x0];
                         for (int ix = x0 + 1; ix < x1; ix++)
                             m = max_nan(m, rowmax[ix]);
@@ -388,11 +391,8 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
                     continue;
                 }
                 for (int ox = 0; ox < Wo; ox++) {
-                    int x0 = ox * s - pad, x1 = x0 + k;
-                    if (x0 < 0)
-                        x0 = 0;
-                    if (x1 > W)
-                        x1 = W;
+                    int x0, x1;
+                    pool_window(ox, k, s, pad, W, &x0, &x1);
                     float m = -INFINITY;
                     for (int iy = y0; iy < y1; iy++)
                         for (int ix = x0; ix < x1; ix++)
@@ -662,17 +662,11 @@ static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int
         float *dxp = dx + pl * H * W;
         memset(dxp, 0, sizeof(float) * H * W);
         for (int oy = 0; oy < Ho; oy++) {
-            int y0 = oy * s - pad, y1 = y0 + k;
-            if (y0 < 0)
-                y0 = 0;
-            if (y1 > H)
-                y1 = H;
+            int y0, y1;
+            pool_window(oy, k, s, pad, H, &y0, &y1);
             for (int ox = 0; ox < Wo; ox++) {
-                int x0 = ox * s - pad, x1 = x0 + k;
-                if (x0 < 0)
-                    x0 = 0;
-                if (x1 > W)
-                    x1 = W;
+                int x0, x1;
+                pool_window(ox, k, s, pad, W, &x0, &x1);
                 float m = -INFINITY;
                 int arg = -1;
                 for (int iy = y0; iy < y1; iy++)
