@@ -137,6 +137,17 @@ static void csv_field(FILE *f, const char *s)
 
 enum { FMT_JSON, FMT_CSV, FMT_TABLE };
 
+/* CSV header: image, then one column per class */
+static void print_csv_header(const cx_model *m)
+{
+    fputs("image", stdout);
+    for (int c = 0; c < cx_model_num_classes(m); c++) {
+        fputc(',', stdout);
+        csv_field(stdout, cx_model_class_name(m, c));
+    }
+    fputc('\n', stdout);
+}
+
 static void print_result(int fmt, const cx_model *m, const char *path, const float *prob)
 {
     int nc = cx_model_num_classes(m);
@@ -242,19 +253,14 @@ static int is_pack_arg(const char *a)
 /* Every image of a pack made by 'chexnet prepare': the threaded loader
  * (prefetching, no decoding) feeds the network; rows are named by the
  * pack's image names. */
-static int predict_pack(const char *path, cx_model *m, cx_ctx *ctx, int batch, int fmt,
-                        long *done, long total, cli_progress *prog)
+static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_ctx *ctx,
+                        int batch, int fmt, long *done, cli_progress *prog)
 {
     cx_err err = {0};
-    cx_dataset *ds = NULL;
     cx_loader *ld = NULL;
     float *x = NULL, *y = NULL, *logits = NULL, *prob = NULL;
     int *ids = NULL, *all = NULL, rc = 1;
     int nc = cx_model_num_classes(m);
-    if (cx_pack_open(path, &ds, &err)) {
-        cli_error(CMD, "%s", err.msg);
-        return 1;
-    }
     cx_loader_opts lo;
     cx_loader_opts_default(&lo);
     lo.batch = batch;
@@ -301,7 +307,6 @@ static int predict_pack(const char *path, cx_model *m, cx_ctx *ctx, int batch, i
         fflush(stdout);
         *done += n;
         cli_progress_update(prog, *done);
-        (void)total;
     }
     if (st) {
         cli_error(CMD, "%s: %s", path, err.msg);
@@ -310,7 +315,6 @@ static int predict_pack(const char *path, cx_model *m, cx_ctx *ctx, int batch, i
     rc = 0;
 out:
     cx_loader_free(ld);
-    cx_dataset_free(ds);
     free(x);
     free(y);
     free(ids);
@@ -325,37 +329,41 @@ static int predict_packs(cli_strvec *packs, cx_model *m, int batch, int fmt,
 {
     cx_err err = {0};
     long total = 0, done = 0;
-    for (size_t i = 0; i < packs->n; i++) {
-        cx_dataset *ds = NULL;
-        if (cx_pack_open(packs->v[i], &ds, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            return 1;
-        }
-        total += cx_dataset_size(ds);
-        cx_dataset_free(ds);
+    int rc = 1;
+    cx_ctx *ctx = NULL;
+    cx_dataset **ds = calloc(packs->n, sizeof *ds);
+    if (!ds) {
+        cli_error(CMD, "out of memory");
+        return 1;
     }
-    int S = cx_model_input_size(m), nc = cx_model_num_classes(m);
+    for (size_t i = 0; i < packs->n; i++) {
+        if (cx_pack_open(packs->v[i], &ds[i], &err)) {
+            cli_error(CMD, "%s", err.msg);
+            goto out;
+        }
+        total += cx_dataset_size(ds[i]);
+    }
+    int S = cx_model_input_size(m);
     if (batch > total && total > 0)
         batch = (int)total;
-    cx_ctx *ctx = NULL;
     if (cx_ctx_new(m, batch, S, S, backend, &ctx, &err) ||
-        cx_ctx_set_precision(ctx, (cx_precision)prec, &err))
-        return cli_fail(CMD, &err);
-    if (fmt == FMT_CSV) {
-        fputs("image", stdout);
-        for (int c = 0; c < nc; c++) {
-            fputc(',', stdout);
-            csv_field(stdout, cx_model_class_name(m, c));
-        }
-        fputc('\n', stdout);
+        cx_ctx_set_precision(ctx, (cx_precision)prec, &err)) {
+        rc = cli_fail(CMD, &err);
+        goto out;
     }
+    if (fmt == FMT_CSV)
+        print_csv_header(m);
     cli_progress prog;
     cli_progress_start(&prog, "predict", "img", total);
-    int rc = 0;
+    rc = 0;
     for (size_t i = 0; i < packs->n && !rc; i++)
-        rc = predict_pack(packs->v[i], m, ctx, batch, fmt, &done, total, &prog);
+        rc = predict_pack(packs->v[i], ds[i], m, ctx, batch, fmt, &done, &prog);
     cli_progress_end(&prog);
+out:
     cx_ctx_free(ctx);
+    for (size_t i = 0; i < packs->n; i++)
+        cx_dataset_free(ds[i]);
+    free(ds);
     return rc;
 }
 
@@ -606,12 +614,7 @@ int cmd_predict(int argc, char **argv)
     int rc = nerr ? 1 : 0;
 
     if (fmt == FMT_CSV) {
-        fputs("image", stdout);
-        for (int c = 0; c < nc; c++) {
-            fputc(',', stdout);
-            csv_field(stdout, cx_model_class_name(m, c));
-        }
-        fputc('\n', stdout);
+        print_csv_header(m);
         fflush(stdout);
     }
     if (files.n == 0) {
