@@ -339,33 +339,38 @@ typedef struct {
     float *scale, *shift;
 } bn_cursor;
 
+/* Folds bn into the cursor's next slot of the arena and moves past it; the
+ * slot holds bn's per-channel scale and shift. */
+static bn_cursor fold_next(bn_cursor *cur, const cx_bn *bn)
+{
+    bn_cursor f = *cur;
+    fold_bn(bn, f.scale, f.shift);
+    cur->scale += bn->C;
+    cur->shift += bn->C;
+    return f;
+}
+
 static void bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x, float *y,
                     int64_t P)
 {
-    fold_bn(bn, cur->scale, cur->shift);
-    c->ops->bn_relu(x, y, bn->C, P, cur->scale, cur->shift);
-    cur->scale += bn->C;
-    cur->shift += bn->C;
+    bn_cursor f = fold_next(cur, bn);
+    c->ops->bn_relu(x, y, bn->C, P, f.scale, f.shift);
 }
 
 /* y = conv(relu(bn(x))) for a 1x1 conv, the BN-ReLU never stored. */
 static void conv1x1_bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
                             const cx_conv *cv, float *y, int64_t P)
 {
-    fold_bn(bn, cur->scale, cur->shift);
-    c->ops->conv1x1_bn_relu(x, bn->C, P, cur->scale, cur->shift, cv->w, cv->Cout, y, c->act);
-    cur->scale += bn->C;
-    cur->shift += bn->C;
+    bn_cursor f = fold_next(cur, bn);
+    c->ops->conv1x1_bn_relu(x, bn->C, P, f.scale, f.shift, cv->w, cv->Cout, y, c->act);
 }
 
 /* bf16: BN + ReLU of x written straight into the packed bf16 layout. */
 static void bn_relu_pack(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
                          uint16_t *y, int64_t P)
 {
-    fold_bn(bn, cur->scale, cur->shift);
-    c->ops->pack_bf16(x, bn->C, P, cur->scale, cur->shift, y);
-    cur->scale += bn->C;
-    cur->shift += bn->C;
+    bn_cursor f = fold_next(cur, bn);
+    c->ops->pack_bf16(x, bn->C, P, f.scale, f.shift, y);
 }
 
 /* bf16 convolution of packed x with the next packed weights (cursor *wp). */
@@ -418,11 +423,9 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                 bn_relu_pack(c, &cur, &L->norm1, buf, c->act16, P);
                 conv_bf16(c, &wp, &L->conv1, c->act16, n, h, w, c->mid);
                 /* the 3x3 conv's input goes straight into its zero-padded grid */
-                fold_bn(&L->norm2, cur.scale, cur.shift);
-                ops->pack_bf16_grid(c->mid, L->norm2.C, n, h, w, cur.scale, cur.shift,
+                bn_cursor f = fold_next(&cur, &L->norm2);
+                ops->pack_bf16_grid(c->mid, L->norm2.C, n, h, w, f.scale, f.shift,
                                     L->conv2.k, c->mid16);
-                cur.scale += L->norm2.C;
-                cur.shift += L->norm2.C;
                 ops->conv2d_grid_bf16(c->mid16, L->conv2.Cin, n, h, w, wp, L->conv2.Cout,
                                       L->conv2.k, buf + (int64_t)L->cin * P, c->scratch16,
                                       c->scratch16_n);
