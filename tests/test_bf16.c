@@ -19,14 +19,7 @@
 #include "kernels/backend.h"
 #include "model/model_internal.h"
 #include "util/rng.h"
-
-static float *rand_buf(cx_rng *r, size_t n, float lo, float hi)
-{
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = lo + (hi - lo) * (float)cx_rng_uniform(r);
-    return v;
-}
+#include "cx_testutil.h"
 
 static float from_bits(uint32_t u)
 {
@@ -210,26 +203,6 @@ static void test_grid(void **state)
     grid_case(17, 5, 2, 6, 4, 5, 0, 14);     /* 5x5, no BN */
     grid_case(2, 1, 1, 1, 1, 3, 1, 15);      /* 1x1 image */
     grid_case(64, 48, 2, 3, 1, 3, 1, 16);    /* one column */
-}
-
-static void perturb_bn(cx_model *m, uint64_t seed)
-{
-    cx_rng r;
-    cx_rng_seed(&r, seed);
-    for (int i = 0; i < cx_model_num_tensors(m); i++) {
-        cx_param *p = cx_model_tensor(m, i);
-        if (p->ndim != 1 || !strncmp(p->name, "classifier", 10))
-            continue;
-        for (int64_t j = 0; j < p->numel; j++) {
-            double u = cx_rng_uniform(&r);
-            switch (p->kind) {
-            case CX_PARAM_WEIGHT: p->data[j] = (float)(0.5 + u); break;
-            case CX_PARAM_BIAS: p->data[j] = (float)(u - 0.5) * 0.4f; break;
-            case CX_PARAM_RUNNING_MEAN: p->data[j] = (float)(u - 0.3) * 0.6f; break;
-            case CX_PARAM_RUNNING_VAR: p->data[j] = (float)(0.2 + 2.0 * u); break;
-            }
-        }
-    }
 }
 
 static void test_forward_small(void **state)

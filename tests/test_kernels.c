@@ -18,14 +18,7 @@
 #include "kernels/cpu/sgemm.h"
 #include "model/model_internal.h"
 #include "util/rng.h"
-
-static float *rand_buf(cx_rng *r, size_t n, float lo, float hi)
-{
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = lo + (hi - lo) * (float)cx_rng_uniform(r);
-    return v;
-}
+#include "cx_testutil.h"
 
 /* max |a-b| / (1 + max|b|) over n values */
 static double rel_err(const float *a, const float *b, size_t n)
@@ -259,26 +252,6 @@ static void test_linear(void **state)
 }
 
 /* Gives every BatchNorm realistic, non-identity statistics. */
-static void perturb_bn(cx_model *m, uint64_t seed)
-{
-    cx_rng r;
-    cx_rng_seed(&r, seed);
-    for (int i = 0; i < cx_model_num_tensors(m); i++) {
-        cx_param *p = cx_model_tensor(m, i);
-        if (p->ndim != 1 || !strncmp(p->name, "classifier", 10))
-            continue;
-        for (int64_t j = 0; j < p->numel; j++) {
-            double u = cx_rng_uniform(&r);
-            switch (p->kind) {
-            case CX_PARAM_WEIGHT: p->data[j] = (float)(0.5 + u); break;
-            case CX_PARAM_BIAS: p->data[j] = (float)(u - 0.5) * 0.4f; break;
-            case CX_PARAM_RUNNING_MEAN: p->data[j] = (float)(u - 0.3) * 0.6f; break;
-            case CX_PARAM_RUNNING_VAR: p->data[j] = (float)(0.2 + 2.0 * u); break;
-            }
-        }
-    }
-}
-
 static void test_forward_small(void **state)
 {
     /* A small DenseNet-BC (growth 8, blocks 2-3-2, 16 init features) on
