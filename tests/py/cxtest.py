@@ -7,6 +7,7 @@ Not a test itself (CTest runs tests/py/test_*.py). Provides:
   save_safetensors(path, tensors, metadata)   hand-written safetensors writer
   realistic_densenet(...)   torchvision DenseNet with realistic BN statistics
   xray_batch(paths, size)   real X-rays -> normalised NCHW tensor (PIL + torchvision)
+  cx_forward(model, x, tmp) chexnet's logits and feature maps (tests/tools/cx_forward)
 """
 import json
 import os
@@ -166,3 +167,18 @@ def realistic_densenet(arch="densenet121", num_classes=14, in_channels=3, seed=0
 
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def cx_forward(model_path, x, tmp, backend="cpu", extra=(), env=None):
+    """Runs the cx_forward tool on the NCHW tensor x; returns its output as
+    float32 (N x classes logits, then each image's final feature maps)."""
+    import numpy as np
+    inp = os.path.join(tmp, "input.f32")
+    out = os.path.join(tmp, "out.f32")
+    x.numpy().astype(np.float32).tofile(inp)
+    n, c, h, w = x.shape
+    r = run([tool("cx_forward"), model_path, inp, str(n), str(h), str(w), backend, out]
+            + list(extra), env=env)
+    if r.returncode != 0:
+        raise SystemExit("cx_forward failed: " + r.stderr)
+    return np.fromfile(out, dtype=np.float32)

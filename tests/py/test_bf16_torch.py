@@ -37,17 +37,11 @@ def check(name, ok, detail):
 
 
 def chexnet_logits(model_path, x, n_classes, precision="bf16", kernel=None):
-    inp = os.path.join(TMP, "input.f32")
-    out = os.path.join(TMP, "out.f32")
-    x.numpy().astype(np.float32).tofile(inp)
-    n, c, h, w = x.shape
     env = dict(os.environ, CX_PRECISION=precision)
     if kernel:
         env["CHEXNET_BF16_KERNEL"] = kernel
-    r = cxtest.run([FWD, model_path, inp, str(n), str(h), str(w), "cpu", out], env=env)
-    if r.returncode != 0:
-        raise SystemExit("cx_forward failed: " + r.stderr)
-    return np.fromfile(out, dtype=np.float32)[:n * n_classes].astype(np.float64)
+    out = cxtest.cx_forward(model_path, x, TMP, env=env)
+    return out[:x.shape[0] * n_classes].astype(np.float64)
 
 
 def bf(t):

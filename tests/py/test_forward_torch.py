@@ -32,17 +32,7 @@ def check(name, ok, detail):
 
 
 def chexnet_forward(model_path, x, backend="cpu", resave=None, dtype="f32"):
-    inp = os.path.join(TMP, "input.f32")
-    out = os.path.join(TMP, "out.f32")
-    x.numpy().astype(np.float32).tofile(inp)
-    n, c, h, w = x.shape
-    cmd = [FWD, model_path, inp, str(n), str(h), str(w), backend, out]
-    if resave:
-        cmd += [resave, dtype]
-    r = cxtest.run(cmd)
-    if r.returncode != 0:
-        raise SystemExit("cx_forward failed: " + r.stderr)
-    return np.fromfile(out, dtype=np.float32)
+    return cxtest.cx_forward(model_path, x, TMP, backend, [resave, dtype] if resave else ())
 
 
 def compare_logits(name, ours, ref):
