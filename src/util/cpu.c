@@ -25,13 +25,6 @@ static void detect(cx_cpu_info *ci)
     if (!__get_cpuid(0, &a, &b, &c, &d))
         return;
     unsigned int max_leaf = a;
-    char vendor[13];
-    memcpy(vendor, &b, 4);
-    memcpy(vendor + 4, &d, 4);
-    memcpy(vendor + 8, &c, 4);
-    vendor[12] = 0;
-    ci->intel = strcmp(vendor, "GenuineIntel") == 0;
-    ci->amd = strcmp(vendor, "AuthenticAMD") == 0;
     if (max_leaf < 7 || !__get_cpuid(1, &a, &b, &c, &d))
         return;
     int osxsave = (c >> 27) & 1;

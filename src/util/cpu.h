@@ -5,7 +5,6 @@
 #define CX_UTIL_CPU_H
 
 typedef struct {
-    int intel, amd;
     int avx512;      /* AVX-512 F/DQ/BW/VL usable (OS saves the zmm state) */
     int avx512_bf16; /* VDPBF16PS / VCVTNE2PS2BF16 */
     int amx_bf16;    /* AMX tiles with TDPBF16PS, and the OS granted tile data */
