@@ -8,6 +8,7 @@
  * new channels at channel offset cin_l, so concatenation never copies. */
 #include "kernels/backend.h"
 #include "model/model_internal.h"
+#include "util/mem.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -164,7 +165,7 @@ cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_bac
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total += (sizes[i] + 15) & ~(size_t)15;
-    c->arena = aligned_alloc(64, total * sizeof(float));
+    c->arena = cx_big_alloc(total * sizeof(float));
     if (!c->arena) {
         free(c);
         return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB of activations",
@@ -199,8 +200,8 @@ void cx_ctx_free(cx_ctx *c)
 {
     if (!c)
         return;
-    free(c->arena16);
-    free(c->arena);
+    cx_big_free(c->arena16);
+    cx_big_free(c->arena);
     free(c);
 }
 
@@ -240,7 +241,7 @@ cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
 {
     if (p != CX_PRECISION_F32 && p != CX_PRECISION_BF16)
         return cx_seterr(err, CX_EARG, "unknown precision %d", (int)p);
-    free(c->arena16);
+    cx_big_free(c->arena16);
     c->arena16 = NULL;
     c->arena16_bytes = 0;
     c->w16 = c->act16 = c->mid16 = NULL;
@@ -279,7 +280,7 @@ cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
     }
     size_t bytes = align64(n_w * 2) + align64(n_act * 2) + align64(n_mid * 2) +
                    align64(n_scr * sizeof(float));
-    char *a = aligned_alloc(64, bytes);
+    char *a = cx_big_alloc(bytes);
     if (!a)
         return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB for bf16",
                          bytes / 1048576.0);

@@ -9,6 +9,7 @@
  * per-layer normalised copy of the concatenation is ever kept. */
 #include "kernels/backend.h"
 #include "model/model_internal.h"
+#include "util/mem.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -269,7 +270,7 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
     size_t total = 0;
     for (int i = 0; i < ns; i++)
         total += (sizes[i] + 15) & ~(size_t)15;
-    t->arena = aligned_alloc(64, total * sizeof(float));
+    t->arena = cx_big_alloc(total * sizeof(float));
     for (int b = 0; b < cfg->n_blocks; b++)
         t->mid[b] = calloc((size_t)m->blocks[b].n_layers, sizeof(float *));
     int ok = t->arena != NULL;
@@ -351,7 +352,7 @@ void cx_train_free(cx_train *t)
     free(t->bn_P);
     for (int b = 0; b < CX_MAX_BLOCKS; b++)
         free(t->mid[b]);
-    free(t->arena);
+    cx_big_free(t->arena);
     free(t);
 }
 
