@@ -365,16 +365,20 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
                     pack_a(av, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
                            pa + (size_t)mb * MR * KC);
             }
+            int packed = -1; /* the panel in pb (a thread's tasks are consecutive) */
 #pragma omp for schedule(static)
             for (int t = 0; t < ntask; t++) {
                 int nb = t / groups, g = t % groups;
                 int n0 = nb * NR, nr = N - n0 < NR ? N - n0 : NR;
                 int mb0 = (int)((int64_t)nM * g / groups);
                 int mb1 = (int)((int64_t)nM * (g + 1) / groups);
-                if (tb)
-                    pack_b(tb, B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
-                else
-                    pack_b_nn(B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
+                if (nb != packed) {
+                    if (tb)
+                        pack_b(tb, B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
+                    else
+                        pack_b_nn(B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
+                    packed = nb;
+                }
                 for (int mb = mb0; mb < mb1; mb++) {
                     int mr = M - mb * MR < MR ? M - mb * MR : MR;
                     const float *rows[MR];
