@@ -178,6 +178,116 @@ static void test_conv1x1_bn_relu(void **state)
     }
 }
 
+/* BN-ReLU's backward in the deferred form (dense blocks): the op, then
+ * bn_backward_finish with the per-channel terms, must equal the fused
+ * backward followed by bn_relu_backward; on the reference backend and on
+ * the CPU backend (the AVX-512 GEMM epilogue, or BLAS + loops). Shapes
+ * cover tails, A read in place (few panels), A packed (many panels) and a
+ * K beyond one GEMM chunk (Cout = 600). */
+static void test_bn_backward_deferred(void **state)
+{
+    static const int shapes[][3] = {
+        {37, 20, 2 * 9 * 7}, {128, 64, 3136}, {256, 32, 49}, {20, 24, 1100}, {40, 600, 130}};
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], Cout = shapes[t][1];
+        int64_t P = shapes[t][2];
+        size_t nx = (size_t)Cin * P, nw = (size_t)Cout * Cin;
+        cx_rng r;
+        cx_rng_seed(&r, 70 + t);
+        float *x = rand_buf(&r, nx, -2, 2.5f), *w = rand_buf(&r, nw, -1, 1);
+        float *dy = rand_buf(&r, (size_t)Cout * P, -1, 1);
+        float *gamma = rand_buf(&r, Cin, 0.5f, 1.5f), *beta = rand_buf(&r, Cin, -0.5f, 0.5f);
+        float *mean = rand_buf(&r, Cin, -0.3f, 0.6f), *invstd = rand_buf(&r, Cin, 0.5f, 2);
+        float sc[256], sh[256]; /* Cin <= 256 */
+        for (int c = 0; c < Cin; c++) {
+            sc[c] = gamma[c] * invstd[c];
+            sh[c] = beta[c] - mean[c] * sc[c];
+        }
+        float *dx0 = rand_buf(&r, nx, -1, 1), *scr = malloc(sizeof(float) * nx);
+        /* expected: fused backward to da, then bn_relu_backward adding to dx */
+        float *da = malloc(sizeof(float) * nx), *dx1 = malloc(sizeof(float) * nx);
+        float *dw1 = calloc(nw, sizeof(float)), *dg1 = calloc(Cin, 4), *db1 = calloc(Cin, 4);
+        memcpy(dx1, dx0, sizeof(float) * nx);
+        cx_ops_ref()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw1, da, 0, scr);
+        cx_ops_ref()->bn_relu_backward(x, da, Cin, P, gamma, beta, mean, invstd, dg1, db1, dx1, 1);
+        const cx_ops *be[2] = {cx_ops_ref(), cx_ops_cpu()};
+        for (int b = 0; b < 2; b++) {
+            float *dx2 = malloc(sizeof(float) * nx), *dw2 = calloc(nw, sizeof(float));
+            float *dg2 = calloc(Cin, 4), *db2 = calloc(Cin, 4), pa[256], pb[256];
+            memcpy(dx2, dx0, sizeof(float) * nx);
+            be[b]->conv1x1_bn_relu_backward_deferred(x, Cin, P, sc, sh, mean, invstd, w, Cout, dy,
+                                                     dw2, dg2, db2, dx2, scr);
+            for (int c = 0; c < Cin; c++) {
+                pa[c] = -sc[c] / (float)P * db2[c];
+                pb[c] = -sc[c] / (float)P * dg2[c];
+            }
+            be[b]->bn_backward_finish(x, Cin, P, mean, invstd, pa, pb, dx2);
+            double e[4] = {rel_err(dw2, dw1, nw), rel_err(dg2, dg1, Cin), rel_err(db2, db1, Cin),
+                           rel_err(dx2, dx1, nx)};
+            for (int i = 0; i < 4; i++)
+                if (!(e[i] < 1e-5))
+                    fail_msg("deferred BN backward (%s, %s) Cin %d Cout %d P %d: %s rel err %g",
+                             be[b]->name, cx_sgemm_kernel(), Cin, Cout, (int)P,
+                             (const char *[]){"dw", "dgamma", "dbeta", "dx"}[i], e[i]);
+            free(dx2), free(dw2), free(dg2), free(db2);
+        }
+        free(x), free(w), free(dy), free(gamma), free(beta), free(mean), free(invstd);
+        free(dx0), free(scr), free(da), free(dx1), free(dw1), free(dg1), free(db1);
+    }
+}
+
+/* cx_sgemm_bnrelu_grad against double-precision loops, transposed A or not
+ * (with CHEXNET_SGEMM=blas: its plain loops). */
+static void test_sgemm_bnrelu_grad(void **state)
+{
+    static const int shapes[][3] = {{37, 45, 29}, {24, 1100, 70}, {9, 40, 700}};
+    for (int ta = 0; ta < 2; ta++)
+        for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+            int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2], ld = N + 3;
+            cx_rng r;
+            cx_rng_seed(&r, 90 + t + 10 * ta);
+            float *A = rand_buf(&r, (size_t)M * K, -1, 1), *B = rand_buf(&r, (size_t)K * N, -1, 1);
+            float *x = rand_buf(&r, (size_t)M * ld, -2, 2), *dx = rand_buf(&r, (size_t)M * ld, -1, 1);
+            float *sc = rand_buf(&r, M, -1.5f, 1.5f), *sh = rand_buf(&r, M, -1, 1);
+            float *mu = rand_buf(&r, M, -0.5f, 0.5f), *is = rand_buf(&r, M, 0.5f, 2);
+            float *dg = calloc(M, 4), *db = calloc(M, 4);
+            double *ex = malloc(sizeof(double) * M * ld), edg[64], edb[64]; /* M <= 64 */
+            for (int m = 0; m < M; m++) {
+                edg[m] = edb[m] = 0.0;
+                for (int n = 0; n < ld; n++) {
+                    size_t i = (size_t)m * ld + n;
+                    ex[i] = dx[i];
+                    if (n >= N)
+                        continue;
+                    double g = 0.0;
+                    for (int k = 0; k < K; k++)
+                        g += (double)(ta ? A[(size_t)k * M + m] : A[(size_t)m * K + k]) *
+                             B[(size_t)k * N + n];
+                    double d = x[i] * sc[m] + sh[m] > 0.0f ? g : 0.0;
+                    ex[i] += sc[m] * d;
+                    edb[m] += d;
+                    edg[m] += d * ((x[i] - mu[m]) * is[m]);
+                }
+            }
+            cx_bnrelu_grad e = {x, sc, sh, mu, is, dg, db};
+            cx_sgemm_bnrelu_grad(ta, M, N, K, A, ta ? M : K, B, N, &e, dx, ld);
+            double md = 0, mx = 0, mg = 0, mgx = 0;
+            for (size_t i = 0; i < (size_t)M * ld; i++) {
+                md = fmax(md, fabs(dx[i] - ex[i]));
+                mx = fmax(mx, fabs(ex[i]));
+            }
+            for (int m = 0; m < M; m++) {
+                mg = fmax(mg, fmax(fabs(dg[m] - edg[m]), fabs(db[m] - edb[m])));
+                mgx = fmax(mgx, fmax(fabs(edg[m]), fabs(edb[m])));
+            }
+            if (!(md / (1 + mx) < 1e-5) || !(mg / (1 + mgx) < 1e-5))
+                fail_msg("sgemm_bnrelu_grad ta %d %dx%dx%d (%s): dx %g, sums %g", ta, M, N, K,
+                         cx_sgemm_kernel(), md / (1 + mx), mg / (1 + mgx));
+            free(A), free(B), free(x), free(dx), free(sc), free(sh), free(mu), free(is);
+            free(dg), free(db), free(ex);
+        }
+}
+
 static void test_pools(void **state)
 {
     cx_rng r;
@@ -336,6 +446,8 @@ int main(void)
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_conv1x1_bn_relu),
+        cmocka_unit_test(test_bn_backward_deferred),
+        cmocka_unit_test(test_sgemm_bnrelu_grad),
         cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),
         cmocka_unit_test(test_config),   cmocka_unit_test(test_forward_small),
     };

@@ -86,6 +86,28 @@ typedef struct cx_ops {
                                      const float *dy, float *dw, float *da, int accumulate,
                                      float *scratch);
 
+    /* The backward of conv1x1_bn_relu and of its BatchNorm + ReLU (training
+     * mode) in one, in a deferred form for channels that several layers read
+     * with the same batch statistics (a dense block's concatenation). With
+     * a = max(0, x * scale + shift), g = w^T dy, d = g where a > 0 (else 0)
+     * and xh = (x - mean) * invstd, BN's input gradient is
+     *     dx = scale * d - scale / P * (sum_p d + xh * sum_p d * xh).
+     * This op adds dw[Cout][Cin] += dy a^T, dx[Cin][P] += scale * d,
+     * dbeta[Cin] += sum_p d and dgamma[Cin] += sum_p d * xh; the caller
+     * finishes dx with bn_backward_finish once every reader of a channel is
+     * done. g need not be stored (scratch: Cin*P floats, as above). */
+    void (*conv1x1_bn_relu_backward_deferred)(const float *x, int Cin, int64_t P,
+                                              const float *scale, const float *shift,
+                                              const float *mean, const float *invstd,
+                                              const float *w, int Cout, const float *dy,
+                                              float *dw, float *dgamma, float *dbeta,
+                                              float *dx, float *scratch);
+    /* dx[c][p] += a[c] + b[c] * (x[c][p] - mean[c]) * invstd[c]: what the
+     * deferred form leaves, with a[c] = -sum over the readers of scale / P *
+     * dbeta and b[c] the same with dgamma. x, dx: [C][P]. */
+    void (*bn_backward_finish)(const float *x, int C, int64_t P, const float *mean,
+                               const float *invstd, const float *a, const float *b, float *dx);
+
     /* Max-pool backward: the gradient goes to the first maximum of each
      * window (PyTorch's rule). x: the pooling input; dx overwritten. */
     void (*maxpool_backward)(const float *x, int C, int N, int H, int W, int k, int s, int pad,

@@ -55,6 +55,9 @@ struct cx_train {
     size_t scratch_n;
     /* batch statistics of each dense block's channels, computed once */
     float *chm[CX_MAX_BLOCKS], *chv[CX_MAX_BLOCKS];
+    /* backward, per block channel: invstd, and the deferred BN terms a, b
+     * (see conv1x1_bn_relu_backward_deferred) */
+    float *chis, *pend_a, *pend_b;
     /* per-BN-channel saved statistics (all BNs, model order) */
     float *bn_mean, *bn_invstd, *bn_var, *scale, *shift;
     /* loss weights [K] */
@@ -258,10 +261,14 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
     sizes[ns++] = n_scr;
     for (int i = 0; i < 5; i++)
         sizes[ns++] = nbn;
+    size_t max_cout = 0;
     for (int b = 0; b < cfg->n_blocks; b++) {
         sizes[ns++] = (size_t)m->blocks[b].cout;
         sizes[ns++] = (size_t)m->blocks[b].cout;
+        max_cout = max_sz(max_cout, (size_t)m->blocks[b].cout);
     }
+    for (int i = 0; i < 3; i++)
+        sizes[ns++] = max_cout; /* chis, pend_a, pend_b */
     sizes[ns++] = (size_t)K;
     sizes[ns++] = (size_t)K;
     sizes[ns++] = np; /* grad */
@@ -325,6 +332,9 @@ cx_status cx_train_new(cx_model *m, int batch, int height, int width, cx_backend
         TAKE(t->chm[b]);
         TAKE(t->chv[b]);
     }
+    TAKE(t->chis);
+    TAKE(t->pend_a);
+    TAKE(t->pend_b);
     TAKE(t->wpos);
     TAKE(t->wneg);
     TAKE(t->grad);
@@ -451,6 +461,26 @@ static void bn_conv1x1_bwd(cx_train *t, size_t off, const cx_bn *bn, const float
                                      cv->Cout, dy, gradp(t, cv->w), da, 0, t->act);
 }
 
+/* The same, with BN-ReLU's backward in the deferred form: dx += scale * d,
+ * and the per-channel terms added to pa, pb (for bn_backward_finish). The
+ * BN's gradients are zero before (each BN has one backward per step), so
+ * after the op they hold this layer's sums. */
+static void bn_conv1x1_bwd_deferred(cx_train *t, size_t off, const cx_bn *bn, const float *x,
+                                    int64_t P, const cx_conv *cv, const float *dy, float *dx,
+                                    float *pa, float *pb)
+{
+    const float *sc = t->scale + off;
+    float *dg = gradp(t, bn->weight), *db = gradp(t, bn->bias);
+    t->ops->conv1x1_bn_relu_backward_deferred(x, bn->C, P, sc, t->shift + off, t->bn_mean + off,
+                                              t->bn_invstd + off, cv->w, cv->Cout, dy,
+                                              gradp(t, cv->w), dg, db, dx, t->act);
+    for (int c = 0; c < bn->C; c++) {
+        float k = sc[c] / (float)P;
+        pa[c] -= k * db[c];
+        pb[c] -= k * dg[c];
+    }
+}
+
 /* Recomputes y = relu(bn(x)) with the saved batch statistics. */
 static void bn_recompute(cx_train *t, size_t off, const cx_bn *bn, const float *x, float *y,
                          int64_t P)
@@ -574,19 +604,33 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
         int h = t->Hb[b], w = t->Wb[b];
         int64_t P = (int64_t)n * h * w;
         float *buf = t->block[b], *dbuf = t->dblock[b];
+        /* Every layer's norm1 reads the block's channels with the same batch
+         * statistics: its BN backward adds scale * d now and leaves the terms
+         * that need the whole batch in pend_a/pend_b, added to a channel's
+         * gradient once its last reader (the layer that wrote it) is reached. */
+        float *mean = t->chm[b], *is = t->chis, *pa = t->pend_a, *pb = t->pend_b;
+        for (int c = 0; c < blk->cout; c++) {
+            is[c] = 1.0f / sqrtf(t->chv[b][c] + CX_BN_EPS); /* as bn_train_stats */
+            pa[c] = pb[c] = 0.0f;
+        }
         for (int l = blk->n_layers - 1; l >= 0; l--) {
             const cx_dense_layer *L = &blk->layers[l];
-            const float *dnew = dbuf + (int64_t)L->cin * P;
+            int cin = L->cin, cnew = L->conv2.Cout;
+            float *dnew = dbuf + (int64_t)cin * P;
+            if (l != blk->n_layers - 1) /* layers l+1.. read these channels */
+                ops->bn_backward_finish(buf + (int64_t)cin * P, cnew, P, mean + cin, is + cin,
+                                        pa + cin, pb + cin, dnew);
             /* conv2: input relu(norm2(mid)) recomputed */
             bn_recompute(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P);
             ops->conv2d_backward(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1,
                                  1, dnew, gradp(t, L->conv2.w), t->dmid, 0, t->scratch,
                                  t->scratch_n);
             bn_backward(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->dmid, t->dmid, P, 0);
-            /* conv1: input relu(norm1(concat)) recomputed inside the GEMM */
-            bn_conv1x1_bwd(t, bo.norm1[b][l], &L->norm1, buf, P, &L->conv1, t->dmid, t->dact);
-            bn_backward(t, bo.norm1[b][l], &L->norm1, buf, t->dact, dbuf, P, 1);
+            /* conv1: input relu(norm1(concat)) recomputed inside the GEMMs */
+            bn_conv1x1_bwd_deferred(t, bo.norm1[b][l], &L->norm1, buf, P, &L->conv1, t->dmid,
+                                    dbuf, pa, pb);
         }
+        ops->bn_backward_finish(buf, blk->cin, P, mean, is, pa, pb, dbuf); /* block input */
         if (b > 0) {
             const cx_transition *tr = &m->trans[b - 1];
             int hp = t->Hb[b - 1], wp = t->Wb[b - 1];

@@ -529,6 +529,59 @@ static void cpu_bn_relu_backward(const float *x, const float *dy, int C, int64_t
     }
 }
 
+static void cpu_conv1x1_bn_relu_backward_deferred(const float *x, int Cin, int64_t P,
+                                                  const float *scale, const float *shift,
+                                                  const float *mean, const float *invstd,
+                                                  const float *w, int Cout, const float *dy,
+                                                  float *dw, float *dgamma, float *dbeta,
+                                                  float *dx, float *scratch)
+{
+    cx_bnrelu_grad e = {x, scale, shift, mean, invstd, dgamma, dbeta};
+    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+        /* g = w^T dy lives only in registers: the epilogue applies the mask */
+        cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
+        cx_sgemm_bnrelu_grad(1, Cin, (int)P, Cout, w, Cin, dy, (int)P, &e, dx, (int)P);
+        return;
+    }
+    cpu_conv1x1_bn_relu_backward(x, Cin, P, scale, shift, w, Cout, dy, dw, scratch, 0, scratch);
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < Cin; c++) {
+        const float *xp = x + c * P, *gp = scratch + c * P;
+        float *dxp = dx + c * P;
+        const float sc = scale[c], sh = shift[c], mu = mean[c], is = invstd[c];
+        double sd = 0.0, sdh = 0.0;
+        for (int64_t p0 = 0; p0 < P; p0 += CX_CHUNK) {
+            int64_t p1 = p0 + CX_CHUNK < P ? p0 + CX_CHUNK : P;
+            float a1 = 0.0f, a2 = 0.0f;
+#pragma omp simd reduction(+ : a1, a2)
+            for (int64_t p = p0; p < p1; p++) {
+                float d = xp[p] * sc + sh > 0.0f ? gp[p] : 0.0f;
+                a1 += d;
+                a2 += d * ((xp[p] - mu) * is);
+                dxp[p] += sc * d;
+            }
+            sd += a1;
+            sdh += a2;
+        }
+        dbeta[c] += (float)sd;
+        dgamma[c] += (float)sdh;
+    }
+}
+
+static void cpu_bn_backward_finish(const float *x, int C, int64_t P, const float *mean,
+                                   const float *invstd, const float *a, const float *b, float *dx)
+{
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        const float *xp = x + c * P;
+        float *dxp = dx + c * P;
+        const float ac = a[c], bc = b[c], mu = mean[c], is = invstd[c];
+#pragma omp simd
+        for (int64_t p = 0; p < P; p++)
+            dxp[p] += ac + bc * ((xp[p] - mu) * is);
+    }
+}
+
 static size_t cpu_conv_bwd_scratch(int Cin, int N, int H, int W, int Cout, int k, int s,
                                    int pad)
 {
@@ -740,6 +793,8 @@ static const cx_ops CPU_OPS = {
     .linear = cpu_linear,
     .conv1x1_bn_relu = cpu_conv1x1_bn_relu,
     .conv1x1_bn_relu_backward = cpu_conv1x1_bn_relu_backward,
+    .conv1x1_bn_relu_backward_deferred = cpu_conv1x1_bn_relu_backward_deferred,
+    .bn_backward_finish = cpu_bn_backward_finish,
     .bn_stats = cpu_bn_stats,
     .bn_relu_backward = cpu_bn_relu_backward,
     .conv2d_backward = cpu_conv2d_backward,

@@ -57,6 +57,8 @@ static int use_avx512(void)
  * size, allocates): steady-state passes allocate nothing. */
 static _Thread_local float *tls_a, *tls_b;
 static _Thread_local size_t tls_a_n, tls_b_n;
+static _Thread_local float *tls_s; /* the calling thread's: row sums (doubles) */
+static _Thread_local size_t tls_s_n;
 
 static float *grow(float **p, size_t *cap, size_t n)
 {
@@ -122,14 +124,20 @@ static void pack_a(const a_view *a, int m0, int mr, int k0, int kc, float *pa)
 }
 
 #ifdef CX_X86
+/* lanes of half (0 or 1) of a 32-column panel holding columns < nr */
+static inline __mmask16 tail_mask(int nr, int half)
+{
+    int n = nr - 16 * half;
+    return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+}
+
 /* pack_b without transpose: two zmm per k (masked at the panel's tail);
  * with bsc, B's row k0 + k becomes max(0, B * bsc + bsh) on the way. */
 __attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb, int k0, int kc,
                                                          int n0, int nr, const float *bsc,
                                                          const float *bsh, float *pb)
 {
-    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    const __mmask16 m0 = tail_mask(nr, 0), m1 = tail_mask(nr, 1);
     const __m512 zero = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const float *s = B + (int64_t)(k0 + k) * ldb + n0;
@@ -273,18 +281,50 @@ static void sgemm_plain(const a_view *av, int tb, int M, int N, int K, const flo
     }
 }
 
+/* The gradient epilogue's plain loops (cx_sgemm_bnrelu_grad without
+ * AVX-512, or without buffers): one row of op(A) B at a time. */
+static void sgemm_grad_plain(const a_view *av, int M, int N, int K, const float *B, int ldb,
+                             const cx_bnrelu_grad *e, float *DX, int ldx)
+{
+#pragma omp parallel for schedule(static) if ((double)M * N * K >= SGEMM_PAR_MIN)
+    for (int m = 0; m < M; m++) {
+        const float *x = e->x + (int64_t)m * ldx;
+        float *dx = DX + (int64_t)m * ldx;
+        const float sc = e->scale[m], sh = e->shift[m], mu = e->mean[m], is = e->invstd[m];
+        double sd = 0.0, sdh = 0.0;
+        for (int n = 0; n < N; n++) {
+            float g = 0.0f;
+            for (int k = 0; k < K; k++)
+                g += a_row(av, m)[(int64_t)k * av->s_k] * B[(int64_t)k * ldb + n];
+            float d = x[n] * sc + sh > 0.0f ? g : 0.0f;
+            sd += d;
+            sdh += d * ((x[n] - mu) * is);
+            dx[n] += sc * d;
+        }
+        e->dbeta[m] += (float)sd;
+        e->dgamma[m] += (float)sdh;
+    }
+}
+
 #ifdef CX_X86
-/* C[0..mr)[0..nr) (+)= A-block x pb over kc: element (r, k) of the A block
- * is rows[r][k * cs] (a packed panel: rows[r] = pa + r, cs = MR; or A in
- * place). Partial sums of CH products per register, then per KC chunk
- * (load = 1: C already holds earlier chunks). */
-__attribute__((target("avx512f"))) static void ukr(int kc, const float *const rows[MR],
-                                                   int64_t cs, const float *pb, float *C, int ldc,
-                                                   int mr, int nr, int load)
+/* Prefetches row r of a 32-column tile at base (rows ld floats apart); the
+ * address is computed as an integer as it may lie past the matrix (the
+ * last row block's "next" rows), where a prefetch is harmless. */
+static inline void prefetch_tile(uintptr_t base, int r, int ld)
+{
+    uintptr_t p = base + (uintptr_t)((int64_t)r * ld) * sizeof(float);
+    _mm_prefetch((const char *)p, _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + 64), _MM_HINT_T0);
+}
+
+/* sum = A-block x pb over kc: element (r, k) of the A block is
+ * rows[r][k * cs] (a packed panel: rows[r] = pa + r, cs = MR; or A in
+ * place). Partial sums of CH products per register, then over the chunk. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+ukr_sum(int kc, const float *const rows[MR], int64_t cs, const float *pb, __m512 sum[MR][2])
 {
     const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
                 *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-    __m512 sum[MR][2];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++)
         sum[r][0] = sum[r][1] = _mm512_setzero_ps();
@@ -311,8 +351,20 @@ __attribute__((target("avx512f"))) static void ukr(int kc, const float *const ro
             sum[r][1] = _mm512_add_ps(sum[r][1], acc[r][1]);
         }
     }
-    __mmask16 m0 = nr >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? (__mmask16)0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+}
+
+/* C[0..mr)[0..nr) (+)= the A block x pb (load = 1: C holds earlier chunks) */
+__attribute__((target("avx512f"))) static void ukr(int kc, const float *const rows[MR],
+                                                   int64_t cs, const float *pb, float *C, int ldc,
+                                                   int mr, int nr, int load)
+{
+    /* the next row block's C rows (ldc apart: no hardware prefetcher follows
+     * them) arrive while this block's products are summed */
+    for (int r = MR; r < 2 * MR; r++)
+        prefetch_tile((uintptr_t)C, r, ldc);
+    __m512 sum[MR][2];
+    ukr_sum(kc, rows, cs, pb, sum);
+    __mmask16 m0 = tail_mask(nr, 0), m1 = tail_mask(nr, 1);
     for (int r = 0; r < mr; r++) {
         float *c = C + (int64_t)r * ldc;
         __m512 v0 = sum[r][0], v1 = sum[r][1];
@@ -325,17 +377,61 @@ __attribute__((target("avx512f"))) static void ukr(int kc, const float *const ro
     }
 }
 
+/* The BN-ReLU gradient epilogue (cx_sgemm_bnrelu_grad) of rows m0.., for
+ * the whole of K at once: g = the A block x pb; with x's tile at X (rows
+ * ldc apart), d = g where x * scale + shift > 0 (else 0); DX += scale * d;
+ * sums[2m] += sum d and sums[2m + 1] += sum d * (x - mean) * invstd. */
+__attribute__((target("avx512f"))) static void ukr_grad(int kc, const float *const rows[MR],
+                                                        int64_t cs, const float *pb,
+                                                        const cx_bnrelu_grad *e, int m0, int n0,
+                                                        float *DX, int ldc, int mr, int nr,
+                                                        double *sums)
+{
+    /* the next row block's x and dx (rows ldc apart: no hardware prefetcher
+     * follows them) arrive while this block's products are summed */
+    for (int r = MR; r < 2 * MR; r++) {
+        prefetch_tile((uintptr_t)(e->x + (int64_t)m0 * ldc + n0), r, ldc);
+        prefetch_tile((uintptr_t)DX, r, ldc);
+    }
+    __m512 sum[MR][2];
+    ukr_sum(kc, rows, cs, pb, sum);
+    const __mmask16 k0 = tail_mask(nr, 0), k1 = tail_mask(nr, 1);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        int m = m0 + r;
+        const float *x = e->x + (int64_t)m * ldc + n0;
+        float *dx = DX + (int64_t)r * ldc;
+        __m512 sc = _mm512_set1_ps(e->scale[m]), sh = _mm512_set1_ps(e->shift[m]);
+        __m512 mu = _mm512_set1_ps(e->mean[m]), is = _mm512_set1_ps(e->invstd[m]);
+        __m512 x0 = _mm512_maskz_loadu_ps(k0, x), x1 = _mm512_maskz_loadu_ps(k1, x + 16);
+        __mmask16 p0 = _mm512_mask_cmp_ps_mask(k0, _mm512_fmadd_ps(x0, sc, sh), zero, _CMP_GT_OQ);
+        __mmask16 p1 = _mm512_mask_cmp_ps_mask(k1, _mm512_fmadd_ps(x1, sc, sh), zero, _CMP_GT_OQ);
+        __m512 d0 = _mm512_maskz_mov_ps(p0, sum[r][0]), d1 = _mm512_maskz_mov_ps(p1, sum[r][1]);
+        __m512 h0 = _mm512_mul_ps(_mm512_sub_ps(x0, mu), is);
+        __m512 h1 = _mm512_mul_ps(_mm512_sub_ps(x1, mu), is);
+        sums[2 * m] += _mm512_reduce_add_ps(_mm512_add_ps(d0, d1));
+        sums[2 * m + 1] += _mm512_reduce_add_ps(_mm512_fmadd_ps(d1, h1, _mm512_mul_ps(d0, h0)));
+        _mm512_mask_storeu_ps(dx, k0, _mm512_fmadd_ps(sc, d0, _mm512_maskz_loadu_ps(k0, dx)));
+        _mm512_mask_storeu_ps(dx + 16, k1,
+                              _mm512_fmadd_ps(sc, d1, _mm512_maskz_loadu_ps(k1, dx + 16)));
+    }
+}
+
+/* With eg (cx_sgemm_bnrelu_grad): K in one chunk, the gradient epilogue
+ * instead of the store, per-thread row sums added to eg's in thread order. */
 static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
-                         const float *bsc, const float *bsh, int accumulate, float *C, int ldc)
+                         const float *bsc, const float *bsh, int accumulate, float *C, int ldc,
+                         const cx_bnrelu_grad *eg)
 {
     int nM = (M + MR - 1) / MR, nN = (N + NR - 1) / NR;
     int par = (double)M * N * K >= SGEMM_PAR_MIN && !omp_in_parallel();
     int T = par ? omp_get_max_threads() : 1;
+    int kcmax = eg ? K : KC;
     /* A is packed when its panels are reused enough (many column panels per
      * thread); otherwise (few columns: batch 1's later blocks) the
      * microkernel reads it in place. */
     int pack = nN > 8 * T;
-    float *pa = pack ? grow(&tls_a, &tls_a_n, (size_t)nM * MR * KC) : NULL;
+    float *pa = pack ? grow(&tls_a, &tls_a_n, (size_t)nM * MR * kcmax) : NULL;
     if (pack && !pa)
         pack = 0;
     /* tasks: column panels, times row groups when panels are few */
@@ -346,9 +442,20 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
         groups = nM;
     int ntask = nN * groups;
     int oom = 0;
+    /* per-thread row sums of the gradient epilogue, 2M doubles each */
+    double *sums_all = NULL;
+    if (eg) {
+        sums_all = (double *)grow(&tls_s, &tls_s_n, (size_t)4 * M * T);
+        if (!sums_all) {
+            sgemm_grad_plain(av, M, N, K, B, ldb, eg, C, ldc);
+            return;
+        }
+        memset(sums_all, 0, sizeof(double) * 2 * (size_t)M * T);
+    }
 #pragma omp parallel if (par) shared(oom)
     {
-        float *pb = grow(&tls_b, &tls_b_n, (size_t)NR * KC);
+        float *pb = grow(&tls_b, &tls_b_n, (size_t)NR * kcmax);
+        double *sums = eg ? sums_all + (size_t)2 * M * omp_get_thread_num() : NULL;
         if (!pb) {
 #pragma omp atomic write
             oom = 1;
@@ -357,13 +464,13 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
         int skip;
 #pragma omp atomic read
         skip = oom;
-        for (int k0 = 0; !skip && k0 < K; k0 += KC) {
-            int kc = K - k0 < KC ? K - k0 : KC;
+        for (int k0 = 0; !skip && k0 < K; k0 += kcmax) {
+            int kc = K - k0 < kcmax ? K - k0 : kcmax;
             if (pack) {
 #pragma omp for schedule(static)
                 for (int mb = 0; mb < nM; mb++)
                     pack_a(av, mb * MR, M - mb * MR < MR ? M - mb * MR : MR, k0, kc,
-                           pa + (size_t)mb * MR * KC);
+                           pa + (size_t)mb * MR * kcmax);
             }
             int packed = -1; /* the panel in pb (a thread's tasks are consecutive) */
 #pragma omp for schedule(static)
@@ -385,7 +492,7 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
                     int64_t cs;
                     if (pack) {
                         for (int r = 0; r < MR; r++)
-                            rows[r] = pa + (size_t)mb * MR * KC + r;
+                            rows[r] = pa + (size_t)mb * MR * kcmax + r;
                         cs = MR;
                     } else {
                         /* rows past M repeat the last one (computed, not stored) */
@@ -395,14 +502,28 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
                         }
                         cs = av->s_k;
                     }
-                    ukr(kc, rows, cs, pb, C + (int64_t)mb * MR * ldc + n0, ldc, mr, nr,
-                        accumulate || k0 > 0);
+                    float *c = C + (int64_t)mb * MR * ldc + n0;
+                    if (eg)
+                        ukr_grad(kc, rows, cs, pb, eg, mb * MR, n0, c, ldc, mr, nr, sums);
+                    else
+                        ukr(kc, rows, cs, pb, c, ldc, mr, nr, accumulate || k0 > 0);
                 }
             }
         }
     }
-    if (oom) /* a thread could not get its panel buffer; nothing was computed */
-        sgemm_plain(av, tb, M, N, K, B, ldb, bsc, bsh, accumulate, C, ldc);
+    if (oom) { /* a thread could not get its buffers; nothing was computed */
+        if (eg)
+            sgemm_grad_plain(av, M, N, K, B, ldb, eg, C, ldc);
+        else
+            sgemm_plain(av, tb, M, N, K, B, ldb, bsc, bsh, accumulate, C, ldc);
+        return;
+    }
+    if (eg)
+        for (int t = 0; t < T; t++)
+            for (int m = 0; m < M; m++) {
+                eg->dbeta[m] += (float)sums_all[(size_t)2 * M * t + 2 * m];
+                eg->dgamma[m] += (float)sums_all[(size_t)2 * M * t + 2 * m + 1];
+            }
 }
 #endif
 
@@ -427,7 +548,7 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
     a_view av = a_plain(transA, A, lda, M);
 #ifdef CX_X86
     if (use_avx512()) {
-        sgemm_avx512(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc);
+        sgemm_avx512(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc, NULL);
         return;
     }
 #endif
@@ -440,6 +561,24 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
                 accumulate ? 1.0f : 0.0f, C, ldc);
 }
 
+void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int lda,
+                          const float *B, int ldb, const cx_bnrelu_grad *e, float *dx, int ldx)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    a_view av = a_plain(transA, A, lda, M);
+    if (K <= 0) { /* g = 0: d = 0 everywhere, nothing changes */
+        return;
+    }
+#ifdef CX_X86
+    if (use_avx512()) {
+        sgemm_avx512(&av, 0, M, N, K, B, ldb, NULL, NULL, 1, dx, ldx, e);
+        return;
+    }
+#endif
+    sgemm_grad_plain(&av, M, N, K, B, ldb, e, dx, ldx);
+}
+
 void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
                         int ldb, float *C, int ldc)
 {
@@ -449,7 +588,7 @@ void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, cons
         return;
 #ifdef CX_X86
     if (use_avx512()) {
-        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc);
+        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc, NULL);
         return;
     }
 #endif

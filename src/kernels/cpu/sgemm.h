@@ -17,6 +17,23 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
                      const float *B, int ldb, const float *bscale, const float *bshift,
                      int accumulate, float *C, int ldc);
 
+/* BatchNorm + ReLU's backward after a GEMM, in the deferred form (see
+ * conv1x1_bn_relu_backward_deferred in kernels/backend.h). x is the BN input
+ * with the layout of dx; per row m: mask = x * scale + shift > 0 and
+ * xh = (x - mean) * invstd. */
+typedef struct {
+    const float *x;
+    const float *scale, *shift, *mean, *invstd;
+    float *dgamma, *dbeta; /* [M], added to */
+} cx_bnrelu_grad;
+
+/* With g = op(A) B (B[K][N], not transposed; never stored) and d = g where
+ * the mask holds (else 0): dx[m][n] += scale[m] * d, dbeta[m] += sum_n d,
+ * dgamma[m] += sum_n d * xh. x and dx rows are ldx apart. The row sums are
+ * accumulated in double, in an order fixed by the thread count. */
+void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int lda,
+                          const float *B, int ldb, const cx_bnrelu_grad *e, float *dx, int ldx);
+
 /* C[q*Cout + co][n] = sum_ci w[co][ci][q] B[ci][n] for taps q < taps (the
  * kn2row GEMM of a convolution), reading the weights in place. Meant for the
  * AVX-512 kernel (plain loops elsewhere: reorder and use cx_sgemm there). */
