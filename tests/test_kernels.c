@@ -178,6 +178,52 @@ static void test_conv1x1_bn_relu(void **state)
     }
 }
 
+/* A same convolution of a BN-ReLU (DenseNet's norm2 + conv2) and its
+ * backward: CPU (BN-ReLU in the GEMMs' packing, or BLAS after a stored
+ * BN-ReLU) against the reference. */
+static void test_conv2d_bn_relu(void **state)
+{
+    static const int shapes[][6] = {/* Cin N H W Cout k */
+                                    {37, 2, 9, 7, 20, 3},
+                                    {128, 2, 14, 14, 32, 3},
+                                    {16, 3, 5, 6, 8, 5}};
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
+        int Cout = shapes[t][4], k = shapes[t][5], pad = (k - 1) / 2;
+        size_t nx = (size_t)Cin * N * H * W, ny = (size_t)Cout * N * H * W,
+               nw = (size_t)Cout * Cin * k * k;
+        cx_rng r;
+        cx_rng_seed(&r, 110 + t);
+        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, nw, -0.5f, 0.5f);
+        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
+        float *dy = rand_buf(&r, ny, -1, 1), *act = malloc(sizeof(float) * nx);
+        const cx_ops *be[2] = {cx_ops_ref(), cx_ops_cpu()};
+        float *y[2], *dw[2], *da[2];
+        for (int b = 0; b < 2; b++) {
+            size_t sn = be[b]->conv_scratch(Cin, N, H, W, Cout, k, 1, pad);
+            size_t sb = be[b]->conv_bwd_scratch(Cin, N, H, W, Cout, k, 1, pad);
+            sn = sn > sb ? sn : sb;
+            float *scr = malloc(sizeof(float) * (sn + 1));
+            y[b] = malloc(sizeof(float) * ny);
+            dw[b] = calloc(nw, sizeof(float));
+            da[b] = malloc(sizeof(float) * nx);
+            be[b]->conv2d_bn_relu(x, Cin, N, H, W, sc, sh, w, Cout, k, y[b], act, scr, sn);
+            be[b]->conv2d_bn_relu_backward(x, Cin, N, H, W, sc, sh, w, Cout, k, dy, dw[b], da[b],
+                                           act, scr, sn);
+            free(scr);
+        }
+        double e[3] = {rel_err(y[1], y[0], ny), rel_err(dw[1], dw[0], nw),
+                       rel_err(da[1], da[0], nx)};
+        for (int i = 0; i < 3; i++)
+            if (!(e[i] < 1e-5))
+                fail_msg("conv2d_bn_relu %dx%d Cin %d N %d %dx%d (%s): %s rel err %g", k, k, Cin,
+                         N, H, W, cx_sgemm_kernel(), (const char *[]){"y", "dw", "da"}[i], e[i]);
+        for (int b = 0; b < 2; b++)
+            free(y[b]), free(dw[b]), free(da[b]);
+        free(x), free(w), free(sc), free(sh), free(dy), free(act);
+    }
+}
+
 /* BN-ReLU's backward in the deferred form (dense blocks): the op, then
  * bn_backward_finish with the per-channel terms, must equal the fused
  * backward followed by bn_relu_backward; on the reference backend and on
@@ -446,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_conv1x1_bn_relu),
+        cmocka_unit_test(test_conv2d_bn_relu),
         cmocka_unit_test(test_bn_backward_deferred),
         cmocka_unit_test(test_sgemm_bnrelu_grad),
         cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),

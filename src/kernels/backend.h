@@ -55,6 +55,15 @@ typedef struct cx_ops {
                             const float *shift, const float *w, int Cout, float *y,
                             float *scratch);
 
+    /* A "same" convolution (k odd, stride 1, padding (k-1)/2) of a BatchNorm
+     * + ReLU, which need not be stored: y = conv2d(max(0, x * scale[ci] +
+     * shift[ci]), w). x: CNHW [Cin][N][H][W]; y overwritten; act: Cin*N*H*W
+     * floats the backend may use for the BN-ReLU output; scratch:
+     * conv_scratch(Cin, N, H, W, Cout, k, 1, (k-1)/2) floats. */
+    void (*conv2d_bn_relu)(const float *x, int Cin, int N, int H, int W, const float *scale,
+                           const float *shift, const float *w, int Cout, int k, float *y,
+                           float *act, float *scratch, size_t scratch_n);
+
     /* ---- training (backward ops ADD into parameter gradients) ---- */
 
     /* Batch statistics per channel over P values: mean and biased variance.
@@ -85,6 +94,14 @@ typedef struct cx_ops {
                                      const float *shift, const float *w, int Cout,
                                      const float *dy, float *dw, float *da, int accumulate,
                                      float *scratch);
+
+    /* Backward of conv2d_bn_relu up to the BN-ReLU output a: dw += (as
+     * conv2d_backward); da [Cin][N][H][W] = the gradient at a (overwritten).
+     * act as above; scratch: conv_bwd_scratch(..., k, 1, (k-1)/2) floats. */
+    void (*conv2d_bn_relu_backward)(const float *x, int Cin, int N, int H, int W,
+                                    const float *scale, const float *shift, const float *w,
+                                    int Cout, int k, const float *dy, float *dw, float *da,
+                                    float *act, float *scratch, size_t scratch_n);
 
     /* The backward of conv1x1_bn_relu and of its BatchNorm + ReLU (training
      * mode) in one, in a deferred form for channels that several layers read

@@ -128,6 +128,7 @@ cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_bac
         for (int l = 0; l < blk->n_layers; l++) {
             const cx_dense_layer *L = &blk->layers[l];
             n_act = max_sz(n_act, (size_t)L->cin * P);
+            n_act = max_sz(n_act, (size_t)L->conv2.Cin * P);
             n_mid = max_sz(n_mid, (size_t)L->conv1.Cout * P);
             n_scratch = max_sz(n_scratch, ops->conv_scratch(L->conv1.Cin, batch, h, w,
                                                             L->conv1.Cout, 1, 1, 0));
@@ -433,13 +434,14 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
                 wp += w16_size(&L->conv2);
                 continue;
             }
-            /* norm1 + relu over the first cin channels, conv1 1x1 -> mid (fused:
-             * the BN-ReLU output is not stored); norm2 + relu in place; conv2
-             * 3x3 -> new channels */
+            /* norm1 + relu over the first cin channels, conv1 1x1 -> mid; norm2 +
+             * relu, conv2 3x3 -> new channels (fused: no BN-ReLU output is
+             * stored) */
             conv1x1_bn_relu(c, &cur, &L->norm1, buf, &L->conv1, c->mid, P);
-            bn_relu(c, &cur, &L->norm2, c->mid, c->mid, P);
-            ops->conv2d(c->mid, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1,
-                        buf + (int64_t)L->cin * P, c->scratch, c->scratch_n);
+            bn_cursor f = fold_next(&cur, &L->norm2);
+            ops->conv2d_bn_relu(c->mid, L->conv2.Cin, n, h, w, f.scale, f.shift, L->conv2.w,
+                                L->conv2.Cout, L->conv2.k, buf + (int64_t)L->cin * P, c->act,
+                                c->scratch, c->scratch_n);
         }
         if (b != cfg->n_blocks - 1) {
             const cx_transition *t = &m->trans[b];

@@ -559,10 +559,13 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
             const cx_dense_layer *L = &blk->layers[l];
             bn_conv1x1_fwd(t, bo.norm1[b][l], &L->norm1, buf, P, t->chm[b], t->chv[b], &L->conv1,
                            t->mid[b][l]);
-            bn_train_fwd(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P, NULL, NULL);
+            /* norm2 + relu + conv2 3x3 -> new channels (BN-ReLU output not stored) */
+            size_t o2 = bo.norm2[b][l];
+            bn_train_stats(t, o2, &L->norm2, t->mid[b][l], P, NULL, NULL);
             float *newc = buf + (int64_t)L->cin * P;
-            ops->conv2d(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1, 1, newc,
-                        t->scratch, t->scratch_n);
+            ops->conv2d_bn_relu(t->mid[b][l], L->conv2.Cin, n, h, w, t->scale + o2, t->shift + o2,
+                                L->conv2.w, L->conv2.Cout, L->conv2.k, newc, t->act2, t->scratch,
+                                t->scratch_n);
             ops->bn_stats(newc, L->conv2.Cout, P, t->chm[b] + L->cin, t->chv[b] + L->cin);
         }
         if (b != cfg->n_blocks - 1) {
@@ -620,12 +623,13 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
             if (l != blk->n_layers - 1) /* layers l+1.. read these channels */
                 ops->bn_backward_finish(buf + (int64_t)cin * P, cnew, P, mean + cin, is + cin,
                                         pa + cin, pb + cin, dnew);
-            /* conv2: input relu(norm2(mid)) recomputed */
-            bn_recompute(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->act2, P);
-            ops->conv2d_backward(t->act2, L->conv2.Cin, n, h, w, L->conv2.w, L->conv2.Cout, 3, 1,
-                                 1, dnew, gradp(t, L->conv2.w), t->dmid, 0, t->scratch,
-                                 t->scratch_n);
-            bn_backward(t, bo.norm2[b][l], &L->norm2, t->mid[b][l], t->dmid, t->dmid, P, 0);
+            /* conv2: input relu(norm2(mid)) recomputed inside the GEMM */
+            size_t o2 = bo.norm2[b][l];
+            ops->conv2d_bn_relu_backward(t->mid[b][l], L->conv2.Cin, n, h, w, t->scale + o2,
+                                         t->shift + o2, L->conv2.w, L->conv2.Cout, L->conv2.k,
+                                         dnew, gradp(t, L->conv2.w), t->dmid, t->act2,
+                                         t->scratch, t->scratch_n);
+            bn_backward(t, o2, &L->norm2, t->mid[b][l], t->dmid, t->dmid, P, 0);
             /* conv1: input relu(norm1(concat)) recomputed inside the GEMMs */
             bn_conv1x1_bwd_deferred(t, bo.norm1[b][l], &L->norm1, buf, P, &L->conv1, t->dmid,
                                     dbuf, pa, pb);

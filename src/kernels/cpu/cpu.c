@@ -46,6 +46,9 @@ static int is_pointwise(int k, int s, int pad) { return k == 1 && s == 1 && pad 
  * dx and dw from one GEMM each. Memory traffic is Cout/Cin of im2col's. */
 static int is_same_conv(int k, int s, int pad) { return k > 1 && s == 1 && 2 * pad == k - 1; }
 
+/* The AVX-512 GEMM can apply a BN-ReLU while packing (cx_sgemm_bnrelu) */
+static int fast_gemm(void) { return !strcmp(cx_sgemm_kernel(), "avx512"); }
+
 static int kn2row_images(int N, int HW, int Cout, int k)
 {
     size_t per_image = (size_t)k * k * Cout * HW;
@@ -165,6 +168,34 @@ static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, i
     }
 }
 
+/* A "same" convolution by kn2row (see is_same_conv); with bsc (AVX-512
+ * GEMM only), x's channel ci is read as max(0, x * bsc[ci] + bsh[ci]). */
+static void same_conv(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
+                      int k, const float *bsc, const float *bsh, float *y, float *scratch)
+{
+    int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
+    int64_t Po = (int64_t)N * HW;
+    int M = kk2 * Cout;
+    float *Z = scratch, *Wr = scratch + (size_t)M * HW * nb;
+    int direct = fast_gemm(); /* weights read in place */
+    if (!direct) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
+        for (int co = 0; co < Cout; co++)
+            for (int ci = 0; ci < Cin; ci++)
+                for (int q = 0; q < kk2; q++)
+                    Wr[((size_t)q * Cout + co) * Cin + ci] = w[((size_t)co * Cin + ci) * kk2 + q];
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int cnt = N - n0 < nb ? N - n0 : nb;
+        int cols = cnt * HW;
+        if (direct)
+            cx_sgemm_conv_taps(Cout, Cin, kk2, w, cols, x + (int64_t)n0 * HW, (int)Po, bsc, bsh,
+                               Z, cols);
+        else
+            cx_sgemm_bnrelu(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, bsc, bsh,
+                            0, Z, cols);
+        kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
+    }
+}
+
 static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
                        int k, int s, int pad, float *y, float *scratch, size_t scratch_n)
 {
@@ -176,26 +207,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         return;
     }
     if (is_same_conv(k, s, pad)) {
-        int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
-        int M = kk2 * Cout;
-        float *Z = scratch, *Wr = scratch + (size_t)M * HW * nb;
-        int direct = !strcmp(cx_sgemm_kernel(), "avx512"); /* weights read in place */
-        if (!direct) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
-            for (int co = 0; co < Cout; co++)
-                for (int ci = 0; ci < Cin; ci++)
-                    for (int q = 0; q < kk2; q++)
-                        Wr[((size_t)q * Cout + co) * Cin + ci] =
-                            w[((size_t)co * Cin + ci) * kk2 + q];
-        for (int n0 = 0; n0 < N; n0 += nb) {
-            int cnt = N - n0 < nb ? N - n0 : nb;
-            int cols = cnt * HW;
-            if (direct)
-                cx_sgemm_conv_taps(Cout, Cin, kk2, w, cols, x + (int64_t)n0 * HW, (int)Po, Z,
-                                   cols);
-            else
-                cx_sgemm(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, 0, Z, cols);
-            kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
-        }
+        same_conv(x, Cin, N, H, W, w, Cout, k, NULL, NULL, y, scratch);
         return;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
@@ -296,7 +308,7 @@ static void cpu_conv1x1_bn_relu(const float *x, int Cin, int64_t P, const float 
                                 const float *shift, const float *w, int Cout, float *y,
                                 float *scratch)
 {
-    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+    if (fast_gemm()) {
         cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
         return;
     }
@@ -309,7 +321,7 @@ static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, con
                                          const float *dy, float *dw, float *da, int accumulate,
                                          float *scratch)
 {
-    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+    if (fast_gemm()) {
         cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
     } else {
         cpu_bn_relu(x, scratch, Cin, P, scale, shift);
@@ -537,7 +549,7 @@ static void cpu_conv1x1_bn_relu_backward_deferred(const float *x, int Cin, int64
                                                   float *dx, float *scratch)
 {
     cx_bnrelu_grad e = {x, scale, shift, mean, invstd, dgamma, dbeta};
-    if (!strcmp(cx_sgemm_kernel(), "avx512")) {
+    if (fast_gemm()) {
         /* g = w^T dy lives only in registers: the epilogue applies the mask */
         cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
         cx_sgemm_bnrelu_grad(1, Cin, (int)P, Cout, w, Cin, dy, (int)P, &e, dx, (int)P);
@@ -620,6 +632,64 @@ static void col2im_add(const float *dcol, int Cin, int N, int H, int W, int k, i
             }
 }
 
+/* Backward of same_conv (bsc as there): dw added to, dx (+)= (skipped when
+ * NULL). */
+static void same_conv_backward(const float *x, int Cin, int N, int H, int W, const float *w,
+                               int Cout, int k, const float *bsc, const float *bsh,
+                               const float *dy, float *dw, float *dx, int accumulate,
+                               float *scratch)
+{
+    int pad = (k - 1) / 2;
+    int64_t Po = (int64_t)N * H * W;
+    int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
+    int M = kk2 * Cout;
+    float *D = scratch, *A = scratch + (size_t)M * HW * nb, *dWr = A + (size_t)M * Cin;
+    /* A[ci][(kk,co)] = w[co][ci][kk] */
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int q = 0; q < kk2; q++)
+                A[(size_t)ci * M + (size_t)q * Cout + co] = w[((size_t)co * Cin + ci) * kk2 + q];
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int cnt = N - n0 < nb ? N - n0 : nb;
+        int cols = cnt * HW;
+        /* D[(kk,co)][iy][ix] = dy[co][iy - dy_kk][ix - dx_kk], 0 outside */
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int q = 0; q < kk2; q++)
+            for (int co = 0; co < Cout; co++) {
+                int sy = q / k - pad, sx = q % k - pad;
+                for (int j = 0; j < cnt; j++) {
+                    float *dp = D + ((int64_t)q * Cout + co) * cols + (int64_t)j * HW;
+                    const float *gp = dy + co * Po + (int64_t)(n0 + j) * HW;
+                    for (int iy = 0; iy < H; iy++) {
+                        int oy = iy - sy;
+                        float *dr = dp + iy * W;
+                        if (oy < 0 || oy >= H) {
+                            memset(dr, 0, sizeof(float) * W);
+                            continue;
+                        }
+                        const float *gr = gp + oy * W;
+                        int ix0 = sx > 0 ? sx : 0, ix1 = sx < 0 ? W + sx : W;
+                        for (int ix = 0; ix < ix0; ix++)
+                            dr[ix] = 0.0f;
+                        memcpy(dr + ix0, gr + ix0 - sx, sizeof(float) * (ix1 - ix0));
+                        for (int ix = ix1; ix < W; ix++)
+                            dr[ix] = 0.0f;
+                    }
+                }
+            }
+        /* dWr[(kk,co)][ci] (+)= D[M][cols] x[ci][cols]^T */
+        cx_sgemm_bnrelu(0, 1, M, Cin, cols, D, cols, x + (int64_t)n0 * HW, (int)Po, bsc, bsh,
+                        n0 ? 1 : 0, dWr, Cin);
+        if (dx) /* dx[Cin][cols] (+)= A[Cin][M] D[M][cols] */
+            cx_sgemm(0, 0, Cin, cols, M, A, M, D, cols, accumulate, dx + (int64_t)n0 * HW,
+                     (int)Po);
+    }
+    for (int co = 0; co < Cout; co++)
+        for (int ci = 0; ci < Cin; ci++)
+            for (int q = 0; q < kk2; q++)
+                dw[((size_t)co * Cin + ci) * kk2 + q] += dWr[((size_t)q * Cout + co) * Cin + ci];
+}
+
 static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, const float *w,
                                 int Cout, int k, int s, int pad, const float *dy, float *dw,
                                 float *dx, int accumulate, float *scratch, size_t scratch_n)
@@ -634,53 +704,8 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
         return;
     }
     if (is_same_conv(k, s, pad)) {
-        int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
-        int M = kk2 * Cout;
-        float *D = scratch, *A = scratch + (size_t)M * HW * nb, *dWr = A + (size_t)M * Cin;
-        /* A[ci][(kk,co)] = w[co][ci][kk] */
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
-                for (int q = 0; q < kk2; q++)
-                    A[(size_t)ci * M + (size_t)q * Cout + co] = w[((size_t)co * Cin + ci) * kk2 + q];
-        for (int n0 = 0; n0 < N; n0 += nb) {
-            int cnt = N - n0 < nb ? N - n0 : nb;
-            int cols = cnt * HW;
-            /* D[(kk,co)][iy][ix] = dy[co][iy - dy_kk][ix - dx_kk], 0 outside */
-#pragma omp parallel for collapse(2) schedule(static)
-            for (int q = 0; q < kk2; q++)
-                for (int co = 0; co < Cout; co++) {
-                    int sy = q / k - pad, sx = q % k - pad;
-                    for (int j = 0; j < cnt; j++) {
-                        float *dp = D + ((int64_t)q * Cout + co) * cols + (int64_t)j * HW;
-                        const float *gp = dy + co * Po + (int64_t)(n0 + j) * HW;
-                        for (int iy = 0; iy < H; iy++) {
-                            int oy = iy - sy;
-                            float *dr = dp + iy * W;
-                            if (oy < 0 || oy >= H) {
-                                memset(dr, 0, sizeof(float) * W);
-                                continue;
-                            }
-                            const float *gr = gp + oy * W;
-                            int ix0 = sx > 0 ? sx : 0, ix1 = sx < 0 ? W + sx : W;
-                            for (int ix = 0; ix < ix0; ix++)
-                                dr[ix] = 0.0f;
-                            memcpy(dr + ix0, gr + ix0 - sx, sizeof(float) * (ix1 - ix0));
-                            for (int ix = ix1; ix < W; ix++)
-                                dr[ix] = 0.0f;
-                        }
-                    }
-                }
-            /* dWr[(kk,co)][ci] (+)= D[M][cols] x[ci][cols]^T */
-            cx_sgemm(0, 1, M, Cin, cols, D, cols, x + (int64_t)n0 * HW, (int)(int64_t)(N * HW),
-                     n0 ? 1 : 0, dWr, Cin);
-            if (dx) /* dx[Cin][cols] (+)= A[Cin][M] D[M][cols] */
-                cx_sgemm(0, 0, Cin, cols, M, A, M, D, cols, accumulate, dx + (int64_t)n0 * HW,
-                         (int)(int64_t)(N * HW));
-        }
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
-                for (int q = 0; q < kk2; q++)
-                    dw[((size_t)co * Cin + ci) * kk2 + q] += dWr[((size_t)q * Cout + co) * Cin + ci];
+        same_conv_backward(x, Cin, N, H, W, w, Cout, k, NULL, NULL, dy, dw, dx, accumulate,
+                           scratch);
         return;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
@@ -702,6 +727,33 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
             col2im_add(dcol, Cin, N, H, W, k, s, pad, n0, cnt, dx);
         }
     }
+}
+
+static void cpu_conv2d_bn_relu(const float *x, int Cin, int N, int H, int W, const float *scale,
+                               const float *shift, const float *w, int Cout, int k, float *y,
+                               float *act, float *scratch, size_t scratch_n)
+{
+    int pad = (k - 1) / 2;
+    if (fast_gemm() && is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
+        same_conv(x, Cin, N, H, W, w, Cout, k, scale, shift, y, scratch);
+        return;
+    }
+    cpu_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
+    cpu_conv2d(act, Cin, N, H, W, w, Cout, k, 1, pad, y, scratch, scratch_n);
+}
+
+static void cpu_conv2d_bn_relu_backward(const float *x, int Cin, int N, int H, int W,
+                                        const float *scale, const float *shift, const float *w,
+                                        int Cout, int k, const float *dy, float *dw, float *da,
+                                        float *act, float *scratch, size_t scratch_n)
+{
+    int pad = (k - 1) / 2;
+    if (fast_gemm() && is_same_conv(k, 1, pad)) {
+        same_conv_backward(x, Cin, N, H, W, w, Cout, k, scale, shift, dy, dw, da, 0, scratch);
+        return;
+    }
+    cpu_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
+    cpu_conv2d_backward(act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch, scratch_n);
 }
 
 static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int k, int s,
@@ -794,6 +846,8 @@ static const cx_ops CPU_OPS = {
     .conv1x1_bn_relu = cpu_conv1x1_bn_relu,
     .conv1x1_bn_relu_backward = cpu_conv1x1_bn_relu_backward,
     .conv1x1_bn_relu_backward_deferred = cpu_conv1x1_bn_relu_backward_deferred,
+    .conv2d_bn_relu = cpu_conv2d_bn_relu,
+    .conv2d_bn_relu_backward = cpu_conv2d_bn_relu_backward,
     .bn_backward_finish = cpu_bn_backward_finish,
     .bn_stats = cpu_bn_stats,
     .bn_relu_backward = cpu_bn_relu_backward,

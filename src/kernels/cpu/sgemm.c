@@ -580,7 +580,7 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
 }
 
 void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
-                        int ldb, float *C, int ldc)
+                        int ldb, const float *bscale, const float *bshift, float *C, int ldc)
 {
     int M = taps * Cout;
     a_view av = {w, Cout, (int64_t)Cin * taps, 1, taps};
@@ -588,11 +588,11 @@ void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, cons
         return;
 #ifdef CX_X86
     if (use_avx512()) {
-        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc, NULL);
+        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, bscale, bshift, 0, C, ldc, NULL);
         return;
     }
 #endif
-    sgemm_plain(&av, 0, M, N, Cin, B, ldb, NULL, NULL, 0, C, ldc);
+    sgemm_plain(&av, 0, M, N, Cin, B, ldb, bscale, bshift, 0, C, ldc);
 }
 
 const char *cx_sgemm_kernel(void)

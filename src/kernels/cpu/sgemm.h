@@ -35,10 +35,12 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
                           const float *B, int ldb, const cx_bnrelu_grad *e, float *dx, int ldx);
 
 /* C[q*Cout + co][n] = sum_ci w[co][ci][q] B[ci][n] for taps q < taps (the
- * kn2row GEMM of a convolution), reading the weights in place. Meant for the
- * AVX-512 kernel (plain loops elsewhere: reorder and use cx_sgemm there). */
+ * kn2row GEMM of a convolution), reading the weights in place; with bscale,
+ * B's row ci is read as max(0, B * bscale[ci] + bshift[ci]) (as in
+ * cx_sgemm_bnrelu). Meant for the AVX-512 kernel (plain loops elsewhere:
+ * reorder and use cx_sgemm there). */
 void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
-                        int ldb, float *C, int ldc);
+                        int ldb, const float *bscale, const float *bshift, float *C, int ldc);
 
 /* "avx512" or "blas": what cx_sgemm runs on this machine. */
 const char *cx_sgemm_kernel(void);

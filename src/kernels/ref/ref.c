@@ -8,6 +8,25 @@
 #define FN(name) ref_##name
 #include "kernels/ref/ref_ops.inc"
 
+/* The BN-ReLU output is stored in act, then the plain convolution. */
+static void ref_conv2d_bn_relu(const float *x, int Cin, int N, int H, int W, const float *scale,
+                               const float *shift, const float *w, int Cout, int k, float *y,
+                               float *act, float *scratch, size_t scratch_n)
+{
+    ref_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
+    ref_conv2d(act, Cin, N, H, W, w, Cout, k, 1, (k - 1) / 2, y, scratch, scratch_n);
+}
+
+static void ref_conv2d_bn_relu_backward(const float *x, int Cin, int N, int H, int W,
+                                        const float *scale, const float *shift, const float *w,
+                                        int Cout, int k, const float *dy, float *dw, float *da,
+                                        float *act, float *scratch, size_t scratch_n)
+{
+    ref_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
+    ref_conv2d_backward(act, Cin, N, H, W, w, Cout, k, 1, (k - 1) / 2, dy, dw, da, 0, scratch,
+                        scratch_n);
+}
+
 static const cx_ops REF_OPS = {
     .name = "ref",
     .bn_relu = ref_bn_relu,
@@ -20,6 +39,8 @@ static const cx_ops REF_OPS = {
     .conv1x1_bn_relu = ref_conv1x1_bn_relu,
     .conv1x1_bn_relu_backward = ref_conv1x1_bn_relu_backward,
     .conv1x1_bn_relu_backward_deferred = ref_conv1x1_bn_relu_backward_deferred,
+    .conv2d_bn_relu = ref_conv2d_bn_relu,
+    .conv2d_bn_relu_backward = ref_conv2d_bn_relu_backward,
     .bn_backward_finish = ref_bn_backward_finish,
     .bn_stats = ref_bn_stats,
     .bn_relu_backward = ref_bn_relu_backward,
