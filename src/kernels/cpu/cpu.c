@@ -756,34 +756,85 @@ static void cpu_conv2d_bn_relu_backward(const float *x, int Cin, int N, int H, i
     cpu_conv2d_backward(act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch, scratch_n);
 }
 
+/* The window of output ox (3 wide, stride 2) lies wholly inside the row
+ * for ox in [1, (W - 2) / 2]: there, for rows [y0, y1), the index of each
+ * window's maximum (the first one; the last NaN if any), a row at a time in
+ * the windows' order, vectorised across ox (m: the running maxima). */
+static void argmax3s2_row(const float *xp, int W, int y0, int y1, int o0, int o1, float *m,
+                          int *arg)
+{
+    for (int iy = y0; iy < y1; iy++) {
+        const float *r = xp + iy * W - 1;
+        int base = iy * W - 1;
+        if (iy == y0) {
+#pragma omp simd
+            for (int o = o0; o < o1; o++) {
+                m[o] = r[2 * o];
+                arg[o] = base + 2 * o;
+            }
+        }
+        for (int d = iy == y0; d < 3; d++) {
+#pragma omp simd
+            for (int o = o0; o < o1; o++) {
+                float v = r[2 * o + d];
+                int up = v > m[o] || v != v;
+                m[o] = up ? v : m[o];
+                arg[o] = up ? base + 2 * o + d : arg[o];
+            }
+        }
+    }
+}
+
+/* dx gets dy at the window's first maximum (the last NaN, if any) */
+static inline void maxpool_bwd_window(const float *xp, int W, int y0, int y1, int x0, int x1,
+                                      float g, float *dxp)
+{
+    float m = -INFINITY;
+    int a = -1;
+    for (int iy = y0; iy < y1; iy++)
+        for (int ix = x0; ix < x1; ix++) {
+            float v = xp[iy * W + ix];
+            if (v > m || isnan(v) || a < 0) {
+                m = v;
+                a = iy * W + ix;
+            }
+        }
+    if (a >= 0)
+        dxp[a] += g;
+}
+
 static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int k, int s,
                                  int pad, const float *dy, float *dx)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
-#pragma omp parallel for schedule(static)
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
-        float *dxp = dx + pl * H * W;
-        memset(dxp, 0, sizeof(float) * H * W);
-        for (int oy = 0; oy < Ho; oy++) {
-            int y0, y1;
-            pool_window(oy, k, s, pad, H, &y0, &y1);
-            for (int ox = 0; ox < Wo; ox++) {
-                int x0, x1;
-                pool_window(ox, k, s, pad, W, &x0, &x1);
-                float m = -INFINITY;
-                int arg = -1;
-                for (int iy = y0; iy < y1; iy++)
-                    for (int ix = x0; ix < x1; ix++) {
-                        float v = xp[iy * W + ix];
-                        if (v > m || isnan(v) || arg < 0) {
-                            m = v;
-                            arg = iy * W + ix;
-                        }
-                    }
-                if (arg >= 0)
-                    dxp[arg] += dyp[oy * Wo + ox];
+    /* the stem's 3x3 stride-2 pooling: interior windows vectorised */
+    int in1 = (W - 2) / 2 + 1 < Wo ? (W - 2) / 2 + 1 : Wo; /* interior: ox in [1, in1) */
+    int fast = k == 3 && s == 2 && pad == 1 && Wo <= 4096 && in1 > 1;
+#pragma omp parallel
+    {
+        int *arg = fast ? __builtin_alloca(sizeof(int) * (size_t)Wo) : NULL;
+        float *mx = fast ? __builtin_alloca(sizeof(float) * (size_t)Wo) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            const float *xp = x + pl * H * W, *dyp = dy + pl * Ho * Wo;
+            float *dxp = dx + pl * H * W;
+            memset(dxp, 0, sizeof(float) * H * W);
+            for (int oy = 0; oy < Ho; oy++) {
+                int y0, y1, x0, x1, ox = 0;
+                pool_window(oy, k, s, pad, H, &y0, &y1);
+                const float *g = dyp + oy * Wo;
+                if (fast) { /* in ox order, as below: the same sums */
+                    maxpool_bwd_window(xp, W, y0, y1, 0, 2, g[0], dxp);
+                    argmax3s2_row(xp, W, y0, y1, 1, in1, mx, arg);
+                    for (int o = 1; o < in1; o++)
+                        dxp[arg[o]] += g[o];
+                    ox = in1;
+                }
+                for (; ox < Wo; ox++) {
+                    pool_window(ox, k, s, pad, W, &x0, &x1);
+                    maxpool_bwd_window(xp, W, y0, y1, x0, x1, g[ox], dxp);
+                }
             }
         }
     }
