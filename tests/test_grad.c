@@ -17,6 +17,7 @@
 #include "kernels/backend.h"
 #include "kernels/ref/ref_f64.h"
 #include "util/rng.h"
+#include "cx_testutil.h"
 
 #define EPS_BN 1e-5
 static const double H_FD = 1e-6;
@@ -342,6 +343,129 @@ static void test_cpu_backward(void **state)
     free(lw), free(lx), free(ldy);
 }
 
+/* The whole trainer on a small DenseNet-BC (growth 8, blocks 2-3-2): one
+ * training step on the CPU backend against the reference backend (loss,
+ * every tensor's gradient), Adam on both, and Adam's refusal of a NaN
+ * gradient (no weight changes). */
+static cx_model *small_densenet(void)
+{
+    cx_config cfg = {.arch = "densenet", .growth_rate = 8, .n_blocks = 3,
+                     .block_config = {2, 3, 2}, .num_init_features = 16, .bn_size = 4,
+                     .num_classes = 5, .in_channels = 3};
+    cx_model *m = NULL;
+    cx_err err = {0};
+    assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
+    cx_model_init(m, 42);
+    perturb_bn(m, 43);
+    return m;
+}
+
+static void test_train_step_backends(void **state)
+{
+    int N = 3, H = 64, W = 48, K = 5;
+    cx_model *m[2] = {small_densenet(), small_densenet()};
+    cx_train *t[2];
+    cx_err err = {0};
+    cx_backend_id be[2] = {CX_BACKEND_REF, CX_BACKEND_CPU};
+    cx_rng r;
+    cx_rng_seed(&r, 45);
+    float *in = frand(&r, (size_t)N * 3 * H * W, -2, 2), y[15];
+    for (int i = 0; i < N * K; i++)
+        y[i] = (float)(cx_rng_uniform(&r) < 0.4);
+    double loss[2];
+    for (int b = 0; b < 2; b++) {
+        assert_int_equal(cx_train_new(m[b], N, H, W, be[b], NULL, &t[b], &err), CX_OK);
+        assert_int_equal(cx_train_step(t[b], in, y, N, &loss[b], &err), CX_OK);
+    }
+    assert_true(fabs(loss[1] - loss[0]) < 1e-5 * fabs(loss[0]));
+    /* Per tensor: relative L2 below 1e-4. The stem's norm0 is the exception:
+     * every reader of its (pooled) output normalises it again with batch
+     * statistics, so the loss hardly depends on its weight and bias; their
+     * gradients are sums that cancel to 1e-5..1e-6 of their terms, where two
+     * correct fp32 evaluations differ by 1e-4..1e-3 relative. Those two are
+     * held to the scale of the whole gradient instead (1e-6 of its norm). */
+    double se = 0, sr = 0, worst = 0;
+    for (int i = 0; i < cx_model_num_tensors(m[0]); i++) {
+        const float *g0 = cx_train_grad(t[0], i), *g1 = cx_train_grad(t[1], i);
+        for (int64_t j = 0; g0 && j < cx_model_tensor(m[0], i)->numel; j++) {
+            se += ((double)g1[j] - g0[j]) * ((double)g1[j] - g0[j]);
+            sr += (double)g0[j] * g0[j];
+        }
+    }
+    for (int i = 0; i < cx_model_num_tensors(m[0]); i++) {
+        const float *g0 = cx_train_grad(t[0], i), *g1 = cx_train_grad(t[1], i);
+        if (!g0)
+            continue;
+        const char *name = cx_model_tensor(m[0], i)->name;
+        size_t n = (size_t)cx_model_tensor(m[0], i)->numel;
+        if (!strncmp(name, "features.norm0.", 15)) {
+            double d = 0;
+            for (size_t j = 0; j < n; j++)
+                d += ((double)g1[j] - g0[j]) * ((double)g1[j] - g0[j]);
+            if (!(sqrt(d) < 1e-6 * sqrt(sr)))
+                fail_msg("trainer gradient of %s: cpu vs ref differ by %g of the gradient's norm",
+                         name, sqrt(d / sr));
+            continue;
+        }
+        double e = rel_l2(g1, g0, n);
+        if (e > worst)
+            worst = e;
+        if (!(e < 1e-4))
+            fail_msg("trainer gradient of %s: cpu vs ref rel L2 %g", name, e);
+    }
+    printf("trainer: loss %.8f / %.8f, whole gradient rel L2 %.2e, worst tensor %.2e\n",
+           loss[0], loss[1], sqrt(se / sr), worst);
+    assert_true(sqrt(se / sr) < 1e-5);
+    /* Adam from the same gradients (the first step is close to lr * sign(g),
+     * which the noise in near-zero gradients flips): every trainable element
+     * moves, the same on both, running statistics untouched by Adam */
+    for (int i = 0; i < cx_model_num_tensors(m[0]); i++)
+        if (cx_train_grad(t[0], i))
+            memcpy(cx_train_grad(t[1], i), cx_train_grad(t[0], i),
+                   sizeof(float) * (size_t)cx_model_tensor(m[0], i)->numel);
+    size_t nst = 0;
+    for (int i = 0; i < cx_model_num_tensors(m[1]); i++)
+        nst += (size_t)cx_model_tensor(m[1], i)->numel;
+    float *w1 = malloc(sizeof(float) * nst), *q = w1;
+    for (int i = 0; i < cx_model_num_tensors(m[1]); i++) {
+        memcpy(q, cx_model_tensor(m[1], i)->data, sizeof(float) * cx_model_tensor(m[1], i)->numel);
+        q += cx_model_tensor(m[1], i)->numel;
+    }
+    for (int b = 0; b < 2; b++)
+        assert_int_equal(cx_adam_step(t[b], 1e-3f, &err), CX_OK);
+    q = w1;
+    for (int i = 0; i < cx_model_num_tensors(m[0]); i++) {
+        const cx_param *p0 = cx_model_tensor(m[0], i), *p1 = cx_model_tensor(m[1], i);
+        const float *g = cx_train_grad(t[1], i);
+        if (g) /* same gradients, same Adam */
+            assert_memory_equal(p1->data, p0->data, sizeof(float) * (size_t)p0->numel);
+        else /* running statistics, from each backend's batch statistics */
+            assert_true(rel_l2(p1->data, p0->data, (size_t)p0->numel) < 1e-5);
+        for (int64_t j = 0; j < p1->numel; j++)
+            if (g ? g[j] != 0.0f && p1->data[j] == q[j] : p1->data[j] != q[j])
+                fail_msg("Adam: element %lld of %s %s", (long long)j, p1->name,
+                         g ? "did not move" : "(running statistic) moved");
+        q += p1->numel;
+    }
+    free(w1);
+    /* a NaN gradient: refused, no weight moves */
+    int last = cx_model_num_tensors(m[1]) - 1;
+    while (!cx_train_grad(t[1], last))
+        last--;
+    size_t bytes = sizeof(float) * (size_t)cx_model_tensor(m[1], 0)->numel;
+    float *before = malloc(bytes);
+    memcpy(before, cx_model_tensor(m[1], 0)->data, bytes);
+    cx_train_grad(t[1], last)[0] = NAN;
+    assert_int_equal(cx_adam_step(t[1], 1e-3f, &err), CX_ENUMERIC);
+    assert_non_null(strstr(err.msg, cx_model_tensor(m[1], last)->name));
+    assert_memory_equal(before, cx_model_tensor(m[1], 0)->data, bytes);
+    free(before), free(in);
+    for (int b = 0; b < 2; b++) {
+        cx_train_free(t[b]);
+        cx_model_free(m[b]);
+    }
+}
+
 int main(void)
 {
     cx_set_threads(2);
@@ -349,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_fd_conv),   cmocka_unit_test(test_fd_bn_relu),
         cmocka_unit_test(test_fd_pools),  cmocka_unit_test(test_fd_linear),
         cmocka_unit_test(test_cpu_backward),
+        cmocka_unit_test(test_train_step_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

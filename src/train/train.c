@@ -12,6 +12,7 @@
 #include "util/mem.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -658,18 +659,43 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
 
 /* ---- Adam ---- */
 
+/* Adam on elements [a, b) of trainable tensor i */
+static void adam_range(cx_train *t, int i, int64_t a, int64_t b, float step_size, float bc2_sqrt)
+{
+    cx_model *m = t->m;
+    int64_t off = cx_param_offset(m, i);
+    float *w = m->tensors[i].data, *g = t->grad + off, *mm = t->adam_m + off,
+          *vv = t->adam_v + off;
+    const float fb1 = t->opt.beta1, fb2 = t->opt.beta2, eps = t->opt.eps,
+                wd = t->opt.weight_decay;
+#pragma omp simd
+    for (int64_t j = a; j < b; j++) {
+        float gj = g[j];
+        if (wd != 0.0f)
+            gj += wd * w[j];
+        mm[j] = mm[j] * fb1 + (1.0f - fb1) * gj;
+        vv[j] = vv[j] * fb2 + (1.0f - fb2) * gj * gj;
+        float denom = sqrtf(vv[j]) / bc2_sqrt + eps;
+        w[j] -= step_size * (mm[j] / denom);
+    }
+}
+
 cx_status cx_adam_step(cx_train *t, float lr, cx_err *err)
 {
     if (!(lr >= 0) || !isfinite(lr))
         return cx_seterr(err, CX_EARG, "learning rate %g is not a finite number >= 0", lr);
     cx_model *m = t->m;
-    /* refuse to apply non-finite gradients */
-    for (int i = 0; i < m->n_tensors; i++) {
+    /* refuse to apply non-finite gradients: one parallel pass over every
+     * gradient (those of running statistics stay zero), then the culprit */
+    int bad = 0;
+    const float *grad = t->grad;
+#pragma omp parallel for reduction(| : bad) schedule(static)
+    for (int64_t j = 0; j < m->storage_n; j++)
+        bad |= !isfinite(grad[j]);
+    for (int i = 0; bad && i < m->n_tensors; i++) {
         cx_param *p = &m->tensors[i];
-        if (!p->trainable)
-            continue;
         const float *g = t->grad + cx_param_offset(m, i);
-        for (int64_t j = 0; j < p->numel; j++)
+        for (int64_t j = 0; p->trainable && j < p->numel; j++)
             if (!isfinite(g[j]))
                 return cx_seterr(err, CX_ENUMERIC, "non-finite gradient in tensor '%s'",
                                  p->name);
@@ -679,24 +705,22 @@ cx_status cx_adam_step(cx_train *t, float lr, cx_err *err)
     const double bc1 = 1.0 - pow(b1, (double)t->adam_steps);
     const double bc2 = 1.0 - pow(b2, (double)t->adam_steps);
     const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    const float fb1 = t->opt.beta1, fb2 = t->opt.beta2, eps = t->opt.eps,
-                wd = t->opt.weight_decay;
-    for (int i = 0; i < m->n_tensors; i++) {
-        cx_param *p = &m->tensors[i];
-        if (!p->trainable)
-            continue;
-        int64_t off = cx_param_offset(m, i);
-        float *w = p->data, *g = t->grad + off, *mm = t->adam_m + off, *vv = t->adam_v + off;
-        int64_t n = p->numel;
-#pragma omp parallel for schedule(static) if (n > 65536)
-        for (int64_t j = 0; j < n; j++) {
-            float gj = g[j];
-            if (wd != 0.0f)
-                gj += wd * w[j];
-            mm[j] = mm[j] * fb1 + (1.0f - fb1) * gj;
-            vv[j] = vv[j] * fb2 + (1.0f - fb2) * gj * gj;
-            float denom = sqrtf(vv[j]) / bc2_sqrt + eps;
-            w[j] -= step_size * (mm[j] / denom);
+    int64_t total = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        total += m->tensors[i].trainable ? m->tensors[i].numel : 0;
+    /* the trainable elements, all tensors in a row, shared out evenly */
+#pragma omp parallel if (total > 65536)
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t lo = total * tid / nth, hi = total * (tid + 1) / nth, base = 0;
+        for (int i = 0; i < m->n_tensors && base < hi; i++) {
+            if (!m->tensors[i].trainable)
+                continue;
+            int64_t n = m->tensors[i].numel;
+            int64_t a = lo > base ? lo - base : 0, b = hi < base + n ? hi - base : n;
+            if (a < b)
+                adam_range(t, i, a, b, step_size, bc2_sqrt);
+            base += n;
         }
     }
     return CX_OK;
