@@ -417,8 +417,9 @@ __attribute__((target("avx512f"))) static void ukr_grad(int kc, const float *con
     }
 }
 
-/* With eg (cx_sgemm_bnrelu_grad): K in one chunk, the gradient epilogue
- * instead of the store, per-thread row sums added to eg's in thread order. */
+/* With eg (cx_sgemm_bnrelu_grad): K in one chunk (the epilogue needs the
+ * whole sum), the gradient epilogue instead of the store, and per-thread
+ * row sums added up in thread order. */
 static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
                          const float *bsc, const float *bsh, int accumulate, float *C, int ldc,
                          const cx_bnrelu_grad *eg)
@@ -519,11 +520,15 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
         return;
     }
     if (eg)
-        for (int t = 0; t < T; t++)
-            for (int m = 0; m < M; m++) {
-                eg->dbeta[m] += (float)sums_all[(size_t)2 * M * t + 2 * m];
-                eg->dgamma[m] += (float)sums_all[(size_t)2 * M * t + 2 * m + 1];
+        for (int m = 0; m < M; m++) { /* the threads' sums in thread order, one rounding */
+            double sd = 0.0, sdh = 0.0;
+            for (int t = 0; t < T; t++) {
+                sd += sums_all[(size_t)2 * M * t + 2 * m];
+                sdh += sums_all[(size_t)2 * M * t + 2 * m + 1];
             }
+            eg->dbeta[m] += (float)sd;
+            eg->dgamma[m] += (float)sdh;
+        }
 }
 #endif
 
