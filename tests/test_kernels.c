@@ -224,6 +224,41 @@ static void test_conv2d_bn_relu(void **state)
     }
 }
 
+/* cx_sgemm_conv_same (the kn2row GEMM with the shifted planes summed in
+ * its epilogue; with CHEXNET_SGEMM=blas its plain loops) against the
+ * reference convolution of the stored BN-ReLU, with and without the
+ * BN-ReLU, on shapes whose 32-column panels straddle rows and images. */
+static void test_conv_same(void **state)
+{
+    static const int shapes[][7] = {/* Cin N H W Cout k bn */
+                                    {37, 2, 9, 7, 20, 3, 1},   {16, 3, 5, 6, 8, 5, 0},
+                                    {128, 2, 14, 14, 32, 3, 1}, {8, 3, 11, 40, 16, 3, 1},
+                                    {5, 1, 3, 3, 9, 3, 0},     {12, 2, 6, 5, 7, 1, 1}};
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
+        int Cout = shapes[t][4], k = shapes[t][5], bn = shapes[t][6], pad = (k - 1) / 2;
+        int64_t P = (int64_t)N * H * W;
+        size_t nx = (size_t)Cin * P, ny = (size_t)Cout * P;
+        cx_rng r;
+        cx_rng_seed(&r, 130 + t);
+        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin * k * k, -1, 1);
+        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
+        float *a = malloc(sizeof(float) * nx), *y1 = malloc(sizeof(float) * ny);
+        float *y2 = rand_buf(&r, ny + 1, -9, 9), guard = y2[ny];
+        if (bn)
+            cx_ops_ref()->bn_relu(x, a, Cin, P, sc, sh);
+        else
+            memcpy(a, x, sizeof(float) * nx);
+        cx_ops_ref()->conv2d(a, Cin, N, H, W, w, Cout, k, 1, pad, y1, NULL, 0);
+        cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
+        double e = rel_err(y2, y1, ny);
+        if (!(e < 1e-5) || y2[ny] != guard)
+            fail_msg("conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d (%s): rel err %g", k, k,
+                     Cin, N, H, W, Cout, bn, cx_sgemm_kernel(), e);
+        free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
+    }
+}
+
 /* BN-ReLU's backward in the deferred form (dense blocks): the op, then
  * bn_backward_finish with the per-channel terms, must equal the fused
  * backward followed by bn_relu_backward; on the reference backend and on
@@ -504,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_conv1x1_bn_relu),
+        cmocka_unit_test(test_conv_same),
         cmocka_unit_test(test_conv2d_bn_relu),
         cmocka_unit_test(test_bn_backward_deferred),
         cmocka_unit_test(test_sgemm_bnrelu_grad),

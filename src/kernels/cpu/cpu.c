@@ -41,13 +41,15 @@ static int is_pointwise(int k, int s, int pad) { return k == 1 && s == 1 && pad 
 
 /* "Same" convolutions (stride 1, 2*pad = k-1, e.g. DenseNet's 3x3) avoid
  * im2col: forward computes Z[(kk,co)][p] = sum_ci W[co][ci][kk] x[ci][p] as
- * one GEMM (K = Cin) and adds the k*k shifted planes of Z; backward builds
- * the k*k shifted copies of dy (k*k*Cout rows instead of k*k*Cin) and gets
- * dx and dw from one GEMM each. Memory traffic is Cout/Cin of im2col's. */
+ * one GEMM (K = Cin) and adds the k*k shifted planes of Z (with the AVX-512
+ * GEMM, in its epilogue: Z is never stored); backward builds the k*k
+ * shifted copies of dy (k*k*Cout rows instead of k*k*Cin) and gets dx and
+ * dw from one GEMM each. Memory traffic is Cout/Cin of im2col's. */
 static int is_same_conv(int k, int s, int pad) { return k > 1 && s == 1 && 2 * pad == k - 1; }
 
 /* The AVX-512 GEMM can apply a BN-ReLU while packing (cx_sgemm_bnrelu) */
 static int fast_gemm(void) { return !strcmp(cx_sgemm_kernel(), "avx512"); }
+
 
 static int kn2row_images(int N, int HW, int Cout, int k)
 {
@@ -93,6 +95,8 @@ static size_t cpu_conv_scratch(int Cin, int N, int H, int W, int Cout, int k, in
     if (is_pointwise(k, s, pad))
         return 0;
     if (is_same_conv(k, s, pad)) {
+        if (fast_gemm()) /* Z is never stored */
+            return 0;
         int nb = kn2row_images(N, H * W, Cout, k);
         return (size_t)k * k * Cout * H * W * nb + (size_t)k * k * Cout * Cin;
     }
@@ -168,30 +172,30 @@ static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, i
     }
 }
 
-/* A "same" convolution by kn2row (see is_same_conv); with bsc (AVX-512
- * GEMM only), x's channel ci is read as max(0, x * bsc[ci] + bsh[ci]). */
+/* A "same" convolution by kn2row (see is_same_conv); with bsc, x's channel
+ * ci is read as max(0, x * bsc[ci] + bsh[ci]) (inside the GEMM's packing;
+ * plain loops without the AVX-512 GEMM, whose callers apply it first). */
 static void same_conv(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
                       int k, const float *bsc, const float *bsh, float *y, float *scratch)
 {
-    int HW = H * W, kk2 = k * k, nb = kn2row_images(N, HW, Cout, k);
+    int HW = H * W, kk2 = k * k;
     int64_t Po = (int64_t)N * HW;
-    int M = kk2 * Cout;
+    if (fast_gemm()) { /* the shifted planes summed in the GEMM's epilogue */
+        cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
+        return;
+    }
+    /* BLAS: Z[(kk,co)][p] = Wr x, a chunk of images at a time, then the sum */
+    int nb = kn2row_images(N, HW, Cout, k), M = kk2 * Cout;
     float *Z = scratch, *Wr = scratch + (size_t)M * HW * nb;
-    int direct = fast_gemm(); /* weights read in place */
-    if (!direct) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
-                for (int q = 0; q < kk2; q++)
-                    Wr[((size_t)q * Cout + co) * Cin + ci] = w[((size_t)co * Cin + ci) * kk2 + q];
+    for (int co = 0; co < Cout; co++) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
+        for (int ci = 0; ci < Cin; ci++)
+            for (int q = 0; q < kk2; q++)
+                Wr[((size_t)q * Cout + co) * Cin + ci] = w[((size_t)co * Cin + ci) * kk2 + q];
     for (int n0 = 0; n0 < N; n0 += nb) {
         int cnt = N - n0 < nb ? N - n0 : nb;
         int cols = cnt * HW;
-        if (direct)
-            cx_sgemm_conv_taps(Cout, Cin, kk2, w, cols, x + (int64_t)n0 * HW, (int)Po, bsc, bsh,
-                               Z, cols);
-        else
-            cx_sgemm_bnrelu(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, bsc, bsh,
-                            0, Z, cols);
+        cx_sgemm_bnrelu(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, bsc, bsh, 0,
+                        Z, cols);
         kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
     }
 }

@@ -306,6 +306,33 @@ static void sgemm_grad_plain(const a_view *av, int M, int N, int K, const float 
     }
 }
 
+/* cx_sgemm_conv_same's plain loops (no AVX-512, or no buffers). */
+static void conv_same_plain(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                            const float *x, int64_t ldx, const float *bsc, const float *bsh,
+                            float *y, int64_t ldy)
+{
+    int pad = (k - 1) / 2;
+#pragma omp parallel for collapse(2) schedule(static) if ((double)Cout * N * H * W * Cin * k * k >= SGEMM_PAR_MIN)
+    for (int co = 0; co < Cout; co++)
+        for (int n = 0; n < N; n++)
+            for (int oy = 0; oy < H; oy++)
+                for (int ox = 0; ox < W; ox++) {
+                    float acc = 0.0f;
+                    for (int q = 0; q < k * k; q++) {
+                        int iy = oy + q / k - pad, ix = ox + q % k - pad;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                            continue;
+                        int64_t p = ((int64_t)n * H + iy) * W + ix;
+                        float g = 0.0f;
+                        for (int ci = 0; ci < Cin; ci++)
+                            g += w[((int64_t)co * Cin + ci) * k * k + q] *
+                                 bn_relu1(x[ci * ldx + p], bsc, bsh, ci);
+                        acc += g;
+                    }
+                    y[co * ldy + ((int64_t)n * H + oy) * W + ox] = acc;
+                }
+}
+
 #ifdef CX_X86
 /* Prefetches row r of a 32-column tile at base (rows ld floats apart); the
  * address is computed as an integer as it may lie past the matrix (the
@@ -415,6 +442,108 @@ __attribute__((target("avx512f"))) static void ukr_grad(int kc, const float *con
         _mm512_mask_storeu_ps(dx + 16, k1,
                               _mm512_fmadd_ps(sc, d1, _mm512_maskz_loadu_ps(k1, dx + 16)));
     }
+}
+
+/* The kn2row epilogue (cx_sgemm_conv_same) of rows m0 + r, r < mr, row m
+ * being tap m % kk of output channel m / kk: the tile is added into y at
+ * the tap's shift, in the lanes whose target lies inside the image
+ * (valid[q], a 32-bit mask per tap). */
+__attribute__((target("avx512f"))) static void ukr_taps(int kc, const float *const rows[MR],
+                                                        int64_t cs, const float *pb, int m0,
+                                                        int mr, int kk, const int64_t *shift,
+                                                        const uint32_t *valid, float *y,
+                                                        int64_t ldy, int n0)
+{
+    __m512 sum[MR][2];
+    ukr_sum(kc, rows, cs, pb, sum);
+    for (int r = 0; r < mr; r++) {
+        int m = m0 + r, co = m / kk, q = m % kk;
+        /* lanes outside the image are masked off: the address may lie
+         * before y's start (masked lanes are never touched) */
+        float *t = (float *)((uintptr_t)(y + co * ldy + n0) - (uintptr_t)(shift[q] * 4));
+        __mmask16 v0 = (__mmask16)(valid[q] & 0xffff), v1 = (__mmask16)(valid[q] >> 16);
+        _mm512_mask_storeu_ps(t, v0, _mm512_add_ps(_mm512_maskz_loadu_ps(v0, t), sum[r][0]));
+        _mm512_mask_storeu_ps(t + 16, v1,
+                              _mm512_add_ps(_mm512_maskz_loadu_ps(v1, t + 16), sum[r][1]));
+    }
+}
+
+/* cx_sgemm_conv_same on the AVX-512 kernel. Threads take disjoint ranges of
+ * output channels (no two add into the same y), each with its rows of A
+ * packed whole (K = Cin in one chunk) and every panel of B packed in turn. */
+static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                             const float *x, int64_t ldx, const float *bsc, const float *bsh,
+                             float *y, int64_t ldy)
+{
+    int kk = k * k, pad = (k - 1) / 2, HW = H * W;
+    int64_t P = (int64_t)N * HW;
+    int nN = (int)((P + NR - 1) / NR);
+    /* row m = co * kk + q of A is w[co][.][q]: no reordering */
+    a_view av = {w, kk, 1, (int64_t)Cin * kk, kk};
+    int64_t shift[121];
+    for (int q = 0; q < kk && q < 121; q++)
+        shift[q] = (int64_t)(q / k - pad) * W + (q % k - pad);
+    int par = (double)Cout * kk * P * Cin >= SGEMM_PAR_MIN && !omp_in_parallel();
+    int oom = 0;
+#pragma omp parallel if (par) shared(oom)
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        int co0 = (int)((int64_t)Cout * tid / nth), co1 = (int)((int64_t)Cout * (tid + 1) / nth);
+        int r0 = co0 * kk, nrows = (co1 - co0) * kk, nblk = (nrows + MR - 1) / MR;
+        float *pb = grow(&tls_b, &tls_b_n, (size_t)NR * Cin);
+        float *pa = nblk ? grow(&tls_a, &tls_a_n, (size_t)nblk * MR * Cin) : NULL;
+        if (!pb || (nblk && !pa)) {
+#pragma omp atomic write
+            oom = 1;
+        }
+#pragma omp barrier
+        int skip;
+#pragma omp atomic read
+        skip = oom;
+        if (!skip) {
+            for (int co = co0; co < co1; co++)
+                memset(y + co * ldy, 0, sizeof(float) * (size_t)P);
+            for (int b = 0; b < nblk; b++) {
+                int mr = nrows - b * MR < MR ? nrows - b * MR : MR;
+                pack_a(&av, r0 + b * MR, mr, 0, Cin, pa + (size_t)b * MR * Cin);
+            }
+        }
+        for (int nb = 0; !skip && nb < nN && nblk; nb++) {
+            int64_t n0 = (int64_t)nb * NR;
+            int nr = P - n0 < NR ? (int)(P - n0) : NR;
+            /* position (row, column) in its image of the panel's first column */
+            int64_t rem = n0 % HW;
+            int yy0 = (int)(rem / W), xx0 = (int)(rem % W);
+            /* lanes whose target row / column, shifted by d, is inside */
+            uint32_t rowok[11] = {0}, colok[11] = {0};
+            for (int l = 0, yy = yy0, xx = xx0; l < nr; l++) {
+                for (int d = -pad; d <= pad; d++) {
+                    if (yy - d >= 0 && yy - d < H)
+                        rowok[d + pad] |= 1u << l;
+                    if (xx - d >= 0 && xx - d < W)
+                        colok[d + pad] |= 1u << l;
+                }
+                if (++xx == W) {
+                    xx = 0;
+                    if (++yy == H)
+                        yy = 0;
+                }
+            }
+            uint32_t valid[121];
+            for (int q = 0; q < kk && q < 121; q++)
+                valid[q] = rowok[q / k] & colok[q % k];
+            pack_b_nn(x, (int)ldx, 0, Cin, (int)n0, nr, bsc, bsh, pb);
+            for (int b = 0; b < nblk; b++) {
+                int mr = nrows - b * MR < MR ? nrows - b * MR : MR;
+                const float *rows[MR];
+                for (int r = 0; r < MR; r++)
+                    rows[r] = pa + (size_t)b * MR * Cin + r;
+                ukr_taps(Cin, rows, MR, pb, r0 + b * MR, mr, kk, shift, valid, y, ldy, (int)n0);
+            }
+        }
+    }
+    if (oom) /* nothing was computed: the kn2row GEMM's plain loops, then the sum */
+        conv_same_plain(Cout, Cin, k, w, N, H, W, x, ldx, bsc, bsh, y, ldy);
 }
 
 /* With eg (cx_sgemm_bnrelu_grad): K in one chunk (the epilogue needs the
@@ -584,20 +713,19 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
     sgemm_grad_plain(&av, M, N, K, B, ldb, e, dx, ldx);
 }
 
-void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
-                        int ldb, const float *bscale, const float *bshift, float *C, int ldc)
+void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                        const float *x, int64_t ldx, const float *bscale, const float *bshift,
+                        float *y, int64_t ldy)
 {
-    int M = taps * Cout;
-    a_view av = {w, Cout, (int64_t)Cin * taps, 1, taps};
-    if (M <= 0 || N <= 0 || Cin <= 0)
+    if (Cout <= 0 || N <= 0 || H <= 0 || W <= 0)
         return;
 #ifdef CX_X86
-    if (use_avx512()) {
-        sgemm_avx512(&av, 0, M, N, Cin, B, ldb, bscale, bshift, 0, C, ldc, NULL);
+    if (use_avx512() && k <= 11 && Cin > 0) {
+        conv_same_avx512(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
         return;
     }
 #endif
-    sgemm_plain(&av, 0, M, N, Cin, B, ldb, bscale, bshift, 0, C, ldc);
+    conv_same_plain(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
 }
 
 const char *cx_sgemm_kernel(void)

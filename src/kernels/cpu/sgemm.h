@@ -2,6 +2,8 @@
 #ifndef CX_CPU_SGEMM_H
 #define CX_CPU_SGEMM_H
 
+#include <stdint.h>
+
 /* C[M][N] = op(A) op(B) (accumulate = 0) or C += op(A) op(B) (accumulate =
  * 1); row-major; op(A) is A[M][K] (lda) or, with transA, A^T of A[K][M];
  * op(B) is B[K][N] (ldb) or, with transB, B^T of B[N][K]. Uses the
@@ -34,13 +36,17 @@ typedef struct {
 void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int lda,
                           const float *B, int ldb, const cx_bnrelu_grad *e, float *dx, int ldx);
 
-/* C[q*Cout + co][n] = sum_ci w[co][ci][q] B[ci][n] for taps q < taps (the
- * kn2row GEMM of a convolution), reading the weights in place; with bscale,
- * B's row ci is read as max(0, B * bscale[ci] + bshift[ci]) (as in
- * cx_sgemm_bnrelu). Meant for the AVX-512 kernel (plain loops elsewhere:
- * reorder and use cx_sgemm there). */
-void cx_sgemm_conv_taps(int Cout, int Cin, int taps, const float *w, int N, const float *B,
-                        int ldb, const float *bscale, const float *bshift, float *C, int ldc);
+/* A "same" k x k convolution (stride 1, padding (k-1)/2) of the N images
+ * of H x W in x (CNHW: channel planes ldx apart): y[co][p] = sum over taps
+ * q and ci of w[co][ci][q] b(x[ci][p + shift_q]), the taps whose source
+ * lies inside p's image; b is max(0, v * bscale[ci] + bshift[ci]) or, with
+ * bscale NULL, the identity. y (rows ldy apart) is overwritten. On the
+ * AVX-512 kernel it is the kn2row GEMM (rows (co, q) of Z = W x) with each
+ * tile of Z added into y at its tap's shift: Z is never stored. Plain
+ * loops elsewhere (and for k > 11). */
+void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                        const float *x, int64_t ldx, const float *bscale, const float *bshift,
+                        float *y, int64_t ldy);
 
 /* "avx512" or "blas": what cx_sgemm runs on this machine. */
 const char *cx_sgemm_kernel(void);
