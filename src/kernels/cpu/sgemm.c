@@ -456,8 +456,8 @@ __attribute__((target("avx512f"))) static void ukr_taps(int kc, const float *con
 {
     __m512 sum[MR][2];
     ukr_sum(kc, rows, cs, pb, sum);
+    int co = m0 / kk, q = m0 % kk; /* of row r, stepped (no division per row) */
     for (int r = 0; r < mr; r++) {
-        int m = m0 + r, co = m / kk, q = m % kk;
         /* lanes outside the image are masked off: the address may lie
          * before y's start (masked lanes are never touched) */
         float *t = (float *)((uintptr_t)(y + co * ldy + n0) - (uintptr_t)(shift[q] * 4));
@@ -465,6 +465,47 @@ __attribute__((target("avx512f"))) static void ukr_taps(int kc, const float *con
         _mm512_mask_storeu_ps(t, v0, _mm512_add_ps(_mm512_maskz_loadu_ps(v0, t), sum[r][0]));
         _mm512_mask_storeu_ps(t + 16, v1,
                               _mm512_add_ps(_mm512_maskz_loadu_ps(v1, t + 16), sum[r][1]));
+        if (++q == kk) {
+            q = 0;
+            co++;
+        }
+    }
+}
+
+/* pack_a for conv_same's A, row m = (co, q) = w[co][.][q], rows m0.. (mr
+ * of them, zero rows after): for each k = ci, a block's rows are one or two
+ * runs of consecutive taps, contiguous in w[co][ci][.], copied by masked
+ * 8-float moves. */
+__attribute__((target("avx512f,avx512vl"))) static void pack_a_taps(const float *w, int Cin,
+                                                                   int kk, int m0, int mr,
+                                                                   float *pa)
+{
+    int run_r[MR], run_n[MR], nrun = 0; /* runs: first row in the block, length */
+    const float *run_src[MR];
+    for (int r = 0; r < mr;) {
+        int m = m0 + r, co = m / kk, q = m % kk;
+        int n = kk - q < mr - r ? kk - q : mr - r;
+        run_r[nrun] = r;
+        run_n[nrun] = n;
+        run_src[nrun] = w + (int64_t)co * Cin * kk + q;
+        nrun++;
+        r += n;
+    }
+    /* lanes run_r .. run_r + run_n of the block take run j */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i idx[MR];
+    __mmask8 ld[MR], put[MR];
+    for (int j = 0; j < nrun; j++) {
+        idx[j] = _mm256_sub_epi32(lane, _mm256_set1_epi32(run_r[j]));
+        ld[j] = (__mmask8)((1u << run_n[j]) - 1);
+        put[j] = (__mmask8)(ld[j] << run_r[j]);
+    }
+    for (int k = 0; k < Cin; k++) {
+        __m256 v = _mm256_setzero_ps();
+        for (int j = 0; j < nrun; j++)
+            v = _mm256_mask_permutexvar_ps(
+                v, put[j], idx[j], _mm256_maskz_loadu_ps(ld[j], run_src[j] + (int64_t)k * kk));
+        _mm256_store_ps(pa + (size_t)k * MR, v);
     }
 }
 
@@ -478,8 +519,6 @@ static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, in
     int kk = k * k, pad = (k - 1) / 2, HW = H * W;
     int64_t P = (int64_t)N * HW;
     int nN = (int)((P + NR - 1) / NR);
-    /* row m = co * kk + q of A is w[co][.][q]: no reordering */
-    a_view av = {w, kk, 1, (int64_t)Cin * kk, kk};
     int64_t shift[121];
     for (int q = 0; q < kk && q < 121; q++)
         shift[q] = (int64_t)(q / k - pad) * W + (q % k - pad);
@@ -505,7 +544,7 @@ static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, in
                 memset(y + co * ldy, 0, sizeof(float) * (size_t)P);
             for (int b = 0; b < nblk; b++) {
                 int mr = nrows - b * MR < MR ? nrows - b * MR : MR;
-                pack_a(&av, r0 + b * MR, mr, 0, Cin, pa + (size_t)b * MR * Cin);
+                pack_a_taps(w, Cin, kk, r0 + b * MR, mr, pa + (size_t)b * MR * Cin);
             }
         }
         for (int nb = 0; !skip && nb < nN && nblk; nb++) {
