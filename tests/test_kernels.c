@@ -227,13 +227,15 @@ static void test_conv2d_bn_relu(void **state)
 /* cx_sgemm_conv_same (the kn2row GEMM with the shifted planes summed in
  * its epilogue; with CHEXNET_SGEMM=blas its plain loops) against the
  * reference convolution of the stored BN-ReLU, with and without the
- * BN-ReLU, on shapes whose 32-column panels straddle rows and images. */
+ * BN-ReLU, on shapes whose 32-column panels straddle rows and images, and
+ * with fewer output channels than threads. */
 static void test_conv_same(void **state)
 {
     static const int shapes[][7] = {/* Cin N H W Cout k bn */
                                     {37, 2, 9, 7, 20, 3, 1},   {16, 3, 5, 6, 8, 5, 0},
                                     {128, 2, 14, 14, 32, 3, 1}, {8, 3, 11, 40, 16, 3, 1},
-                                    {5, 1, 3, 3, 9, 3, 0},     {12, 2, 6, 5, 7, 1, 1}};
+                                    {5, 1, 3, 3, 9, 3, 0},     {12, 2, 6, 5, 7, 1, 1},
+                                    {3, 1, 4, 4, 1, 3, 1}}; /* one output channel */
     for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
         int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
         int Cout = shapes[t][4], k = shapes[t][5], bn = shapes[t][6], pad = (k - 1) / 2;
