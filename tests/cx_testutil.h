@@ -1,4 +1,4 @@
-/* Helpers shared by the C kernel tests (test_kernels.c, test_bf16.c). */
+/* Helpers shared by the C tests (test_kernels.c, test_bf16.c, test_grad.c). */
 #ifndef CX_TESTUTIL_H
 #define CX_TESTUTIL_H
 
@@ -37,6 +37,24 @@ static inline void perturb_bn(cx_model *m, uint64_t seed)
             }
         }
     }
+}
+
+/* The small DenseNet-BC of the whole-model tests: growth 8, blocks 2-3-2,
+ * 16 initial features, 5 classes, 3 input channels; weights from seed 42
+ * and realistic BatchNorm statistics (perturb_bn, seed 43). NULL if it
+ * cannot be built. */
+static inline cx_model *small_densenet(void)
+{
+    cx_config cfg = {.arch = "densenet", .growth_rate = 8, .n_blocks = 3,
+                     .block_config = {2, 3, 2}, .num_init_features = 16, .bn_size = 4,
+                     .num_classes = 5, .in_channels = 3};
+    cx_model *m = NULL;
+    cx_err err = {0};
+    if (cx_model_new(&cfg, &m, &err) != CX_OK)
+        return NULL;
+    cx_model_init(m, 42);
+    perturb_bn(m, 43);
+    return m;
 }
 
 #endif

@@ -207,14 +207,9 @@ static void test_grid(void **state)
 
 static void test_forward_small(void **state)
 {
-    cx_config cfg = {.arch = "densenet", .growth_rate = 8, .n_blocks = 3,
-                     .block_config = {2, 3, 2}, .num_init_features = 16, .bn_size = 4,
-                     .num_classes = 5, .in_channels = 3};
-    cx_model *m = NULL;
+    cx_model *m = small_densenet();
+    assert_non_null(m);
     cx_err err = {0};
-    assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
-    cx_model_init(m, 42);
-    perturb_bn(m, 43);
     int N = 3, H = 64, W = 48;
     cx_rng r;
     cx_rng_seed(&r, 44);

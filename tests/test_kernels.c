@@ -456,19 +456,13 @@ static void test_linear(void **state)
     free(x), free(w), free(b);
 }
 
-/* Gives every BatchNorm realistic, non-identity statistics. */
 static void test_forward_small(void **state)
 {
     /* A small DenseNet-BC (growth 8, blocks 2-3-2, 16 init features) on
      * 64x48 inputs, batch 3: CPU backend equals the reference. */
-    cx_config cfg = {.arch = "densenet", .growth_rate = 8, .n_blocks = 3,
-                     .block_config = {2, 3, 2}, .num_init_features = 16, .bn_size = 4,
-                     .num_classes = 5, .in_channels = 3};
-    cx_model *m = NULL;
+    cx_model *m = small_densenet();
+    assert_non_null(m);
     cx_err err = {0};
-    assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
-    cx_model_init(m, 42);
-    perturb_bn(m, 43);
     int N = 3, H = 64, W = 48;
     cx_rng r;
     cx_rng_seed(&r, 44);
@@ -486,7 +480,7 @@ static void test_forward_small(void **state)
     /* features of image 0 after the batch-of-one forward */
     int C, h, w;
     assert_int_equal(cx_ctx_features(cc, 0, NULL, &C, &h, &w, &err), CX_OK);
-    assert_int_equal(C, cx_config_num_features(&cfg));
+    assert_int_equal(C, cx_config_num_features(cx_model_config(m)));
     float *f = malloc((size_t)C * h * w * 4);
     assert_int_equal(cx_ctx_features(cc, 0, f, &C, &h, &w, &err), CX_OK);
     /* logits recomputed from the features equal the forward's */
