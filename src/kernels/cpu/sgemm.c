@@ -581,7 +581,7 @@ static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, in
             }
         }
     }
-    if (oom) /* nothing was computed: the kn2row GEMM's plain loops, then the sum */
+    if (oom) /* nothing was computed: the plain loops instead */
         conv_same_plain(Cout, Cin, k, w, N, H, W, x, ldx, bsc, bsh, y, ldy);
 }
 
