@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 JOBS=$(nproc)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=ON >/dev/null
 cmake --build build -j"$JOBS" 2>&1 | grep -E "warning|error" || true
 cmake --build build -j"$JOBS" >/dev/null
 (cd build && ctest --output-on-failure --timeout 1800)
 echo "== C tests under AddressSanitizer + UBSan =="
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=ON -DCX_NATIVE=ON >/dev/null
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=ON -DCX_BUILD_TESTS=ON >/dev/null
 cmake --build build-asan -j"$JOBS" >/dev/null
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^test_')

@@ -1,7 +1,9 @@
 /* Every op of the fast CPU backend against the plain-C reference, on random
  * inputs of assorted shapes (including odd sizes, padding at borders, batch
  * > 1 and the CNHW channel stride), and the whole forward pass of a small
- * DenseNet on both backends. */
+ * DenseNet on both backends. The ops run once per instruction-set variant
+ * of the CPU backend that this CPU can run (kernels/cpu/variant.h; lowered
+ * with CHEXNET_ISA). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,9 +18,21 @@
 #include "chexnet.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/variant.h"
 #include "model/model_internal.h"
 #include "util/rng.h"
 #include "cx_testutil.h"
+
+/* The variant under test: its op table and GEMMs. */
+static const cx_cpu_variant *V;
+#define CPU (V->ops)
+
+/* u = 2^-24, gamma_n = n u / (1 - n u): the bound on n roundings */
+static double gamma_n(int n)
+{
+    double u = ldexp(1.0, -24);
+    return n * u / (1.0 - n * u);
+}
 
 /* max |a-b| / (1 + max|b|) over n values */
 static double rel_err(const float *a, const float *b, size_t n)
@@ -44,11 +58,20 @@ static void test_bn_relu(void **state)
           *sh = rand_buf(&r, C, -1, 1);
     float *y1 = malloc(C * P * 4), *y2 = malloc(C * P * 4);
     cx_ops_ref()->bn_relu(x, y1, C, P, sc, sh);
-    cx_ops_cpu()->bn_relu(x, y2, C, P, sc, sh);
-    assert_true(rel_err(y2, y1, C * P) == 0.0);
+    CPU->bn_relu(x, y2, C, P, sc, sh);
+    /* x * sc + sh with or without a fused multiply-add: each result is within
+     * u |x sc| + u |x sc + sh| of the exact value, and ReLU keeps distances */
+    double u = ldexp(1.0, -24);
+    for (int64_t i = 0; i < C * P; i++) {
+        int c = (int)(i / P);
+        double xs = fabs((double)x[i] * sc[c]), v = fabs((double)x[i] * sc[c] + sh[c]);
+        if (!(fabs((double)y2[i] - y1[i]) <= 2 * u * (xs + v) * (1 + 4 * u)))
+            fail_msg("bn_relu (%s) element %lld: %.9g vs %.9g", V->name, (long long)i, y2[i],
+                     y1[i]);
+    }
     /* in place */
-    cx_ops_cpu()->bn_relu(x, x, C, P, sc, sh);
-    assert_memory_equal(x, y1, C * P * 4);
+    CPU->bn_relu(x, x, C, P, sc, sh);
+    assert_memory_equal(x, y2, C * P * 4);
     free(x), free(sc), free(sh), free(y1), free(y2);
 }
 
@@ -62,9 +85,9 @@ static void check_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int
     float *x = rand_buf(&r, nx, -1, 1), *w = rand_buf(&r, nw, -0.5f, 0.5f);
     float *y1 = calloc(ny, 4), *y2 = calloc(ny, 4);
     cx_ops_ref()->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y1, NULL, 0);
-    size_t sn = cx_ops_cpu()->conv_scratch(Cin, N, H, W, Cout, k, s, pad);
+    size_t sn = CPU->conv_scratch(Cin, N, H, W, Cout, k, s, pad);
     float *scratch = malloc((sn + 1) * 4);
-    cx_ops_cpu()->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y2, scratch, sn);
+    CPU->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y2, scratch, sn);
     double e = rel_err(y2, y1, ny);
     if (e > 1e-5)
         fail_msg("conv %dx%d s%d p%d Cin %d N %d %dx%d: rel err %g", k, k, s, pad, Cin, N, H, W,
@@ -95,9 +118,13 @@ static void test_conv(void **state)
     check_conv(3, 1, 11, 13, 2, 4, 3, 2);
 }
 
-/* cx_sgemm against a double-precision product: every transpose, overwrite
- * and accumulate, tails in M, N and K, few and many column panels (A read in
- * place or packed), K past one chunk; relative L2 error of the result. */
+/* The variant's GEMM against a double-precision product: every transpose,
+ * overwrite and accumulate, tails in M, N and K, few and many column panels
+ * (A read in place or packed), K past one chunk. Each element must be
+ * within the rounding-error bound of the kernel's summation,
+ *     |C - fl(C)| <= gamma_n (|op(A)| |op(B)| + |C0|), n = gemm_depth(K),
+ * which holds for any CPU (with or without FMA) and any summation order of
+ * that depth; a wrong element breaks it by orders of magnitude. */
 static void sgemm_case(int ta, int tb, int M, int N, int K, int acc, uint64_t seed)
 {
     cx_rng r;
@@ -107,28 +134,33 @@ static void sgemm_case(int ta, int tb, int M, int N, int K, int acc, uint64_t se
     float *B = rand_buf(&r, (size_t)(tb ? N : K) * ldb, -1, 1);
     float *C = rand_buf(&r, (size_t)M * ldc, -1, 1);
     double *ref = malloc(sizeof(double) * (size_t)M * N);
+    double *mag = malloc(sizeof(double) * (size_t)M * N);
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
-            double v = acc ? C[(size_t)m * ldc + n] : 0.0;
-            for (int k = 0; k < K; k++)
-                v += (double)(ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
-                     (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+            double c0 = acc ? C[(size_t)m * ldc + n] : 0.0, v = c0, a = fabs(c0);
+            for (int k = 0; k < K; k++) {
+                double p = (double)(ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                           (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+                v += p;
+                a += fabs(p);
+            }
             ref[(size_t)m * N + n] = v;
+            mag[(size_t)m * N + n] = a;
         }
     float guard = C[(size_t)(M - 1) * ldc + N]; /* padding column: must stay */
-    cx_sgemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc);
-    double se = 0, sr = 0;
+    V->sgemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc);
+    double g = gamma_n(V->gemm_depth(K)), worst = 0;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
-            double d = C[(size_t)m * ldc + n] - ref[(size_t)m * N + n];
-            se += d * d;
-            sr += ref[(size_t)m * N + n] * ref[(size_t)m * N + n];
+            size_t i = (size_t)m * N + n;
+            double q = fabs(C[(size_t)m * ldc + n] - ref[i]) / (g * mag[i] + 1e-300);
+            if (!(q <= worst))
+                worst = q; /* NaN too */
         }
-    double rel = sqrt(se / (sr > 0 ? sr : 1));
-    if (!(rel < 3e-7) || C[(size_t)(M - 1) * ldc + N] != guard)
-        fail_msg("sgemm %s%s %dx%dx%d acc %d (%s): rel L2 %.2e", ta ? "T" : "N", tb ? "T" : "N",
-                 M, N, K, acc, cx_sgemm_kernel(), rel);
-    free(A), free(B), free(C), free(ref);
+    if (!(worst <= 1.0) || C[(size_t)(M - 1) * ldc + N] != guard)
+        fail_msg("sgemm %s%s %dx%dx%d acc %d (%s): error %.3g x the bound gamma_%d", ta ? "T" : "N",
+                 tb ? "T" : "N", M, N, K, acc, V->gemm_kernel(), worst, V->gemm_depth(K));
+    free(A), free(B), free(C), free(ref), free(mag);
 }
 
 static void test_sgemm(void **state)
@@ -161,7 +193,7 @@ static void test_conv1x1_bn_relu(void **state)
         float *scr = malloc(sizeof(float) * (size_t)(Cin * P));
         float *y1 = malloc(sizeof(float) * (size_t)(Cout * P)), *y2 = malloc(sizeof(float) * (size_t)(Cout * P));
         cx_ops_ref()->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y1, scr);
-        cx_ops_cpu()->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y2, scr);
+        CPU->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y2, scr);
         assert_true(rel_err(y2, y1, (size_t)(Cout * P)) < 1e-5);
         float *dw1 = rand_buf(&r, (size_t)Cout * Cin, -1, 1), *dw2 = malloc(sizeof(float) * (size_t)Cout * Cin);
         memcpy(dw2, dw1, sizeof(float) * (size_t)Cout * Cin);
@@ -169,7 +201,7 @@ static void test_conv1x1_bn_relu(void **state)
         memcpy(da2, da1, sizeof(float) * (size_t)(Cin * P));
         for (int acc = 0; acc < 2; acc++) {
             cx_ops_ref()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw1, da1, acc, scr);
-            cx_ops_cpu()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw2, da2, acc, scr);
+            CPU->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw2, da2, acc, scr);
             assert_true(rel_err(dw2, dw1, (size_t)Cout * Cin) < 1e-5);
             assert_true(rel_err(da2, da1, (size_t)(Cin * P)) < 1e-5);
         }
@@ -179,8 +211,7 @@ static void test_conv1x1_bn_relu(void **state)
 }
 
 /* A same convolution of a BN-ReLU (DenseNet's norm2 + conv2) and its
- * backward: CPU (BN-ReLU in the GEMMs' packing, or BLAS after a stored
- * BN-ReLU) against the reference. */
+ * backward: CPU (BN-ReLU in the GEMMs' packing) against the reference. */
 static void test_conv2d_bn_relu(void **state)
 {
     static const int shapes[][6] = {/* Cin N H W Cout k */
@@ -217,7 +248,7 @@ static void test_conv2d_bn_relu(void **state)
         for (int i = 0; i < 3; i++)
             if (!(e[i] < 1e-5))
                 fail_msg("conv2d_bn_relu %dx%d Cin %d N %d %dx%d (%s): %s rel err %g", k, k, Cin,
-                         N, H, W, cx_sgemm_kernel(), (const char *[]){"y", "dw", "da"}[i], e[i]);
+                         N, H, W, V->gemm_kernel(), (const char *[]){"y", "dw", "da"}[i], e[i]);
         for (int b = 0; b < 2; b++)
             free(y[b]), free(dw[b]), free(da[b]);
         free(x), free(w), free(sc), free(sh), free(dy), free(act);
@@ -225,7 +256,7 @@ static void test_conv2d_bn_relu(void **state)
 }
 
 /* cx_sgemm_conv_same (the kn2row GEMM with the shifted planes summed in
- * its epilogue; with CHEXNET_SGEMM=blas its plain loops) against the
+ * its epilogue) against the
  * reference convolution of the stored BN-ReLU, with and without the
  * BN-ReLU, on shapes whose 32-column panels straddle rows and images, and
  * with fewer output channels than threads. */
@@ -252,11 +283,11 @@ static void test_conv_same(void **state)
         else
             memcpy(a, x, sizeof(float) * nx);
         cx_ops_ref()->conv2d(a, Cin, N, H, W, w, Cout, k, 1, pad, y1, NULL, 0);
-        cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
+        V->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
         double e = rel_err(y2, y1, ny);
         if (!(e < 1e-5) || y2[ny] != guard)
             fail_msg("conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d (%s): rel err %g", k, k,
-                     Cin, N, H, W, Cout, bn, cx_sgemm_kernel(), e);
+                     Cin, N, H, W, Cout, bn, V->gemm_kernel(), e);
         free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
     }
 }
@@ -264,7 +295,7 @@ static void test_conv_same(void **state)
 /* BN-ReLU's backward in the deferred form (dense blocks): the op, then
  * bn_backward_finish with the per-channel terms, must equal the fused
  * backward followed by bn_relu_backward; on the reference backend and on
- * the CPU backend (the AVX-512 GEMM epilogue, or BLAS + loops). Shapes
+ * the CPU backend (the GEMM's epilogue). Shapes
  * cover tails, A read in place (few panels), A packed (many panels) and a
  * K beyond one GEMM chunk (Cout = 600). */
 static void test_bn_backward_deferred(void **state)
@@ -310,7 +341,7 @@ static void test_bn_backward_deferred(void **state)
             for (int i = 0; i < 4; i++)
                 if (!(e[i] < 1e-5))
                     fail_msg("deferred BN backward (%s, %s) Cin %d Cout %d P %d: %s rel err %g",
-                             be[b]->name, cx_sgemm_kernel(), Cin, Cout, (int)P,
+                             be[b]->name, V->gemm_kernel(), Cin, Cout, (int)P,
                              (const char *[]){"dw", "dgamma", "dbeta", "dx"}[i], e[i]);
             free(dx2), free(dw2), free(dg2), free(db2);
         }
@@ -319,8 +350,7 @@ static void test_bn_backward_deferred(void **state)
     }
 }
 
-/* cx_sgemm_bnrelu_grad against double-precision loops, transposed A or not
- * (with CHEXNET_SGEMM=blas: its plain loops). */
+/* cx_sgemm_bnrelu_grad against double-precision loops, transposed A or not. */
 static void test_sgemm_bnrelu_grad(void **state)
 {
     static const int shapes[][3] = {{37, 45, 29}, {24, 1100, 70}, {9, 40, 700}};
@@ -353,7 +383,7 @@ static void test_sgemm_bnrelu_grad(void **state)
                 }
             }
             cx_bnrelu_grad e = {x, sc, sh, mu, is, dg, db};
-            cx_sgemm_bnrelu_grad(ta, M, N, K, A, ta ? M : K, B, N, &e, dx, ld);
+            V->sgemm_bnrelu_grad(ta, M, N, K, A, ta ? M : K, B, N, &e, dx, ld);
             double md = 0, mx = 0, mg = 0, mgx = 0;
             for (size_t i = 0; i < (size_t)M * ld; i++) {
                 md = fmax(md, fabs(dx[i] - ex[i]));
@@ -365,7 +395,7 @@ static void test_sgemm_bnrelu_grad(void **state)
             }
             if (!(md / (1 + mx) < 1e-5) || !(mg / (1 + mgx) < 1e-5))
                 fail_msg("sgemm_bnrelu_grad ta %d %dx%dx%d (%s): dx %g, sums %g", ta, M, N, K,
-                         cx_sgemm_kernel(), md / (1 + mx), mg / (1 + mgx));
+                         V->gemm_kernel(), md / (1 + mx), mg / (1 + mgx));
             free(A), free(B), free(x), free(dx), free(sc), free(sh), free(mu), free(is);
             free(dg), free(db), free(ex);
         }
@@ -382,12 +412,12 @@ static void test_pools(void **state)
     size_t ny = (size_t)C * N * Ho * Wo;
     float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4);
     cx_ops_ref()->maxpool(x, C, N, H, W, 3, 2, 1, y1);
-    cx_ops_cpu()->maxpool(x, C, N, H, W, 3, 2, 1, y2);
+    CPU->maxpool(x, C, N, H, W, 3, 2, 1, y2);
     assert_memory_equal(y1, y2, ny * 4);
     /* all-negative inputs: padding must never win */
     for (size_t i = 0; i < nx; i++)
         x[i] = -1.0f - (float)i;
-    cx_ops_cpu()->maxpool(x, C, N, H, W, 3, 2, 1, y2);
+    CPU->maxpool(x, C, N, H, W, 3, 2, 1, y2);
     for (size_t i = 0; i < ny; i++)
         assert_true(y2[i] < 0);
     free(y1), free(y2);
@@ -407,7 +437,7 @@ static void test_pools(void **state)
             size_t nyy = (size_t)2 * 2 * ho * wo;
             float *z1 = malloc(nyy * 4), *z2 = malloc(nyy * 4);
             cx_ops_ref()->maxpool(xx, 2, 2, Hd, Wd, k, st, pd, z1);
-            cx_ops_cpu()->maxpool(xx, 2, 2, Hd, Wd, k, st, pd, z2);
+            CPU->maxpool(xx, 2, 2, Hd, Wd, k, st, pd, z2);
             for (size_t i = 0; i < nyy; i++)
                 if (!(z1[i] == z2[i] || (isnan(z1[i]) && isnan(z2[i]))))
                     fail_msg("maxpool k%d s%d p%d W %d: element %zu %g vs %g", k, st, pd, Wd, i,
@@ -420,7 +450,7 @@ static void test_pools(void **state)
             xx[nxx / 3 + 1] = NAN;
             float *g = rand_buf(&r, nyy, -1, 1), *d1 = malloc(nxx * 4), *d2 = malloc(nxx * 4);
             cx_ops_ref()->maxpool_backward(xx, 2, 2, Hd, Wd, k, st, pd, g, d1);
-            cx_ops_cpu()->maxpool_backward(xx, 2, 2, Hd, Wd, k, st, pd, g, d2);
+            CPU->maxpool_backward(xx, 2, 2, Hd, Wd, k, st, pd, g, d2);
             if (memcmp(d1, d2, nxx * 4))
                 fail_msg("maxpool backward k%d s%d p%d W %d differs from the reference", k, st,
                          pd, Wd);
@@ -431,13 +461,13 @@ static void test_pools(void **state)
     size_t na = (size_t)C * N * (H / 2) * (W / 2);
     y1 = malloc(na * 4), y2 = malloc(na * 4);
     cx_ops_ref()->avgpool(x2, C, N, H, W, 2, y1);
-    cx_ops_cpu()->avgpool(x2, C, N, H, W, 2, y2);
+    CPU->avgpool(x2, C, N, H, W, 2, y2);
     assert_true(rel_err(y2, y1, na) < 1e-6);
     free(y1), free(y2);
 
     y1 = malloc((size_t)N * C * 4), y2 = malloc((size_t)N * C * 4);
     cx_ops_ref()->gap(x2, C, N, H * W, y1);
-    cx_ops_cpu()->gap(x2, C, N, H * W, y2);
+    CPU->gap(x2, C, N, H * W, y2);
     assert_true(rel_err(y2, y1, (size_t)N * C) < 1e-6);
     free(y1), free(y2), free(x), free(x2);
 }
@@ -451,7 +481,7 @@ static void test_linear(void **state)
           *b = rand_buf(&r, M, -1, 1);
     float y1[3 * 14], y2[3 * 14];
     cx_ops_ref()->linear(x, N, F, w, b, M, y1);
-    cx_ops_cpu()->linear(x, N, F, w, b, M, y2);
+    CPU->linear(x, N, F, w, b, M, y2);
     assert_true(rel_err(y2, y1, N * M) < 1e-5);
     free(x), free(w), free(b);
 }
@@ -531,7 +561,7 @@ static void test_config(void **state)
 int main(void)
 {
     cx_set_threads(2);
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest per_variant[] = {
         cmocka_unit_test(test_bn_relu),  cmocka_unit_test(test_conv),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_conv1x1_bn_relu),
@@ -540,7 +570,19 @@ int main(void)
         cmocka_unit_test(test_bn_backward_deferred),
         cmocka_unit_test(test_sgemm_bnrelu_grad),
         cmocka_unit_test(test_pools),    cmocka_unit_test(test_linear),
+    };
+    const struct CMUnitTest once[] = {
         cmocka_unit_test(test_config),   cmocka_unit_test(test_forward_small),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int fails = 0;
+    for (int i = 0; i < cx_cpu_variant_count(); i++) {
+        V = cx_cpu_variant_at(i);
+        char name[64];
+        snprintf(name, sizeof name, "cpu variant %s (%s)", V->name, V->gemm_kernel());
+        fails += _cmocka_run_group_tests(name, per_variant, sizeof per_variant / sizeof *per_variant,
+                                         NULL, NULL);
+    }
+    V = cx_cpu_variant_at(0);
+    fails += cmocka_run_group_tests(once, NULL, NULL);
+    return fails ? 1 : 0;
 }

@@ -30,7 +30,9 @@ static void detect(cx_cpu_info *ci)
     int osxsave = (c >> 27) & 1;
     if (!osxsave)
         return;
+    unsigned int c1 = c;
     unsigned long long xcr0 = xgetbv0();
+    int os_ymm = (xcr0 & 0x6) == 0x6;                   /* SSE, AVX */
     int os_zmm = (xcr0 & 0xe6) == 0xe6;                 /* SSE, AVX, opmask, zmm */
     int os_tiles = (xcr0 & (3ull << 17)) == (3ull << 17); /* XTILECFG, XTILEDATA */
     unsigned int b7, c7, d7, a71 = 0, b71, c71, d71;
@@ -39,7 +41,9 @@ static void detect(cx_cpu_info *ci)
     if (sub_leaves >= 1)
         __cpuid_count(7, 1, a71, b71, c71, d71);
     const unsigned int f_dq_bw_vl = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
-    ci->avx512 = os_zmm && (b7 & f_dq_bw_vl) == f_dq_bw_vl;
+    const unsigned int f_fma_avx_f16c = (1u << 12) | (1u << 28) | (1u << 29);
+    ci->avx2 = os_ymm && (c1 & f_fma_avx_f16c) == f_fma_avx_f16c && ((b7 >> 5) & 1);
+    ci->avx512 = ci->avx2 && os_zmm && (b7 & f_dq_bw_vl) == f_dq_bw_vl;
     ci->avx512_bf16 = ci->avx512 && ((a71 >> 5) & 1);
     int amx = ((d7 >> 22) & 1) && ((d7 >> 24) & 1); /* AMX-BF16, AMX-TILE */
 #if defined(__linux__) && defined(SYS_arch_prctl)
@@ -61,8 +65,12 @@ static pthread_once_t g_cpu_once = PTHREAD_ONCE_INIT;
 static void cpu_init(void)
 {
     detect(&g_cpu);
-    /* CHEXNET_BF16_KERNEL=avx512-bf16 or portable caps the bf16 kernels (for
-     * tests and comparisons; it never enables what the CPU lacks). */
+    /* the caps described in cpu.h */
+    const char *isa = getenv("CHEXNET_ISA");
+    if (isa && strcmp(isa, "avx2") == 0)
+        g_cpu.avx512 = g_cpu.avx512_bf16 = g_cpu.amx_bf16 = 0;
+    else if (isa && strcmp(isa, "baseline") == 0)
+        memset(&g_cpu, 0, sizeof g_cpu);
     const char *cap = getenv("CHEXNET_BF16_KERNEL");
     if (cap && strcmp(cap, "avx512-bf16") == 0)
         g_cpu.amx_bf16 = 0;

@@ -1,7 +1,6 @@
-/* Thread count shared by OpenMP loops and BLIS. */
+/* Thread count of the OpenMP loops and kernels. */
 #include "chexnet.h"
 
-#include <blis.h>
 #include <omp.h>
 
 static int g_threads = 0;
@@ -12,7 +11,6 @@ void cx_set_threads(int n)
         n = omp_get_num_procs();
     g_threads = n;
     omp_set_num_threads(n);
-    bli_thread_set_num_threads(n);
 }
 
 int cx_get_threads(void)

@@ -21,6 +21,8 @@ DATA = os.path.join(SHARED, "data")
 TMP = os.environ.get("CX_TMP") or "/tmp/cx-tests"
 BUILD = os.environ.get("CX_BUILD") or os.path.join(os.path.dirname(__file__), "..", "..", "build")
 CHEXNET = os.environ.get("CHEXNET") or os.path.join(BUILD, "chexnet")
+# a command the test tools run under, e.g. "qemu-x86_64 -cpu Nehalem"
+WRAP = os.environ.get("CX_WRAP", "").split()
 os.makedirs(TMP, exist_ok=True)
 
 CLASSES14 = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
@@ -177,7 +179,7 @@ def cx_forward(model_path, x, tmp, backend="cpu", extra=(), env=None):
     out = os.path.join(tmp, "out.f32")
     x.numpy().astype(np.float32).tofile(inp)
     n, c, h, w = x.shape
-    r = run([tool("cx_forward"), model_path, inp, str(n), str(h), str(w), backend, out]
+    r = run(WRAP + [tool("cx_forward"), model_path, inp, str(n), str(h), str(w), backend, out]
             + list(extra), env=env)
     if r.returncode != 0:
         raise SystemExit("cx_forward failed: " + r.stderr)

@@ -1,7 +1,10 @@
-"""`cmake --install` gives a usable installation: the binary, the static
-library, the header, a relocatable pkg-config file and (when shipped) the
-model, which the installed binary finds without --model. A small program
-is compiled against the installed library with pkg-config and run."""
+"""`cmake --install` gives a usable installation: the binary, the shared
+library (with its SONAME) and the static one, the header, a relocatable
+pkg-config file and (when shipped) the model, which the installed binary
+finds without --model. A small program is compiled against the installed
+library both ways with pkg-config, as the README says, and run:
+    cc app.c $(pkg-config --cflags --libs chexnet)                   (shared)
+    cc app.c -static $(pkg-config --static --cflags --libs chexnet)  (static)"""
 import os
 import shutil
 import subprocess
@@ -43,25 +46,39 @@ def main():
     r = subprocess.run(["cmake", "--install", cxtest.BUILD, "--prefix", prefix],
                        capture_output=True, text=True)
     check("cmake --install", r.returncode == 0, r.stderr.strip()[-200:])
-    for rel in ("bin/chexnet", "include/chexnet.h", "lib/libchexnet.a",
-                "lib/pkgconfig/chexnet.pc"):
+    for rel in ("bin/chexnet", "include/chexnet.h", "lib/libchexnet.a", "lib/libchexnet.so",
+                "lib/libchexnet.so.0", "lib/pkgconfig/chexnet.pc"):
         check("installed " + rel, os.path.exists(os.path.join(prefix, rel)))
-    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(prefix, "lib", "pkgconfig"))
-    flags = subprocess.run(["pkg-config", "--static", "--cflags", "--libs", "chexnet"],
-                           capture_output=True, text=True, env=env)
-    check("pkg-config knows chexnet", flags.returncode == 0, flags.stdout.strip())
+    libdir = os.path.join(prefix, "lib")
+    if shutil.which("readelf"):
+        r = subprocess.run(["readelf", "-d", os.path.join(libdir, "libchexnet.so")],
+                           capture_output=True, text=True)
+        check("the shared library's SONAME is libchexnet.so.0",
+              "Library soname: [libchexnet.so.0]" in r.stdout, r.stderr.strip()[-200:])
+    env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(libdir, "pkgconfig"))
     c = os.path.join(cxtest.TMP, "install-prog.c")
-    exe = os.path.join(cxtest.TMP, "install-prog")
     with open(c, "w") as f:
         f.write(PROGRAM)
-    r = subprocess.run(["cc", c, "-o", exe] + flags.stdout.split(), capture_output=True,
-                       text=True)
-    check("a program compiles against the installed library", r.returncode == 0,
-          r.stderr.strip()[-300:])
-    if r.returncode == 0:
-        r = subprocess.run([exe], capture_output=True, text=True)
-        check("and runs", r.returncode == 0 and r.stdout.strip() == "6968206 Hernia",
-              r.stdout.strip())
+    for how, pc_args, cc_args in (("shared", ["--cflags", "--libs"], []),
+                                  ("static", ["--static", "--cflags", "--libs"], ["-static"])):
+        flags = subprocess.run(["pkg-config"] + pc_args + ["chexnet"], capture_output=True,
+                               text=True, env=env)
+        check("pkg-config %s chexnet" % " ".join(pc_args), flags.returncode == 0,
+              flags.stdout.strip())
+        exe = os.path.join(cxtest.TMP, "install-prog-" + how)
+        r = subprocess.run(["cc", c, "-o", exe] + cc_args + flags.stdout.split(),
+                           capture_output=True, text=True)
+        check("a program links the installed %s library" % how, r.returncode == 0,
+              r.stderr.strip()[-300:])
+        if r.returncode == 0:
+            run_env = dict(os.environ, LD_LIBRARY_PATH=libdir) if how == "shared" else None
+            r = subprocess.run([exe], capture_output=True, text=True, env=run_env)
+            check("and runs (%s)" % how, r.returncode == 0 and
+                  r.stdout.strip() == "6968206 Hernia", (r.stdout + r.stderr).strip()[-200:])
+        if how == "shared" and shutil.which("ldd"):
+            r = subprocess.run(["ldd", exe], capture_output=True, text=True, env=run_env)
+            check("the shared build loads libchexnet.so.0 from the prefix",
+                  os.path.join(libdir, "libchexnet.so.0") in r.stdout, r.stdout.strip()[-300:])
     shipped = os.path.join(SRC, "models", "chexnet-pneumonia.safetensors")
     if os.path.exists(shipped):
         inst_model = os.path.join(prefix, "share", "chexnet", "models",

@@ -1,15 +1,12 @@
-/* CPU backend: convolutions as GEMMs (cx_sgemm: chexnet's own AVX-512 GEMM,
- * kernels/cpu/sgemm.c, or BLIS on CPUs without AVX-512; bf16 kernels in
- * kernels/cpu/bf16.c), everything else as OpenMP loops. Layouts as in
- * kernels/backend.h (activations CNHW).
- *
- * BLIS was chosen over OpenBLAS as the fallback: Debian's libblis (OpenMP
- * build) measured 205-225 GFLOP/s on DenseNet's skinny GEMM shapes on a
- * 2-core Zen 4 machine, where OpenBLAS gave 100-190. */
+/* CPU backend: convolutions as GEMMs (cx_sgemm, kernels/cpu/sgemm.c; bf16
+ * kernels in kernels/cpu/bf16.c), everything else as OpenMP loops. Layouts
+ * as in kernels/backend.h (activations CNHW). This file is compiled once per
+ * instruction-set variant (kernels/cpu/variant.h), so the compiler's
+ * vectorisation of the loops below follows the variant too. */
 #include "kernels/backend.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/sgemm.h"
-#include "util/cpu.h"
+#include "kernels/cpu/variant.h"
 
 #include <math.h>
 #include <string.h>
@@ -41,15 +38,11 @@ static int is_pointwise(int k, int s, int pad) { return k == 1 && s == 1 && pad 
 
 /* "Same" convolutions (stride 1, 2*pad = k-1, e.g. DenseNet's 3x3) avoid
  * im2col: forward computes Z[(kk,co)][p] = sum_ci W[co][ci][kk] x[ci][p] as
- * one GEMM (K = Cin) and adds the k*k shifted planes of Z (with the AVX-512
- * GEMM, in its epilogue: Z is never stored); backward builds the k*k
- * shifted copies of dy (k*k*Cout rows instead of k*k*Cin) and gets dx and
- * dw from one GEMM each. Memory traffic is Cout/Cin of im2col's. */
+ * one GEMM (K = Cin) and adds the k*k shifted planes of Z in the GEMM's
+ * epilogue (Z is never stored); backward builds the k*k shifted copies of
+ * dy (k*k*Cout rows instead of k*k*Cin) and gets dx and dw from one GEMM
+ * each. Memory traffic is Cout/Cin of im2col's. */
 static int is_same_conv(int k, int s, int pad) { return k > 1 && s == 1 && 2 * pad == k - 1; }
-
-/* The AVX-512 GEMM can apply a BN-ReLU while packing (cx_sgemm_bnrelu) */
-static int fast_gemm(void) { return !strcmp(cx_sgemm_kernel(), "avx512"); }
-
 
 static int kn2row_images(int N, int HW, int Cout, int k)
 {
@@ -62,44 +55,12 @@ static int kn2row_images(int N, int HW, int Cout, int k)
     return (int)nb;
 }
 
-/* y[co][j][oy][ox] = sum_q Z[q*Cout + co][j*HW + (oy+dy_q)*W + ox+dx_q] over
- * the k*k taps q inside the image: the forward sum of kn2row. Z rows have
- * ldz values; y rows (channels) ldy, images H*W apart. */
-static void kn2row_sum(const float *Z, int64_t ldz, int Cout, int k, int H, int W, int cnt,
-                       float *y, int64_t ldy)
-{
-    int HW = H * W, kk2 = k * k, pad = (k - 1) / 2;
-#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)Cout * cnt * HW > CX_PAR_MIN)
-    for (int co = 0; co < Cout; co++)
-        for (int j = 0; j < cnt; j++) {
-            float *yp = y + co * ldy + (int64_t)j * HW;
-            memset(yp, 0, sizeof(float) * HW);
-            for (int q = 0; q < kk2; q++) {
-                int dy = q / k - pad, dx = q % k - pad;
-                const float *zp = Z + ((int64_t)q * Cout + co) * ldz + (int64_t)j * HW;
-                int oy0 = dy < 0 ? -dy : 0, oy1 = dy > 0 ? H - dy : H;
-                int ox0 = dx < 0 ? -dx : 0, ox1 = dx > 0 ? W - dx : W;
-                for (int oy = oy0; oy < oy1; oy++) {
-                    float *yr = yp + oy * W;
-                    const float *zr = zp + (oy + dy) * W + dx;
-#pragma omp simd
-                    for (int ox = ox0; ox < ox1; ox++)
-                        yr[ox] += zr[ox];
-                }
-            }
-        }
-}
-
 static size_t cpu_conv_scratch(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
 {
     if (is_pointwise(k, s, pad))
         return 0;
-    if (is_same_conv(k, s, pad)) {
-        if (fast_gemm()) /* Z is never stored */
-            return 0;
-        int nb = kn2row_images(N, H * W, Cout, k);
-        return (size_t)k * k * Cout * H * W * nb + (size_t)k * k * Cout * Cin;
-    }
+    if (is_same_conv(k, s, pad)) /* Z is never stored */
+        return 0;
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
     size_t nb = CX_IM2COL_CAP / per_image;
@@ -173,31 +134,12 @@ static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, i
 }
 
 /* A "same" convolution by kn2row (see is_same_conv); with bsc, x's channel
- * ci is read as max(0, x * bsc[ci] + bsh[ci]) (inside the GEMM's packing;
- * plain loops without the AVX-512 GEMM, whose callers apply it first). */
+ * ci is read as max(0, x * bsc[ci] + bsh[ci]) (inside the GEMM's packing). */
 static void same_conv(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
-                      int k, const float *bsc, const float *bsh, float *y, float *scratch)
+                      int k, const float *bsc, const float *bsh, float *y)
 {
-    int HW = H * W, kk2 = k * k;
-    int64_t Po = (int64_t)N * HW;
-    if (fast_gemm()) { /* the shifted planes summed in the GEMM's epilogue */
-        cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
-        return;
-    }
-    /* BLAS: Z[(kk,co)][p] = Wr x, a chunk of images at a time, then the sum */
-    int nb = kn2row_images(N, HW, Cout, k), M = kk2 * Cout;
-    float *Z = scratch, *Wr = scratch + (size_t)M * HW * nb;
-    for (int co = 0; co < Cout; co++) /* Wr[(kk,co)][ci] = w[co][ci][kk] */
-        for (int ci = 0; ci < Cin; ci++)
-            for (int q = 0; q < kk2; q++)
-                Wr[((size_t)q * Cout + co) * Cin + ci] = w[((size_t)co * Cin + ci) * kk2 + q];
-    for (int n0 = 0; n0 < N; n0 += nb) {
-        int cnt = N - n0 < nb ? N - n0 : nb;
-        int cols = cnt * HW;
-        cx_sgemm_bnrelu(0, 0, M, cols, Cin, Wr, Cin, x + (int64_t)n0 * HW, (int)Po, bsc, bsh, 0,
-                        Z, cols);
-        kn2row_sum(Z, cols, Cout, k, H, W, cnt, y + (int64_t)n0 * HW, Po);
-    }
+    int64_t Po = (int64_t)N * H * W;
+    cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
 }
 
 static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
@@ -211,7 +153,7 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         return;
     }
     if (is_same_conv(k, s, pad)) {
-        same_conv(x, Cin, N, H, W, w, Cout, k, NULL, NULL, y, scratch);
+        same_conv(x, Cin, N, H, W, w, Cout, k, NULL, NULL, y);
         return;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
@@ -306,18 +248,13 @@ static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, con
     grid_conv((const uint16_t *)xq, Cin, N, H, W, w, Cout, k, y, yq);
 }
 
-/* The BN-ReLU goes into the GEMM's packing of B (sgemm.c); without the
- * AVX-512 kernel it is written to scratch first. */
+/* The BN-ReLU goes into the GEMM's packing of B (sgemm.c). */
 static void cpu_conv1x1_bn_relu(const float *x, int Cin, int64_t P, const float *scale,
                                 const float *shift, const float *w, int Cout, float *y,
                                 float *scratch)
 {
-    if (fast_gemm()) {
-        cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
-        return;
-    }
-    cpu_bn_relu(x, scratch, Cin, P, scale, shift);
-    cx_sgemm(0, 0, Cout, (int)P, Cin, w, Cin, scratch, (int)P, 0, y, (int)P);
+    (void)scratch;
+    cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
 }
 
 static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, const float *scale,
@@ -325,12 +262,8 @@ static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, con
                                          const float *dy, float *dw, float *da, int accumulate,
                                          float *scratch)
 {
-    if (fast_gemm()) {
-        cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
-    } else {
-        cpu_bn_relu(x, scratch, Cin, P, scale, shift);
-        cx_sgemm(0, 1, Cout, Cin, (int)P, dy, (int)P, scratch, (int)P, 1, dw, Cin);
-    }
+    (void)scratch;
+    cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
     if (da)
         cx_sgemm(1, 0, Cin, (int)P, Cout, w, Cin, dy, (int)P, accumulate, da, (int)P);
 }
@@ -552,36 +485,11 @@ static void cpu_conv1x1_bn_relu_backward_deferred(const float *x, int Cin, int64
                                                   float *dw, float *dgamma, float *dbeta,
                                                   float *dx, float *scratch)
 {
+    (void)scratch;
     cx_bnrelu_grad e = {x, scale, shift, mean, invstd, dgamma, dbeta};
-    if (fast_gemm()) {
-        /* g = w^T dy lives only in registers: the epilogue applies the mask */
-        cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
-        cx_sgemm_bnrelu_grad(1, Cin, (int)P, Cout, w, Cin, dy, (int)P, &e, dx, (int)P);
-        return;
-    }
-    cpu_conv1x1_bn_relu_backward(x, Cin, P, scale, shift, w, Cout, dy, dw, scratch, 0, scratch);
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < Cin; c++) {
-        const float *xp = x + c * P, *gp = scratch + c * P;
-        float *dxp = dx + c * P;
-        const float sc = scale[c], sh = shift[c], mu = mean[c], is = invstd[c];
-        double sd = 0.0, sdh = 0.0;
-        for (int64_t p0 = 0; p0 < P; p0 += CX_CHUNK) {
-            int64_t p1 = p0 + CX_CHUNK < P ? p0 + CX_CHUNK : P;
-            float a1 = 0.0f, a2 = 0.0f;
-#pragma omp simd reduction(+ : a1, a2)
-            for (int64_t p = p0; p < p1; p++) {
-                float d = xp[p] * sc + sh > 0.0f ? gp[p] : 0.0f;
-                a1 += d;
-                a2 += d * ((xp[p] - mu) * is);
-                dxp[p] += sc * d;
-            }
-            sd += a1;
-            sdh += a2;
-        }
-        dbeta[c] += (float)sd;
-        dgamma[c] += (float)sdh;
-    }
+    /* g = w^T dy lives only in registers: the epilogue applies the mask */
+    cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
+    cx_sgemm_bnrelu_grad(1, Cin, (int)P, Cout, w, Cin, dy, (int)P, &e, dx, (int)P);
 }
 
 static void cpu_bn_backward_finish(const float *x, int C, int64_t P, const float *mean,
@@ -738,8 +646,8 @@ static void cpu_conv2d_bn_relu(const float *x, int Cin, int N, int H, int W, con
                                float *act, float *scratch, size_t scratch_n)
 {
     int pad = (k - 1) / 2;
-    if (fast_gemm() && is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
-        same_conv(x, Cin, N, H, W, w, Cout, k, scale, shift, y, scratch);
+    if (is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
+        same_conv(x, Cin, N, H, W, w, Cout, k, scale, shift, y);
         return;
     }
     cpu_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
@@ -752,7 +660,7 @@ static void cpu_conv2d_bn_relu_backward(const float *x, int Cin, int N, int H, i
                                         float *act, float *scratch, size_t scratch_n)
 {
     int pad = (k - 1) / 2;
-    if (fast_gemm() && is_same_conv(k, 1, pad)) {
+    if (is_same_conv(k, 1, pad)) {
         same_conv_backward(x, Cin, N, H, W, w, Cout, k, scale, shift, dy, dw, da, 0, scratch);
         return;
     }
@@ -889,7 +797,7 @@ static void cpu_linear_backward(const float *x, int N, int F, const float *w, in
         cx_sgemm(0, 0, N, F, M, dy, M, w, F, 0, dx, F);
 }
 
-static const cx_ops CPU_OPS = {
+static const cx_ops OPS = {
     .name = "cpu",
     .bn_relu = cpu_bn_relu,
     .conv2d = cpu_conv2d,
@@ -922,4 +830,15 @@ static const cx_ops CPU_OPS = {
     .bf16_kernel = cpu_bf16_kernel,
 };
 
-const cx_ops *cx_ops_cpu(void) { return &CPU_OPS; }
+static const cx_cpu_variant VARIANT = {
+    .name = CX_VARIANT_NAME,
+    .ops = &OPS,
+    .sgemm = cx_sgemm,
+    .sgemm_bnrelu = cx_sgemm_bnrelu,
+    .sgemm_bnrelu_grad = cx_sgemm_bnrelu_grad,
+    .sgemm_conv_same = cx_sgemm_conv_same,
+    .gemm_kernel = cx_sgemm_kernel,
+    .gemm_depth = cx_sgemm_depth,
+};
+
+const cx_cpu_variant *CX_V(cx_cpu_variant)(void) { return &VARIANT; }

@@ -1,57 +1,67 @@
 /* fp32 GEMM for DenseNet's shapes, written for accuracy as much as speed.
+ * This file is compiled once per instruction-set variant of the CPU backend
+ * (kernels/cpu/variant.h); the microkernels come from ukr_avx512.inc
+ * (AVX-512 intrinsics) or ukr_vec.inc (portable vector code, for AVX2 + FMA,
+ * the x86-64 baseline and NEON).
  *
- * Blocking as in BLIS: K in chunks of KC; A packed into 8-row panels
- * (k-major: 8 values per k), shared by the threads; B packed per thread into
- * 32-column panels (32 values per k); an 8x32 register block (16 zmm) per
- * microkernel call. Threads share out the 32-column panels (and, when there
+ * Blocking as in BLIS: K in chunks of KC; A packed into MR-row panels
+ * (k-major: MR values per k), shared by the threads; B packed per thread
+ * into NR-column panels (NR values per k); an MR x NR register block per
+ * microkernel call. Threads share out the NR-column panels (and, when there
  * are few, blocks of A's rows).
  *
  * Accuracy: a dot product summed in one register over all of K has an error
- * growing with K. The microkernel sums CH = 32 products per register, adds
- * those partial sums into a second set, and adds each KC chunk into C:
- * three levels of partial sums. On DenseNet's GEMMs the relative error is
- * about 1.2e-7 (2.8e-7 for a plain sequential kernel such as BLIS's skx
- * kernels, 1.3e-7 for BLIS's skinny-matrix kernels), which keeps training
- * gradients at least as accurate as PyTorch's fp32 ones. Transposes and
- * tails are handled by the packing, so one microkernel serves every call. */
+ * growing with K. The microkernels sum CH = 32 products per register, add
+ * those partial sums into a second set, and add each KC chunk into C:
+ * three levels of partial sums, so no value passes through more than
+ * about CH + K/CH + K/KC roundings (cx_sgemm_depth), not K.
+ * On DenseNet's GEMMs the relative error is about 1.2e-7 (2.8e-7 for a
+ * plain sequential kernel), which keeps training gradients at least as
+ * accurate as PyTorch's fp32 ones. Transposes and tails are handled by the
+ * packing, so one microkernel serves every call. */
 #include "kernels/cpu/sgemm.h"
-#include "util/cpu.h"
+#include "kernels/cpu/variant.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define CX_X86 1
-#endif
-
-#define MR 8
-#define NR 32
-#ifndef KC
-#define KC 512
-#endif
-#ifndef CH
 #define CH 32
-#endif
 /* GEMMs with fewer multiply-adds run on the calling thread only */
 #define SGEMM_PAR_MIN ((double)(1 << 18))
 
-/* The AVX-512 kernel runs where the CPU has AVX-512, unless the environment
- * says CHEXNET_SGEMM=blas (to test and compare the fallback). */
-static int use_avx512(void)
+static inline float bn_relu1(float v, const float *bsc, const float *bsh, int i)
 {
-    static int v = -1;
-    int cur = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (cur < 0) {
-        const char *e = getenv("CHEXNET_SGEMM");
-        cur = cx_cpu()->avx512 && !(e && !strcmp(e, "blas"));
-        __atomic_store_n(&v, cur, __ATOMIC_RELAXED);
-    }
-    return cur;
+    if (!bsc)
+        return v;
+    v = v * bsc[i] + bsh[i];
+    return v > 0.0f ? v : 0.0f;
 }
+
+/* pb[k*np + c] = B[n0 + c][k0 + k] (B transposed) for k in [kfrom, kc),
+ * BN-ReLU'd by stored row with bsc, zero columns from nr to np (the
+ * kernel's NR): the part of pack_bt that the vector code leaves. */
+static void pack_bt_scalar(const float *B, int ldb, int k0, int kfrom, int kc, int n0, int nr,
+                           int np, const float *bsc, const float *bsh, float *pb)
+{
+    for (int c = 0; c < np; c++) {
+        if (c < nr) {
+            const float *s = B + (int64_t)(n0 + c) * ldb + k0;
+            for (int k = kfrom; k < kc; k++)
+                pb[k * np + c] = bn_relu1(s[k], bsc, bsh, n0 + c);
+        } else {
+            for (int k = kfrom; k < kc; k++)
+                pb[k * np + c] = 0.0f;
+        }
+    }
+}
+
+#if defined(__AVX512F__)
+#include "kernels/cpu/ukr_avx512.inc"
+#else
+#include "kernels/cpu/ukr_vec.inc"
+#endif
 
 /* Per-thread buffers kept between calls (a thread's first call, or a larger
  * size, allocates): steady-state passes allocate nothing. */
@@ -123,142 +133,10 @@ static void pack_a(const a_view *a, int m0, int mr, int k0, int kc, float *pa)
     }
 }
 
-#ifdef CX_X86
-/* lanes of half (0 or 1) of a 32-column panel holding columns < nr */
-static inline __mmask16 tail_mask(int nr, int half)
-{
-    int n = nr - 16 * half;
-    return n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-}
 
-/* pack_b without transpose: two zmm per k (masked at the panel's tail);
- * with bsc, B's row k0 + k becomes max(0, B * bsc + bsh) on the way. */
-__attribute__((target("avx512f"))) static void pack_b_nn(const float *B, int ldb, int k0, int kc,
-                                                         int n0, int nr, const float *bsc,
-                                                         const float *bsh, float *pb)
-{
-    const __mmask16 m0 = tail_mask(nr, 0), m1 = tail_mask(nr, 1);
-    const __m512 zero = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++) {
-        const float *s = B + (int64_t)(k0 + k) * ldb + n0;
-        /* rows are ldb apart (often > 4 KiB): fetch a few ahead */
-        _mm_prefetch((const char *)(s + 8 * (int64_t)ldb), _MM_HINT_T0);
-        _mm_prefetch((const char *)(s + 8 * (int64_t)ldb + 16), _MM_HINT_T0);
-        __m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
-        if (bsc) {
-            __m512 sc = _mm512_set1_ps(bsc[k0 + k]), sh = _mm512_set1_ps(bsh[k0 + k]);
-            v0 = _mm512_maskz_max_ps(m0, _mm512_fmadd_ps(v0, sc, sh), zero);
-            v1 = _mm512_maskz_max_ps(m1, _mm512_fmadd_ps(v1, sc, sh), zero);
-        }
-        _mm512_store_ps(pb + k * NR, v0);
-        _mm512_store_ps(pb + k * NR + 16, v1);
-    }
-}
-#endif
-
-#ifdef CX_X86
-/* In-register transpose of 16 rows of 16 floats: r[j] becomes column j. */
-__attribute__((target("avx512f"), always_inline)) static inline void tr16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-    for (int i = 0; i < 16; i += 8)
-        for (int j = 0; j < 4; j++) {
-            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
-            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
-    }
-}
-#endif
-
-static inline float bn_relu1(float v, const float *bsc, const float *bsh, int i)
-{
-    if (!bsc)
-        return v;
-    v = v * bsc[i] + bsh[i];
-    return v > 0.0f ? v : 0.0f;
-}
-
-#ifdef CX_X86
-/* Transposed B, k in [0, kc) with kc a multiple of 16: 16x16 blocks of B's
- * rows (BN-ReLU applied per row), transposed in registers. */
-__attribute__((target("avx512f"))) static void pack_bt_avx512(const float *B, int ldb, int k0,
-                                                              int kc, int n0, int nr,
-                                                              const float *bsc,
-                                                              const float *bsh, float *pb)
-{
-    const __m512 zero = _mm512_setzero_ps();
-    for (int cb = 0; cb < NR; cb += 16)
-        for (int kb = 0; kb < kc; kb += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) {
-                int c = cb + i;
-                if (c >= nr) {
-                    r[i] = zero;
-                    continue;
-                }
-                r[i] = _mm512_loadu_ps(B + (int64_t)(n0 + c) * ldb + k0 + kb);
-                if (bsc)
-                    r[i] = _mm512_max_ps(_mm512_fmadd_ps(r[i], _mm512_set1_ps(bsc[n0 + c]),
-                                                         _mm512_set1_ps(bsh[n0 + c])),
-                                         zero);
-            }
-            tr16(r);
-            for (int j = 0; j < 16; j++)
-                _mm512_store_ps(pb + (kb + j) * NR + cb, r[j]);
-        }
-}
-#endif
-
-/* pb[k*NR + c] = op(B)[k0 + k][n0 + c], zero columns past nr; with bsc,
- * stored row i of B is transformed to max(0, B * bsc[i] + bsh[i]) */
-static void pack_b(int tb, const float *B, int ldb, int k0, int kc, int n0, int nr,
-                   const float *bsc, const float *bsh, float *pb)
-{
-    if (!tb) {
-        for (int k = 0; k < kc; k++) {
-            const float *s = B + (int64_t)(k0 + k) * ldb + n0;
-            float *d = pb + k * NR;
-            for (int c = 0; c < nr; c++)
-                d[c] = bn_relu1(s[c], bsc, bsh, k0 + k);
-            if (nr < NR)
-                memset(d + nr, 0, sizeof(float) * (size_t)(NR - nr));
-        }
-    } else {
-        int kdone = 0;
-#ifdef CX_X86
-        if (use_avx512()) {
-            kdone = kc & ~15;
-            pack_bt_avx512(B, ldb, k0, kdone, n0, nr, bsc, bsh, pb);
-        }
-#endif
-        for (int c = 0; c < NR; c++) {
-            if (c < nr) {
-                const float *s = B + (int64_t)(n0 + c) * ldb + k0;
-                for (int k = kdone; k < kc; k++)
-                    pb[k * NR + c] = bn_relu1(s[k], bsc, bsh, n0 + c);
-            } else {
-                for (int k = kdone; k < kc; k++)
-                    pb[k * NR + c] = 0.0f;
-            }
-        }
-    }
-}
 
 /* Plain loops (no buffers): the last resort when a panel buffer cannot be
- * allocated, and the path of transformed B on CPUs without AVX-512. */
+ * allocated. */
 static void sgemm_plain(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
                         const float *bsc, const float *bsh, int accumulate, float *C, int ldc)
 {
@@ -282,7 +160,7 @@ static void sgemm_plain(const a_view *av, int tb, int M, int N, int K, const flo
 }
 
 /* The gradient epilogue's plain loops (cx_sgemm_bnrelu_grad without
- * AVX-512, or without buffers): one row of op(A) B at a time. */
+ * buffers): one row of op(A) B at a time. */
 static void sgemm_grad_plain(const a_view *av, int M, int N, int K, const float *B, int ldb,
                              const cx_bnrelu_grad *e, float *DX, int ldx)
 {
@@ -306,7 +184,7 @@ static void sgemm_grad_plain(const a_view *av, int M, int N, int K, const float 
     }
 }
 
-/* cx_sgemm_conv_same's plain loops (no AVX-512, or no buffers). */
+/* cx_sgemm_conv_same's plain loops (no buffers, or k > 11). */
 static void conv_same_plain(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                             const float *x, int64_t ldx, const float *bsc, const float *bsh,
                             float *y, int64_t ldy)
@@ -333,186 +211,10 @@ static void conv_same_plain(int Cout, int Cin, int k, const float *w, int N, int
                 }
 }
 
-#ifdef CX_X86
-/* Prefetches row r of a 32-column tile at base (rows ld floats apart); the
- * address is computed as an integer as it may lie past the matrix (the
- * last row block's "next" rows), where a prefetch is harmless. */
-static inline void prefetch_tile(uintptr_t base, int r, int ld)
-{
-    uintptr_t p = base + (uintptr_t)((int64_t)r * ld) * sizeof(float);
-    _mm_prefetch((const char *)p, _MM_HINT_T0);
-    _mm_prefetch((const char *)(p + 64), _MM_HINT_T0);
-}
-
-/* sum = A-block x pb over kc: element (r, k) of the A block is
- * rows[r][k * cs] (a packed panel: rows[r] = pa + r, cs = MR; or A in
- * place). Partial sums of CH products per register, then over the chunk. */
-__attribute__((target("avx512f"), always_inline)) static inline void
-ukr_sum(int kc, const float *const rows[MR], int64_t cs, const float *pb, __m512 sum[MR][2])
-{
-    const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4],
-                *r5 = rows[5], *r6 = rows[6], *r7 = rows[7];
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++)
-        sum[r][0] = sum[r][1] = _mm512_setzero_ps();
-    for (int k0 = 0; k0 < kc; k0 += CH) {
-        int k1 = k0 + CH < kc ? k0 + CH : kc;
-        __m512 acc[MR][2];
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++)
-            acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-        for (int k = k0; k < k1; k++) {
-            __m512 b0 = _mm512_load_ps(pb + k * NR), b1 = _mm512_load_ps(pb + k * NR + 16);
-            int64_t o = k * cs;
-            const float av[MR] = {r0[o], r1[o], r2[o], r3[o], r4[o], r5[o], r6[o], r7[o]};
-#pragma GCC unroll 8
-            for (int r = 0; r < MR; r++) {
-                __m512 a = _mm512_set1_ps(av[r]);
-                acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
-            }
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            sum[r][0] = _mm512_add_ps(sum[r][0], acc[r][0]);
-            sum[r][1] = _mm512_add_ps(sum[r][1], acc[r][1]);
-        }
-    }
-}
-
-/* C[0..mr)[0..nr) (+)= the A block x pb (load = 1: C holds earlier chunks) */
-__attribute__((target("avx512f"))) static void ukr(int kc, const float *const rows[MR],
-                                                   int64_t cs, const float *pb, float *C, int ldc,
-                                                   int mr, int nr, int load)
-{
-    /* the next row block's C rows (ldc apart: no hardware prefetcher follows
-     * them) arrive while this block's products are summed */
-    for (int r = MR; r < 2 * MR; r++)
-        prefetch_tile((uintptr_t)C, r, ldc);
-    __m512 sum[MR][2];
-    ukr_sum(kc, rows, cs, pb, sum);
-    __mmask16 m0 = tail_mask(nr, 0), m1 = tail_mask(nr, 1);
-    for (int r = 0; r < mr; r++) {
-        float *c = C + (int64_t)r * ldc;
-        __m512 v0 = sum[r][0], v1 = sum[r][1];
-        if (load) {
-            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
-            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
-        }
-        _mm512_mask_storeu_ps(c, m0, v0);
-        _mm512_mask_storeu_ps(c + 16, m1, v1);
-    }
-}
-
-/* The BN-ReLU gradient epilogue (cx_sgemm_bnrelu_grad) of rows m0.., for
- * the whole of K at once: g = the A block x pb; with x's tile at X (rows
- * ldc apart), d = g where x * scale + shift > 0 (else 0); DX += scale * d;
- * sums[2m] += sum d and sums[2m + 1] += sum d * (x - mean) * invstd. */
-__attribute__((target("avx512f"))) static void ukr_grad(int kc, const float *const rows[MR],
-                                                        int64_t cs, const float *pb,
-                                                        const cx_bnrelu_grad *e, int m0, int n0,
-                                                        float *DX, int ldc, int mr, int nr,
-                                                        double *sums)
-{
-    /* the next row block's x and dx (rows ldc apart: no hardware prefetcher
-     * follows them) arrive while this block's products are summed */
-    for (int r = MR; r < 2 * MR; r++) {
-        prefetch_tile((uintptr_t)(e->x + (int64_t)m0 * ldc + n0), r, ldc);
-        prefetch_tile((uintptr_t)DX, r, ldc);
-    }
-    __m512 sum[MR][2];
-    ukr_sum(kc, rows, cs, pb, sum);
-    const __mmask16 k0 = tail_mask(nr, 0), k1 = tail_mask(nr, 1);
-    const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < mr; r++) {
-        int m = m0 + r;
-        const float *x = e->x + (int64_t)m * ldc + n0;
-        float *dx = DX + (int64_t)r * ldc;
-        __m512 sc = _mm512_set1_ps(e->scale[m]), sh = _mm512_set1_ps(e->shift[m]);
-        __m512 mu = _mm512_set1_ps(e->mean[m]), is = _mm512_set1_ps(e->invstd[m]);
-        __m512 x0 = _mm512_maskz_loadu_ps(k0, x), x1 = _mm512_maskz_loadu_ps(k1, x + 16);
-        __mmask16 p0 = _mm512_mask_cmp_ps_mask(k0, _mm512_fmadd_ps(x0, sc, sh), zero, _CMP_GT_OQ);
-        __mmask16 p1 = _mm512_mask_cmp_ps_mask(k1, _mm512_fmadd_ps(x1, sc, sh), zero, _CMP_GT_OQ);
-        __m512 d0 = _mm512_maskz_mov_ps(p0, sum[r][0]), d1 = _mm512_maskz_mov_ps(p1, sum[r][1]);
-        __m512 h0 = _mm512_mul_ps(_mm512_sub_ps(x0, mu), is);
-        __m512 h1 = _mm512_mul_ps(_mm512_sub_ps(x1, mu), is);
-        sums[2 * m] += _mm512_reduce_add_ps(_mm512_add_ps(d0, d1));
-        sums[2 * m + 1] += _mm512_reduce_add_ps(_mm512_fmadd_ps(d1, h1, _mm512_mul_ps(d0, h0)));
-        _mm512_mask_storeu_ps(dx, k0, _mm512_fmadd_ps(sc, d0, _mm512_maskz_loadu_ps(k0, dx)));
-        _mm512_mask_storeu_ps(dx + 16, k1,
-                              _mm512_fmadd_ps(sc, d1, _mm512_maskz_loadu_ps(k1, dx + 16)));
-    }
-}
-
-/* The kn2row epilogue (cx_sgemm_conv_same) of rows m0 + r, r < mr, row m
- * being tap m % kk of output channel m / kk: the tile is added into y at
- * the tap's shift, in the lanes whose target lies inside the image
- * (valid[q], a 32-bit mask per tap). */
-__attribute__((target("avx512f"))) static void ukr_taps(int kc, const float *const rows[MR],
-                                                        int64_t cs, const float *pb, int m0,
-                                                        int mr, int kk, const int64_t *shift,
-                                                        const uint32_t *valid, float *y,
-                                                        int64_t ldy, int n0)
-{
-    __m512 sum[MR][2];
-    ukr_sum(kc, rows, cs, pb, sum);
-    int co = m0 / kk, q = m0 % kk; /* of row r, stepped (no division per row) */
-    for (int r = 0; r < mr; r++) {
-        /* lanes outside the image are masked off: the address may lie
-         * before y's start (masked lanes are never touched) */
-        float *t = (float *)((uintptr_t)(y + co * ldy + n0) - (uintptr_t)(shift[q] * 4));
-        __mmask16 v0 = (__mmask16)(valid[q] & 0xffff), v1 = (__mmask16)(valid[q] >> 16);
-        _mm512_mask_storeu_ps(t, v0, _mm512_add_ps(_mm512_maskz_loadu_ps(v0, t), sum[r][0]));
-        _mm512_mask_storeu_ps(t + 16, v1,
-                              _mm512_add_ps(_mm512_maskz_loadu_ps(v1, t + 16), sum[r][1]));
-        if (++q == kk) {
-            q = 0;
-            co++;
-        }
-    }
-}
-
-/* pack_a for conv_same's A, row m = (co, q) = w[co][.][q], rows m0.. (mr
- * of them, zero rows after): for each k = ci, a block's rows are one or two
- * runs of consecutive taps, contiguous in w[co][ci][.], copied by masked
- * 8-float moves. */
-__attribute__((target("avx512f,avx512vl"))) static void pack_a_taps(const float *w, int Cin,
-                                                                   int kk, int m0, int mr,
-                                                                   float *pa)
-{
-    int run_r[MR], run_n[MR], nrun = 0; /* runs: first row in the block, length */
-    const float *run_src[MR];
-    for (int r = 0; r < mr;) {
-        int m = m0 + r, co = m / kk, q = m % kk;
-        int n = kk - q < mr - r ? kk - q : mr - r;
-        run_r[nrun] = r;
-        run_n[nrun] = n;
-        run_src[nrun] = w + (int64_t)co * Cin * kk + q;
-        nrun++;
-        r += n;
-    }
-    /* lanes run_r .. run_r + run_n of the block take run j */
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i idx[MR];
-    __mmask8 ld[MR], put[MR];
-    for (int j = 0; j < nrun; j++) {
-        idx[j] = _mm256_sub_epi32(lane, _mm256_set1_epi32(run_r[j]));
-        ld[j] = (__mmask8)((1u << run_n[j]) - 1);
-        put[j] = (__mmask8)(ld[j] << run_r[j]);
-    }
-    for (int k = 0; k < Cin; k++) {
-        __m256 v = _mm256_setzero_ps();
-        for (int j = 0; j < nrun; j++)
-            v = _mm256_mask_permutexvar_ps(
-                v, put[j], idx[j], _mm256_maskz_loadu_ps(ld[j], run_src[j] + (int64_t)k * kk));
-        _mm256_store_ps(pa + (size_t)k * MR, v);
-    }
-}
-
-/* cx_sgemm_conv_same on the AVX-512 kernel. Threads take disjoint ranges of
+/* cx_sgemm_conv_same on the blocked kernel. Threads take disjoint ranges of
  * output channels (no two add into the same y), each with its rows of A
  * packed whole (K = Cin in one chunk) and every panel of B packed in turn. */
-static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+static void conv_same_blocked(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                              const float *x, int64_t ldx, const float *bsc, const float *bsh,
                              float *y, int64_t ldy)
 {
@@ -577,7 +279,8 @@ static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, in
                 const float *rows[MR];
                 for (int r = 0; r < MR; r++)
                     rows[r] = pa + (size_t)b * MR * Cin + r;
-                ukr_taps(Cin, rows, MR, pb, r0 + b * MR, mr, kk, shift, valid, y, ldy, (int)n0);
+                ukr_taps(Cin, rows, MR, pb, r0 + b * MR, mr, kk, shift, valid, y, ldy, (int)n0,
+                         P);
             }
         }
     }
@@ -588,7 +291,7 @@ static void conv_same_avx512(int Cout, int Cin, int k, const float *w, int N, in
 /* With eg (cx_sgemm_bnrelu_grad): K in one chunk (the epilogue needs the
  * whole sum), the gradient epilogue instead of the store, and per-thread
  * row sums added up in thread order. */
-static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
+static void sgemm_blocked(const a_view *av, int tb, int M, int N, int K, const float *B, int ldb,
                          const float *bsc, const float *bsh, int accumulate, float *C, int ldc,
                          const cx_bnrelu_grad *eg)
 {
@@ -650,7 +353,7 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
                 int mb1 = (int)((int64_t)nM * (g + 1) / groups);
                 if (nb != packed) {
                     if (tb)
-                        pack_b(tb, B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
+                        pack_bt(B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
                     else
                         pack_b_nn(B, ldb, k0, kc, n0, nr, bsc, bsh, pb);
                     packed = nb;
@@ -698,7 +401,6 @@ static void sgemm_avx512(const a_view *av, int tb, int M, int N, int K, const fl
             eg->dgamma[m] += (float)sdh;
         }
 }
-#endif
 
 void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc)
@@ -719,37 +421,16 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
         return;
     }
     a_view av = a_plain(transA, A, lda, M);
-#ifdef CX_X86
-    if (use_avx512()) {
-        sgemm_avx512(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc, NULL);
-        return;
-    }
-#endif
-    if (bscale) {
-        sgemm_plain(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                transB ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb,
-                accumulate ? 1.0f : 0.0f, C, ldc);
+    sgemm_blocked(&av, transB, M, N, K, B, ldb, bscale, bshift, accumulate, C, ldc, NULL);
 }
 
 void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int lda,
                           const float *B, int ldb, const cx_bnrelu_grad *e, float *dx, int ldx)
 {
-    if (M <= 0 || N <= 0)
+    if (M <= 0 || N <= 0 || K <= 0) /* K = 0: g = 0, d = 0 everywhere, nothing changes */
         return;
     a_view av = a_plain(transA, A, lda, M);
-    if (K <= 0) { /* g = 0: d = 0 everywhere, nothing changes */
-        return;
-    }
-#ifdef CX_X86
-    if (use_avx512()) {
-        sgemm_avx512(&av, 0, M, N, K, B, ldb, NULL, NULL, 1, dx, ldx, e);
-        return;
-    }
-#endif
-    sgemm_grad_plain(&av, M, N, K, B, ldb, e, dx, ldx);
+    sgemm_blocked(&av, 0, M, N, K, B, ldb, NULL, NULL, 1, dx, ldx, e);
 }
 
 void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
@@ -758,20 +439,19 @@ void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, 
 {
     if (Cout <= 0 || N <= 0 || H <= 0 || W <= 0)
         return;
-#ifdef CX_X86
-    if (use_avx512() && k <= 11 && Cin > 0) {
-        conv_same_avx512(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
+    if (k <= 11 && Cin > 0) {
+        conv_same_blocked(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
         return;
     }
-#endif
     conv_same_plain(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
 }
 
-const char *cx_sgemm_kernel(void)
+const char *cx_sgemm_kernel(void) { return UKR_NAME; }
+
+int cx_sgemm_depth(int K)
 {
-#ifdef CX_X86
-    if (use_avx512())
-        return "avx512";
-#endif
-    return "blas";
+    /* CH products per register, the register sums of a chunk (at most
+     * ceil(K / CH) of them, whether K is chunked or not), the chunks into C,
+     * the product's own rounding where there is no FMA, C's earlier value */
+    return CH + (K + CH - 1) / CH + (K + KC - 1) / KC + 2;
 }

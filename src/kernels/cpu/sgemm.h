@@ -1,20 +1,31 @@
-/* fp32 GEMM of the CPU backend (sgemm.c). */
+/* fp32 GEMM of the CPU backend (sgemm.c). sgemm.c is compiled once per
+ * instruction-set variant (kernels/cpu/variant.h): inside a variant's
+ * compilation these names are that variant's functions; elsewhere (tests,
+ * benchmarks) they call the variant the CPU backend runs on this machine. */
 #ifndef CX_CPU_SGEMM_H
 #define CX_CPU_SGEMM_H
 
 #include <stdint.h>
 
+#ifdef CX_VARIANT
+#include "kernels/cpu/variant.h"
+#define cx_sgemm CX_V(cx_sgemm)
+#define cx_sgemm_bnrelu CX_V(cx_sgemm_bnrelu)
+#define cx_sgemm_bnrelu_grad CX_V(cx_sgemm_bnrelu_grad)
+#define cx_sgemm_conv_same CX_V(cx_sgemm_conv_same)
+#define cx_sgemm_kernel CX_V(cx_sgemm_kernel)
+#define cx_sgemm_depth CX_V(cx_sgemm_depth)
+#endif
+
 /* C[M][N] = op(A) op(B) (accumulate = 0) or C += op(A) op(B) (accumulate =
  * 1); row-major; op(A) is A[M][K] (lda) or, with transA, A^T of A[K][M];
- * op(B) is B[K][N] (ldb) or, with transB, B^T of B[N][K]. Uses the
- * AVX-512 kernel where the CPU has AVX-512, BLAS elsewhere. */
+ * op(B) is B[K][N] (ldb) or, with transB, B^T of B[N][K]. */
 void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc);
 
 /* As cx_sgemm, with stored row i of B (a row of op(B) when not transposed,
  * a column when transposed) read as max(0, B * bscale[i] + bshift[i]): a
- * BatchNorm + ReLU applied while packing, never stored. Fast with the
- * AVX-512 kernel; plain loops elsewhere (callers then transform B first). */
+ * BatchNorm + ReLU applied while packing, never stored. */
 void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A, int lda,
                      const float *B, int ldb, const float *bscale, const float *bshift,
                      int accumulate, float *C, int ldc);
@@ -23,7 +34,7 @@ void cx_sgemm_bnrelu(int transA, int transB, int M, int N, int K, const float *A
  * conv1x1_bn_relu_backward_deferred in kernels/backend.h). x is the BN input
  * with the layout of dx; per row m: mask = x * scale + shift > 0 and
  * xh = (x - mean) * invstd. */
-typedef struct {
+typedef struct cx_bnrelu_grad {
     const float *x;
     const float *scale, *shift, *mean, *invstd;
     float *dgamma, *dbeta; /* [M], added to */
@@ -40,15 +51,21 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
  * of H x W in x (CNHW: channel planes ldx apart): y[co][p] = sum over taps
  * q and ci of w[co][ci][q] b(x[ci][p + shift_q]), the taps whose source
  * lies inside p's image; b is max(0, v * bscale[ci] + bshift[ci]) or, with
- * bscale NULL, the identity. y (rows ldy apart) is overwritten. On the
- * AVX-512 kernel it is the kn2row GEMM (rows (co, q) of Z = W x) with each
- * tile of Z added into y at its tap's shift: Z is never stored. Plain
- * loops elsewhere (and for k > 11). */
+ * bscale NULL, the identity. y (rows ldy apart) is overwritten. It is the
+ * kn2row GEMM (rows (co, q) of Z = W x) with each tile of Z added into y at
+ * its tap's shift: Z is never stored (plain loops for k > 11). */
 void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                         const float *x, int64_t ldx, const float *bscale, const float *bshift,
                         float *y, int64_t ldy);
 
-/* "avx512" or "blas": what cx_sgemm runs on this machine. */
+/* The microkernel, e.g. "avx512 8x32", "avx2 6x16", "neon 8x8". */
 const char *cx_sgemm_kernel(void);
+
+/* The most roundings any element of a K-deep product passes through (the
+ * partial-sum levels, the product's own rounding without FMA, C's earlier
+ * value): the n of the error bound
+ *     |C - fl(C)| <= gamma_n (|op(A)| |op(B)| + |C|),  gamma_n = n u / (1 - n u),
+ * u = 2^-24, which holds on every CPU and every variant. */
+int cx_sgemm_depth(int K);
 
 #endif

@@ -1,9 +1,12 @@
 /* Reference bf16 inference ops: plain loops over the packed layouts of
  * kernels/backend.h. Products of two bf16 values are exact in fp32; sums are
- * fp32. Faster backends are tested against these. */
+ * fp32. The BatchNorm before packing is one fused multiply-add (fmaf), as in
+ * every faster kernel, so packing is bit-identical everywhere. Faster
+ * backends are tested against these. */
 #include "kernels/backend.h"
 #include "kernels/ref/ref_bf16.h"
 
+#include <math.h>
 #include <string.h>
 
 void cx_bf16_pack_conv_weights(const float *w, int Cout, int Cin, int k, uint16_t *out)
@@ -26,7 +29,7 @@ void ref_pack_bf16(const float *x, int K, int64_t P, const float *scale, const f
         for (int64_t p = 0; p < P; p++) {
             float v = x[(int64_t)k * P + p];
             if (scale) {
-                v = v * scale[k] + shift[k];
+                v = fmaf(v, scale[k], shift[k]);
                 v = v > 0.0f ? v : 0.0f;
             }
             out[(int64_t)(k / 2) * 2 * Pp + 2 * p + (k & 1)] = cx_f32_to_bf16(v);
@@ -83,7 +86,7 @@ void ref_pack_bf16_grid(const float *x, int K, int N, int H, int W, const float 
                 for (int xx = 0; xx < W; xx++) {
                     float v = x[(int64_t)c * P + ((int64_t)n * H + y) * W + xx];
                     if (scale) {
-                        v = v * scale[c] + shift[c];
+                        v = fmaf(v, scale[c], shift[c]);
                         v = v > 0.0f ? v : 0.0f;
                     }
                     int64_t col = g.G + ((int64_t)n * g.Hq + y + p) * g.Wq + xx + p;
