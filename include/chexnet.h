@@ -242,7 +242,10 @@ size_t cx_ctx_arena_bytes(const cx_ctx *c);
  * dense-block and transition convolution (after their BatchNorm + ReLU) and
  * those convolutions' weights to bfloat16, with fp32 accumulation; the stem,
  * the BatchNorms, pooling and the classifier stay fp32. It is fast where the
- * CPU has AMX or AVX512-BF16 (see cx_bf16_kernel) and correct everywhere.
+ * CPU has AMX or AVX512-BF16 (see cx_bf16_kernel). Elsewhere its only kernel
+ * is portable C, slower than fp32, so the context stays F32: see
+ * cx_precision_effective and cx_ctx_precision (CHEXNET_BF16_KERNEL=portable
+ * runs that kernel anyway, for tests and comparisons).
  * Setting BF16 packs the model's current weights (again after they change)
  * into a second arena planned here; cx_forward still allocates nothing. */
 typedef enum { CX_PRECISION_F32 = 0, CX_PRECISION_BF16 = 1 } cx_precision;
@@ -251,12 +254,22 @@ const char *cx_precision_name(cx_precision p);
 int cx_precision_parse(const char *s);
 cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err);
 cx_precision cx_ctx_precision(const cx_ctx *c);
+/* The precision a context of this backend runs when p is asked for on this
+ * machine: p, or F32 where BF16 would only be slower (see above). */
+cx_precision cx_precision_effective(cx_backend_id backend, cx_precision p);
 /* The bf16 convolution kernel a backend runs on this machine: "amx",
  * "avx512-bf16", "portable" (cpu backend) or "reference". */
 const char *cx_bf16_kernel(cx_backend_id backend);
-/* The fp32 GEMM a backend runs on this machine: "avx512" (chexnet's own) or
- * "blas" (cpu backend), or "reference". */
+/* The fp32 GEMM a backend runs on this machine: the cpu backend's
+ * microkernel of the instruction-set variant chosen for this CPU ("avx512
+ * 8x32", "avx2 6x16", "sse2 4x8", "neon 8x8"; CHEXNET_ISA lowers the
+ * choice), or "reference". */
 const char *cx_gemm_kernel(cx_backend_id backend);
+/* The cpu backend's instruction-set variant on this machine ("avx512",
+ * "avx2", "baseline", "neon", "portable"), and every variant this build
+ * has, best first, separated by spaces. */
+const char *cx_cpu_variant_name(void);
+const char *cx_cpu_variants_built(void);
 
 /* input: n (<= batch) normalised images, layout NCHW [n][in_channels][H][W];
  * logits: [n][num_classes]. Probabilities are cx_sigmoid(logit). */

@@ -1,8 +1,9 @@
 /* bf16 inference: rounding, the packed layouts, and the CPU backend's bf16
  * kernels against the plain-C reference (kernels/ref/ref_bf16.c), from single
  * ops to a small DenseNet. CTest runs this program once per kernel the CPU can
- * run (CHEXNET_BF16_KERNEL = default/AMX, avx512-bf16, portable); the program
- * prints which one it tested. */
+ * run (CHEXNET_BF16_KERNEL = default/AMX, avx512-bf16, portable; and with
+ * CHEXNET_ISA=avx2, a CPU without bf16 instructions); the program prints
+ * which one it tested. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,8 +250,39 @@ static void test_forward_small(void **state)
     cx_model_free(m);
 }
 
+/* Where the CPU has no bf16 instructions, bf16 would run the portable kernel,
+ * slower than fp32, so a context asked for bf16 stays fp32 and computes the
+ * fp32 logits, bit for bit. (The kernel itself is then tested by name,
+ * CHEXNET_BF16_KERNEL=portable.) */
+static void test_fallback(void **state)
+{
+    cx_model *m = small_densenet();
+    assert_non_null(m);
+    cx_err err = {0};
+    cx_rng r;
+    cx_rng_seed(&r, 45);
+    float *in = rand_buf(&r, (size_t)2 * 3 * 32 * 32, -2, 2), l32[10], l16[10];
+    cx_ctx *c = NULL;
+    assert_int_equal(cx_ctx_new(m, 2, 32, 32, CX_BACKEND_CPU, &c, &err), CX_OK);
+    assert_int_equal(cx_forward(c, in, 2, l32, &err), CX_OK);
+    assert_int_equal(cx_ctx_set_precision(c, CX_PRECISION_BF16, &err), CX_OK);
+    assert_int_equal(cx_ctx_precision(c), CX_PRECISION_F32);
+    assert_int_equal(cx_forward(c, in, 2, l16, &err), CX_OK);
+    assert_memory_equal(l16, l32, sizeof l32);
+    free(in);
+    cx_ctx_free(c);
+    cx_model_free(m);
+}
+
 int main(void)
 {
+    if (cx_precision_effective(CX_BACKEND_CPU, CX_PRECISION_BF16) != CX_PRECISION_BF16) {
+        printf("this CPU has no bf16 instructions: bf16 contexts stay fp32\n");
+        const struct CMUnitTest fb[] = {cmocka_unit_test(test_fallback)};
+        if (cmocka_run_group_tests(fb, NULL, NULL))
+            return 1;
+        setenv("CHEXNET_BF16_KERNEL", "portable", 1);
+    }
     printf("bf16 kernel under test: %s\n", cx_bf16_kernel(CX_BACKEND_CPU));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rounding),

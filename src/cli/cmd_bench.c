@@ -104,6 +104,11 @@ int cmd_bench(int argc, char **argv)
         cli_error("bench", "--train needs --batch >= 2");
         return 2;
     }
+    if (cx_precision_effective(be, (cx_precision)prec) != (cx_precision)prec) {
+        cli_error("bench", "warning: this CPU has neither AMX nor AVX512-BF16, where bf16 would "
+                           "be slower than fp32: timing fp32");
+        prec = CX_PRECISION_F32;
+    }
     cx_set_threads((int)threads);
     cx_err err = {0};
     cx_model *m = NULL;

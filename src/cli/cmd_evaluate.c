@@ -114,6 +114,9 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         cli_error(CMD, "out of memory");
         goto out;
     }
+    if (cx_precision_effective(CX_BACKEND_CPU, prec) != prec)
+        cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16, where bf16 would be "
+                       "slower than fp32: running fp32");
     if (cx_pred_new((int)files.n, nc, names, &p, &err) ||
         cx_ctx_new(m, batch * crops, S, S, CX_BACKEND_CPU, &ctx, &err) ||
         cx_ctx_set_precision(ctx, prec, &err)) {

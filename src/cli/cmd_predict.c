@@ -501,11 +501,10 @@ int cmd_predict(int argc, char **argv)
             return 2;
         }
     }
-    if (prec == CX_PRECISION_BF16 && backend == CX_BACKEND_CPU &&
-        !strcmp(cx_bf16_kernel(backend), "portable"))
-        cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16: bf16 runs in "
-                       "portable C, slower than fp32");
-    cx_set_threads((int)threads); /* 0: all cores (OpenMP and BLIS alike) */
+    if (cx_precision_effective(backend, (cx_precision)prec) != (cx_precision)prec)
+        cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16, where bf16 would be "
+                       "slower than fp32: running fp32");
+    cx_set_threads((int)threads); /* 0: all cores */
 
     /* packs made by 'chexnet prepare': all inputs, or none */
     size_t npack = 0;

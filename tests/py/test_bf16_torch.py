@@ -10,7 +10,8 @@ realistic BatchNorm statistics and real NIH X-rays:
   2. against PyTorch fp32: the error is bf16's (rel L2 <= 1.5x the
      emulation's; with random weights logits reach +-15 and the emulation
      itself moves probabilities by about 1e-2);
-  3. each bf16 kernel this CPU has (AMX, AVX512-BF16): same checks;
+  3. each bf16 kernel this CPU has (AMX, AVX512-BF16; the portable one, by
+     name, on a CPU with neither): same checks;
   4. the shipped pneumonia model: bf16 vs fp32 probabilities within 1e-2 on
      the committed sample X-rays (paediatric JPEGs and NIH PNGs).
 """
@@ -84,7 +85,11 @@ def kernels():
                         "1", "--warmup", "0", "--precision", "bf16", "--json"],
                        capture_output=True, text=True)
     import json
-    k = json.loads(r.stdout)["kernel"] if r.returncode == 0 else "unknown"
+    js = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else {}
+    if js.get("precision") == "fp32":
+        # no bf16 instructions: bf16 runs fp32 unless the portable kernel is named
+        return [("portable", "portable")]
+    k = js.get("kernel", "unknown")
     return [(k, None)] + ([("avx512-bf16", "avx512-bf16")] if k == "amx" else [])
 
 

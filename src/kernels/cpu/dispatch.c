@@ -2,6 +2,7 @@
  * (CX_CPU_VARIANTS, a list X(name) ... best first, set by the build), which
  * the CPU can run (util/cpu.h, after CHEXNET_ISA), and the entry points that
  * call the chosen one. Compiled once, for the baseline. */
+#include "chexnet.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/variant.h"
 #include "util/cpu.h"
@@ -101,3 +102,15 @@ void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, 
 const char *cx_sgemm_kernel(void) { return best()->gemm_kernel(); }
 
 int cx_sgemm_depth(int K) { return best()->gemm_depth(K); }
+
+const char *cx_cpu_variant_name(void) { return best()->name; }
+
+const char *cx_cpu_variants_built(void)
+{
+    static const char names[] =
+#define X(v) " " #v
+        CX_CPU_VARIANTS
+#undef X
+        ;
+    return names + 1;
+}
