@@ -63,6 +63,20 @@ static void pack_bt_scalar(const float *B, int ldb, int k0, int kfrom, int kc, i
 #include "kernels/cpu/ukr_vec.inc"
 #endif
 
+/* Prefetches (towards L2) rows [ka, kb) of the NR-column panel of B (not
+ * transposed) at column n0: the next panel a thread will pack, while it
+ * computes with the current one. Its rows are ldb floats apart, often in
+ * different pages, where no hardware prefetcher follows; without this the
+ * packing waits on memory. */
+static inline void prefetch_panel(const float *B, int ldb, int ka, int kb, int n0)
+{
+    for (int k = ka; k < kb; k++) {
+        const char *p = (const char *)(B + (int64_t)k * ldb + n0);
+        for (int off = 0; off < (int)(NR * sizeof(float)); off += 64)
+            __builtin_prefetch(p + off, 0, 2);
+    }
+}
+
 /* Per-thread buffers kept between calls (a thread's first call, or a larger
  * size, allocates): steady-state passes allocate nothing. */
 static _Thread_local float *tls_a, *tls_b;
@@ -279,6 +293,9 @@ static void conv_same_blocked(int Cout, int Cin, int k, const float *w, int N, i
                 const float *rows[MR];
                 for (int r = 0; r < MR; r++)
                     rows[r] = pa + (size_t)b * MR * Cin + r;
+                if (nb + 1 < nN) /* the next panel's rows, during this one */
+                    prefetch_panel(x, (int)ldx, (int)((int64_t)Cin * b / nblk),
+                                   (int)((int64_t)Cin * (b + 1) / nblk), (int)(n0 + NR));
                 ukr_taps(Cin, rows, MR, pb, r0 + b * MR, mr, kk, shift, valid, y, ldy, (int)n0,
                          P);
             }
@@ -345,9 +362,12 @@ static void sgemm_blocked(const a_view *av, int tb, int M, int N, int K, const f
                            pa + (size_t)mb * MR * kcmax);
             }
             int packed = -1; /* the panel in pb (a thread's tasks are consecutive) */
-#pragma omp for schedule(static)
-            for (int t = 0; t < ntask; t++) {
+            int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+            int t0 = (int)((int64_t)ntask * tid / nth), t1 = (int)((int64_t)ntask * (tid + 1) / nth);
+            for (int t = t0; t < t1; t++) {
                 int nb = t / groups, g = t % groups;
+                /* the panel this thread packs next, if another: fetched during this task */
+                int nbn = t + 1 < t1 && (t + 1) / groups != nb && !tb ? (t + 1) / groups : -1;
                 int n0 = nb * NR, nr = N - n0 < NR ? N - n0 : NR;
                 int mb0 = (int)((int64_t)nM * g / groups);
                 int mb1 = (int)((int64_t)nM * (g + 1) / groups);
@@ -374,6 +394,11 @@ static void sgemm_blocked(const a_view *av, int tb, int M, int N, int K, const f
                         }
                         cs = av->s_k;
                     }
+                    if (nbn >= 0) {
+                        int i = mb - mb0, cnt = mb1 - mb0;
+                        prefetch_panel(B, ldb, k0 + (int)((int64_t)kc * i / cnt),
+                                       k0 + (int)((int64_t)kc * (i + 1) / cnt), nbn * NR);
+                    }
                     float *c = C + (int64_t)mb * MR * ldc + n0;
                     if (eg)
                         ukr_grad(kc, rows, cs, pb, eg, mb * MR, n0, c, ldc, mr, nr, sums);
@@ -381,6 +406,7 @@ static void sgemm_blocked(const a_view *av, int tb, int M, int N, int K, const f
                         ukr(kc, rows, cs, pb, c, ldc, mr, nr, accumulate || k0 > 0);
                 }
             }
+#pragma omp barrier /* every thread is done with pa before it is packed again */
         }
     }
     if (oom) { /* a thread could not get its buffers; nothing was computed */
