@@ -77,6 +77,25 @@ static inline void prefetch_panel(const float *B, int ldb, int ka, int kb, int n
     }
 }
 
+/* pack_a for conv_same's A: rows r0.. (mr of them, zero rows after) of
+ * (q, co) with co fastest, co in [co0, co0 + nco): row r is tap q = r / nco
+ * of channel co = co0 + r % nco, pa[k*MR + i] = w[co][k][q]. */
+static void pack_a_taps(const float *w, int Cin, int kk, int co0, int nco, int r0, int mr,
+                        float *pa)
+{
+    for (int i = 0; i < MR; i++) {
+        if (i < mr) {
+            int r = r0 + i;
+            const float *src = w + (int64_t)(co0 + r % nco) * Cin * kk + r / nco;
+            for (int k = 0; k < Cin; k++)
+                pa[(size_t)k * MR + i] = src[(int64_t)k * kk];
+        } else {
+            for (int k = 0; k < Cin; k++)
+                pa[(size_t)k * MR + i] = 0.0f;
+        }
+    }
+}
+
 /* Per-thread buffers kept between calls (a thread's first call, or a larger
  * size, allocates): steady-state passes allocate nothing. */
 static _Thread_local float *tls_a, *tls_b;
@@ -244,7 +263,10 @@ static void conv_same_blocked(int Cout, int Cin, int k, const float *w, int N, i
     {
         int nth = omp_get_num_threads(), tid = omp_get_thread_num();
         int co0 = (int)((int64_t)Cout * tid / nth), co1 = (int)((int64_t)Cout * (tid + 1) / nth);
-        int r0 = co0 * kk, nrows = (co1 - co0) * kk, nblk = (nrows + MR - 1) / MR;
+        /* the thread's rows of A are (q, co), co fastest: consecutive rows of a
+         * block add into different channels, so no store in the epilogue is
+         * read back by the next row's (partly overlapping, shifted) load */
+        int nco = co1 - co0, nrows = nco * kk, nblk = (nrows + MR - 1) / MR;
         float *pb = grow(&tls_b, &tls_b_n, (size_t)NR * Cin);
         float *pa = nblk ? grow(&tls_a, &tls_a_n, (size_t)nblk * MR * Cin) : NULL;
         if (!pb || (nblk && !pa)) {
@@ -260,7 +282,7 @@ static void conv_same_blocked(int Cout, int Cin, int k, const float *w, int N, i
                 memset(y + co * ldy, 0, sizeof(float) * (size_t)P);
             for (int b = 0; b < nblk; b++) {
                 int mr = nrows - b * MR < MR ? nrows - b * MR : MR;
-                pack_a_taps(w, Cin, kk, r0 + b * MR, mr, pa + (size_t)b * MR * Cin);
+                pack_a_taps(w, Cin, kk, co0, nco, b * MR, mr, pa + (size_t)b * MR * Cin);
             }
         }
         for (int nb = 0; !skip && nb < nN && nblk; nb++) {
@@ -296,7 +318,9 @@ static void conv_same_blocked(int Cout, int Cin, int k, const float *w, int N, i
                 if (nb + 1 < nN) /* the next panel's rows, during this one */
                     prefetch_panel(x, (int)ldx, (int)((int64_t)Cin * b / nblk),
                                    (int)((int64_t)Cin * (b + 1) / nblk), (int)(n0 + NR));
-                ukr_taps(Cin, rows, MR, pb, r0 + b * MR, mr, kk, shift, valid, y, ldy, (int)n0,
+                int rb = b * MR;
+                ukr_taps(Cin, rows, MR, pb, co0 + rb % nco, rb / nco, co0, co1, mr, shift, valid,
+                         y, ldy, (int)n0,
                          P);
             }
         }
