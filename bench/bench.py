@@ -2,8 +2,8 @@
 """Side-by-side benchmark: chexnet, PyTorch and ONNX Runtime on this machine,
 in one run, with the machine's own GEMM peak as the yardstick.
 
-  bench/bench.py [--chexnet build/chexnet] [--repeat 10] [--threads N] [--quick]
-                 [--isa avx2|baseline] [--no-torch] [--no-onnx] [--json FILE]
+  bench/bench.py [--chexnet build/chexnet] [--repeat 10] [--rounds 3] [--threads N]
+                 [--quick] [--isa avx2|baseline] [--no-torch] [--no-onnx] [--json FILE]
 
 Each configuration runs in its own process (so peak RSS is per process):
   GEMM peak        oneDNN's sgemm on a 3072^3 square (libdnnl from Debian)
@@ -14,7 +14,10 @@ Each configuration runs in its own process (so peak RSS is per process):
                    training step batch 16: eager, channels_last, memory_efficient=True
   ONNX Runtime     forward batch 1 and 16 (onnxruntime-node from npm, run by Node.js,
                    on torchvision's densenet121 exported with torch.onnx.export)
-Medians over repeats after warm-up; images/s; GFLOP/s (DenseNet-121 224x224:
+The configurations run in turn, --rounds times over (a virtual machine's
+speed drifts by tens of percent over minutes; taking turns lets every system
+see the same drift): each figure is the median over rounds of each round's
+median over repeats after warm-up; images/s; GFLOP/s (DenseNet-121 224x224:
 5.67 GFLOP forward, 3x per trained image); ratios to PyTorch's best and to
 ONNX Runtime; the share of the GEMM peak. Timings are reported, never asserted.
 
@@ -249,7 +252,9 @@ def main():
     ap.add_argument("--chexnet", default=os.path.join(HERE, "..", "build", "chexnet"))
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="times every configuration runs, in turn with the others")
+    ap.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up, 1 round")
     ap.add_argument("--isa", choices=["avx2", "baseline"],
                     help="cap every system to this instruction set")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
@@ -261,6 +266,8 @@ def main():
         {"torch": torch_worker, "gemm": gemm_worker}[a.worker[0]](json.loads(a.worker[1]))
         return
     rep, wu = (3, 1) if a.quick else (a.repeat, 2)
+    if a.quick:
+        a.rounds = 1
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
     if a.isa:
         cap = {"avx2": "AVX2", "baseline": "SSE41"}[a.isa]
@@ -275,14 +282,14 @@ def main():
     ort = "left out (--no-onnx)" if a.no_onnx else \
         "left out: --isa caps nothing in ONNX Runtime" if a.isa else ort_setup()
     have_bf16 = run_chexnet(a.chexnet, "bf16", 1, a.threads, 1, 0, env).get("precision") == "bf16"
-    rows = []
     plan = [("forward", 1), ("forward", 16), ("train", 16)]
     if have_bf16:
         plan += [("bf16", 1), ("bf16", 16)]
-    for what, batch in plan:
+    jobs = []  # (row index, system, thunk)
+    for i, (what, batch) in enumerate(plan):
         r_rep = max(3, rep // 3) if what == "train" else rep
-        ours = run_chexnet(a.chexnet, what, batch, a.threads, r_rep, wu, env)
-        theirs = {}
+        jobs.append((i, "chexnet", lambda w=what, b=batch, n=r_rep:
+                     run_chexnet(a.chexnet, w, b, a.threads, n, wu, env)))
         if not a.no_torch:
             variants = {"forward": ["eager", "channels_last", "jit"],
                         "bf16": ["bf16 eager", "bf16 channels_last"],
@@ -293,10 +300,29 @@ def main():
                        "threads": a.threads, "repeat": r_rep, "warmup": wu,
                        "variant": "eager" if base == "memory_efficient" else base,
                        "memory_efficient": base == "memory_efficient", "bf16": what == "bf16"}
-                theirs["torch " + v] = worker("torch", cfg, env)
+                jobs.append((i, "torch " + v, lambda c=cfg: worker("torch", c, env)))
         if what == "forward" and isinstance(ort, tuple):
-            theirs["onnxruntime"] = run_ort(ort, batch, a.threads, rep, wu)
-        rows.append({"what": what, "batch": batch, "chexnet": ours, "others": theirs})
+            jobs.append((i, "onnxruntime", lambda b=batch: run_ort(ort, b, a.threads, rep, wu)))
+    got = {}
+    for rnd in range(a.rounds):
+        for i, system, thunk in jobs:
+            got.setdefault((i, system), []).append(thunk())
+    rows = []
+    for i, (what, batch) in enumerate(plan):
+        res = {}
+        for (j, system), rs in got.items():
+            if j != i:
+                continue
+            ok = [r for r in rs if "error" not in r]
+            if not ok:
+                res[system] = rs[-1]
+                continue
+            res[system] = dict(ok[-1], median_s=median([r["median_s"] for r in ok]),
+                               min_s=min(r["min_s"] for r in ok),
+                               peak_rss_mb=max(r["peak_rss_mb"] for r in ok),
+                               rounds_s=[r["median_s"] for r in ok])
+        rows.append({"what": what, "batch": batch, "chexnet": res.pop("chexnet"),
+                     "others": res})
 
     kern = next((r["chexnet"].get("kernel") for r in rows if "kernel" in r["chexnet"]), "?")
     print("machine: %s, %d CPUs; chexnet fp32 GEMM: %s%s" % (
@@ -310,7 +336,8 @@ def main():
         print("ONNX Runtime: %s" % ort)
     if not have_bf16:
         print("bf16: this CPU has no bf16 instructions (chexnet runs fp32 for --precision bf16)")
-    print("%d threads, median of repeats (lower time is better)" % a.threads)
+    print("%d threads; median over %d rounds of the median of repeats (lower time is better)"
+          % (a.threads, a.rounds))
     print("%-23s %-27s %10s %9s %9s %7s %9s" % ("figure", "system", "time", "img/s", "GFLOP/s",
                                                "% peak", "peak RSS"))
     for row in rows:

@@ -430,7 +430,9 @@ static void sgemm_blocked(const a_view *av, int tb, int M, int N, int K, const f
                         ukr(kc, rows, cs, pb, c, ldc, mr, nr, accumulate || k0 > 0);
                 }
             }
+            if (k0 + kcmax < K) {
 #pragma omp barrier /* every thread is done with pa before it is packed again */
+            }
         }
     }
     if (oom) { /* a thread could not get its buffers; nothing was computed */
