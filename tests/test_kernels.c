@@ -19,6 +19,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/variant.h"
+#include "kernels/ref/ref_f64.h"
 #include "model/model_internal.h"
 #include "util/rng.h"
 #include "cx_testutil.h"
@@ -32,6 +33,82 @@ static double gamma_n(int n)
 {
     double u = ldexp(1.0, -24);
     return n * u / (1.0 - n * u);
+}
+
+/* The convolutions' results against the reference, whose float loops sum in
+ * double and round once. An element of a GEMM-based kernel that sums its
+ * products in `depth` levels (V->gemm_depth) is within gamma_depth * mag of
+ * the exact value, mag = the sum of the magnitudes of its products; so
+ *     |got - ref| <= gamma_depth * mag + u |ref|.
+ * Where the input is a BatchNorm + ReLU computed in the kernel (with or
+ * without a fused multiply-add), each input value may differ by 2u (|x sc|
+ * + |a|) as well: mag is then computed from |x sc| + a instead of a, with
+ * 2u more in the factor. mag comes from the double reference on absolute
+ * values. The bound holds on every CPU; a wrong element breaks it by orders
+ * of magnitude. */
+static void check_bound(const char *what, const float *got, const float *ref, const double *mag,
+                        size_t n, int depth, int bn)
+{
+    double u = ldexp(1.0, -24), g = gamma_n(depth) + (bn ? 2.01 * u : 0.0), worst = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        double q = fabs((double)got[i] - ref[i]) / (g * mag[i] + u * fabs(ref[i]) + 1e-37);
+        if (!(q <= worst)) { /* NaN too */
+            worst = q;
+            at = i;
+        }
+    }
+    if (!(worst <= 1.0))
+        fail_msg("%s (%s): element %zu %.9g vs %.9g is %.3g x the bound (gamma_%d%s)", what,
+                 V->gemm_kernel(), at, got[at], ref[at], worst, depth, bn ? " + BN" : "");
+}
+
+static double *to_abs64(const float *v, size_t n)
+{
+    double *d = malloc(sizeof(double) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++)
+        d[i] = fabs((double)v[i]);
+    return d;
+}
+
+/* |x sc| + max(0, x sc + sh) per element, CNHW [C][P], in double */
+static double *bn_mag64(const float *x, int C, int64_t P, const float *sc, const float *sh)
+{
+    double *d = malloc(sizeof(double) * (size_t)(C * P));
+    for (int c = 0; c < C; c++)
+        for (int64_t p = 0; p < P; p++) {
+            double xs = (double)x[c * P + p] * sc[c], a = xs + sh[c];
+            d[c * P + p] = fabs(xs) + (a > 0 ? a : 0);
+        }
+    return d;
+}
+
+/* sum of |w| |x| of each output of conv2d (double reference) */
+static double *conv_mag(const double *xa, int Cin, int N, int H, int W, const float *w, int Cout,
+                        int k, int s, int pad)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    double *wa = to_abs64(w, (size_t)Cout * Cin * k * k);
+    double *m = malloc(sizeof(double) * (size_t)Cout * N * Ho * Wo);
+    cx_ops_ref64()->conv2d(xa, Cin, N, H, W, wa, Cout, k, s, pad, m, NULL, 0);
+    free(wa);
+    return m;
+}
+
+/* sums of magnitudes of conv2d_backward's products: dw from |dy| and xa,
+ * dx from |w| and |dy| */
+static void conv_bwd_mag(const double *xa, int Cin, int N, int H, int W, const float *w,
+                         int Cout, int k, int s, int pad, const float *dy, double **mdw,
+                         double **mdx)
+{
+    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
+    size_t nw = (size_t)Cout * Cin * k * k;
+    double *wa = to_abs64(w, nw), *dya = to_abs64(dy, (size_t)Cout * N * Ho * Wo);
+    *mdw = calloc(nw, sizeof(double));
+    *mdx = malloc(sizeof(double) * (size_t)Cin * N * H * W);
+    cx_ops_ref64()->conv2d_backward(xa, Cin, N, H, W, wa, Cout, k, s, pad, dya, *mdw, *mdx, 0,
+                                    NULL, 0);
+    free(wa), free(dya);
 }
 
 /* max |a-b| / (1 + max|b|) over n values */
@@ -88,11 +165,11 @@ static void check_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int
     size_t sn = CPU->conv_scratch(Cin, N, H, W, Cout, k, s, pad);
     float *scratch = malloc((sn + 1) * 4);
     CPU->conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y2, scratch, sn);
-    double e = rel_err(y2, y1, ny);
-    if (e > 1e-5)
-        fail_msg("conv %dx%d s%d p%d Cin %d N %d %dx%d: rel err %g", k, k, s, pad, Cin, N, H, W,
-                 e);
-    free(x), free(w), free(y1), free(y2), free(scratch);
+    double *xa = to_abs64(x, nx), *mag = conv_mag(xa, Cin, N, H, W, w, Cout, k, s, pad);
+    char what[96];
+    snprintf(what, sizeof what, "conv %dx%d s%d p%d Cin %d N %d %dx%d", k, k, s, pad, Cin, N, H, W);
+    check_bound(what, y2, y1, mag, ny, V->gemm_depth(Cin * k * k) + k * k, 0);
+    free(x), free(w), free(y1), free(y2), free(scratch), free(xa), free(mag);
 }
 
 static void test_conv(void **state)
@@ -194,17 +271,30 @@ static void test_conv1x1_bn_relu(void **state)
         float *y1 = malloc(sizeof(float) * (size_t)(Cout * P)), *y2 = malloc(sizeof(float) * (size_t)(Cout * P));
         cx_ops_ref()->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y1, scr);
         CPU->conv1x1_bn_relu(x, Cin, P, sc, sh, w, Cout, y2, scr);
-        assert_true(rel_err(y2, y1, (size_t)(Cout * P)) < 1e-5);
+        double *xm = bn_mag64(x, Cin, P, sc, sh);
+        double *mag = conv_mag(xm, Cin, 1, 1, (int)P, w, Cout, 1, 1, 0), *mdw, *mda;
+        conv_bwd_mag(xm, Cin, 1, 1, (int)P, w, Cout, 1, 1, 0, dy, &mdw, &mda);
+        check_bound("conv1x1_bn_relu y", y2, y1, mag, (size_t)(Cout * P), V->gemm_depth(Cin), 1);
         float *dw1 = rand_buf(&r, (size_t)Cout * Cin, -1, 1), *dw2 = malloc(sizeof(float) * (size_t)Cout * Cin);
         memcpy(dw2, dw1, sizeof(float) * (size_t)Cout * Cin);
         float *da1 = rand_buf(&r, (size_t)(Cin * P), -1, 1), *da2 = malloc(sizeof(float) * (size_t)(Cin * P));
         memcpy(da2, da1, sizeof(float) * (size_t)(Cin * P));
+        double *dw0 = to_abs64(dw1, (size_t)Cout * Cin), *da0 = to_abs64(da1, (size_t)(Cin * P));
         for (int acc = 0; acc < 2; acc++) {
             cx_ops_ref()->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw1, da1, acc, scr);
             CPU->conv1x1_bn_relu_backward(x, Cin, P, sc, sh, w, Cout, dy, dw2, da2, acc, scr);
-            assert_true(rel_err(dw2, dw1, (size_t)Cout * Cin) < 1e-5);
-            assert_true(rel_err(da2, da1, (size_t)(Cin * P)) < 1e-5);
+            /* the values added to, and the products: (acc + 1) x the sums
+             * (dw accumulates in both passes) */
+            for (size_t i = 0; i < (size_t)Cout * Cin; i++)
+                dw0[i] += mdw[i];
+            for (size_t i = 0; i < (size_t)(Cin * P); i++)
+                da0[i] = (acc ? da0[i] : 0) + mda[i];
+            check_bound("conv1x1_bn_relu_backward dw", dw2, dw1, dw0, (size_t)Cout * Cin,
+                        V->gemm_depth((int)P) + 1, 1);
+            check_bound("conv1x1_bn_relu_backward da", da2, da1, da0, (size_t)(Cin * P),
+                        V->gemm_depth(Cout) + 1, 0);
         }
+        free(xm), free(mag), free(mdw), free(mda), free(dw0), free(da0);
         free(x), free(w), free(sc), free(sh), free(dy), free(scr), free(y1), free(y2);
         free(dw1), free(dw2), free(da1), free(da2);
     }
@@ -243,12 +333,21 @@ static void test_conv2d_bn_relu(void **state)
                                            act, scr, sn);
             free(scr);
         }
-        double e[3] = {rel_err(y[1], y[0], ny), rel_err(dw[1], dw[0], nw),
-                       rel_err(da[1], da[0], nx)};
-        for (int i = 0; i < 3; i++)
-            if (!(e[i] < 1e-5))
-                fail_msg("conv2d_bn_relu %dx%d Cin %d N %d %dx%d (%s): %s rel err %g", k, k, Cin,
-                         N, H, W, V->gemm_kernel(), (const char *[]){"y", "dw", "da"}[i], e[i]);
+        /* kn2row: the k*k taps of a K = Cin product added one by one; backward:
+         * dw over the P positions, da over the k*k*Cout shifted rows */
+        double *xm = bn_mag64(x, Cin, (int64_t)N * H * W, sc, sh);
+        double *mag = conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad), *mdw, *mda;
+        conv_bwd_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad, dy, &mdw, &mda);
+        char what[96];
+        snprintf(what, sizeof what, "conv2d_bn_relu %dx%d Cin %d N %d %dx%d y", k, k, Cin, N, H, W);
+        check_bound(what, y[1], y[0], mag, ny, V->gemm_depth(Cin) + k * k, 1);
+        what[strlen(what) - 1] = 0;
+        strcat(what, "dw");
+        check_bound(what, dw[1], dw[0], mdw, nw, V->gemm_depth(N * H * W) + 1, 1);
+        what[strlen(what) - 2] = 0;
+        strcat(what, "da");
+        check_bound(what, da[1], da[0], mda, nx, V->gemm_depth(k * k * Cout), 0);
+        free(xm), free(mag), free(mdw), free(mda);
         for (int b = 0; b < 2; b++)
             free(y[b]), free(dw[b]), free(da[b]);
         free(x), free(w), free(sc), free(sh), free(dy), free(act);
@@ -284,10 +383,14 @@ static void test_conv_same(void **state)
             memcpy(a, x, sizeof(float) * nx);
         cx_ops_ref()->conv2d(a, Cin, N, H, W, w, Cout, k, 1, pad, y1, NULL, 0);
         V->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
-        double e = rel_err(y2, y1, ny);
-        if (!(e < 1e-5) || y2[ny] != guard)
-            fail_msg("conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d (%s): rel err %g", k, k,
-                     Cin, N, H, W, Cout, bn, V->gemm_kernel(), e);
+        double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
+        double *mag = conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
+        char what[96];
+        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d", k, k, Cin,
+                 N, H, W, Cout, bn);
+        check_bound(what, y2, y1, mag, ny, V->gemm_depth(Cin) + k * k, bn);
+        assert_true(y2[ny] == guard);
+        free(xm), free(mag);
         free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
     }
 }
