@@ -6,4 +6,8 @@ set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
 set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
 set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# The programs start through the target's dynamic loader: qemu-user 7.2
+# loading a dynamic executable itself leaves its threads hanging at their
+# first pthread_create (seen with Debian 12's qemu-user and glibc 2.36).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1
+    --library-path /usr/aarch64-linux-gnu/lib:/usr/lib/aarch64-linux-gnu)

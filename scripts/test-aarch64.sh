@@ -30,5 +30,6 @@ cmake -S . -B $B -DCMAKE_TOOLCHAIN_FILE=cmake/aarch64-linux-gnu.cmake \
       -DCMAKE_BUILD_TYPE=Release -DCX_BUILD_TESTS=ON >/dev/null
 cmake --build $B -j"$(nproc)" 2>&1 | grep -E "warning|error" || true
 cmake --build $B -j"$(nproc)" >/dev/null
-qemu-aarch64 -L /usr/aarch64-linux-gnu $B/chexnet --version
+qemu-aarch64 /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 \
+  --library-path /usr/aarch64-linux-gnu/lib:/usr/lib/aarch64-linux-gnu $B/chexnet --version
 (cd $B && ctest --output-on-failure --timeout 7200 -R '^test_' "$@")
