@@ -59,6 +59,36 @@ cx_status cx_seterr(cx_err *err, cx_status code, const char *fmt, ...)
  * folder is fine, an existing non-folder is an error naming it. */
 cx_status cx_mkdir_p(const char *dir, cx_err *err);
 
+/* ----------------------------------------------------------------- limits */
+
+/* Bounds on untrusted input, checked before the memory is spent (while a
+ * file is read, or from an image's header): input beyond one is refused
+ * with CX_ELIMIT and a message naming the limit and the chexnet option that
+ * raises it. Process-wide; set them before starting work (the CLI sets them
+ * from its options, below). With the defaults, the largest input accepted
+ * costs about 1 GiB (the text limits) and a few hundred MiB (an image). */
+typedef struct {
+    /* Pixels (width x height) of one image (PNG, JPEG): 67108864 (8192 x
+     * 8192). Images are also refused beyond CX_IMAGE_MAX_SIDE per side,
+     * so the largest value that matters is 16384^2. chexnet --max-pixels. */
+    uint64_t max_pixels;
+    /* Lines of one text table or list (CSV, split list, labels,
+     * predictions, manifest), counted while it is read: 10000000.
+     * At most 2000000000. chexnet --max-rows. */
+    uint64_t max_rows;
+    /* Bytes of one text table or list after gzip decompression:
+     * 1073741824 (1 GiB). chexnet --max-bytes. */
+    uint64_t max_bytes;
+} cx_limits;
+
+#define CX_LIMIT_MAX_ROWS 2000000000u
+void cx_limits_default(cx_limits *l);
+/* The limits in force. */
+void cx_limits_get(cx_limits *l);
+/* Sets the limits; a field of 0 selects its default. CX_EARG for a value
+ * beyond what can be represented (max_rows above CX_LIMIT_MAX_ROWS). */
+cx_status cx_limits_set(const cx_limits *l, cx_err *err);
+
 /* ---------------------------------------------------------------- threads */
 
 /* Number of threads used by OpenMP loops and BLAS; n <= 0 means all cores. */
@@ -341,6 +371,14 @@ cx_status cx_image_convert(const cx_image *in, int channels, cx_image *out,
  * vertical, 22-bit fixed-point coefficients): bit-exact. */
 cx_status cx_image_resize(const cx_image *in, int width, int height,
                           cx_image *out, cx_err *err);
+/* cx_image_load(path, channels) followed by cx_image_resize(width, height),
+ * with the same pixels, but row by row: each decoded row is resampled
+ * horizontally as it arrives and only the rows the vertical pass needs are
+ * kept, so the decoded image is never held (interlaced PNGs excepted: libpng
+ * assembles them whole, at 8 bits per sample). A 16384 x 16384 X-ray resized
+ * to 224 x 224 needs about 16384 x 224 x channels bytes. */
+cx_status cx_image_load_resized(const char *path, int channels, int width,
+                                int height, cx_image *out, cx_err *err);
 /* torchvision transforms.Resize(size) with an int: the shorter side becomes
  * size, the longer int(size * long / short); BILINEAR as above. */
 cx_status cx_image_resize_short(const cx_image *in, int size, cx_image *out,

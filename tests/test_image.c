@@ -566,6 +566,183 @@ static void test_cam_helpers(void **state)
     cx_image_free(&x);
 }
 
+/* ------------------------------------------- row-by-row decode + resize */
+
+static void expect_same_image(const cx_image *a, const cx_image *b, const char *what)
+{
+    if (a->width != b->width || a->height != b->height || a->channels != b->channels)
+        fail_msg("%s: %dx%dx%d vs %dx%dx%d", what, a->width, a->height, a->channels, b->width,
+                 b->height, b->channels);
+    size_t n = (size_t)a->width * a->height * a->channels;
+    for (size_t i = 0; i < n; i++)
+        if (a->data[i] != b->data[i])
+            fail_msg("%s: byte %zu: %d vs %d", what, i, a->data[i], b->data[i]);
+}
+
+/* cx_image_load_resized (rows streamed into the resize) gives the pixels of
+ * cx_image_load + cx_image_resize: every PNG type, interlaced or not, and
+ * JPEGs, downscaled, upscaled, one side kept, same size. */
+static void test_load_resized(void **state)
+{
+    (void)state;
+    const int w = 97, h = 83;
+    struct {
+        int ctype, depth;
+    } cases[] = {{0, 1}, {0, 4}, {0, 8}, {0, 16}, {2, 8}, {2, 16}, {3, 2}, {3, 8},
+                 {4, 16}, {6, 8}, {6, 16}};
+    png_color pal[256];
+    for (int i = 0; i < 256; i++) {
+        pal[i].red = (uint8_t)(i * 5 + 1);
+        pal[i].green = (uint8_t)(200 - i);
+        pal[i].blue = (uint8_t)(i * 11);
+    }
+    const int sizes[][2] = {{31, 29}, {224, 224}, {97, 40}, {50, 83}, {97, 83}, {1, 1}};
+    srand(7);
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int il = 0; il < 2; il++) {
+            int ct = cases[k].ctype, d = cases[k].depth;
+            int ch = ct == 0 ? 1 : ct == 2 ? 3 : ct == 3 ? 1 : ct == 4 ? 2 : 4;
+            unsigned maxv = ct == 3 ? (1u << d) - 1 : (1u << d) - 1;
+            uint16_t *smp = malloc(sizeof(uint16_t) * w * h * ch);
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w * ch; x++) /* a gradient with noise */
+                    smp[(size_t)y * w * ch + x] =
+                        (uint16_t)(((unsigned)(x * 37 + y * 91) + (unsigned)rand() % 50) % (maxv + 1));
+            char name[64];
+            snprintf(name, sizeof name, "rs_%d_%d_%d.png", ct, d, il);
+            const char *p = tmp_path(name);
+            gen_png(p, w, h, ct, d, il, smp, ct == 3 ? pal : NULL, ct == 3 ? 1 << d : 0, NULL, 0);
+            free(smp);
+            for (int want = 0; want <= 3; want++) {
+                if (want == 2)
+                    continue;
+                cx_image full, ref, got;
+                cx_err err;
+                if (cx_image_load(p, want, &full, &err))
+                    fail_msg("%s", err.msg);
+                for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+                    if (cx_image_resize(&full, sizes[z][0], sizes[z][1], &ref, &err) ||
+                        cx_image_load_resized(p, want, sizes[z][0], sizes[z][1], &got, &err))
+                        fail_msg("%s: %s", p, err.msg);
+                    char what[160];
+                    snprintf(what, sizeof what, "%s channels %d to %dx%d", p, want, sizes[z][0],
+                             sizes[z][1]);
+                    expect_same_image(&got, &ref, what);
+                    cx_image_free(&ref);
+                    cx_image_free(&got);
+                }
+                cx_image_free(&full);
+            }
+        }
+    for (int comps = 1; comps <= 3; comps += 2)
+        for (int prog = 0; prog < 2; prog++) {
+            unsigned long n = 0;
+            unsigned char *b = gen_jpeg(161, 147, comps, prog, &n);
+            const char *p = tmp_path("rs.jpg");
+            write_bytes(p, b, n);
+            free(b);
+            for (int want = 0; want <= 3; want += 1 + (want == 1)) {
+                cx_image full, ref, got;
+                cx_err err;
+                if (cx_image_load(p, want, &full, &err) ||
+                    cx_image_resize(&full, 64, 70, &ref, &err) ||
+                    cx_image_load_resized(p, want, 64, 70, &got, &err))
+                    fail_msg("%s: %s", p, err.msg);
+                expect_same_image(&got, &ref, "jpeg");
+                cx_image_free(&full);
+                cx_image_free(&ref);
+                cx_image_free(&got);
+            }
+        }
+    /* errors: a truncated file fails and leaves nothing allocated */
+    const char *p = tmp_path("rs_2_8_0.png");
+    size_t n;
+    uint8_t *b = read_bytes(p, &n);
+    const char *q = tmp_path("rs_cut.png");
+    write_bytes(q, b, n / 2);
+    free(b);
+    cx_image got;
+    cx_err err;
+    assert_int_equal(cx_image_load_resized(q, 0, 20, 20, &got, &err), CX_EFORMAT);
+    assert_null(got.data);
+    assert_non_null(strstr(err.msg, q));
+}
+
+/* The model input made without keeping the decoded image (streamed) equals
+ * the one made from the decoded image, plain and ten-crop, for 3- and
+ * 1-channel models. */
+static void test_load_input_streamed(void **state)
+{
+    (void)state;
+    const int w = 300, h = 260;
+    uint16_t *smp = malloc(sizeof(uint16_t) * w * h * 3);
+    for (int i = 0; i < w * h * 3; i++)
+        smp[i] = (uint16_t)((i * 7919u) % 65536u);
+    const char *paths[2] = {tmp_path("in_rgb16.png"), tmp_path("in_grey.png")};
+    gen_png(paths[0], w, h, 2, 16, 0, smp, NULL, 0, NULL, 0);
+    for (int i = 0; i < w * h; i++)
+        smp[i] &= 255;
+    gen_png(paths[1], w, h, 0, 8, 1, smp, NULL, 0, NULL, 0);
+    free(smp);
+    for (int in_ch = 1; in_ch <= 3; in_ch += 2) {
+        cx_config cfg;
+        cx_model *m;
+        cx_err err;
+        assert_int_equal(cx_config_preset("densenet121", 2, in_ch, &cfg, &err), CX_OK);
+        assert_int_equal(cx_model_new(&cfg, &m, &err), CX_OK);
+        for (int tc = 0; tc < 2; tc++) {
+            size_t nf = cx_image_input_floats(m, tc);
+            float *a = malloc(sizeof(float) * nf), *b2 = malloc(sizeof(float) * nf);
+            for (int k = 0; k < 2; k++) {
+                cx_image keep;
+                if (cx_image_load_input(m, paths[k], tc, a, &keep, &err) ||
+                    cx_image_load_input(m, paths[k], tc, b2, NULL, &err))
+                    fail_msg("%s: %s", paths[k], err.msg);
+                if (memcmp(a, b2, sizeof(float) * nf))
+                    fail_msg("%s: channels %d ten-crop %d: streamed input differs", paths[k],
+                             in_ch, tc);
+                cx_image_free(&keep);
+            }
+            free(a);
+            free(b2);
+        }
+        cx_model_free(m);
+    }
+}
+
+/* The pixel limit: refused from the header, naming the limit and the
+ * option; raising it lets the image through. */
+static void test_pixel_limit(void **state)
+{
+    (void)state;
+    cx_limits saved, l;
+    cx_limits_get(&saved);
+    uint8_t buf[64];
+    size_t n = png_header_only(buf, 5000, 4000);
+    const char *p = tmp_path("limit.png");
+    write_bytes(p, buf, n);
+    l = saved;
+    l.max_pixels = 1000000;
+    cx_err err;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    expect_fail(p, CX_ELIMIT, "--max-pixels");
+    cx_image im;
+    assert_int_equal(cx_image_load_resized(p, 0, 10, 10, &im, &err), CX_ELIMIT);
+    assert_non_null(strstr(err.msg, "20000000 pixels"));
+    /* raised: the header passes, the (missing) data is then the error */
+    l.max_pixels = 20000000;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    expect_fail(p, CX_EFORMAT, NULL);
+    /* 0 selects the default (64 Mi pixels) */
+    l.max_pixels = 0;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    cx_limits_get(&l);
+    assert_true(l.max_pixels == (uint64_t)8192 * 8192);
+    l.max_rows = (uint64_t)CX_LIMIT_MAX_ROWS + 1;
+    assert_int_equal(cx_limits_set(&l, &err), CX_EARG);
+    assert_int_equal(cx_limits_set(&saved, &err), CX_OK);
+}
+
 int main(void)
 {
     const char *t = getenv("CX_TMP");
@@ -577,7 +754,8 @@ int main(void)
         cmocka_unit_test(test_jpeg),          cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_resize),        cmocka_unit_test(test_crops),
         cmocka_unit_test(test_tensor),        cmocka_unit_test(test_save_png),
-        cmocka_unit_test(test_cam_helpers),
+        cmocka_unit_test(test_cam_helpers),   cmocka_unit_test(test_load_resized),
+        cmocka_unit_test(test_load_input_streamed), cmocka_unit_test(test_pixel_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,17 +16,50 @@ typedef struct {
     char **ptrs;
 } csv_impl;
 
+/* Counts newlines in p[0..n). */
+static uint64_t count_lines(const char *p, size_t n)
+{
+    uint64_t c = 0;
+    const char *e = p + n;
+    while (p < e && (p = memchr(p, '\n', (size_t)(e - p)))) {
+        c++;
+        p++;
+    }
+    return c;
+}
+
+cx_status cx_text_limit_error(const char *path, int rows, cx_err *err)
+{
+    cx_limits lim;
+    cx_limits_get(&lim);
+    if (rows)
+        return cx_seterr(err, CX_ELIMIT,
+                         "%s: more than %llu lines, the row limit (raise it with --max-rows N)",
+                         path, (unsigned long long)lim.max_rows);
+    return cx_seterr(err, CX_ELIMIT,
+                     "%s: more than %llu bytes (after decompression), the size limit (raise it "
+                     "with --max-bytes N)",
+                     path, (unsigned long long)lim.max_bytes);
+}
+
 cx_status cx_read_text_file(const char *path, char **buf, size_t *len,
                             cx_err *err)
 {
     *buf = NULL;
     *len = 0;
+    cx_limits lim;
+    cx_limits_get(&lim);
+    /* a header line is not counted */
+    const uint64_t max_lines = lim.max_rows + 1;
+    const size_t max_bytes = (size_t)lim.max_bytes;
+    errno = 0;
     gzFile f = gzopen(path, "rb");
     if (!f)
         return cx_seterr(err, CX_EIO, "%s: cannot open: %s", path,
                          errno ? strerror(errno) : "gzopen failed");
     gzbuffer(f, 1 << 17);
     size_t cap = 1 << 16, n = 0;
+    uint64_t lines = 0;
     char *b = malloc(cap);
     if (!b) {
         gzclose(f);
@@ -34,20 +67,17 @@ cx_status cx_read_text_file(const char *path, char **buf, size_t *len,
     }
     for (;;) {
         if (cap - n < (1 << 15) + 1) {
-            if (cap >= CX_CSV_MAX_BYTES) {
-                free(b);
-                gzclose(f);
-                return cx_seterr(err, CX_ELIMIT, "%s: larger than %zu bytes", path,
-                                 (size_t)CX_CSV_MAX_BYTES);
-            }
-            char *nb = realloc(b, cap * 2);
+            size_t nc = cap * 2;
+            if (nc > max_bytes + (1 << 15) + 1)
+                nc = max_bytes + (1 << 15) + 1;
+            char *nb = nc > cap ? realloc(b, nc) : NULL;
             if (!nb) {
                 free(b);
                 gzclose(f);
                 return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
             }
             b = nb;
-            cap *= 2;
+            cap = nc;
         }
         int r = gzread(f, b + n, (unsigned)(1 << 15));
         if (r < 0) {
@@ -61,7 +91,13 @@ cx_status cx_read_text_file(const char *path, char **buf, size_t *len,
         }
         if (r == 0)
             break;
+        lines += count_lines(b + n, (size_t)r);
         n += (size_t)r;
+        if (n > max_bytes || lines > max_lines) {
+            free(b);
+            gzclose(f);
+            return cx_text_limit_error(path, lines > max_lines, err);
+        }
     }
     /* gzread stops quietly on a truncated gzip stream: check for it. */
     int zerr = Z_OK;
@@ -158,6 +194,11 @@ cx_status cx_csv_parse(const char *text, size_t len, const char *name,
             ln += text[j] == '\n';
         return cx_seterr(err, CX_EFORMAT, "%s:%ld: NUL byte (binary file?)", name, ln);
     }
+    cx_limits lim;
+    cx_limits_get(&lim);
+    if (len - i > lim.max_bytes)
+        return cx_text_limit_error(name, 0, err);
+    const size_t max_recs = (size_t)lim.max_rows + 1; /* a header is not counted */
     /* Output fields never exceed the input; each needs one terminator. */
     char *pool = malloc(2 * (len - i) + 16);
     builder b = {0};
@@ -199,6 +240,10 @@ cx_status cx_csv_parse(const char *text, size_t len, const char *name,
                 continue;
             }
             i = j;
+        }
+        if (b.nrec > max_recs) {
+            st = cx_text_limit_error(name, 1, err);
+            goto fail;
         }
         if (push_rec(&b, line)) {
             st = cx_seterr(err, CX_ENOMEM, "%s: out of memory", name);

@@ -42,13 +42,17 @@ typedef struct {
     void *impl_;     /* field storage */
 } cx_csv;
 
-/* Largest file accepted (uncompressed bytes). */
-#define CX_CSV_MAX_BYTES ((size_t)1 << 31)
-
-/* Reads a whole plain or gzip file into a NUL-terminated buffer (free()). */
+/* Reads a whole plain or gzip file into a NUL-terminated buffer (free()).
+ * The limits (cx_limits: max_bytes after decompression, max_rows lines) are
+ * checked while reading, so an oversized file fails early (CX_ELIMIT). */
 cx_status cx_read_text_file(const char *path, char **buf, size_t *len,
                             cx_err *err);
 
+/* The CX_ELIMIT error of the row (rows != 0) or byte limit, naming path. */
+cx_status cx_text_limit_error(const char *path, int rows, cx_err *err);
+
+/* cx_csv_parse also refuses more records than the row limit (a header is not
+ * counted) or text beyond the byte limit. */
 cx_status cx_csv_read(const char *path, const cx_csv_opts *opts, cx_csv **out,
                       cx_err *err);
 /* Parses text already in memory; name is used in messages. */

@@ -98,15 +98,9 @@ static cx_status make_item(const cx_loader *l, int image, float *dst, cx_err *er
     } else {
         if (!ds->paths || !ds->paths[image])
             return cx_seterr(err, CX_EMISSING, "image '%s' has no file", ds->names[image]);
-        if ((st = cx_image_load(ds->paths[image], C == 1 ? 1 : 0, &im, err)))
+        /* decoded row by row into the resize: the full-size image is never held */
+        if ((st = cx_image_load_resized(ds->paths[image], C == 1 ? 1 : 0, S, S, &im, err)))
             return st;
-        if (im.width != S || im.height != S) {
-            st = cx_image_resize(&im, S, S, &tmp, err);
-            cx_image_free(&im);
-            if (st)
-                return st;
-            im = tmp;
-        }
         st = cx_image_to_tensor(&im, C, l->o.mean, l->o.std, dst, err);
         cx_image_free(&im);
     }

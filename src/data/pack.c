@@ -2,6 +2,7 @@
  * data section, for the file layout). */
 #define _GNU_SOURCE
 #include "data/data_internal.h"
+#include "io/image_internal.h"
 #include "io/fileutil.h"
 
 #include <errno.h>
@@ -62,7 +63,27 @@ static cx_status pack_one(const cx_dataset *ds, int i, int size, int mode, cx_im
                           int *ow, int *oh, cx_err *err)
 {
     cx_image im = {0}, tmp = {0};
-    cx_status st = cx_dataset_image(ds, i, mode, &im, err);
+    cx_status st;
+    if (!ds->map && ds->paths && ds->paths[i]) {
+        /* an image file: decoded row by row into the resize (the full-size
+         * image is never held); grey content in RGB is found on the way and
+         * kept as one channel, which the resize of R = G = B rows gives
+         * exactly */
+        cx_resize_info info;
+        if ((st = cx_image_load_resized_ex(ds->paths[i], mode, size, size, 0, &im, &info, err)))
+            return st;
+        *ow = info.src_width;
+        *oh = info.src_height;
+        if (mode == 0 && im.channels == 3 && info.grey) {
+            size_t np = (size_t)im.width * im.height;
+            for (size_t j = 0; j < np; j++)
+                im.data[j] = im.data[3 * j];
+            im.channels = 1;
+        }
+        *out = im;
+        return CX_OK;
+    }
+    st = cx_dataset_image(ds, i, mode, &im, err);
     if (st)
         return st;
     *ow = im.width;

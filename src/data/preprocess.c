@@ -11,6 +11,7 @@
  * 0..255. This reproduces PIL's pixels exactly.
  */
 #include "chexnet.h"
+#include "io/image_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -91,6 +92,191 @@ static cx_status check_image(const cx_image *im, const char *fn, cx_err *err)
     return CX_OK;
 }
 
+/* The resize as a row sink (io/image_internal.h): source rows arrive in
+ * order; the horizontal pass runs on each row the vertical pass needs as it
+ * arrives, and the vertical pass runs at the end (resize_finish). Memory:
+ * the output plus (rows the vertical pass reads) x (output width), so a
+ * 16384-row source resized to 224 x 224 holds 16384 x 224 x C bytes, never
+ * the source. cx_image_resize feeds an image in memory through the same
+ * code. */
+typedef struct {
+    cx_row_sink base;
+    int tw, th;        /* target size (short_side == 0) */
+    int short_side;    /* > 0: torchvision Resize(short_side) instead */
+    int track_grey;    /* note whether every RGB row has R = G = B */
+    cx_image *out;
+    int W, H, C;       /* source */
+    int copy;          /* same size: rows go straight to out */
+    int need_h, need_v;
+    int y0, y1;        /* source rows the vertical pass reads */
+    int rowlen;        /* pixels per row of tmp */
+    coeffs ch, cv;
+    uint8_t *tmp;      /* rows y0..y1-1 after the horizontal pass */
+    int grey;          /* with track_grey: 1 while every row had R = G = B */
+} resize_sink;
+
+static void resize_release(resize_sink *r)
+{
+    free(r->tmp);
+    r->tmp = NULL;
+    coeffs_free(&r->ch);
+    coeffs_free(&r->cv);
+}
+
+static cx_status short_side_size(int w, int h, int size, int *nw, int *nh, cx_err *err)
+{
+    if (size <= 0 || size > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "cx_image_resize_short: invalid size %d", size);
+    int shrt = w <= h ? w : h, lng = w <= h ? h : w;
+    /* torchvision: int(size * long / short) with Python's true division */
+    double nl = (double)((long long)size * lng) / (double)shrt;
+    if (nl > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_ELIMIT, "cx_image_resize_short: result beyond %d pixels",
+                         CX_IMAGE_MAX_SIDE);
+    int new_long = (int)nl;
+    *nw = w <= h ? size : new_long;
+    *nh = w <= h ? new_long : size;
+    return CX_OK;
+}
+
+static cx_status resize_begin(cx_row_sink *s, int W, int H, int C, cx_err *err)
+{
+    resize_sink *r = (resize_sink *)s;
+    cx_status st;
+    if (r->short_side > 0 && (st = short_side_size(W, H, r->short_side, &r->tw, &r->th, err)))
+        return st;
+    if ((st = cx_image_new(r->tw, r->th, C, r->out, err)))
+        return st;
+    r->W = W;
+    r->H = H;
+    r->C = C;
+    r->grey = C == 3;
+    if (W == r->tw && H == r->th) { /* PIL returns a copy */
+        r->copy = 1;
+        return CX_OK;
+    }
+    if (coeffs_make(W, r->tw, &r->ch) || coeffs_make(H, r->th, &r->cv))
+        goto oom;
+    r->need_h = W != r->tw;
+    r->need_v = H != r->th;
+    if (r->need_v) {
+        r->y0 = r->cv.bounds[0];
+        r->y1 = r->cv.bounds[2 * r->th - 2] + r->cv.bounds[2 * r->th - 1];
+    } else {
+        r->y0 = 0;
+        r->y1 = H;
+    }
+    r->rowlen = r->need_h ? r->tw : W;
+    r->tmp = malloc((size_t)r->rowlen * (size_t)(r->y1 - r->y0) * C);
+    if (!r->tmp)
+        goto oom;
+    return CX_OK;
+oom:
+    resize_release(r);
+    cx_image_free(r->out);
+    return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+}
+
+/* The horizontal pass of one row. */
+static void resample_row(const coeffs *ch, int width, int C, const uint8_t *row, uint8_t *drow)
+{
+    for (int xx = 0; xx < width; xx++) {
+        const int32_t *k = ch->k + (size_t)xx * ch->ksize;
+        int xmin = ch->bounds[2 * xx], xn = ch->bounds[2 * xx + 1];
+        const uint8_t *p = row + (size_t)xmin * C;
+        if (C == 1) {
+            int32_t s0 = 1 << (PREC - 1);
+            for (int x = 0; x < xn; x++)
+                s0 += p[x] * k[x];
+            drow[xx] = clip8(s0);
+        } else {
+            int32_t s0 = 1 << (PREC - 1), s1 = s0, s2 = s0;
+            for (int x = 0; x < xn; x++) {
+                s0 += p[3 * x] * k[x];
+                s1 += p[3 * x + 1] * k[x];
+                s2 += p[3 * x + 2] * k[x];
+            }
+            drow[3 * xx] = clip8(s0);
+            drow[3 * xx + 1] = clip8(s1);
+            drow[3 * xx + 2] = clip8(s2);
+        }
+    }
+}
+
+static void resize_row(cx_row_sink *s, int y, const uint8_t *px)
+{
+    resize_sink *r = (resize_sink *)s;
+    const int C = r->C;
+    if (r->track_grey && r->grey) {
+        for (int x = 0; x < r->W; x++)
+            if (px[3 * x] != px[3 * x + 1] || px[3 * x] != px[3 * x + 2]) {
+                r->grey = 0;
+                break;
+            }
+    }
+    if (r->copy) {
+        memcpy(r->out->data + (size_t)y * r->W * C, px, (size_t)r->W * C);
+        return;
+    }
+    if (y < r->y0 || y >= r->y1)
+        return;
+    uint8_t *drow = r->tmp + (size_t)(y - r->y0) * r->rowlen * C;
+    if (r->need_h)
+        resample_row(&r->ch, r->tw, C, px, drow);
+    else
+        memcpy(drow, px, (size_t)r->W * C);
+}
+
+/* The vertical pass; frees the working memory. On failure out is freed. */
+static cx_status resize_finish(resize_sink *r, cx_err *err)
+{
+    if (r->copy)
+        return CX_OK;
+    const int C = r->C, height = r->th;
+    const size_t stride = (size_t)r->rowlen * C;
+    if (r->need_v) {
+        int32_t *acc = malloc(sizeof(int32_t) * stride);
+        if (!acc) {
+            resize_release(r);
+            cx_image_free(r->out);
+            return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+        }
+        for (int yy = 0; yy < height; yy++) {
+            const int32_t *k = r->cv.k + (size_t)yy * r->cv.ksize;
+            int ymin = r->cv.bounds[2 * yy] - r->y0, yn = r->cv.bounds[2 * yy + 1];
+            for (size_t i = 0; i < stride; i++)
+                acc[i] = 1 << (PREC - 1);
+            for (int y = 0; y < yn; y++) {
+                const uint8_t *row = r->tmp + (size_t)(ymin + y) * stride;
+                int32_t kv = k[y];
+                for (size_t i = 0; i < stride; i++)
+                    acc[i] += row[i] * kv;
+            }
+            uint8_t *drow = r->out->data + (size_t)yy * stride;
+            for (size_t i = 0; i < stride; i++)
+                drow[i] = clip8(acc[i]);
+        }
+        free(acc);
+    } else {
+        memcpy(r->out->data, r->tmp, stride * height);
+    }
+    resize_release(r);
+    return CX_OK;
+}
+
+static void resize_sink_init(resize_sink *r, int width, int height, int short_side,
+                             cx_image *out)
+{
+    memset(r, 0, sizeof *r);
+    r->base.begin = resize_begin;
+    r->base.row = resize_row;
+    r->tw = width;
+    r->th = height;
+    r->short_side = short_side;
+    r->out = out;
+    memset(out, 0, sizeof *out);
+}
+
 cx_status cx_image_resize(const cx_image *in, int width, int height,
                           cx_image *out, cx_err *err)
 {
@@ -99,100 +285,49 @@ cx_status cx_image_resize(const cx_image *in, int width, int height,
         return st;
     if (!out || out == in)
         return cx_seterr(err, CX_EARG, "cx_image_resize: invalid output");
-    st = cx_image_new(width, height, in->channels, out, err);
-    if (st)
+    resize_sink r;
+    resize_sink_init(&r, width, height, 0, out);
+    if ((st = resize_begin(&r.base, in->width, in->height, in->channels, err)))
         return st;
-    const int C = in->channels, W = in->width, H = in->height;
-    if (W == width && H == height) { /* PIL returns a copy */
-        memcpy(out->data, in->data, (size_t)W * H * C);
-        return CX_OK;
-    }
-    coeffs ch = {0}, cv = {0};
-    if (coeffs_make(W, width, &ch) || coeffs_make(H, height, &cv)) {
-        coeffs_free(&ch);
-        coeffs_free(&cv);
+    const size_t rb = (size_t)in->width * in->channels;
+    for (int y = 0; y < in->height; y++)
+        resize_row(&r.base, y, in->data + (size_t)y * rb);
+    return resize_finish(&r, err);
+}
+
+cx_status cx_image_load_resized_ex(const char *path, int channels, int width, int height,
+                                   int short_side, cx_image *out, cx_resize_info *info,
+                                   cx_err *err)
+{
+    if (!out)
+        return cx_seterr(err, CX_EARG, "cx_image_load_resized: out is NULL");
+    if (short_side <= 0 && (width <= 0 || height <= 0 || width > CX_IMAGE_MAX_SIDE ||
+                            height > CX_IMAGE_MAX_SIDE))
+        return cx_seterr(err, CX_EARG, "cx_image_load_resized: invalid size %dx%d", width,
+                         height);
+    resize_sink r;
+    resize_sink_init(&r, width, height, short_side, out);
+    r.track_grey = info != NULL;
+    cx_status st = cx_image_decode_file(path, channels, &r.base, err);
+    if (!st)
+        st = resize_finish(&r, err);
+    if (st) {
+        resize_release(&r);
         cx_image_free(out);
-        return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
+        return st;
     }
-    /* rows of the source that the vertical pass reads */
-    int y0 = cv.bounds[0];
-    int y1 = cv.bounds[2 * height - 2] + cv.bounds[2 * height - 1];
-    int need_h = W != width, need_v = H != height;
-    uint8_t *tmp = NULL;
-    const uint8_t *src = in->data;
-    int src_w = W;
-    if (need_h) {
-        int th = need_v ? y1 - y0 : H;
-        int off = need_v ? y0 : 0;
-        tmp = malloc((size_t)width * th * C);
-        if (!tmp) {
-            coeffs_free(&ch);
-            coeffs_free(&cv);
-            cx_image_free(out);
-            return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
-        }
-        for (int y = 0; y < th; y++) {
-            const uint8_t *row = in->data + (size_t)(y + off) * W * C;
-            uint8_t *drow = tmp + (size_t)y * width * C;
-            for (int xx = 0; xx < width; xx++) {
-                const int32_t *k = ch.k + (size_t)xx * ch.ksize;
-                int xmin = ch.bounds[2 * xx], xn = ch.bounds[2 * xx + 1];
-                const uint8_t *p = row + (size_t)xmin * C;
-                if (C == 1) {
-                    int32_t s0 = 1 << (PREC - 1);
-                    for (int x = 0; x < xn; x++)
-                        s0 += p[x] * k[x];
-                    drow[xx] = clip8(s0);
-                } else {
-                    int32_t s0 = 1 << (PREC - 1), s1 = s0, s2 = s0;
-                    for (int x = 0; x < xn; x++) {
-                        s0 += p[3 * x] * k[x];
-                        s1 += p[3 * x + 1] * k[x];
-                        s2 += p[3 * x + 2] * k[x];
-                    }
-                    drow[3 * xx] = clip8(s0);
-                    drow[3 * xx + 1] = clip8(s1);
-                    drow[3 * xx + 2] = clip8(s2);
-                }
-            }
-        }
-        src = tmp;
-        src_w = width;
+    if (info) {
+        info->src_width = r.W;
+        info->src_height = r.H;
+        info->grey = r.C == 1 || r.grey;
     }
-    if (need_v) {
-        int off = need_h ? y0 : 0; /* tmp starts at source row y0 */
-        const size_t stride = (size_t)src_w * C;
-        int32_t *acc = malloc(sizeof(int32_t) * stride);
-        if (!acc) {
-            free(tmp);
-            coeffs_free(&ch);
-            coeffs_free(&cv);
-            cx_image_free(out);
-            return cx_seterr(err, CX_ENOMEM, "cx_image_resize: out of memory");
-        }
-        for (int yy = 0; yy < height; yy++) {
-            const int32_t *k = cv.k + (size_t)yy * cv.ksize;
-            int ymin = cv.bounds[2 * yy] - off, yn = cv.bounds[2 * yy + 1];
-            for (size_t i = 0; i < stride; i++)
-                acc[i] = 1 << (PREC - 1);
-            for (int y = 0; y < yn; y++) {
-                const uint8_t *row = src + (size_t)(ymin + y) * stride;
-                int32_t kv = k[y];
-                for (size_t i = 0; i < stride; i++)
-                    acc[i] += row[i] * kv;
-            }
-            uint8_t *drow = out->data + (size_t)yy * stride;
-            for (size_t i = 0; i < stride; i++)
-                drow[i] = clip8(acc[i]);
-        }
-        free(acc);
-    } else {
-        memcpy(out->data, src, (size_t)width * height * C);
-    }
-    free(tmp);
-    coeffs_free(&ch);
-    coeffs_free(&cv);
     return CX_OK;
+}
+
+cx_status cx_image_load_resized(const char *path, int channels, int width, int height,
+                                cx_image *out, cx_err *err)
+{
+    return cx_image_load_resized_ex(path, channels, width, height, 0, out, NULL, err);
 }
 
 cx_status cx_image_resize_short(const cx_image *in, int size, cx_image *out,
@@ -201,17 +336,9 @@ cx_status cx_image_resize_short(const cx_image *in, int size, cx_image *out,
     cx_status st = check_image(in, "cx_image_resize_short", err);
     if (st)
         return st;
-    if (size <= 0 || size > CX_IMAGE_MAX_SIDE)
-        return cx_seterr(err, CX_EARG, "cx_image_resize_short: invalid size %d", size);
-    int w = in->width, h = in->height;
-    int shrt = w <= h ? w : h, lng = w <= h ? h : w;
-    /* torchvision: int(size * long / short) with Python's true division */
-    double nl = (double)((long long)size * lng) / (double)shrt;
-    if (nl > CX_IMAGE_MAX_SIDE)
-        return cx_seterr(err, CX_ELIMIT, "cx_image_resize_short: result beyond %d pixels",
-                         CX_IMAGE_MAX_SIDE);
-    int new_long = (int)nl;
-    int nw = w <= h ? size : new_long, nh = w <= h ? new_long : size;
+    int nw, nh;
+    if ((st = short_side_size(in->width, in->height, size, &nw, &nh, err)))
+        return st;
     return cx_image_resize(in, nw, nh, out, err);
 }
 
@@ -403,12 +530,54 @@ cx_status cx_image_preprocess(const cx_model *m, const cx_image *im, int ten_cro
     return st;
 }
 
+/* Resized model input straight from the file (no decoded image held). */
+static cx_status load_input_streamed(const cx_model *m, const char *path, int ten_crop,
+                                     float *dst, cx_err *err)
+{
+    if (!m || !dst)
+        return cx_seterr(err, CX_EARG, "cx_image_load_input: invalid arguments");
+    int S = cx_model_input_size(m), C = model_channels(m);
+    if (S <= 0 || S > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid model input size %d", S);
+    float mean[3], std[3];
+    cx_model_normalization(m, mean, std);
+    cx_image sized = {0};
+    /* channels 1: PIL convert("L") before resizing, as cx_image_preprocess */
+    int R = (int)((long long)S * 256 / 224);
+    cx_status st = cx_image_load_resized_ex(path, C == 1 ? 1 : 0, S, S, ten_crop ? R : 0,
+                                            &sized, NULL, err);
+    if (st)
+        return st;
+    if (!ten_crop) {
+        st = cx_image_to_tensor(&sized, C, mean, std, dst, err);
+    } else {
+        cx_image crops[10];
+        st = cx_image_tencrop(&sized, S, crops, err);
+        if (!st) {
+            size_t per = (size_t)C * S * S;
+            for (int i = 0; i < 10 && !st; i++)
+                st = cx_image_to_tensor(&crops[i], C, mean, std, dst + i * per, err);
+            for (int i = 0; i < 10; i++)
+                cx_image_free(&crops[i]);
+        }
+    }
+    cx_image_free(&sized);
+    if (st && err) {
+        /* name the file: preprocessing messages do not know it */
+        cx_err e2 = *err;
+        cx_seterr(err, st, "%s: %s", path, e2.msg);
+    }
+    return st;
+}
+
 cx_status cx_image_load_input(const cx_model *m, const char *path, int ten_crop,
                               float *dst, cx_image *keep, cx_err *err)
 {
     cx_image im;
     if (keep)
         memset(keep, 0, sizeof *keep);
+    else
+        return load_input_streamed(m, path, ten_crop, dst, err);
     cx_status st = cx_image_load(path, 0, &im, err);
     if (st)
         return st;

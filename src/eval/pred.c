@@ -110,10 +110,13 @@ cx_status cx_pred_load(const char *path, cx_pred_table **out, cx_err *err)
         }
         for (int j = 0; j < k; j++)
             if (cx_class_name_eq(names[j], names[k])) {
+                /* the message is made before the table (which holds the
+                 * names) is freed */
+                st = cx_seterr(err, CX_EFORMAT, "%s:1: columns '%s' and '%s' name the same class",
+                               path, names[j], names[k]);
                 free(col);
                 cx_csv_free(t);
-                return cx_seterr(err, CX_EFORMAT, "%s:1: two columns named '%s'", path,
-                                 names[k]);
+                return st;
             }
         k++;
     }

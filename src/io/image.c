@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "chexnet.h"
 #include "io/fileutil.h"
+#include "io/image_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,6 +125,15 @@ static cx_status check_dims(const char *name, const char *fmt, unsigned long w,
         return cx_seterr(err, CX_ELIMIT,
                          "%s: %s header claims %lux%lu pixels, beyond the limit of %d per side",
                          nm(name), fmt, w, h, CX_IMAGE_MAX_SIDE);
+    cx_limits lim;
+    cx_limits_get(&lim);
+    uint64_t np = (uint64_t)w * h;
+    if (np > lim.max_pixels)
+        return cx_seterr(err, CX_ELIMIT,
+                         "%s: %s of %lux%lu = %llu pixels, more than the pixel limit of %llu "
+                         "(raise it with --max-pixels N)",
+                         nm(name), fmt, w, h, (unsigned long long)np,
+                         (unsigned long long)lim.max_pixels);
     return CX_OK;
 }
 
@@ -189,8 +199,33 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* How a decoded PNG row (8 bits per sample after libpng's transforms) becomes
+ * output pixels. */
+typedef struct {
+    int ctype, depth, sch, dch;
+    unsigned mul;          /* 1/2/4-bit grey: PIL's "1" (x255), "L;2" (x85), "L;4" (x17) */
+    uint8_t lut[256][3];   /* palette */
+} png_conv;
+
+static void png_convert_row(const png_conv *c, uint8_t *dst, uint8_t *src, size_t w)
+{
+    if (c->ctype == PNG_COLOR_TYPE_PALETTE) {
+        if (c->dch == 3)
+            for (size_t i = 0; i < w; i++)
+                memcpy(dst + 3 * i, c->lut[src[i]], 3);
+        else
+            for (size_t i = 0; i < w; i++)
+                dst[i] = luma(c->lut[src[i]]);
+        return;
+    }
+    if (c->mul > 1)
+        for (size_t i = 0; i < w; i++)
+            src[i] = (uint8_t)(src[i] * c->mul);
+    pixels_to(dst, c->dch, src, c->sch, w);
+}
+
 static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
-                            int want, cx_image *out, cx_err *err)
+                            int want, cx_row_sink *sink, cx_err *err)
 {
     /* Check the IHDR ourselves so that absurd sizes are refused with a clear
      * message before libpng (or we) allocate anything. */
@@ -212,15 +247,19 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
         png_destroy_read_struct(&png, NULL, NULL);
         return cx_seterr(err, CX_ENOMEM, "%s: cannot create a PNG decoder", nm(name));
     }
-    uint8_t *volatile raw = NULL;     /* decoded rows, source channels */
-    png_bytep *volatile rows = NULL;
-    uint8_t *volatile pix = NULL;     /* output pixels */
+    uint8_t *volatile raw = NULL;     /* decoded rows (interlaced: all of them) */
+    png_bytep *volatile rows = NULL;  /* interlaced: row pointers into raw */
+    uint8_t *volatile outrow = NULL;  /* one converted row */
+    png_conv *volatile conv = NULL;
+    volatile cx_status code = CX_EFORMAT; /* another code: err is already set */
     if (setjmp(png_jmpbuf(png))) {
         free(raw);
         free(rows);
-        free(pix);
+        free(outrow);
+        free(conv);
         png_destroy_read_struct(&png, &info, NULL);
-        memset(out, 0, sizeof *out);
+        if (code != CX_EFORMAT)
+            return code;
         return cx_seterr(err, CX_EFORMAT, "%s: invalid PNG: %s", nm(name),
                          src.msg[0] ? src.msg : "decoding failed");
     }
@@ -231,12 +270,28 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
     int depth, ctype, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
 
+    conv = calloc(1, sizeof *conv);
+    if (!conv) {
+        code = cx_seterr(err, CX_ENOMEM, "%s: out of memory", nm(name));
+        png_longjmp(png, 1);
+    }
     png_colorp palette = NULL;
     int npal = 0;
     if (ctype == PNG_COLOR_TYPE_PALETTE &&
         !(png_get_PLTE(png, info, &palette, &npal) & PNG_INFO_PLTE)) {
         snprintf(src.msg, sizeof src.msg, "palette image without a PLTE chunk");
         png_error(png, "no PLTE");
+    }
+    if (ctype == PNG_COLOR_TYPE_PALETTE) {
+        /* Indexes past the PLTE entries: PIL's palette keeps its initial
+         * grey ramp there (i, i, i); libpng only warns. */
+        for (int i = 0; i < 256; i++)
+            conv->lut[i][0] = conv->lut[i][1] = conv->lut[i][2] = (uint8_t)i;
+        for (int i = 0; i < npal && i < 256; i++) {
+            conv->lut[i][0] = palette[i].red;
+            conv->lut[i][1] = palette[i].green;
+            conv->lut[i][2] = palette[i].blue;
+        }
     }
     /* Only unpacking and 16 -> 8 bits (high byte: libpng's strip_16, the
      * same as PIL's ";16B" raw modes). No gamma, no tRNS expansion, no sBIT
@@ -245,7 +300,7 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
         png_set_strip_16(png);
     if (depth < 8)
         png_set_packing(png);
-    png_set_interlace_handling(png);
+    int passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int sch = png_get_channels(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
@@ -253,59 +308,48 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
         snprintf(src.msg, sizeof src.msg, "unexpected row layout");
         png_error(png, "layout");
     }
-    raw = malloc(rowbytes * h);
-    rows = malloc(sizeof(png_bytep) * h);
-    if (!raw || !rows) {
-        snprintf(src.msg, sizeof src.msg, "out of memory for %ux%u pixels", w, h);
-        png_error(png, "oom");
-    }
-    for (png_uint_32 y = 0; y < h; y++)
-        rows[y] = raw + (size_t)y * rowbytes;
-    png_read_image(png, rows);
-    png_read_end(png, NULL); /* checks the rest of the stream (CRCs, IEND) */
-
-    size_t np = (size_t)w * h;
-    uint8_t *r = raw;
-    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) {
-        /* 1/2/4-bit grey: PIL's "1" (0/255), "L;2" (x85), "L;4" (x17). */
-        unsigned mul = depth == 1 ? 255 : depth == 2 ? 85 : 17;
-        for (size_t i = 0; i < np; i++)
-            r[i] = (uint8_t)(r[i] * mul);
-    }
     int native = (ctype & PNG_COLOR_MASK_COLOR) ? 3 : 1;
-    int dch = want ? want : native;
-    pix = malloc(np * dch);
-    if (!pix) {
-        snprintf(src.msg, sizeof src.msg, "out of memory for %ux%u pixels", w, h);
-        png_error(png, "oom");
+    conv->ctype = ctype;
+    conv->depth = depth;
+    conv->sch = sch;
+    conv->dch = want ? want : native;
+    conv->mul = ctype == PNG_COLOR_TYPE_GRAY && depth < 8
+                    ? (depth == 1 ? 255u : depth == 2 ? 85u : 17u)
+                    : 1u;
+    outrow = malloc((size_t)w * conv->dch);
+    raw = malloc(passes > 1 ? rowbytes * h : rowbytes);
+    if (passes > 1 && raw)
+        rows = malloc(sizeof(png_bytep) * h);
+    if (!outrow || !raw || (passes > 1 && !rows)) {
+        code = cx_seterr(err, CX_ENOMEM, "%s: out of memory for %ux%u pixels", nm(name), w, h);
+        png_longjmp(png, 1);
     }
-    if (ctype == PNG_COLOR_TYPE_PALETTE) {
-        /* Indexes past the PLTE entries: PIL's palette keeps its initial
-         * grey ramp there (i, i, i); libpng only warns. */
-        uint8_t lut[256][3];
-        for (int i = 0; i < 256; i++)
-            lut[i][0] = lut[i][1] = lut[i][2] = (uint8_t)i;
-        for (int i = 0; i < npal && i < 256; i++) {
-            lut[i][0] = palette[i].red;
-            lut[i][1] = palette[i].green;
-            lut[i][2] = palette[i].blue;
+    if ((st = sink->begin(sink, (int)w, (int)h, conv->dch, err))) {
+        code = st;
+        png_longjmp(png, 1);
+    }
+    if (passes > 1) {
+        /* Interlaced: libpng assembles the passes in the whole image. */
+        for (png_uint_32 y = 0; y < h; y++)
+            rows[y] = raw + (size_t)y * rowbytes;
+        png_read_image(png, rows);
+        for (png_uint_32 y = 0; y < h; y++) {
+            png_convert_row(conv, outrow, rows[y], w);
+            sink->row(sink, (int)y, outrow);
         }
-        if (dch == 3)
-            for (size_t i = 0; i < np; i++)
-                memcpy(pix + 3 * i, lut[r[i]], 3);
-        else
-            for (size_t i = 0; i < np; i++)
-                pix[i] = luma(lut[r[i]]);
     } else {
-        pixels_to(pix, dch, r, sch, np);
+        for (png_uint_32 y = 0; y < h; y++) {
+            png_read_row(png, raw, NULL);
+            png_convert_row(conv, outrow, raw, w);
+            sink->row(sink, (int)y, outrow);
+        }
     }
+    png_read_end(png, NULL); /* checks the rest of the stream (CRCs, IEND) */
     free(raw);
     free(rows);
+    free(outrow);
+    free(conv);
     png_destroy_read_struct(&png, &info, NULL);
-    out->width = (int)w;
-    out->height = (int)h;
-    out->channels = dch;
-    out->data = pix;
     return CX_OK;
 }
 
@@ -350,7 +394,7 @@ static void jpeg_silent(j_common_ptr cinfo)
 }
 
 static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name,
-                             int want, cx_image *out, cx_err *err)
+                             int want, cx_row_sink *sink, cx_err *err)
 {
     struct jpeg_decompress_struct cinfo;
     jpeg_errmgr em;
@@ -360,14 +404,13 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name,
     em.pub.error_exit = jpeg_on_error;
     em.pub.emit_message = jpeg_on_message;
     em.pub.output_message = jpeg_silent;
-    uint8_t *volatile raw = NULL;
-    uint8_t *volatile pix = NULL;
+    uint8_t *volatile raw = NULL;     /* one decoded row */
+    uint8_t *volatile outrow = NULL;  /* one converted row */
     volatile cx_status code = CX_EFORMAT;
     if (setjmp(em.jb)) {
         free(raw);
-        free(pix);
+        free(outrow);
         jpeg_destroy_decompress(&cinfo);
-        memset(out, 0, sizeof *out);
         if (code != CX_EFORMAT)
             return code; /* err already set */
         return cx_seterr(err, CX_EFORMAT, "%s: invalid JPEG: %s", nm(name),
@@ -399,56 +442,54 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name,
                          nm(name));
         longjmp(em.jb, 1);
     }
-    jpeg_start_decompress(&cinfo);
+    jpeg_calc_output_dimensions(&cinfo);
     unsigned w = cinfo.output_width, h = cinfo.output_height;
     if ((int)cinfo.output_components != sch) {
         snprintf(em.msg, sizeof em.msg, "unexpected number of components");
         longjmp(em.jb, 1);
     }
-    size_t np = (size_t)w * h;
     int dch = want ? want : sch;
-    raw = malloc(np * sch);
-    if (!raw) {
+    raw = malloc((size_t)w * sch);
+    outrow = malloc((size_t)w * dch);
+    if (!raw || !outrow) {
         code = cx_seterr(err, CX_ENOMEM, "%s: out of memory for %ux%u pixels", nm(name), w, h);
         longjmp(em.jb, 1);
     }
+    if ((st = sink->begin(sink, (int)w, (int)h, dch, err))) {
+        code = st;
+        longjmp(em.jb, 1);
+    }
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_width != w || cinfo.output_height != h) {
+        snprintf(em.msg, sizeof em.msg, "unexpected output size");
+        longjmp(em.jb, 1);
+    }
     while (cinfo.output_scanline < h) {
-        JSAMPROW row = raw + (size_t)cinfo.output_scanline * w * sch;
+        unsigned y = cinfo.output_scanline;
+        JSAMPROW row = raw;
         if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
             snprintf(em.msg, sizeof em.msg, "truncated file");
             longjmp(em.jb, 1);
         }
+        if (dch == sch) {
+            sink->row(sink, (int)y, raw);
+        } else {
+            pixels_to(outrow, dch, raw, sch, w);
+            sink->row(sink, (int)y, outrow);
+        }
     }
     jpeg_finish_decompress(&cinfo);
-    if (dch == sch) {
-        pix = raw;
-        raw = NULL;
-    } else {
-        pix = malloc(np * dch);
-        if (!pix) {
-            code = cx_seterr(err, CX_ENOMEM, "%s: out of memory for %ux%u pixels", nm(name), w, h);
-            longjmp(em.jb, 1);
-        }
-        pixels_to(pix, dch, raw, sch, np);
-        free(raw);
-        raw = NULL;
-    }
+    free(raw);
+    free(outrow);
     jpeg_destroy_decompress(&cinfo);
-    out->width = (int)w;
-    out->height = (int)h;
-    out->channels = dch;
-    out->data = pix;
     return CX_OK;
 }
 
 /* ------------------------------------------------------------- loading */
 
-cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
-                            int channels, cx_image *out, cx_err *err)
+cx_status cx_image_decode_mem(const void *buf, size_t n, const char *name, int channels,
+                              cx_row_sink *sink, cx_err *err)
 {
-    if (!out)
-        return cx_seterr(err, CX_EARG, "cx_image_load_mem: out is NULL");
-    memset(out, 0, sizeof *out);
     if (channels != 0 && channels != 1 && channels != 3)
         return cx_seterr(err, CX_EARG, "%s: channels must be 0, 1 or 3, not %d",
                          nm(name), channels);
@@ -456,21 +497,58 @@ cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
         return cx_seterr(err, CX_EFORMAT, "%s: empty file, not an image", nm(name));
     switch (cx_image_sniff(buf, n)) {
     case 1:
-        return decode_png(buf, n, name, channels, out, err);
+        return decode_png(buf, n, name, channels, sink, err);
     case 2:
-        return decode_jpeg(buf, n, name, channels, out, err);
+        return decode_jpeg(buf, n, name, channels, sink, err);
     default:
         return cx_seterr(err, CX_EFORMAT,
                          "%s: not a PNG or JPEG image (unrecognised signature)", nm(name));
     }
 }
 
-cx_status cx_image_load(const char *path, int channels, cx_image *out,
-                        cx_err *err)
+/* The sink that keeps the whole image. */
+typedef struct {
+    cx_row_sink base;
+    cx_image *out;
+    const char *name;
+} full_sink;
+
+static cx_status full_begin(cx_row_sink *s, int w, int h, int ch, cx_err *err)
+{
+    full_sink *f = (full_sink *)s;
+    cx_status st = cx_image_new(w, h, ch, f->out, err);
+    if (st == CX_ENOMEM)
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory for %dx%d pixels", nm(f->name), w,
+                         h);
+    return st;
+}
+
+static void full_row(cx_row_sink *s, int y, const uint8_t *px)
+{
+    full_sink *f = (full_sink *)s;
+    size_t rb = (size_t)f->out->width * f->out->channels;
+    memcpy(f->out->data + (size_t)y * rb, px, rb);
+}
+
+cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
+                            int channels, cx_image *out, cx_err *err)
 {
     if (!out)
-        return cx_seterr(err, CX_EARG, "cx_image_load: out is NULL");
+        return cx_seterr(err, CX_EARG, "cx_image_load_mem: out is NULL");
     memset(out, 0, sizeof *out);
+    full_sink f = {{full_begin, full_row}, out, name};
+    cx_status st = cx_image_decode_mem(buf, n, name, channels, &f.base, err);
+    if (st)
+        cx_image_free(out);
+    return st;
+}
+
+/* Reads an image file whole (the encoded bytes; checked: regular file, size
+ * limit). */
+static cx_status read_image_file(const char *path, uint8_t **data, size_t *len, cx_err *err)
+{
+    *data = NULL;
+    *len = 0;
     if (!path || !*path)
         return cx_seterr(err, CX_EARG, "cx_image_load: empty path");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -521,8 +599,34 @@ cx_status cx_image_load(const char *path, int channels, cx_image *out,
         got += (size_t)r;
     }
     close(fd);
-    cx_status st = cx_image_load_mem(buf, got, path, channels, out, err);
+    *data = buf;
+    *len = got;
+    return CX_OK;
+}
+
+cx_status cx_image_decode_file(const char *path, int channels, cx_row_sink *sink,
+                               cx_err *err)
+{
+    uint8_t *buf;
+    size_t n;
+    cx_status st = read_image_file(path, &buf, &n, err);
+    if (st)
+        return st;
+    st = cx_image_decode_mem(buf, n, path, channels, sink, err);
     free(buf);
+    return st;
+}
+
+cx_status cx_image_load(const char *path, int channels, cx_image *out,
+                        cx_err *err)
+{
+    if (!out)
+        return cx_seterr(err, CX_EARG, "cx_image_load: out is NULL");
+    memset(out, 0, sizeof *out);
+    full_sink f = {{full_begin, full_row}, out, path};
+    cx_status st = cx_image_decode_file(path, channels, &f.base, err);
+    if (st)
+        cx_image_free(out);
     return st;
 }
 

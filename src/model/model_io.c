@@ -11,6 +11,7 @@
 #include "io/json.h"
 #include "model/model_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,9 +164,26 @@ static cx_status apply_metadata(cx_model *m, const cx_st_file *f, const char *pa
         return st;
     if (sd && (st = parse_floats3(path, "std", sd, m->std, err)))
         return st;
-    for (int i = 0; i < 3; i++)
-        if (!(m->std[i] > 0))
-            return cx_seterr(err, CX_EFORMAT, "%s: metadata 'std' must be positive", path);
+    /* Normalisation maps a pixel v in [0, 1] to (v - mean) / std: every
+     * such value must be a finite float, so mean is finite and std finite
+     * and positive (and not so small that the quotient overflows). */
+    for (int i = 0; i < 3; i++) {
+        float mu = m->mean[i], sg = m->std[i];
+        if (!isfinite(mu))
+            return cx_seterr(err, CX_ENUMERIC,
+                             "%s: metadata 'mean' = '%s': value %d is not a finite number",
+                             path, mean ? mean : "", i + 1);
+        if (!isfinite(sg) || !(sg > 0))
+            return cx_seterr(err, CX_ENUMERIC,
+                             "%s: metadata 'std' = '%s': value %d is not a finite positive "
+                             "number",
+                             path, sd ? sd : "", i + 1);
+        if (!isfinite((0.0f - mu) / sg) || !isfinite((1.0f - mu) / sg))
+            return cx_seterr(err, CX_ENUMERIC,
+                             "%s: metadata 'mean'/'std': channel %d maps pixels to infinity "
+                             "(mean %g, std %g)",
+                             path, i + 1, (double)mu, (double)sg);
+    }
     return CX_OK;
 }
 
