@@ -1043,6 +1043,14 @@ typedef struct {
     const char *json;         /* the log.jsonl line */
 } cx_epoch_report;
 
+/* Where a resumed run continues. */
+typedef struct {
+    const char *path;         /* the checkpoint read */
+    int epoch, epochs;        /* 0-based epoch it continues (epochs: all done) */
+    int batch, n_batches;     /* 0-based next batch of that epoch */
+    long step;                /* Adam steps done so far */
+} cx_resume_info;
+
 typedef struct {
     int epochs;               /* 10 */
     int batch;                /* 16: must equal the loaders' batch */
@@ -1053,7 +1061,14 @@ typedef struct {
     double threshold;         /* 1e-4 (relative, as PyTorch) */
     int checkpoint_every;     /* steps between mid-epoch checkpoints; 0: none */
     long max_steps;           /* stop after this many steps in this run (with
-                                 a checkpoint); 0: no limit */
+                                 a checkpoint), wherever they end: mid-epoch
+                                 or at an epoch's end (after its validation,
+                                 best model, checkpoint and log line); 0: no
+                                 limit */
+    int log_steps;            /* 1: also a line per step in OUT/log.jsonl,
+                                 {"step": S, "epoch": E, "batch": B,
+                                 "loss": L, "lr": X} (E, B 1-based; epoch
+                                 lines begin with "epoch") */
     const char *out_dir;      /* required */
     int resume;               /* continue from out_dir/last.safetensors */
     cx_backend_id backend;
@@ -1064,6 +1079,8 @@ typedef struct {
      * checkpoint, status CX_EINTERRUPTED). May be NULL. */
     int (*on_step)(void *user, const cx_train_progress *p);
     void (*on_epoch)(void *user, const cx_epoch_report *r);
+    /* Called once when resuming, after the checkpoint is read. May be NULL. */
+    void (*on_resume)(void *user, const cx_resume_info *r);
     void *user;
 } cx_trainer_opts;
 void cx_trainer_opts_default(cx_trainer_opts *o);
@@ -1071,8 +1088,9 @@ void cx_trainer_opts_default(cx_trainer_opts *o);
 /* Runs training of m (updated in place) on the train loader (augmenting),
  * validating on the val loader (not augmenting; may be NULL: no validation,
  * best = last). Returns CX_OK when all epochs are done, CX_EINTERRUPTED
- * when stopped (checkpoint written), CX_ENUMERIC on a non-finite loss (the
- * last checkpoint is kept, nothing newer is written). */
+ * when stopped by on_step or max_steps before that (checkpoint written; the
+ * message says where), CX_ENUMERIC on a non-finite loss (the last checkpoint
+ * is kept, nothing newer is written). */
 cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val,
                          const cx_trainer_opts *o, cx_err *err);
 /* END train */

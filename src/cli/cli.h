@@ -6,6 +6,7 @@
 #define CX_CLI_H
 
 #include "chexnet.h"
+#include <getopt.h>
 #include <stdio.h>
 
 int cmd_info(int argc, char **argv);
@@ -19,6 +20,46 @@ int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 
+/* The option parser of every subcommand: getopt_long (GNU conventions:
+ * --opt value and --opt=value, unambiguous abbreviations, options and
+ * operands in any order, -- ends the options) over the command's options
+ * plus the common ones: -h/--help (prints usage), --version, and with
+ * CLI_LIMITS --max-pixels, --max-rows, --max-bytes (set cx_limits).
+ *
+ *   cli_getopt g;
+ *   cli_getopt_init(&g, "predict", argc, argv, "o:", opts, CLI_LIMITS, usage);
+ *   while ((c = cli_getopt_next(&g)) != -1)
+ *       switch (c) { case CLI_OPT_EXIT: return g.exit_code; ... optarg ... }
+ *   operands: argv[optind .. argc)
+ *
+ * CLI_OPT_EXIT: help or the version was printed (exit status 0), or a usage
+ * error (unknown option, missing value, bad limit) was (status 2). */
+enum { CLI_OPT_VERSION = 0x1000, CLI_OPT_MAX_PIXELS, CLI_OPT_MAX_ROWS, CLI_OPT_MAX_BYTES,
+       CLI_OPT_EXIT, CLI_OPT_FIRST_FREE = 0x1100 };
+enum { CLI_LIMITS = 1 };
+#define CLI_GETOPT_MAX 96
+typedef struct {
+    const char *cmd;
+    int argc;
+    char **argv;
+    char shortopts[64];
+    struct option longopts[CLI_GETOPT_MAX];
+    void (*usage)(FILE *);
+    int exit_code;
+} cli_getopt;
+void cli_getopt_init(cli_getopt *g, const char *cmd, int argc, char **argv,
+                     const char *shortopts, const struct option *longopts, int flags,
+                     void (*usage)(FILE *));
+int cli_getopt_next(cli_getopt *g);
+/* Help text of the limit options. */
+const char *cli_limits_help(void);
+
+/* "N thing" / "N things" (plural with s, or the given plural). */
+const char *cli_plural(long n, const char *one, const char *many);
+/* dir joined with name by one '/' (trailing slashes of dir dropped), into a
+ * static buffer (for messages). */
+const char *cli_path_in(const char *dir, const char *name);
+
 /* Prints "chexnet CMD: message" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -27,8 +68,6 @@ void cli_error(const char *cmd, const char *fmt, ...)
     ;
 /* Prints an error from the library and returns 1. */
 int cli_fail(const char *cmd, const cx_err *err);
-/* True when argv has -h or --help. */
-int cli_wants_help(int argc, char **argv);
 /* Parses integers/floats strictly; return 0 on success. */
 int cli_parse_int(const char *s, long lo, long hi, long *out);
 int cli_parse_double(const char *s, double *out);

@@ -69,8 +69,11 @@ int cmd_bench(int argc, char **argv)
     long batch = 1, size = 224, repeat = 10, warmup = 2, threads = 0;
     int train = 0, json = 0, c, prec = CX_PRECISION_F32;
     cx_backend_id be = CX_BACKEND_CPU;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    cli_getopt g;
+    cli_getopt_init(&g, "bench", argc, argv, "h", opts, 0, usage);
+    while ((c = cli_getopt_next(&g)) != -1) {
+        if (c == CLI_OPT_EXIT)
+            return g.exit_code;
         int bad = 0;
         switch (c) {
         case O_MODEL: model = optarg; break;

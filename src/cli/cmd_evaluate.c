@@ -56,19 +56,13 @@ static void usage(FILE *f)
             "  --save-pred P.csv   ... and save those predictions\n"
             "  --ten-crop          ... averaging 10 crops (arnoweng/CheXNet)\n"
             "  --batch N           ... images per forward pass (default 16)\n"
-            "  --precision P       ... in fp32 (default) or bf16 (see chexnet predict)\n\n"
+            "  --precision P       ... in fp32 (default) or bf16 (see chexnet predict)\n"
+            "  --version           print the version\n\n"
+            "%s\n"
             "An undefined AUROC (a class without positives or negatives) is reported as\n"
             "undefined (null in JSON), never as a number. Exit status: 0 ok, 1 error,\n"
-            "2 usage.\n");
-}
-
-static int need_arg(int i, int argc, char **argv)
-{
-    if (i + 1 >= argc) {
-        cli_error(CMD, "%s needs a value", argv[i]);
-        return 0;
-    }
-    return 1;
+            "2 usage.\n",
+            cli_limits_help());
 }
 
 /* ----------------------------------------------------------- prediction */
@@ -240,81 +234,89 @@ static void fmt_stat(char *buf, size_t n, const cx_stat *s, int digits)
 
 int cmd_evaluate(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+    enum { O_PRED = CLI_OPT_FIRST_FREE, O_LABELS, O_VALPRED, O_JSON, O_REPORT, O_CLASSES,
+           O_MODEL, O_IMAGES, O_SAVEPRED, O_TITLE, O_DUMP, O_OP, O_BOOT, O_SEED, O_THREADS,
+           O_BATCH, O_DUMPCOUNT, O_THRESHOLD, O_TENCROP, O_PRECISION };
+    static const struct option opts[] = {
+        {"pred", required_argument, 0, O_PRED},
+        {"labels", required_argument, 0, O_LABELS},
+        {"val-pred", required_argument, 0, O_VALPRED},
+        {"json", required_argument, 0, O_JSON},
+        {"report", required_argument, 0, O_REPORT},
+        {"classes", required_argument, 0, O_CLASSES},
+        {"model", required_argument, 0, O_MODEL},
+        {"images", required_argument, 0, O_IMAGES},
+        {"save-pred", required_argument, 0, O_SAVEPRED},
+        {"title", required_argument, 0, O_TITLE},
+        {"dump-resamples", required_argument, 0, O_DUMP},
+        {"operating-point", required_argument, 0, O_OP},
+        {"bootstrap", required_argument, 0, O_BOOT},
+        {"seed", required_argument, 0, O_SEED},
+        {"threads", required_argument, 0, O_THREADS},
+        {"batch", required_argument, 0, O_BATCH},
+        {"dump-count", required_argument, 0, O_DUMPCOUNT},
+        {"threshold", required_argument, 0, O_THRESHOLD},
+        {"ten-crop", no_argument, 0, O_TENCROP},
+        {"precision", required_argument, 0, O_PRECISION},
+        {0, 0, 0, 0}};
     const char *pred_path = NULL, *labels_path = NULL, *val_path = NULL, *json_path = NULL,
                *report_dir = NULL, *classes = NULL, *model_path = NULL, *images_dir = NULL,
                *save_pred = NULL, *title = NULL, *dump_path = NULL, *op = NULL;
     long boot = 10000, seed = 0, threads = 0, batch = 16, dump_count = 10;
     double threshold = 0.5;
     int threshold_given = 0, ten_crop = 0, prec = CX_PRECISION_F32, precision_given = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-#define STR_OPT(name, var)                                                                   \
-    if (!strcmp(a, name)) {                                                                  \
-        if (!need_arg(i, argc, argv))                                                        \
-            return 2;                                                                        \
-        var = argv[++i];                                                                     \
-        continue;                                                                            \
-    }
+    cli_getopt g;
+    int opt;
+    cli_getopt_init(&g, CMD, argc, argv, "", opts, CLI_LIMITS, usage);
+    while ((opt = cli_getopt_next(&g)) != -1) {
 #define INT_OPT(name, var, lo, hi)                                                           \
-    if (!strcmp(a, name)) {                                                                  \
-        if (!need_arg(i, argc, argv))                                                        \
-            return 2;                                                                        \
-        if (cli_parse_int(argv[++i], lo, hi, &var)) {                                        \
-            cli_error(CMD, "%s: '%s' is not an integer in [%ld, %ld]", name, argv[i],        \
-                      (long)(lo), (long)(hi));                                               \
-            return 2;                                                                        \
-        }                                                                                    \
-        continue;                                                                            \
-    }
-        STR_OPT("--pred", pred_path)
-        STR_OPT("--labels", labels_path)
-        STR_OPT("--val-pred", val_path)
-        STR_OPT("--json", json_path)
-        STR_OPT("--report", report_dir)
-        STR_OPT("--classes", classes)
-        STR_OPT("--model", model_path)
-        STR_OPT("--images", images_dir)
-        STR_OPT("--save-pred", save_pred)
-        STR_OPT("--title", title)
-        STR_OPT("--dump-resamples", dump_path)
-        STR_OPT("--operating-point", op)
-        INT_OPT("--bootstrap", boot, 0, 10000000)
-        INT_OPT("--seed", seed, 0, 0x7fffffffffffffffL)
-        INT_OPT("--threads", threads, 0, 4096)
-        INT_OPT("--batch", batch, 1, 4096)
-        INT_OPT("--dump-count", dump_count, 0, 1000000)
-        if (!strcmp(a, "--threshold")) {
-            if (!need_arg(i, argc, argv))
-                return 2;
-            if (cli_parse_double(argv[++i], &threshold)) {
-                cli_error(CMD, "--threshold: '%s' is not a number", argv[i]);
+    if (cli_parse_int(optarg, lo, hi, &var)) {                                               \
+        cli_error(CMD, "%s: '%s' is not an integer in [%ld, %ld]", name, optarg, (long)(lo), \
+                  (long)(hi));                                                               \
+        return 2;                                                                            \
+    }                                                                                        \
+    break;
+        switch (opt) {
+        case CLI_OPT_EXIT: return g.exit_code;
+        case O_PRED: pred_path = optarg; break;
+        case O_LABELS: labels_path = optarg; break;
+        case O_VALPRED: val_path = optarg; break;
+        case O_JSON: json_path = optarg; break;
+        case O_REPORT: report_dir = optarg; break;
+        case O_CLASSES: classes = optarg; break;
+        case O_MODEL: model_path = optarg; break;
+        case O_IMAGES: images_dir = optarg; break;
+        case O_SAVEPRED: save_pred = optarg; break;
+        case O_TITLE: title = optarg; break;
+        case O_DUMP: dump_path = optarg; break;
+        case O_OP: op = optarg; break;
+        case O_BOOT: INT_OPT("--bootstrap", boot, 0, 10000000)
+        case O_SEED: INT_OPT("--seed", seed, 0, 0x7fffffffffffffffL)
+        case O_THREADS: INT_OPT("--threads", threads, 0, 4096)
+        case O_BATCH: INT_OPT("--batch", batch, 1, 4096)
+        case O_DUMPCOUNT: INT_OPT("--dump-count", dump_count, 0, 1000000)
+        case O_THRESHOLD:
+            if (cli_parse_double(optarg, &threshold)) {
+                cli_error(CMD, "--threshold: '%s' is not a number", optarg);
                 return 2;
             }
             threshold_given = 1;
-            continue;
-        }
-        if (!strcmp(a, "--ten-crop")) {
-            ten_crop = 1;
-            continue;
-        }
-        if (!strcmp(a, "--precision")) {
-            if (!need_arg(i, argc, argv))
-                return 2;
-            if ((prec = cx_precision_parse(argv[++i])) < 0) {
-                cli_error(CMD, "unknown --precision '%s' (fp32 or bf16)", argv[i]);
+            break;
+        case O_TENCROP: ten_crop = 1; break;
+        case O_PRECISION:
+            if ((prec = cx_precision_parse(optarg)) < 0) {
+                cli_error(CMD, "unknown --precision '%s' (fp32 or bf16)", optarg);
                 return 2;
             }
             precision_given = 1;
-            continue;
+            break;
+        default: return 2;
         }
-        cli_error(CMD, "unknown option '%s' (see --help)", a);
-        return 2;
-#undef STR_OPT
 #undef INT_OPT
+    }
+    if (optind < argc) {
+        cli_error(CMD, "unexpected argument '%s' (see --help)", argv[optind]);
+        return 2;
     }
     if (!labels_path) {
         cli_error(CMD, "--labels is required (see --help)");
@@ -421,8 +423,8 @@ int cmd_evaluate(int argc, char **argv)
         cli_error(CMD, "warning: %s", res->warnings[i]);
 
     /* the table */
-    printf("%d images, %d classes, labels: %s (%s)\n", res->n_images, res->n_classes, labels_path,
-           cx_labels_format(labels));
+    printf("%s, %s, labels: %s (%s)\n", cli_plural(res->n_images, "image", "images"),
+           cli_plural(res->n_classes, "class", "classes"), labels_path, cx_labels_format(labels));
     if (res->n_bootstrap)
         printf("bootstrap: %d resamples, seed %llu, %.2f s on %d threads; 95%% CIs in brackets\n",
                res->n_bootstrap, (unsigned long long)res->seed, res->boot_seconds, res->threads);
@@ -446,7 +448,8 @@ int cmd_evaluate(int argc, char **argv)
     fmt_stat(mbuf, sizeof mbuf, &res->mean_auroc, 4);
     printf("%-20s %13s  %-26s\n", "mean AUROC", "", mbuf);
     if (res->n_mean_classes < res->n_classes)
-        printf("(mean over the %d classes with a defined AUROC)\n", res->n_mean_classes);
+        printf("(mean over the %s with a defined AUROC)\n",
+               cli_plural(res->n_mean_classes, "class", "classes"));
     fflush(stdout);
 
     if (json_path && cx_eval_write_json(res, json_path, &err)) {
@@ -458,7 +461,8 @@ int cmd_evaluate(int argc, char **argv)
             cli_fail(CMD, &err);
             goto out;
         }
-        fprintf(stderr, "chexnet evaluate: report written to %s/report.html\n", report_dir);
+        fprintf(stderr, "chexnet evaluate: report written to %s\n",
+                cli_path_in(report_dir, "report.html"));
     }
     rc = 0;
 out:

@@ -29,8 +29,11 @@ int cmd_export(int argc, char **argv)
     const char *metas[64];
     int n_meta = 0, c;
     cx_dtype dt = CX_DT_F32;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    cli_getopt g;
+    cli_getopt_init(&g, "export", argc, argv, "o:h", opts, 0, usage);
+    while ((c = cli_getopt_next(&g)) != -1) {
+        if (c == CLI_OPT_EXIT)
+            return g.exit_code;
         switch (c) {
         case 'o': out = optarg; break;
         case 'd':

@@ -34,8 +34,11 @@ int cmd_info(int argc, char **argv)
     static const struct option opts[] = {
         {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int json = 0, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    cli_getopt g;
+    cli_getopt_init(&g, "info", argc, argv, "h", opts, 0, usage);
+    while ((c = cli_getopt_next(&g)) != -1) {
+        if (c == CLI_OPT_EXIT)
+            return g.exit_code;
         if (c == 'j')
             json = 1;
         else if (c == 'h') {

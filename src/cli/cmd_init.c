@@ -32,8 +32,11 @@ int cmd_init(int argc, char **argv)
     long classes = 14, inch = 3, seed = 0;
     cx_dtype dt = CX_DT_F32;
     int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+    cli_getopt g;
+    cli_getopt_init(&g, "init", argc, argv, "o:h", opts, 0, usage);
+    while ((c = cli_getopt_next(&g)) != -1) {
+        if (c == CLI_OPT_EXIT)
+            return g.exit_code;
         switch (c) {
         case 'a': arch = optarg; break;
         case 'c':
@@ -104,8 +107,8 @@ int cmd_init(int argc, char **argv)
         cx_model_free(m);
         return cli_fail("init", &err);
     }
-    fprintf(stderr, "wrote %s: %s, %d classes, %lld parameters\n", outp, cfg.arch,
-            cfg.num_classes, (long long)cx_model_num_params(m));
+    fprintf(stderr, "wrote %s: %s, %s, %lld parameters\n", outp, cfg.arch,
+            cli_plural(cfg.num_classes, "class", "classes"), (long long)cx_model_num_params(m));
     cx_model_free(m);
     return 0;
 }

@@ -67,9 +67,12 @@ static void usage(FILE *f)
             "  --precision P     fp32 (default, matches PyTorch) or bf16: the dense\n"
             "                    blocks' convolutions in bfloat16 with fp32 sums,\n"
             "                    fast on CPUs with AMX or AVX512-BF16 (probabilities\n"
-            "                    differ from fp32 by up to about 1e-2)\n\n"
+            "                    differ from fp32 by up to about 1e-2)\n"
+            "  --version         print the version\n\n"
+            "%s\n"
             "A file that cannot be read is reported on stderr and skipped; the exit\n"
-            "status is then 1.\n");
+            "status is then 1.\n",
+            cli_limits_help());
 }
 
 /* ------------------------------------------------------------ inputs */
@@ -371,10 +374,20 @@ out:
 
 int cmd_predict(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+    enum { O_MODEL = CLI_OPT_FIRST_FREE, O_FORMAT, O_TENCROP, O_BATCH, O_THREADS, O_CAM,
+           O_CAMCLASS, O_CAMALPHA, O_BACKEND, O_PRECISION };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},
+        {"format", required_argument, 0, O_FORMAT},
+        {"ten-crop", no_argument, 0, O_TENCROP},
+        {"batch", required_argument, 0, O_BATCH},
+        {"threads", required_argument, 0, O_THREADS},
+        {"cam", required_argument, 0, O_CAM},
+        {"cam-class", required_argument, 0, O_CAMCLASS},
+        {"cam-alpha", required_argument, 0, O_CAMALPHA},
+        {"backend", required_argument, 0, O_BACKEND},
+        {"precision", required_argument, 0, O_PRECISION},
+        {0, 0, 0, 0}};
     const char *model_path = NULL, *cam_dir = NULL, *cam_class = NULL;
     int fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSON;
     int ten_crop = 0;
@@ -382,105 +395,90 @@ int cmd_predict(int argc, char **argv)
     double alpha = 0.5;
     cx_backend_id backend = CX_BACKEND_CPU;
     int prec = CX_PRECISION_F32;
-    cli_strvec args = {0};
-    int only_inputs = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-#define NEED_VAL()                                                                     \
-    do {                                                                               \
-        if (!has_val) {                                                                \
-            cli_error(CMD, "%s needs a value (see chexnet predict --help)", a);        \
-            free(args.v);                                                              \
-            return 2;                                                                  \
-        }                                                                              \
-    } while (0)
-        if (only_inputs || a[0] != '-' || !strcmp(a, "-")) {
-            if (args.n == args.cap) {
-                size_t cap = args.cap ? args.cap * 2 : 16;
-                char **q = realloc(args.v, cap * sizeof *q);
-                if (!q) {
-                    cli_error(CMD, "out of memory");
-                    free(args.v);
-                    return 1;
-                }
-                args.v = q;
-                args.cap = cap;
-            }
-            args.v[args.n++] = (char *)a; /* borrowed; freed with free(args.v) */
-        } else if (!strcmp(a, "--")) {
-            only_inputs = 1;
-        } else if (!strcmp(a, "--model")) {
-            NEED_VAL();
-            model_path = argv[++i];
-        } else if (!strcmp(a, "--format")) {
-            NEED_VAL();
-            const char *f = argv[++i];
-            if (!strcmp(f, "json"))
+    cli_getopt g;
+    int opt;
+    cli_getopt_init(&g, CMD, argc, argv, "", opts, CLI_LIMITS, usage);
+    while ((opt = cli_getopt_next(&g)) != -1) {
+        switch (opt) {
+        case CLI_OPT_EXIT:
+            return g.exit_code;
+        case O_MODEL:
+            model_path = optarg;
+            break;
+        case O_FORMAT:
+            if (!strcmp(optarg, "json"))
                 fmt = FMT_JSON;
-            else if (!strcmp(f, "csv"))
+            else if (!strcmp(optarg, "csv"))
                 fmt = FMT_CSV;
-            else if (!strcmp(f, "table"))
+            else if (!strcmp(optarg, "table"))
                 fmt = FMT_TABLE;
             else {
-                cli_error(CMD, "unknown --format '%s' (json, csv or table)", f);
-                free(args.v);
+                cli_error(CMD, "unknown --format '%s' (json, csv or table)", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--ten-crop")) {
+            break;
+        case O_TENCROP:
             ten_crop = 1;
-        } else if (!strcmp(a, "--batch")) {
-            NEED_VAL();
-            if (cli_parse_int(argv[++i], 1, 1024, &batch)) {
-                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", argv[i]);
-                free(args.v);
+            break;
+        case O_BATCH:
+            if (cli_parse_int(optarg, 1, 1024, &batch)) {
+                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--threads")) {
-            NEED_VAL();
-            if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
-                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", argv[i]);
-                free(args.v);
+            break;
+        case O_THREADS:
+            if (cli_parse_int(optarg, 0, 4096, &threads)) {
+                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--cam")) {
-            NEED_VAL();
-            cam_dir = argv[++i];
-        } else if (!strcmp(a, "--cam-class")) {
-            NEED_VAL();
-            cam_class = argv[++i];
-        } else if (!strcmp(a, "--cam-alpha")) {
-            NEED_VAL();
-            if (cli_parse_double(argv[++i], &alpha) || alpha < 0 || alpha > 1) {
-                cli_error(CMD, "--cam-alpha must be a number in [0, 1], not '%s'", argv[i]);
-                free(args.v);
+            break;
+        case O_CAM:
+            cam_dir = optarg;
+            break;
+        case O_CAMCLASS:
+            cam_class = optarg;
+            break;
+        case O_CAMALPHA:
+            if (cli_parse_double(optarg, &alpha) || alpha < 0 || alpha > 1) {
+                cli_error(CMD, "--cam-alpha must be a number in [0, 1], not '%s'", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--backend")) {
-            NEED_VAL();
-            const char *b = argv[++i];
-            if (!strcmp(b, "cpu"))
+            break;
+        case O_BACKEND:
+            if (!strcmp(optarg, "cpu"))
                 backend = CX_BACKEND_CPU;
-            else if (!strcmp(b, "ref"))
+            else if (!strcmp(optarg, "ref"))
                 backend = CX_BACKEND_REF;
             else {
-                cli_error(CMD, "unknown --backend '%s' (cpu or ref)", b);
-                free(args.v);
+                cli_error(CMD, "unknown --backend '%s' (cpu or ref)", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--precision")) {
-            NEED_VAL();
-            if ((prec = cx_precision_parse(argv[++i])) < 0) {
-                cli_error(CMD, "unknown --precision '%s' (fp32 or bf16)", argv[i]);
-                free(args.v);
+            break;
+        case O_PRECISION:
+            if ((prec = cx_precision_parse(optarg)) < 0) {
+                cli_error(CMD, "unknown --precision '%s' (fp32 or bf16)", optarg);
                 return 2;
             }
-        } else {
-            cli_error(CMD, "unknown option '%s' (see chexnet predict --help)", a);
-            free(args.v);
+            break;
+        default:
             return 2;
         }
-#undef NEED_VAL
+    }
+    /* the inputs: borrowed from argv */
+    cli_strvec args = {0};
+    for (int i = optind; i < argc; i++) {
+        if (args.n == args.cap) {
+            size_t cap = args.cap ? args.cap * 2 : 16;
+            char **q = realloc(args.v, cap * sizeof *q);
+            if (!q) {
+                cli_error(CMD, "out of memory");
+                free(args.v);
+                return 1;
+            }
+            args.v = q;
+            args.cap = cap;
+        }
+        args.v[args.n++] = argv[i]; /* borrowed; freed with free(args.v) */
     }
     if (args.n == 0) {
         usage(stderr);

@@ -28,8 +28,10 @@ static void usage(FILE *f)
             "%s"
             "  --only LIST          pack only the images named in LIST (a split list or\n"
             "                       plain names; repeatable, e.g. train.txt and val.txt);\n"
-            "                       with --labels, --train/--val/--test lists act the same\n",
-            data_args_help());
+            "                       with --labels, --train/--val/--test lists act the same\n"
+            "  --version            print the version\n\n"
+            "%s",
+            data_args_help(), cli_limits_help());
 }
 
 typedef struct {
@@ -46,10 +48,16 @@ static void on_progress(void *user, long done, long total)
 int cmd_prepare(int argc, char **argv)
 {
     const char *cmd = "prepare";
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+    enum { O_OUT = CLI_OPT_FIRST_FREE, O_SIZE, O_CHANNELS, O_THREADS, O_ONLY };
+    static const struct option opts[] = {
+        DATA_ARGS_OPTIONS,
+        {"out", required_argument, 0, O_OUT},
+        {"output", required_argument, 0, O_OUT},
+        {"size", required_argument, 0, O_SIZE},
+        {"channels", required_argument, 0, O_CHANNELS},
+        {"threads", required_argument, 0, O_THREADS},
+        {"only", required_argument, 0, O_ONLY},
+        {0, 0, 0, 0}};
     data_args a;
     data_args_init(&a);
     cx_pack_opts po;
@@ -57,37 +65,29 @@ int cmd_prepare(int argc, char **argv)
     const char *out = NULL;
     const char *only[8];
     int n_only = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = data_args_parse(cmd, argc, argv, &i, &a);
-        if (r < 0) {
+    cli_getopt g;
+    int opt;
+    cli_getopt_init(&g, cmd, argc, argv, "o:", opts, CLI_LIMITS, usage);
+    while ((opt = cli_getopt_next(&g)) != -1) {
+        int r = data_args_option(cmd, opt, optarg, &a);
+        if (r < 0 || opt == CLI_OPT_EXIT) {
             data_args_free(&a);
-            return 2;
+            return r < 0 ? 2 : g.exit_code;
         }
         if (r)
             continue;
-        const char *opt = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *val = optarg;
         long v;
-        if (!strcmp(opt, "-o") || !strcmp(opt, "--out") || !strcmp(opt, "--output") ||
-            !strcmp(opt, "--size") || !strcmp(opt, "--channels") || !strcmp(opt, "--threads") ||
-            !strcmp(opt, "--only")) {
-            if (!val) {
-                cli_error(cmd, "%s needs a value", opt);
-                data_args_free(&a);
-                return 2;
-            }
-            i++;
-        }
-        if (!strcmp(opt, "-o") || !strcmp(opt, "--out") || !strcmp(opt, "--output")) {
+        if (opt == 'o' || opt == O_OUT) {
             out = val;
-        } else if (!strcmp(opt, "--size")) {
+        } else if (opt == O_SIZE) {
             if (cli_parse_int(val, 1, 4096, &v)) {
                 cli_error(cmd, "--size wants 1..4096, got '%s'", val);
                 data_args_free(&a);
                 return 2;
             }
             po.size = (int)v;
-        } else if (!strcmp(opt, "--channels")) {
+        } else if (opt == O_CHANNELS) {
             if (!strcmp(val, "auto"))
                 po.channels = 0;
             else if (!strcmp(val, "1") || !strcmp(val, "3"))
@@ -97,14 +97,14 @@ int cmd_prepare(int argc, char **argv)
                 data_args_free(&a);
                 return 2;
             }
-        } else if (!strcmp(opt, "--threads")) {
+        } else if (opt == O_THREADS) {
             if (cli_parse_int(val, 1, 1024, &v)) {
                 cli_error(cmd, "--threads wants 1..1024, got '%s'", val);
                 data_args_free(&a);
                 return 2;
             }
             po.threads = (int)v;
-        } else if (!strcmp(opt, "--only")) {
+        } else if (opt == O_ONLY) {
             if (n_only == 8) {
                 cli_error(cmd, "at most 8 --only lists");
                 data_args_free(&a);
@@ -112,10 +112,14 @@ int cmd_prepare(int argc, char **argv)
             }
             only[n_only++] = val;
         } else {
-            cli_error(cmd, "unknown option '%s' (see --help)", opt);
             data_args_free(&a);
             return 2;
         }
+    }
+    if (optind < argc) {
+        cli_error(cmd, "unexpected argument '%s' (see --help)", argv[optind]);
+        data_args_free(&a);
+        return 2;
     }
     if (!out) {
         cli_error(cmd, "no output: give -o FILE.cxpack");
@@ -180,10 +184,11 @@ int cmd_prepare(int argc, char **argv)
     double dt = cli_now() - t0;
     struct stat sb;
     long long bytes = stat(out, &sb) == 0 ? (long long)sb.st_size : -1;
-    printf("wrote %s: %d images, %dx%d, channels %s, %d class%s, %.1f MB in %.1f s "
+    printf("wrote %s: %s, %dx%d, channels %s, %s, %.1f MB in %.1f s "
            "(%.1f images/s)\n",
-           out, n, po.size, po.size, po.channels == 0 ? "auto" : po.channels == 1 ? "1" : "3",
-           cx_dataset_num_classes(ds), cx_dataset_num_classes(ds) == 1 ? "" : "es",
+           out, cli_plural(n, "image", "images"), po.size, po.size,
+           po.channels == 0 ? "auto" : po.channels == 1 ? "1" : "3",
+           cli_plural(cx_dataset_num_classes(ds), "class", "classes"),
            bytes / 1e6, dt, dt > 0 ? n / dt : 0.0);
 done:
     free(idx);

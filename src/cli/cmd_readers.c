@@ -42,11 +42,14 @@ static void usage(FILE *f)
             "  --seed S            bootstrap seed (default 0)\n"
             "  --json OUT.json     write every figure as JSON\n"
             "  --report DIR        write DIR/report.html (the Table 1 equivalent)\n"
-            "  --threads T         threads (default: all cores)\n\n"
+            "  --threads T         threads (default: all cores)\n"
+            "  --version           print the version\n\n"
+            "%s\n"
             "Files are CSVs with an id column (Study, Image Index, Image, Path, ... else\n"
             "the first column): rows are matched by id and columns by class name, never\n"
             "by position. Every file must cover the first reader's ids; a reader must\n"
-            "give 0/1 for every image.\n");
+            "give 0/1 for every image.\n",
+            cli_limits_help());
 }
 
 static int parse_rater(const char *opt, char *arg, cx_rater *r)
@@ -74,65 +77,91 @@ static void fmt_stat(char *buf, size_t n, const cx_stat *s)
 
 int cmd_readers(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+    enum { O_CLASS = CLI_OPT_FIRST_FREE, O_READER, O_MODEL, O_TRUTH, O_THRESHOLD, O_BOOT, O_SEED,
+           O_THREADS, O_JSON, O_REPORT };
+    static const struct option opts[] = {
+        {"class", required_argument, 0, O_CLASS},
+        {"reader", required_argument, 0, O_READER},
+        {"model", required_argument, 0, O_MODEL},
+        {"truth", required_argument, 0, O_TRUTH},
+        {"threshold", required_argument, 0, O_THRESHOLD},
+        {"bootstrap", required_argument, 0, O_BOOT},
+        {"seed", required_argument, 0, O_SEED},
+        {"threads", required_argument, 0, O_THREADS},
+        {"json", required_argument, 0, O_JSON},
+        {"report", required_argument, 0, O_REPORT},
+        {0, 0, 0, 0}};
     cx_rater readers[MAXR], models[MAXR];
     cx_readers_opts o;
     memset(&o, 0, sizeof o);
     o.n_bootstrap = 10000;
     const char *json_path = NULL, *report_dir = NULL;
     long boot = 10000, seed = 0, threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (i + 1 >= argc && strncmp(a, "--", 2) == 0) {
-            cli_error(CMD, "%s needs a value (see --help)", a);
-            return 2;
-        }
-        if (!strcmp(a, "--class")) {
-            o.class_name = argv[++i];
-        } else if (!strcmp(a, "--reader") || !strcmp(a, "--model")) {
-            int is_model = a[2] == 'm';
+    cli_getopt g;
+    int opt;
+    cli_getopt_init(&g, CMD, argc, argv, "", opts, CLI_LIMITS, usage);
+    while ((opt = cli_getopt_next(&g)) != -1) {
+        switch (opt) {
+        case CLI_OPT_EXIT:
+            return g.exit_code;
+        case O_CLASS:
+            o.class_name = optarg;
+            break;
+        case O_READER:
+        case O_MODEL: {
+            int is_model = opt == O_MODEL;
             int *cnt = is_model ? &o.n_models : &o.n_readers;
             if (*cnt >= MAXR) {
                 cli_error(CMD, "too many %ss", is_model ? "model" : "reader");
                 return 2;
             }
-            if (parse_rater(a, argv[++i], is_model ? &models[*cnt] : &readers[*cnt]))
+            if (parse_rater(is_model ? "--model" : "--reader", optarg,
+                            is_model ? &models[*cnt] : &readers[*cnt]))
                 return 2;
             (*cnt)++;
-        } else if (!strcmp(a, "--truth")) {
-            o.truth_path = argv[++i];
-        } else if (!strcmp(a, "--threshold")) {
-            if (cli_parse_double(argv[++i], &o.threshold)) {
-                cli_error(CMD, "--threshold: '%s' is not a number", argv[i]);
+            break;
+        }
+        case O_TRUTH:
+            o.truth_path = optarg;
+            break;
+        case O_THRESHOLD:
+            if (cli_parse_double(optarg, &o.threshold)) {
+                cli_error(CMD, "--threshold: '%s' is not a number", optarg);
                 return 2;
             }
             o.threshold_given = 1;
-        } else if (!strcmp(a, "--bootstrap")) {
-            if (cli_parse_int(argv[++i], 0, 10000000, &boot)) {
-                cli_error(CMD, "--bootstrap: '%s' is not an integer in [0, 10000000]", argv[i]);
+            break;
+        case O_BOOT:
+            if (cli_parse_int(optarg, 0, 10000000, &boot)) {
+                cli_error(CMD, "--bootstrap: '%s' is not an integer in [0, 10000000]", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--seed")) {
-            if (cli_parse_int(argv[++i], 0, 0x7fffffffffffffffL, &seed)) {
-                cli_error(CMD, "--seed: '%s' is not a non-negative integer", argv[i]);
+            break;
+        case O_SEED:
+            if (cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed)) {
+                cli_error(CMD, "--seed: '%s' is not a non-negative integer", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--threads")) {
-            if (cli_parse_int(argv[++i], 0, 4096, &threads)) {
-                cli_error(CMD, "--threads: '%s' is not an integer in [0, 4096]", argv[i]);
+            break;
+        case O_THREADS:
+            if (cli_parse_int(optarg, 0, 4096, &threads)) {
+                cli_error(CMD, "--threads: '%s' is not an integer in [0, 4096]", optarg);
                 return 2;
             }
-        } else if (!strcmp(a, "--json")) {
-            json_path = argv[++i];
-        } else if (!strcmp(a, "--report")) {
-            report_dir = argv[++i];
-        } else {
-            cli_error(CMD, "unknown option '%s' (see --help)", a);
+            break;
+        case O_JSON:
+            json_path = optarg;
+            break;
+        case O_REPORT:
+            report_dir = optarg;
+            break;
+        default:
             return 2;
         }
+    }
+    if (optind < argc) {
+        cli_error(CMD, "unexpected argument '%s' (see --help)", argv[optind]);
+        return 2;
     }
     if (!o.class_name) {
         cli_error(CMD, "--class is required (see --help)");
@@ -159,8 +188,9 @@ int cmd_readers(int argc, char **argv)
     for (int i = 0; i < r->n_warnings; i++)
         cli_error(CMD, "warning: %s", r->warnings[i]);
     int K = r->n_readers, M = r->n_models;
-    printf("reader study: %s, %d images, %d readers, %d model%s", r->class_name, r->n_images, K, M,
-           M > 1 ? "s" : "");
+    printf("reader study: %s, %s, %s, %s", r->class_name,
+           cli_plural(r->n_images, "image", "images"), cli_plural(K, "reader", "readers"),
+           cli_plural(M, "model", "models"));
     if (r->n_bootstrap)
         printf(", %d bootstrap resamples (seed %llu)", r->n_bootstrap,
                (unsigned long long)r->seed);
@@ -198,7 +228,8 @@ int cmd_readers(int argc, char **argv)
         if (cx_readers_write_report(r, report_dir, &err))
             rc = cli_fail(CMD, &err);
         else
-            fprintf(stderr, "chexnet readers: report written to %s/report.html\n", report_dir);
+            fprintf(stderr, "chexnet readers: report written to %s\n",
+                    cli_path_in(report_dir, "report.html"));
     }
     cx_readers_free(r);
     return rc;

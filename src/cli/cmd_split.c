@@ -22,8 +22,10 @@ static void usage(FILE *f)
             "%s"
             "output:\n"
             "  --out DIR            write the split files (atomically)\n"
-            "  --json               print JSON instead of a table\n",
-            data_args_help());
+            "  --json               print JSON instead of a table\n"
+            "  --version            print the version\n\n"
+            "%s",
+            data_args_help(), cli_limits_help());
 }
 
 static void json_str(FILE *f, const char *s)
@@ -44,38 +46,40 @@ static void json_str(FILE *f, const char *s)
 int cmd_split(int argc, char **argv)
 {
     const char *cmd = "split";
-    if (cli_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
+    enum { O_JSON = CLI_OPT_FIRST_FREE, O_OUT };
+    static const struct option opts[] = {
+        DATA_ARGS_OPTIONS,
+        {"json", no_argument, 0, O_JSON},
+        {"out", required_argument, 0, O_OUT},
+        {0, 0, 0, 0}};
     data_args a;
     data_args_init(&a);
     const char *out = NULL;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        int r = data_args_parse(cmd, argc, argv, &i, &a);
-        if (r < 0) {
+    cli_getopt g;
+    int opt;
+    cli_getopt_init(&g, cmd, argc, argv, "o:", opts, CLI_LIMITS, usage);
+    while ((opt = cli_getopt_next(&g)) != -1) {
+        int r = data_args_option(cmd, opt, optarg, &a);
+        if (r < 0 || opt == CLI_OPT_EXIT) {
             data_args_free(&a);
-            return 2;
+            return r < 0 ? 2 : g.exit_code;
         }
         if (r)
             continue;
-        if (!strcmp(argv[i], "--json")) {
+        if (opt == O_JSON) {
             json = 1;
-        } else if (!strcmp(argv[i], "--out") || !strcmp(argv[i], "-o")) {
-            if (i + 1 >= argc) {
-                cli_error(cmd, "%s needs a folder", argv[i]);
-                data_args_free(&a);
-                return 2;
-            }
-            out = argv[++i];
-        } else if (!strncmp(argv[i], "--out=", 6)) {
-            out = argv[i] + 6;
+        } else if (opt == O_OUT || opt == 'o') {
+            out = optarg;
         } else {
-            cli_error(cmd, "unknown option '%s' (see --help)", argv[i]);
             data_args_free(&a);
             return 2;
         }
+    }
+    if (optind < argc) {
+        cli_error(cmd, "unexpected argument '%s' (see --help)", argv[optind]);
+        data_args_free(&a);
+        return 2;
     }
     cx_dataset *ds = NULL;
     if (data_args_load(cmd, &a, &ds)) {
@@ -140,9 +144,11 @@ int cmd_split(int argc, char **argv)
             printf("null");
         printf("}\n");
     } else {
-        printf("dataset: %s (%s), %d images, %d patients, %d class%s\n",
-               a.pack ? a.pack : a.labels ? a.labels : a.lists[0], cx_dataset_source(ds), N,
-               cx_dataset_num_patients(ds), K, K == 1 ? "" : "es");
+        printf("dataset: %s (%s), %s, %s, %s\n",
+               a.pack ? a.pack : a.labels ? a.labels : a.lists[0], cx_dataset_source(ds),
+               cli_plural(N, "image", "images"),
+               cli_plural(cx_dataset_num_patients(ds), "patient", "patients"),
+               cli_plural(K, "class", "classes"));
         if (a.lists[0])
             printf("split: from lists%s\n",
                    a.lists[1] ? "" : " (val carved from train by patient)");
@@ -172,7 +178,7 @@ int cmd_split(int argc, char **argv)
             printf("images in no split: %d\n", N - used);
         printf("patients in more than one split: %d\n", sp.crossing_patients);
         if (out)
-            printf("wrote %s/{train,val,test}.txt\n", out);
+            printf("wrote %s\n", cli_path_in(out, "{train,val,test}.txt"));
     }
 done:
     cx_split_free(&sp);

@@ -53,12 +53,21 @@ static void usage(FILE *f)
 "  --out DIR             best.safetensors, last.safetensors, log.jsonl, split/\n"
 "  --resume              continue from DIR/last.safetensors (same options)\n"
 "  --checkpoint-every N  also checkpoint every N steps (default 100)\n"
-"  --max-steps N         stop after N steps in this run (checkpointed)\n"
+"  --max-steps N         stop after N steps in this run, mid-epoch or at an\n"
+"                        epoch's end, with a checkpoint (exit status 0)\n"
 "  --threads T           (default: all cores)\n"
 "  --loader-threads T    image decoding threads (default: as --threads)\n"
 "  --json                print each epoch's log line on stdout\n"
+"  --log-every N         without a terminal (no progress bar), print the loss\n"
+"                        every N steps on stderr (default 50; 0: never)\n"
+"  --log-steps           also write every step's loss to log.jsonl (lines\n"
+"                        {\"step\": ..., \"loss\": ...} between the epoch lines)\n"
+"  --version             print the version\n"
 "\n"
-"Ctrl-C saves a checkpoint and exits; rerun with --resume to continue.\n");
+"%s\n"
+"Ctrl-C saves a checkpoint and exits with status 130; rerun with --resume to\n"
+"continue (it says where it resumes).\n",
+            cli_limits_help());
 }
 
 static volatile sig_atomic_t g_stop = 0;
@@ -72,6 +81,8 @@ typedef struct {
     cli_progress bar;
     int epoch_started;
     int json;
+    long log_every;   /* a line every N steps when there is no progress bar */
+    int first_batch;  /* batch the epoch started at in this run (resume) */
 } train_ui;
 
 static int ui_step(void *user, const cx_train_progress *p)
@@ -82,9 +93,35 @@ static int ui_step(void *user, const cx_train_progress *p)
         snprintf(label, sizeof label, "epoch %d/%d", p->epoch + 1, p->epochs);
         cli_progress_start(&u->bar, label, "batch", p->n_batches);
         u->epoch_started = p->epoch + 1;
+        u->first_batch = p->batch - 1;
     }
     cli_progress_update(&u->bar, p->batch);
+    if (!u->bar.enabled && u->log_every > 0 && p->step % u->log_every == 0) {
+        int done = p->batch - u->first_batch;
+        double left = done > 0 ? (double)(p->n_batches - p->batch) * (cli_now() - u->bar.t0) / done
+                               : 0;
+        long l = (long)(left + 0.5);
+        fprintf(stderr,
+                "epoch %d/%d batch %d/%d step %ld: loss %.5f (epoch mean %.5f), lr %.3g, "
+                "%.1f img/s, epoch ETA %ld:%02ld\n",
+                p->epoch + 1, p->epochs, p->batch, p->n_batches, p->step, p->loss, p->avg_loss,
+                p->lr, p->images_per_s, l / 60, l % 60);
+    }
     return g_stop != 0;
+}
+
+static void ui_resume(void *user, const cx_resume_info *r)
+{
+    (void)user;
+    if (r->epoch >= r->epochs)
+        fprintf(stderr, "resuming from %s: all %d epochs are done (step %ld)\n", r->path,
+                r->epochs, r->step);
+    else if (r->batch == 0)
+        fprintf(stderr, "resuming from %s: epoch %d/%d from its start, step %ld\n", r->path,
+                r->epoch + 1, r->epochs, r->step);
+    else
+        fprintf(stderr, "resuming from %s: epoch %d/%d at batch %d/%d, step %ld\n", r->path,
+                r->epoch + 1, r->epochs, r->batch + 1, r->n_batches, r->step);
 }
 
 static void ui_epoch(void *user, const cx_epoch_report *r)
@@ -114,10 +151,10 @@ static int split_list(char *s, const char **out, int max)
 
 int cmd_train(int argc, char **argv)
 {
-    enum { O_LABELS = 256, O_IMAGES, O_TASK, O_CLASSES, O_PATIENT, O_FRACTIONS, O_SPLITDIR,
+    enum { O_LABELS = CLI_OPT_FIRST_FREE, O_IMAGES, O_TASK, O_CLASSES, O_PATIENT, O_FRACTIONS, O_SPLITDIR,
            O_TRAINL, O_VALL, O_TESTL, O_SEED, O_NOAUG, O_WEIGHTS, O_ARCH, O_INCH, O_EPOCHS,
            O_BATCH, O_LR, O_FACTOR, O_PATIENCE, O_THRESH, O_WD, O_LOSS, O_OUT, O_RESUME,
-           O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON };
+           O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON, O_LOGEVERY, O_LOGSTEPS };
     static const struct option opts[] = {
         {"labels", required_argument, 0, O_LABELS}, {"images", required_argument, 0, O_IMAGES},
         {"task", required_argument, 0, O_TASK}, {"classes", required_argument, 0, O_CLASSES},
@@ -139,19 +176,22 @@ int cmd_train(int argc, char **argv)
         {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"threads", required_argument, 0, O_THREADS},
         {"loader-threads", required_argument, 0, O_LTHREADS},
-        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"json", no_argument, 0, O_JSON}, {"log-every", required_argument, 0, O_LOGEVERY},
+        {"log-steps", no_argument, 0, O_LOGSTEPS}, {0, 0, 0, 0}};
     const char *labels = NULL, *images = NULL, *task = NULL, *patient = NULL, *split_dir = NULL;
     const char *train_l = NULL, *val_l = NULL, *test_l = NULL, *weights = NULL;
     const char *arch = "densenet121", *loss_kind = NULL, *out = NULL;
     char *classes_arg = NULL, *fractions_arg = NULL;
     long seed = 0, in_ch = 3, epochs = 10, batch = 16, patience = 0, ckpt = 100, max_steps = 0;
-    long threads = 0, lthreads = 0;
+    long threads = 0, lthreads = 0, log_every = 50;
     double lr = 1e-3, factor = 0.1, thresh = 1e-4, wd = 0;
-    int augment = 1, resume = 0, json = 0, c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    int augment = 1, resume = 0, json = 0, log_steps = 0, c;
+    cli_getopt g;
+    cli_getopt_init(&g, "train", argc, argv, "", opts, CLI_LIMITS, usage);
+    while ((c = cli_getopt_next(&g)) != -1) {
         int bad = 0;
         switch (c) {
+        case CLI_OPT_EXIT: return g.exit_code;
         case O_LABELS: labels = optarg; break;
         case O_IMAGES: images = optarg; break;
         case O_TASK: task = optarg; break;
@@ -182,11 +222,16 @@ int cmd_train(int argc, char **argv)
         case O_THREADS: bad = cli_parse_int(optarg, 0, 1024, &threads); break;
         case O_LTHREADS: bad = cli_parse_int(optarg, 0, 1024, &lthreads); break;
         case O_JSON: json = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_LOGEVERY: bad = cli_parse_int(optarg, 0, 1000000000, &log_every); break;
+        case O_LOGSTEPS: log_steps = 1; break;
+        default: return 2;
         }
         if (bad) {
-            cli_error("train", "invalid value '%s' for an option", optarg);
+            const char *name = "an option";
+            for (int i = 0; opts[i].name; i++)
+                if (opts[i].val == c)
+                    name = opts[i].name;
+            cli_error("train", "invalid value '%s' for --%s", optarg, name);
             return 2;
         }
     }
@@ -269,12 +314,14 @@ int cmd_train(int argc, char **argv)
     if (cx_split_write(ds, &sp, pathbuf, &err))
         goto fail;
     int ntr = sp.count[CX_SPLIT_TRAIN], nva = sp.count[CX_SPLIT_VAL];
-    fprintf(stderr, "data: %d images, %d classes; train %d (%d patients), val %d (%d patients), "
-                    "test %d; split written to %s/split/\n",
-            cx_dataset_size(ds), K, ntr, sp.patients[0], nva, sp.patients[1],
-            sp.count[CX_SPLIT_TEST], out);
+    fprintf(stderr, "data: %s, %s; train %d (%s), val %d (%s), test %d; split written to %s\n",
+            cli_plural(cx_dataset_size(ds), "image", "images"), cli_plural(K, "class", "classes"),
+            ntr, cli_plural(sp.patients[0], "patient", "patients"), nva,
+            cli_plural(sp.patients[1], "patient", "patients"), sp.count[CX_SPLIT_TEST],
+            cli_path_in(out, "split/"));
     if (ntr < 2) {
-        cx_seterr(&err, CX_EARG, "the training split has %d images", ntr);
+        cx_seterr(&err, CX_EARG, "the training split has %s (at least 2 are needed)",
+                  cli_plural(ntr, "image", "images"));
         goto fail;
     }
 
@@ -297,8 +344,9 @@ int cmd_train(int argc, char **argv)
         if (cx_model_load(weights, &w, &err))
             goto fail;
         if (cx_model_num_classes(w) != K) {
-            fprintf(stderr, "weights: %s has %d outputs; replacing the head with %d fresh ones\n",
-                    weights, cx_model_num_classes(w), K);
+            fprintf(stderr, "weights: %s has %s; replacing the head with %s\n", weights,
+                    cli_plural(cx_model_num_classes(w), "output", "outputs"),
+                    cli_plural(K, "fresh one", "fresh ones"));
             if (cx_model_with_head(w, K, (uint64_t)seed, &m, &err)) {
                 cx_model_free(w);
                 goto fail;
@@ -380,6 +428,7 @@ int cmd_train(int argc, char **argv)
     to.threshold = thresh;
     to.checkpoint_every = (int)ckpt;
     to.max_steps = max_steps;
+    to.log_steps = log_steps;
     to.out_dir = out;
     to.resume = resume;
     to.train.weight_decay = (float)wd;
@@ -387,8 +436,10 @@ int cmd_train(int argc, char **argv)
     to.wneg = wneg;
     train_ui ui = {0};
     ui.json = json;
+    ui.log_every = log_every;
     to.on_step = ui_step;
     to.on_epoch = ui_epoch;
+    to.on_resume = ui_resume;
     to.user = &ui;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -398,13 +449,19 @@ int cmd_train(int argc, char **argv)
     cx_status st = cx_trainer_run(m, tr, va, &to, &err);
     cli_progress_end(&ui.bar);
     if (st == CX_EINTERRUPTED) {
-        cli_error("train", "%s", err.msg);
-        rc = 130;
+        if (g_stop) { /* Ctrl-C or SIGTERM */
+            cli_error("train", "%s", err.msg);
+            rc = 130;
+        } else { /* --max-steps: a requested stop is a success */
+            fprintf(stderr, "--max-steps %ld reached: %s\n", max_steps, err.msg);
+            rc = 0;
+        }
         goto done;
     }
     if (st)
         goto fail;
-    fprintf(stderr, "done: best model %s/best.safetensors, log %s/log.jsonl\n", out, out);
+    fprintf(stderr, "done: best model %s, log %s\n", cli_path_in(out, "best.safetensors"),
+            cli_path_in(out, "log.jsonl"));
     rc = 0;
     goto done;
 fail:

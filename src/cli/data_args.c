@@ -73,32 +73,11 @@ static int parse_fractions(const char *cmd, const char *s, double f[3])
     return 0;
 }
 
-int data_args_parse(const char *cmd, int argc, char **argv, int *i, data_args *a)
+int data_args_option(const char *cmd, int code, const char *val, data_args *a)
 {
-    static const char *const names[] = {"--labels", "--manifest", "--pack", "--train",
-                                        "--val", "--test", "--image-dir", "--task",
-                                        "--classes", "--patient-column", "--fractions",
-                                        "--seed", "--val-fraction"};
-    const char *arg = argv[*i], *val = NULL;
-    int which = -1;
-    for (int k = 0; k < (int)(sizeof names / sizeof names[0]); k++) {
-        size_t l = strlen(names[k]);
-        if (!strncmp(arg, names[k], l) && (arg[l] == 0 || arg[l] == '=')) {
-            which = k;
-            if (arg[l] == '=')
-                val = arg + l + 1;
-            break;
-        }
-    }
-    if (which < 0)
+    int which = code - DATA_O_FIRST;
+    if (which < 0 || which > 12)
         return 0;
-    if (!val) {
-        if (*i + 1 >= argc) {
-            cli_error(cmd, "%s needs a value", arg);
-            return -1;
-        }
-        val = argv[++*i];
-    }
     switch (which) {
     case 0:
     case 1: a->labels = val; break;

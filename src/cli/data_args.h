@@ -26,9 +26,26 @@ typedef struct {
 
 void data_args_init(data_args *a);
 void data_args_free(data_args *a);
-/* Consumes argv[*i] (and its value) if it is a dataset option: returns 1,
- * 0 if not one, -1 after printing an error. */
-int data_args_parse(const char *cmd, int argc, char **argv, int *i, data_args *a);
+/* The dataset options, for a command's cli_getopt option table (their codes
+ * start at DATA_O_FIRST; the command's own must stay below it). */
+enum { DATA_O_FIRST = CLI_OPT_FIRST_FREE + 0x80 };
+#define DATA_ARGS_OPTIONS                                                          \
+    {"labels", required_argument, 0, DATA_O_FIRST + 0},                          \
+    {"manifest", required_argument, 0, DATA_O_FIRST + 1},                        \
+    {"pack", required_argument, 0, DATA_O_FIRST + 2},                            \
+    {"train", required_argument, 0, DATA_O_FIRST + 3},                           \
+    {"val", required_argument, 0, DATA_O_FIRST + 4},                             \
+    {"test", required_argument, 0, DATA_O_FIRST + 5},                            \
+    {"image-dir", required_argument, 0, DATA_O_FIRST + 6},                       \
+    {"task", required_argument, 0, DATA_O_FIRST + 7},                            \
+    {"classes", required_argument, 0, DATA_O_FIRST + 8},                         \
+    {"patient-column", required_argument, 0, DATA_O_FIRST + 9},                  \
+    {"fractions", required_argument, 0, DATA_O_FIRST + 10},                      \
+    {"seed", required_argument, 0, DATA_O_FIRST + 11},                           \
+    {"val-fraction", required_argument, 0, DATA_O_FIRST + 12}
+/* Handles option code (from cli_getopt_next) with value val if it is a
+ * dataset option: returns 1, 0 if not one, -1 after printing an error. */
+int data_args_option(const char *cmd, int code, const char *val, data_args *a);
 /* The option help text. */
 const char *data_args_help(void);
 /* Loads the dataset named by the options (prints the error; returns 1). */

@@ -132,7 +132,33 @@ int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *
         size_t cap = 0;
         ssize_t len;
         int rc = 0;
+        cx_limits lim;
+        cx_limits_get(&lim);
+        uint64_t lines = 0, bytes = 0;
+        struct stat lsb;
+        if (fstat(fileno(f), &lsb) == 0 && S_ISREG(lsb.st_mode) &&
+            (uint64_t)lsb.st_size > lim.max_bytes) {
+            cli_error(cmd, "%s: %lld bytes, more than the size limit of %llu (raise it with "
+                           "--max-bytes N)",
+                      lp, (long long)lsb.st_size, (unsigned long long)lim.max_bytes);
+            (*nerr)++;
+            fclose(f);
+            return 0;
+        }
         while (!rc && (len = getline(&line, &cap, f)) >= 0) {
+            bytes += (uint64_t)len;
+            if (++lines > lim.max_rows || bytes > lim.max_bytes) {
+                if (lines > lim.max_rows)
+                    cli_error(cmd, "%s: more than %llu lines, the row limit (raise it with "
+                                   "--max-rows N)",
+                              lp, (unsigned long long)lim.max_rows);
+                else
+                    cli_error(cmd, "%s: more than %llu bytes, the size limit (raise it with "
+                                   "--max-bytes N)",
+                              lp, (unsigned long long)lim.max_bytes);
+                (*nerr)++;
+                break;
+            }
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
                 line[--len] = 0;
             char *s = line;

@@ -27,17 +27,6 @@ int cli_fail(const char *cmd, const cx_err *err)
     return 1;
 }
 
-int cli_wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--"))
-            break;
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
-            return 1;
-    }
-    return 0;
-}
-
 int cli_parse_int(const char *s, long lo, long hi, long *out)
 {
     char *end;
@@ -175,4 +164,28 @@ const char *cli_default_model(void)
         return buf;
 #endif
     return NULL;
+}
+
+const char *cli_plural(long n, const char *one, const char *many)
+{
+    static __thread char buf[4][160];
+    static __thread int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, sizeof buf[0], "%ld %s", n, n == 1 ? one : many);
+    return b;
+}
+
+const char *cli_path_in(const char *dir, const char *name)
+{
+    static __thread char buf[4][4200];
+    static __thread int k;
+    char *b = buf[k++ % 4];
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n == 1 && dir[0] == '/')
+        snprintf(b, sizeof buf[0], "/%s", name);
+    else
+        snprintf(b, sizeof buf[0], "%.*s/%s", (int)n, dir, name);
+    return b;
 }

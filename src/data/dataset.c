@@ -971,8 +971,8 @@ cx_status cx_dataset_check_images(const cx_dataset *ds, const int *idx, int n, c
         n = ds->n;
     if (!ds->paths && n > 0)
         return cx_seterr(err, CX_EMISSING,
-                         "%s: no image folder given: cannot find the %d images",
-                         ds->label_path ? ds->label_path : "dataset", n);
+                         "%s: no image folder given: cannot find the %d image%s",
+                         ds->label_path ? ds->label_path : "dataset", n, n == 1 ? "" : "s");
     int missing = 0;
     char first[5][128];
     for (int j = 0; j < n; j++) {
@@ -993,9 +993,10 @@ cx_status cx_dataset_check_images(const cx_dataset *ds, const int *idx, int n, c
     list[0] = 0;
     for (int j = 0; j < missing && j < 5; j++)
         u += (size_t)snprintf(list + u, sizeof list - u, "%s%s", j ? ", " : "", first[j]);
-    return cx_seterr(err, CX_EMISSING, "%d of %d images have no file in the image folder "
+    return cx_seterr(err, CX_EMISSING, "%d of %d image%s %s no file in the image folder "
                                        "(first: %s%s)",
-                     missing, n, list, missing > 5 ? ", ..." : "");
+                     missing, n, n == 1 ? "" : "s", missing == 1 ? "has" : "have", list,
+                     missing > 5 ? ", ..." : "");
 }
 
 /* Pixels of a pack entry as a cx_image view (no copy). */

@@ -97,12 +97,14 @@ cx_status cx_split_update(const cx_dataset *ds, cx_split *s, cx_err *err)
         for (int k = 0; k < K; k++)
             if (s->positives[p * K + k] == 0)
                 cx_note_add(&s->n_warnings, &s->warnings,
-                            "%s split (%d images): no positive image for class '%s'",
-                            CX_SPLIT_NAMES[p], s->count[p], ds->classes[k]);
+                            "%s split (%d image%s): no positive image for class '%s'",
+                            CX_SPLIT_NAMES[p], s->count[p], s->count[p] == 1 ? "" : "s",
+                            ds->classes[k]);
     }
     if (s->crossing_patients)
         cx_note_add(&s->n_warnings, &s->warnings,
-                    "%d patients have images in more than one split", s->crossing_patients);
+                    "%d patient%s images in more than one split", s->crossing_patients,
+                    s->crossing_patients == 1 ? " has" : "s have");
     return CX_OK;
 }
 
@@ -311,8 +313,9 @@ cx_status cx_split_from_lists(const cx_dataset *ds, const char *train, const cha
     for (int p = 0; p < 3; p++)
         if (diff[p])
             cx_note_add(&out->n_warnings, &out->warnings,
-                        "%s: %d images have labels that differ from %s (using the latter)",
-                        lists[p], diff[p], ds->label_path ? ds->label_path : "the labels");
+                        "%s: %d image%s labels that differ from %s (using the latter)",
+                        lists[p], diff[p], diff[p] == 1 ? " has" : "s have",
+                        ds->label_path ? ds->label_path : "the labels");
     return CX_OK;
 }
 

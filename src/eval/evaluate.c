@@ -92,10 +92,10 @@ static cx_status match_images(const cx_pred_table *p, const cx_labels *l, const 
     }
     if (missing)
         return cx_seterr(err, CX_EMISSING,
-                         "%s image '%s' has no label in the labels file%s (%d of %d images "
+                         "%s image '%s' has no label in the labels file%s (%d of %d image%s "
                          "unlabelled)",
                          what, p->images[first], missing > 1 ? ", nor do others" : "", missing,
-                         p->n_images);
+                         p->n_images, p->n_images == 1 ? "" : "s");
     /* two predictions resolving to one label row (same file name) */
     int nl = cx_labels_num_images(l);
     int *seen = malloc((size_t)nl * sizeof *seen);
@@ -250,8 +250,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         c->n = c->n_pos + c->n_neg;
         if (c->n_missing)
             cx_note_add(&r->n_warnings, &r->warnings,
-                        "class %s: %d images with a missing/uncertain label left out",
-                        c->name, c->n_missing);
+                        "class %s: %d image%s with a missing/uncertain label left out",
+                        c->name, c->n_missing, c->n_missing == 1 ? "" : "s");
         c->defined = cx_auroc(sc, yk, (size_t)n, &c->auroc.value);
         c->auroc.lo = c->auroc.hi = NAN;
         if (!c->defined)

@@ -244,8 +244,8 @@ cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out, cx_e
             goto done;
         if (extra)
             cx_note_add(&r->n_warnings, &r->warnings,
-                        "%s (%s): %d rows for ids not in the first reader's file, ignored", name,
-                        path, extra);
+                        "%s (%s): %d row%s for ids not in the first reader's file, ignored", name,
+                        path, extra, extra == 1 ? "" : "s");
         if (a < K + M) {
             cx_rater_result *rr = &r->raters[a];
             snprintf(rr->name, sizeof rr->name, "%s", name);

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "eval/eval_internal.h"
 #include "eval/textbuf.h"
+#include "io/fileutil.h"
 
 #include <errno.h>
 #include <math.h>
@@ -379,13 +380,13 @@ cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir, const c
     cx_tb_init(&s);
     cx_tb_puts(&s, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     svg_all(&s, r);
-    snprintf(path, sizeof path, "%s/roc.svg", dir);
+    cx_path_join(path, sizeof path, dir, "roc.svg");
     st = write_tb(&s, path, err);
     if (st)
         return st;
     cx_tb_init(&s);
     svg_panels(&s, r);
-    snprintf(path, sizeof path, "%s/roc_panels.svg", dir);
+    cx_path_join(path, sizeof path, dir, "roc_panels.svg");
     st = write_tb(&s, path, err);
     if (st)
         return st;
@@ -402,7 +403,8 @@ cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir, const c
     struct tm tmv;
     if (gmtime_r(&now, &tmv))
         strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", &tmv);
-    cx_tb_printf(&b, "<p>%d images, %d classes. ", r->n_images, r->n_classes);
+    cx_tb_printf(&b, "<p>%d image%s, %d class%s. ", r->n_images, r->n_images == 1 ? "" : "s",
+                 r->n_classes, r->n_classes == 1 ? "" : "es");
     if (r->n_bootstrap)
         cx_tb_printf(&b, "95%% confidence intervals (grey) from %d percentile-bootstrap resamples "
                          "of the images (seed %llu). ",
@@ -434,8 +436,8 @@ cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir, const c
         }
         cx_tb_puts(&b, "</tr>\n");
     }
-    cx_tb_printf(&b, "<tr class=\"mean\"><td class=\"l\">mean (%d classes)</td><td></td><td></td>",
-                 r->n_mean_classes);
+    cx_tb_printf(&b, "<tr class=\"mean\"><td class=\"l\">mean (%d class%s)</td><td></td><td></td>",
+                 r->n_mean_classes, r->n_mean_classes == 1 ? "" : "es");
     html_stat(&b, &r->mean_auroc, 4);
     if (nih)
         cx_tb_printf(&b, "<td class=\"paper\">%.3f</td><td class=\"paper\">%.3f</td>"
@@ -508,7 +510,7 @@ cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir, const c
                  r->n_bootstrap);
     cx_tb_html(&b, PRNG_DOC);
     cx_tb_puts(&b, ".</p>\n</body></html>\n");
-    snprintf(path, sizeof path, "%s/report.html", dir);
+    cx_path_join(path, sizeof path, dir, "report.html");
     return write_tb(&b, path, err);
 }
 
@@ -593,10 +595,11 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir, c
     char title[160];
     snprintf(title, sizeof title, "Reader study: %s", r->class_name);
     html_head(&b, title);
-    cx_tb_printf(&b, "<p>%d images, %d readers, %d model%s. F1 of each reader against each of the "
-                     "other %d readers as ground truth and of each model against all %d readers, "
-                     "averaged (the protocol of CheXNet's Table 1). ",
-                 r->n_images, K, M, M > 1 ? "s" : "", K - 1, K);
+    cx_tb_printf(&b, "<p>%d image%s, %d readers, %d model%s. F1 of each reader against each of "
+                     "the other %d reader%s as ground truth and of each model against all %d "
+                     "readers, averaged (the protocol of CheXNet's Table 1). ",
+                 r->n_images, r->n_images == 1 ? "" : "s", K, M, M > 1 ? "s" : "", K - 1,
+                 K - 1 == 1 ? "" : "s", K);
     if (r->n_bootstrap)
         cx_tb_printf(&b, "95%% CIs from %d bootstrap resamples of the images (seed %llu), the same "
                          "resamples for every figure.",
@@ -675,6 +678,6 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir, c
     }
     cx_tb_puts(&b, "</body></html>\n");
     char path[4200];
-    snprintf(path, sizeof path, "%s/report.html", dir);
+    cx_path_join(path, sizeof path, dir, "report.html");
     return write_tb(&b, path, err);
 }

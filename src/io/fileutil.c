@@ -1,11 +1,15 @@
 /* Atomic file writing (temp + fsync + rename) and whole-file reading. */
 #include "io/fileutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -15,7 +19,9 @@ struct cx_atomic_file {
     char *path;   /* target */
     char *tmp;    /* temporary file in the same folder */
     char *dir;    /* the folder (for fsync after rename) */
+    char *base;   /* the target's file name */
     FILE *fp;
+    int lockfd;   /* holds the flock on the temporary file until it is gone */
 };
 
 static unsigned long g_tmp_counter;
@@ -24,9 +30,12 @@ static void atomic_free(cx_atomic_file *f)
 {
     if (!f)
         return;
+    if (f->lockfd >= 0)
+        close(f->lockfd);
     free(f->path);
     free(f->tmp);
     free(f->dir);
+    free(f->base);
     free(f);
 }
 
@@ -45,6 +54,7 @@ cx_status cx_atomic_open(const char *path, cx_atomic_file **out, cx_err *err)
     cx_atomic_file *f = calloc(1, sizeof *f);
     if (!f)
         return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+    f->lockfd = -1;
     f->path = strdup(path);
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
@@ -56,7 +66,8 @@ cx_status cx_atomic_open(const char *path, cx_atomic_file **out, cx_err *err)
         f->dir = strdup(".");
     size_t tcap = n + 64;
     f->tmp = malloc(tcap);
-    if (!f->path || !f->dir || !f->tmp) {
+    f->base = strdup(base);
+    if (!f->path || !f->dir || !f->tmp || !f->base) {
         atomic_free(f);
         return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
     }
@@ -76,6 +87,13 @@ cx_status cx_atomic_open(const char *path, cx_atomic_file **out, cx_err *err)
         atomic_free(f);
         return s;
     }
+    /* The writer holds an exclusive lock on its temporary file while it
+     * exists (a duplicate descriptor keeps it past fclose, until the rename
+     * or unlink): a cleaner never takes the file of a live writer, even one
+     * whose process id it cannot see. File systems without flock: the
+     * process id alone decides (see clean_stale). */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        f->lockfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     f->fp = fdopen(fd, "wb");
     if (!f->fp) {
         int e = errno;
@@ -123,6 +141,163 @@ void cx_atomic_abort(cx_atomic_file *f)
     atomic_free(f);
 }
 
+/* ------------------------------------------- temporary files of the dead
+ *
+ * A process killed while writing leaves its temporary file
+ * (".NAME.tmp-PID-N"). After each successful write of NAME, the temporary
+ * files of NAME left by writers that are gone are removed: the name must
+ * match the pattern exactly, the file must be a regular file of this user,
+ * process PID must not exist, and no one may hold the file's lock (a live
+ * writer always does, see cx_atomic_open). The folder is listed once per
+ * process (the first write into it); what that finds is remembered, so
+ * thousands of writes into one folder cost one listing. Files left by
+ * processes that die later are removed by the next process. */
+
+typedef struct {
+    dev_t dev;
+    ino_t ino;
+    size_t n;
+    char **names; /* stale candidates still present */
+} dir_scan;
+
+static pthread_mutex_t g_scan_mu = PTHREAD_MUTEX_INITIALIZER;
+static dir_scan *g_scans;
+static size_t g_nscans;
+
+/* PID of a temporary-file name ".BASE.tmp-PID-N", or -1 if the name has
+ * another form; *blen receives the length of BASE. */
+static long tmp_name_pid(const char *name, size_t *blen)
+{
+    if (name[0] != '.')
+        return -1;
+    const char *t = strstr(name + 1, ".tmp-");
+    const char *last = NULL;
+    while (t) { /* the last ".tmp-" (BASE may contain one) */
+        last = t;
+        t = strstr(t + 1, ".tmp-");
+    }
+    if (!last || last == name + 1)
+        return -1;
+    const char *p = last + 5;
+    long pid = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (digits > 9)
+            return -1;
+        pid = pid * 10 + (*p - '0');
+    }
+    if (!digits || *p != '-' || pid <= 0)
+        return -1;
+    p++;
+    digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++)
+        digits++;
+    if (!digits || *p || digits > 20)
+        return -1;
+    *blen = (size_t)(last - (name + 1));
+    return pid;
+}
+
+static int pid_alive(long pid)
+{
+    if (pid == (long)getpid())
+        return 1;
+    return kill((pid_t)pid, 0) == 0 || errno != ESRCH;
+}
+
+/* Removes dir/name if it is still a stale temporary file; 1 if it is gone. */
+static int remove_if_stale(int dfd, const char *name)
+{
+    size_t blen;
+    long pid = tmp_name_pid(name, &blen);
+    if (pid < 0 || pid_alive(pid))
+        return 0;
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    struct stat a, b;
+    int gone = 0;
+    if (fstat(fd, &a) == 0 && S_ISREG(a.st_mode) && a.st_uid == geteuid() &&
+        flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        fstatat(dfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        gone = unlinkat(dfd, name, 0) == 0;
+    close(fd);
+    return gone;
+}
+
+static void clean_stale(const char *dir, const char *base)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    struct stat ds;
+    if (fstat(dfd, &ds) != 0) {
+        close(dfd);
+        return;
+    }
+    pthread_mutex_lock(&g_scan_mu);
+    dir_scan *sc = NULL;
+    for (size_t i = 0; i < g_nscans; i++)
+        if (g_scans[i].dev == ds.st_dev && g_scans[i].ino == ds.st_ino)
+            sc = &g_scans[i];
+    if (!sc) {
+        dir_scan *ns = realloc(g_scans, (g_nscans + 1) * sizeof *ns);
+        int dfd2 = dup(dfd);
+        DIR *d = dfd2 >= 0 ? fdopendir(dfd2) : NULL;
+        if (!ns || !d) {
+            if (ns)
+                g_scans = ns;
+            if (d)
+                closedir(d);
+            else if (dfd2 >= 0)
+                close(dfd2);
+            pthread_mutex_unlock(&g_scan_mu);
+            close(dfd);
+            return;
+        }
+        g_scans = ns;
+        sc = &g_scans[g_nscans++];
+        memset(sc, 0, sizeof *sc);
+        sc->dev = ds.st_dev;
+        sc->ino = ds.st_ino;
+        size_t cap = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            size_t blen;
+            long pid = tmp_name_pid(e->d_name, &blen);
+            if (pid < 0 || pid_alive(pid))
+                continue;
+            if (sc->n == cap) {
+                size_t nc = cap ? 2 * cap : 8;
+                char **nn = realloc(sc->names, nc * sizeof *nn);
+                if (!nn)
+                    break;
+                sc->names = nn;
+                cap = nc;
+            }
+            if (!(sc->names[sc->n] = strdup(e->d_name)))
+                break;
+            sc->n++;
+        }
+        closedir(d);
+    }
+    size_t bl = strlen(base);
+    for (size_t i = 0; i < sc->n;) {
+        const char *nm = sc->names[i];
+        size_t blen;
+        if (tmp_name_pid(nm, &blen) >= 0 && blen == bl && !memcmp(nm + 1, base, bl) &&
+            remove_if_stale(dfd, nm)) {
+            free(sc->names[i]);
+            sc->names[i] = sc->names[--sc->n];
+            continue;
+        }
+        i++;
+    }
+    pthread_mutex_unlock(&g_scan_mu);
+    close(dfd);
+}
+
 static void fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -160,6 +335,7 @@ cx_status cx_atomic_commit(cx_atomic_file *f, cx_err *err)
         return st;
     }
     fsync_dir(f->dir);
+    clean_stale(f->dir, f->base);
     atomic_free(f);
     return CX_OK;
 }
@@ -402,4 +578,15 @@ cx_status cx_mkdir_p(const char *dir, cx_err *err)
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return cx_seterr(err, CX_EIO, "%s: exists and is not a folder", dir);
     return CX_OK;
+}
+
+char *cx_path_join(char *buf, size_t n, const char *dir, const char *name)
+{
+    size_t l = strlen(dir);
+    while (l > 1 && dir[l - 1] == '/')
+        l--;
+    if (l == 1 && dir[0] == '/')
+        l = 0;
+    snprintf(buf, n, "%.*s/%s", (int)l, dir, name);
+    return buf;
 }

@@ -7,6 +7,12 @@
  * cx_atomic_abort) the temporary file is removed and the target is untouched.
  * New files get mode 0666 minus the umask.
  *
+ * A process killed while writing leaves its temporary file behind. After
+ * each successful write of NAME, temporary files of NAME whose writer is
+ * gone (no process PID, nobody holding the file's lock: a live writer holds
+ * an exclusive flock on its temporary file) are removed; the target's folder
+ * is listed once per process for them.
+ *
  *   cx_atomic_file *af;
  *   if (cx_atomic_open(path, &af, err)) return err->code;
  *   if (cx_atomic_write(af, buf, n, err)) { cx_atomic_abort(af); return ...; }
@@ -46,5 +52,10 @@ cx_status cx_read_file(const char *path, size_t max_bytes, char **data,
  * gzip stream is an error. */
 cx_status cx_read_file_gz(const char *path, size_t max_bytes, char **data,
                           size_t *n, cx_err *err);
+
+/* dir + '/' + name into buf (n bytes), with dir's trailing slashes dropped
+ * ("rep/" and "rep" both give "rep/report.html"; "/" gives "/name").
+ * Returns buf. */
+char *cx_path_join(char *buf, size_t n, const char *dir, const char *name);
 
 #endif

@@ -8,6 +8,7 @@
  * written atomically, so a killed run never leaves a model and an optimiser
  * state that disagree. */
 #define _GNU_SOURCE
+#include "io/fileutil.h"
 #include "io/json.h"
 #include "model/model_internal.h"
 
@@ -64,7 +65,7 @@ typedef struct {
 
 static void path_in(char *buf, size_t n, const char *dir, const char *name)
 {
-    snprintf(buf, n, "%s/%s", dir, name);
+    cx_path_join(buf, n, dir, name);
 }
 
 static cx_status meta_num(cx_st_writer *w, const char *key, double v, cx_err *err)
@@ -227,9 +228,9 @@ static int log_last_epoch(const char *path)
     char line[8192];
     int last = -1;
     while (fgets(line, sizeof line, f)) {
-        const char *p = strstr(line, "\"epoch\": ");
-        if (p)
-            last = atoi(p + 9);
+        /* epoch lines only (step lines begin with "step") */
+        if (!strncmp(line, "{\"epoch\": ", 10))
+            last = atoi(line + 10);
     }
     fclose(f);
     return last;
@@ -350,6 +351,7 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     float *x = NULL, *y = NULL, *logits = NULL;
     double *auroc = NULL;
     const char **classes = NULL;
+    FILE *steplog = NULL; /* log.jsonl, for the step lines */
     run_state rs;
     memset(&rs, 0, sizeof rs);
     rs.lr = o->lr;
@@ -385,6 +387,11 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         }
         if ((st = load_checkpoint(m, t, &rs, last_path, err)))
             goto done;
+        if (o->on_resume) {
+            cx_resume_info ri = {last_path, rs.epoch, o->epochs, rs.next_batch, nb,
+                                 (long)cx_adam_steps(t)};
+            o->on_resume(o->user, &ri);
+        }
         /* re-append the last completed epoch's line if the run died between
          * the checkpoint and the log */
         if (rs.last_log[0] && rs.epoch > 0 && log_last_epoch(log_path) < rs.epoch)
@@ -395,6 +402,12 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     }
 
     long steps_this_run = 0;
+    int stop = 0; /* a stop was asked for (on_step) or max_steps reached */
+    if (o->log_steps && !(steplog = fopen(log_path, "a"))) {
+        st = cx_seterr(err, CX_EIO, "%s: cannot open for appending: %s", log_path,
+                       strerror(errno));
+        goto done;
+    }
     for (; rs.epoch < o->epochs; rs.epoch++, rs.next_batch = 0) {
         double t0 = now_s();
         long imgs_this_run = 0;
@@ -432,12 +445,21 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             rs.next_batch = b + 1;
             steps_this_run++;
             imgs_this_run += n;
-            int stop = 0;
+            if (steplog) {
+                char a[64];
+                json_double(a, sizeof a, loss);
+                fprintf(steplog,
+                        "{\"step\": %lld, \"epoch\": %d, \"batch\": %d, \"loss\": %s, "
+                        "\"lr\": %.10g}\n",
+                        (long long)cx_adam_steps(t), rs.epoch + 1, b + 1, a, rs.lr);
+                fflush(steplog);
+            }
             if (o->on_step) {
                 cx_train_progress pr = {rs.epoch, o->epochs, b + 1, nb, (long)cx_adam_steps(t),
                                         loss, rs.loss_sum / rs.loss_count,
                                         imgs_this_run / fmax(now_s() - t0, 1e-9), rs.lr};
-                stop = o->on_step(o->user, &pr);
+                if (o->on_step(o->user, &pr))
+                    stop = 1;
             }
             if (o->max_steps > 0 && steps_this_run >= o->max_steps)
                 stop = 1;
@@ -447,12 +469,15 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                     goto done;
             }
             if (stop) {
-                if (rs.next_batch >= nb) /* finished the pass: keep going to epoch end */
+                /* at the end of the pass the epoch is finished first
+                 * (validation, best model, checkpoint, log line), below */
+                if (rs.next_batch >= nb)
                     break;
                 st = cx_seterr(err, CX_EINTERRUPTED,
-                               "stopped at epoch %d batch %d/%d; checkpoint %s (resume with "
-                               "--resume)",
-                               rs.epoch + 1, rs.next_batch, nb, last_path);
+                               "stopped at epoch %d batch %d/%d after %ld step%s; checkpoint "
+                               "%s (resume with --resume)",
+                               rs.epoch + 1, rs.next_batch, nb, steps_this_run,
+                               steps_this_run == 1 ? "" : "s", last_path);
                 goto done;
             }
         }
@@ -538,9 +563,19 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                                  peak_rss_mb(), line};
             o->on_epoch(o->user, &r);
         }
+        if (stop && rs.epoch + 1 < o->epochs) {
+            st = cx_seterr(err, CX_EINTERRUPTED,
+                           "stopped at the end of epoch %d after %ld step%s; checkpoint %s "
+                           "(resume with --resume)",
+                           rs.epoch + 1, steps_this_run, steps_this_run == 1 ? "" : "s",
+                           last_path);
+            goto done;
+        }
     }
     st = CX_OK;
 done:
+    if (steplog)
+        fclose(steplog);
     cx_train_free(t);
     cx_ctx_free(ctx);
     free(x);
