@@ -529,6 +529,60 @@ static void test_evaluate_errors(void **state)
     assert_int_equal(p->n_warnings, 1);
     assert_non_null(strstr(p->warnings[0], "outside [0,1]"));
     cx_pred_free(p);
+    /* two columns naming one class: the message names both (made before
+     * the table holding the names is freed; ASan checks the order) */
+    write_file(tmp_path("e_pred6.csv"), "image,Effusion,effusion\na.png,0.1,0.2\n");
+    assert_int_equal(cx_pred_load(tmp_path("e_pred6.csv"), &p, &err), CX_EFORMAT);
+    assert_null(p);
+    assert_non_null(strstr(err.msg, "columns 'Effusion' and 'effusion' name the same class"));
+}
+
+/* The row and byte limits of text tables: counted while reading (plain and
+ * gzip) and while parsing text in memory; the messages name the options. */
+static void test_text_limits(void **state)
+{
+    (void)state;
+    cx_limits saved, l;
+    cx_limits_get(&saved);
+    cx_err err;
+    const char *plain = tmp_path("lim.csv");
+    write_file(plain, "image,Edema\na,1\nb,0\nc,1\n");
+    l = saved;
+    l.max_rows = 2;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    cx_csv *t = NULL;
+    cx_csv_opts o = {CX_CSV_COMMA, 1, 0};
+    assert_int_equal(cx_csv_read(plain, &o, &t, &err), CX_ELIMIT);
+    assert_non_null(strstr(err.msg, "--max-rows"));
+    assert_non_null(strstr(err.msg, plain));
+    const char *txt = "image,Edema\na,1\nb,0\nc,1";  /* no final newline */
+    assert_int_equal(cx_csv_parse(txt, strlen(txt), "mem", &o, &t, &err), CX_ELIMIT);
+    l.max_rows = 3;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    assert_int_equal(cx_csv_read(plain, &o, &t, &err), CX_OK);
+    assert_int_equal(t->n_rows, 3);
+    cx_csv_free(t);
+    assert_int_equal(cx_csv_parse(txt, strlen(txt), "mem", &o, &t, &err), CX_OK);
+    cx_csv_free(t);
+    /* bytes, after decompression */
+    const char *gz = tmp_path("lim.csv.gz");
+    gzFile g = gzopen(gz, "wb9");
+    assert_non_null(g);
+    gzputs(g, "image,Edema\n");
+    for (int i = 0; i < 20000; i++)
+        gzputs(g, "a,1\n");
+    gzclose(g);
+    l = saved;
+    l.max_bytes = 50000;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    assert_int_equal(cx_csv_read(gz, &o, &t, &err), CX_ELIMIT);
+    assert_non_null(strstr(err.msg, "--max-bytes"));
+    l.max_bytes = 100000;
+    assert_int_equal(cx_limits_set(&l, &err), CX_OK);
+    assert_int_equal(cx_csv_read(gz, &o, &t, &err), CX_OK);
+    assert_int_equal(t->n_rows, 20000);
+    cx_csv_free(t);
+    assert_int_equal(cx_limits_set(&saved, &err), CX_OK);
 }
 
 int main(void)
@@ -541,6 +595,7 @@ int main(void)
     mkdir(g_tmp, 0777);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_csv_quotes),
+        cmocka_unit_test(test_text_limits),
         cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_csv_gzip_and_whitespace),
         cmocka_unit_test(test_parse_double),

@@ -241,7 +241,7 @@ cx_status cx_csv_parse(const char *text, size_t len, const char *name,
             }
             i = j;
         }
-        if (b.nrec > max_recs) {
+        if (b.nrec >= max_recs) { /* one more would be beyond */
             st = cx_text_limit_error(name, 1, err);
             goto fail;
         }

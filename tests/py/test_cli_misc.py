@@ -1,9 +1,12 @@
-"""Small CLI commands: --help of every command, init / info / export
+"""Small CLI commands: --help and --version of every command, --opt=value
+in every command (the same result as --opt value), init / info / export
 (dtype, metadata, class names; the result loads in torchvision strict);
-predict from a pack made by chexnet prepare (same probabilities as from the
-image files, fp32 and bf16; misuse refused)."""
+paths and counts in messages (no double slashes, "1 class"); predict from a
+pack made by chexnet prepare (same probabilities as from the image files,
+fp32 and bf16; misuse refused)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -31,6 +34,16 @@ def main():
            "usage" not in run(c, "--help").stdout]
     check("every command has --help", not bad, "failing: %s" % bad if bad else "")
     check("unknown command fails", run("frobnicate").returncode == 2)
+    bad = [c for c in cmds if run(c, "--version").stdout.strip() != "chexnet 0.1.0"
+           or run(c, "--version").returncode != 0]
+    check("every command has --version", not bad and run("--version").returncode == 0,
+          "failing: %s" % bad if bad else "")
+    r = run("predict", "--bogus")
+    check("an unknown option is a usage error naming it", r.returncode == 2 and "'--bogus'" in
+          r.stderr, r.stderr.strip())
+    r = run("evaluate", "--pred")
+    check("a missing value is a usage error", r.returncode == 2 and "--pred needs a value" in
+          r.stderr, r.stderr.strip())
 
     tmp = os.path.join(cxtest.TMP, "cli_misc")
     os.makedirs(tmp, exist_ok=True)
@@ -57,9 +70,104 @@ def main():
     m.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()},
                       strict=True)
     check("exported f16 file loads in torchvision (strict)", True)
+    equals_forms(tmp, a)
+    paths_and_counts(tmp)
     predict_from_pack(tmp, a)
     print("%d passed, %d failed" % (len(passes), len(failures)))
     sys.exit(1 if failures else 0)
+
+
+def same(args_space, args_eq, name, compare="stdout"):
+    """Runs a command with --opt value and with --opt=value."""
+    r1, r2 = run(*args_space), run(*args_eq)
+    def text(r):  # timings differ from run to run
+        return [x for x in getattr(r, compare).splitlines() if " s on " not in x]
+    ok = r1.returncode == 0 and r2.returncode == 0 and (compare is None or text(r1) == text(r2))
+    check("%s: --opt=value as --opt value" % name, ok,
+          "%d/%d %s" % (r1.returncode, r2.returncode, (r1.stderr + r2.stderr).strip()[-200:]))
+    return r1, r2
+
+
+def equals_forms(tmp, model):
+    samples = os.path.join(os.environ.get("CX_SOURCE", os.path.join(os.path.dirname(__file__),
+                                                                     "..", "..")), "samples")
+    imgs = sorted(os.path.join(samples, f) for f in os.listdir(samples)
+                  if f.endswith((".png", ".jpeg", ".jpg")))[:2]
+    same(["predict", "--model", model, "--format", "csv", "--batch", "2", "--threads", "2"] + imgs,
+         ["predict", "--model=" + model, "--format=csv", "--batch=2", "--threads=2"] + imgs,
+         "predict")
+    pred, lab = os.path.join(tmp, "p.csv"), os.path.join(tmp, "l.csv")
+    with open(pred, "w") as f:
+        f.write("image,Pneumonia\n" + "".join("i%d.png,%.3f\n" % (i, (i * 7 % 20) / 20)
+                                              for i in range(20)))
+    with open(lab, "w") as f:
+        f.write("image,Pneumonia\n" + "".join("i%d.png,%d\n" % (i, i % 3 == 0)
+                                              for i in range(20)))
+    same(["evaluate", "--pred", pred, "--labels", lab, "--bootstrap", "50", "--seed", "4",
+          "--threshold", "0.4"],
+         ["evaluate", "--pred=" + pred, "--labels=" + lab, "--bootstrap=50", "--seed=4",
+          "--threshold=0.4"], "evaluate")
+    rd = []
+    for k, name in enumerate(("r1", "r2", "m1")):
+        p = os.path.join(tmp, name + ".csv")
+        with open(p, "w") as f:
+            f.write("Study,Effusion\n" + "".join("s%d,%d\n" % (i, (i * (k + 3)) % 5 < 2)
+                                                  for i in range(30)))
+        rd.append(p)
+    same(["readers", "--class", "Effusion", "--reader", "r1=" + rd[0], "--reader", "r2=" + rd[1],
+          "--model", "m1=" + rd[2], "--bootstrap", "20"],
+         ["readers", "--class=Effusion", "--reader=r1=" + rd[0], "--reader=r2=" + rd[1],
+          "--model=m1=" + rd[2], "--bootstrap=20"], "readers")
+    man = os.path.join(tmp, "manifest.csv")
+    with open(man, "w") as f:
+        f.write("path,pneumonia,patient\n" + "".join("%s,%d,p%d\n" % (os.path.basename(im), k, k)
+                                                     for k, im in enumerate(imgs)))
+    shutil.copy(imgs[0], tmp)
+    shutil.copy(imgs[1], tmp)
+    same(["split", "--manifest", man, "--fractions", "0.5,0.5,0", "--seed", "1", "--json"],
+         ["split", "--manifest=" + man, "--fractions=0.5,0.5,0", "--seed=1", "--json"], "split")
+    pk1, pk2 = os.path.join(tmp, "a.cxpack"), os.path.join(tmp, "b.cxpack")
+    same(["prepare", "--manifest", man, "--size", "32", "--channels", "3", "-o", pk1],
+         ["prepare", "--manifest=" + man, "--size=32", "--channels=3", "--out=" + pk2],
+         "prepare", compare=None)
+    with open(pk1, "rb") as f1, open(pk2, "rb") as f2:
+        check("prepare: the same pack either way", f1.read() == f2.read())
+    i1, i2 = os.path.join(tmp, "i1.safetensors"), os.path.join(tmp, "i2.safetensors")
+    same(["init", "--classes", "2", "--seed", "5", "--output", i1],
+         ["init", "--classes=2", "--seed=5", "--output=" + i2], "init", compare=None)
+    with open(i1, "rb") as f1, open(i2, "rb") as f2:
+        check("init: the same file either way", f1.read() == f2.read())
+    same(["info", "--json", i1], ["info", "--json", "--", i1], "info (and -- before operands)",
+         compare=None)
+    e1, e2 = os.path.join(tmp, "e1.safetensors"), os.path.join(tmp, "e2.safetensors")
+    same(["export", i1, "--dtype", "bf16", "-o", e1], ["export", "--dtype=bf16", "--output=" + e2,
+                                                        i1], "export", compare=None)
+    with open(e1, "rb") as f1, open(e2, "rb") as f2:
+        check("export: the same file either way", f1.read() == f2.read())
+    same(["bench", "--batch", "1", "--repeat", "1", "--warmup", "0", "--size", "64"],
+         ["bench", "--batch=1", "--repeat=1", "--warmup=0", "--size=64"], "bench", compare=None)
+
+
+def paths_and_counts(tmp):
+    pred, lab = os.path.join(tmp, "p.csv"), os.path.join(tmp, "l.csv")
+    rep = os.path.join(tmp, "rep") + "/"
+    r = run("evaluate", "--pred", pred, "--labels", lab, "--bootstrap", "0", "--report", rep)
+    html = open(os.path.join(rep, "report.html")).read() if r.returncode == 0 else ""
+    check("evaluate --report DIR/: no double slash in the path printed",
+          r.returncode == 0 and "rep/report.html" in r.stderr and "//" not in r.stderr,
+          r.stderr.strip())
+    check("one class is '1 class' (table and report)",
+          "1 class," in r.stdout and "1 classes" not in r.stdout + html and "1 class." in html,
+          r.stdout.splitlines()[0] if r.stdout else "")
+    rd = [os.path.join(tmp, n + ".csv") for n in ("r1", "r2", "m1")]
+    r = run("readers", "--class", "Effusion", "--reader", "r1=" + rd[0], "--reader",
+            "r2=" + rd[1], "--model", "m1=" + rd[2], "--bootstrap", "0", "--report", rep + "/")
+    html = open(os.path.join(rep, "report.html")).read() if r.returncode == 0 else ""
+    check("readers --report DIR//: one slash; 'other 1 reader'", r.returncode == 0 and
+          "rep/report.html" in r.stderr and "//" not in r.stderr and "other 1 reader " in html
+          and "1 model\n" in r.stdout, r.stderr.strip())
+    r = run("init", "--classes", "1", "-o", os.path.join(tmp, "one.safetensors"))
+    check("init: '1 class'", r.returncode == 0 and "1 class," in r.stderr, r.stderr.strip())
 
 
 def predict_from_pack(tmp, model):

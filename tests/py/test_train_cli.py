@@ -1,7 +1,9 @@
 """chexnet train end to end on real paediatric X-rays (a small subset, a
 small DenseNet so the test is quick):
-  - a straight run vs a run stopped mid-epoch (--max-steps), then resumed:
-    identical weights, Adam state and log;
+  - a straight run vs a run stopped mid-epoch (--max-steps, status 0), then
+    resumed (saying where): identical weights, Adam state and log;
+  - --opt=value; without a terminal a loss line every --log-every steps on
+    stderr; --log-steps adds a line per step to log.jsonl;
   - Ctrl-C (SIGINT) and kill -9 during a run, then --resume: identical
     final weights (checkpoints are atomic);
   - the best model loads in torchvision (strict) and in chexnet predict;
@@ -12,6 +14,7 @@ small DenseNet so the test is quick):
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,7 +92,8 @@ def same_tensors(a, b):
 def log_lines(out):
     keep = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "next_lr", "best", "steps")
     with open(os.path.join(out, "log.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if k in keep} for line in f]
+        recs = [json.loads(line) for line in f]
+    return [{k: v for k, v in x.items() if k in keep} for x in recs if list(x)[0] == "epoch"]
 
 
 def main():
@@ -119,11 +123,44 @@ def main():
           r.stderr, r.stderr.strip().splitlines()[-1])
     r = train(b, ["--resume", "--checkpoint-every", "0"], manifest, images, weights)
     check("resume finishes", r.returncode == 0, r.stderr.strip().splitlines()[-1])
+    where = re.search(r"resuming from (\S+): epoch 1/2 at batch 6/(\d+), step 5\n", r.stderr)
+    check("--resume says where: epoch, batch, step, file", where is not None and
+          where.group(1) == os.path.join(b, "last.safetensors"),
+          " ".join(x for x in r.stderr.splitlines() if "resum" in x))
     ok, why = same_tensors(os.path.join(a, "last.safetensors"), os.path.join(b, "last.safetensors"))
     check("interrupted + resumed == straight (weights, Adam moments, BN stats)", ok, why)
     ok, why = same_tensors(os.path.join(a, "best.safetensors"), os.path.join(b, "best.safetensors"))
     check("same best model", ok, why)
     check("same log", log_lines(a) == log_lines(b))
+
+    # 2b. --opt=value, progress lines without a terminal, per-step log lines
+    e = os.path.join(TMP, "equals")
+    cmd = [cxtest.CHEXNET, "train", "--labels=" + manifest, "--images=" + images,
+           "--task=pneumonia", "--patient-column=patient_key", "--fractions=0.8,0.2,0",
+           "--weights=" + weights, "--batch=4", "--epochs=2", "--seed=3", "--threads=2",
+           "--out=" + e, "--checkpoint-every=0", "--log-every=3", "--log-steps"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    ok, why = same_tensors(os.path.join(a, "last.safetensors"), os.path.join(e, "last.safetensors"))
+    check("train --opt=value as --opt value (and --log-steps changes nothing)",
+          r.returncode == 0 and ok, why)
+    n_steps = log_lines(a)[-1]["steps"]
+    prog = re.findall(r"^epoch \d+/2 batch \d+/\d+ step (\d+): loss [0-9.]+ \(epoch mean "
+                      r"[0-9.]+\), lr [0-9.e-]+, [0-9.]+ img/s, epoch ETA \d+:\d\d$",
+                      r.stderr, re.M)
+    check("without a terminal: a loss line every --log-every steps on stderr",
+          [int(x) for x in prog] == list(range(3, n_steps + 1, 3)), "%s of %d steps" % (prog,
+                                                                                     n_steps))
+    plain = train(os.path.join(TMP, "plain"), ["--checkpoint-every", "0"], manifest, images,
+                  weights)
+    check("default --log-every 50: no line in a run of %d steps" % n_steps,
+          plain.returncode == 0 and " step " not in plain.stderr)
+    with open(os.path.join(e, "log.jsonl")) as f:
+        recs = [json.loads(x) for x in f]
+    steps = [x for x in recs if list(x)[0] == "step"]
+    check("--log-steps: one log line per step with its loss, epoch lines unchanged",
+          [x["step"] for x in steps] == list(range(1, n_steps + 1)) and
+          all(isinstance(x["loss"], float) for x in steps) and
+          log_lines(e) == log_lines(a), "%d step lines" % len(steps))
 
     # 3. Ctrl-C and kill -9, then resume
     for sig, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGKILL, "kill -9")):
