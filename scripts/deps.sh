@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake pkg-config libpng-dev libjpeg-dev zlib1g-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev python3 python3-numpy python3-torch python3-torchvision
-         python3-sklearn python3-pil qemu-user)
+         python3-sklearn python3-pil qemu-user
+         clang libclang-rt-dev libomp-dev llvm)  # the clang build and the fuzzers
 fi
 missing=()
 for p in "${PKGS[@]}"; do

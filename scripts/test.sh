@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs every test: C unit tests (cmocka) and the oracle tests
 # against PyTorch/torchvision/PIL/scikit-learn (tests/py), then the C tests
-# again under AddressSanitizer + UBSan. Tests that need ../shared/data skip
+# again under AddressSanitizer + UBSan, and finally builds the library and
+# the libFuzzer harnesses with clang and runs each harness briefly on its
+# corpus (regression inputs included). Tests that need ../shared/data skip
 # with a message when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +17,5 @@ echo "== C tests under AddressSanitizer + UBSan =="
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=ON -DCX_BUILD_TESTS=ON >/dev/null
 cmake --build build-asan -j"$JOBS" >/dev/null
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^test_')
+echo "== clang: the library and the libFuzzer harnesses, a short run of each =="
+scripts/fuzz.sh --smoke

@@ -51,6 +51,8 @@ void cli_getopt_init(cli_getopt *g, const char *cmd, int argc, char **argv,
                      const char *shortopts, const struct option *longopts, int flags,
                      void (*usage)(FILE *));
 int cli_getopt_next(cli_getopt *g);
+/* What --version prints (every command): the version and the kernels. */
+void cli_print_version(void);
 /* Help text of the limit options. */
 const char *cli_limits_help(void);
 

@@ -46,13 +46,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
-        printf("chexnet %s\n", CX_VERSION);
-        printf("kernels: cpu variant %s (built: %s), fp32 GEMM %s, bf16 %s%s\n",
-               cx_cpu_variant_name(), cx_cpu_variants_built(), cx_gemm_kernel(CX_BACKEND_CPU),
-               cx_bf16_kernel(CX_BACKEND_CPU),
-               cx_precision_effective(CX_BACKEND_CPU, CX_PRECISION_BF16) == CX_PRECISION_BF16
-                   ? ""
-                   : " (slower than fp32 here: --precision bf16 runs fp32)");
+        cli_print_version();
         return 0;
     }
     for (int i = 0; i < N_COMMANDS; i++)

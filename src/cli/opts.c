@@ -90,7 +90,7 @@ int cli_getopt_next(cli_getopt *g)
             g->exit_code = 0;
             return CLI_OPT_EXIT;
         case CLI_OPT_VERSION:
-            printf("chexnet %s\n", CX_VERSION);
+            cli_print_version();
             g->exit_code = 0;
             return CLI_OPT_EXIT;
         case CLI_OPT_MAX_PIXELS:

@@ -189,3 +189,14 @@ const char *cli_path_in(const char *dir, const char *name)
         snprintf(b, sizeof buf[0], "%.*s/%s", (int)n, dir, name);
     return b;
 }
+
+void cli_print_version(void)
+{
+    printf("chexnet %s\n", CX_VERSION);
+    printf("kernels: cpu variant %s (built: %s), fp32 GEMM %s, bf16 %s%s\n",
+           cx_cpu_variant_name(), cx_cpu_variants_built(), cx_gemm_kernel(CX_BACKEND_CPU),
+           cx_bf16_kernel(CX_BACKEND_CPU),
+           cx_precision_effective(CX_BACKEND_CPU, CX_PRECISION_BF16) == CX_PRECISION_BF16
+               ? ""
+               : " (slower than fp32 here: --precision bf16 runs fp32)");
+}

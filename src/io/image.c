@@ -264,6 +264,12 @@ static cx_status decode_png(const uint8_t *buf, size_t n, const char *name,
                          src.msg[0] ? src.msg : "decoding failed");
     }
     png_set_user_limits(png, CX_IMAGE_MAX_SIDE, CX_IMAGE_MAX_SIDE);
+    /* Every ancillary chunk but tRNS is skipped unread (its CRC checked,
+     * its data discarded as it streams past): none of them changes the
+     * pixels chexnet gives (no gamma, no colour management, no text), and
+     * libpng would otherwise allocate the length a chunk claims, so a
+     * 59-byte file claiming a 1.6 GB tEXt chunk made it ask for 1.6 GB. */
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
     png_set_read_fn(png, &src, png_read_mem);
     png_read_info(png, info);
     png_uint_32 w, h;

@@ -25,7 +25,7 @@ static int fuzz_nnames_;
 
 /* Writes data to DIR/name and returns the path (valid until the next call
  * with the same name). */
-static const char *fuzz_file(const uint8_t *data, size_t size, const char *name)
+static inline const char *fuzz_file(const uint8_t *data, size_t size, const char *name)
 {
     static char path[8][512];
     static int k;
@@ -76,12 +76,12 @@ static void fuzz_setup(void)
     atexit(fuzz_cleanup_);
 }
 
-static uint32_t fuzz_be32(const uint8_t *p)
+static inline uint32_t fuzz_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void fuzz_put_be32(uint8_t *p, uint32_t v)
+static inline void fuzz_put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);

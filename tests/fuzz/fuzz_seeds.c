@@ -23,8 +23,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <jpeglib.h>
-#include <png.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +31,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
+
+#include <jpeglib.h>
+#include <png.h>
 
 static const char *g_out, *g_shared;
 
@@ -434,8 +435,8 @@ static void tables(void)
     static const char *json[] = {
         "{\"a\":[1,-2.5e-3,true,false,null,\"\\u00e9\\ud83d\\ude00\"],\"b\":{}}",
         "[[[[[]]]],{\"k\":\"v\",\"k2\":18446744073709551615}]",
-        "{\"__metadata__\":{\"classes\":\"[\\\"Pneumonia\\\"]\"},\"t\":{\"dtype\":\"F32\","
-        "\"shape\":[1,2],\"data_offsets\":[0,8]}}"};
+        ("{\"__metadata__\":{\"classes\":\"[\\\"Pneumonia\\\"]\"},\"t\":{\"dtype\":\"F32\","
+         "\"shape\":[1,2],\"data_offsets\":[0,8]}}")};
     for (size_t i = 0; i < sizeof json / sizeof json[0]; i++) {
         char name[32];
         snprintf(name, sizeof name, "doc-%zu.json", i);
@@ -481,7 +482,7 @@ static void packs(void)
     cx_dataset *ds;
     if (cx_dataset_load(&o, &ds, &err))
         die("pack dataset: %s", err.msg);
-    for (int mode = 0; mode <= 3; mode += 1 + 2 * (mode == 0)) {
+    for (int mode = 0; mode <= 3; mode += 1 + (mode == 1)) {
         cx_pack_opts po;
         cx_pack_opts_default(&po);
         po.size = mode == 3 ? 6 : 8;
