@@ -76,9 +76,9 @@ for n in "${NAMES[@]}"; do
   log=$B/fuzz-logs/$n.log
   before=$(ls $B/fuzz-crashes | grep "^$n-" | grep -vc -- "-slow-unit-" || true)
   rc=0
-  # -timeout: an input running a minute is a hang (a shared, loaded machine
-  # can make a normal one take seconds)
-  nice -n 19 "$bin" -max_total_time="$T" -print_final_stats=1 -timeout=60 \
+  # -timeout: an input running two minutes is a hang (wall time: on a shared,
+  # loaded machine a niced fuzzer can stall for a minute)
+  nice -n 19 "$bin" -max_total_time="$T" -print_final_stats=1 -timeout=120 \
     -report_slow_units=100000 \
     -rss_limit_mb=2048 -malloc_limit_mb=512 -dict=tests/fuzz/dict/$(dict_of $n).dict \
     -artifact_prefix=$B/fuzz-crashes/$n- "${dirs[@]}" >"$log" 2>&1 || rc=$?

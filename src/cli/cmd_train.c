@@ -291,9 +291,9 @@ int cmd_train(int argc, char **argv)
     char pathbuf[4096];
     if (split_dir) {
         char a[4096], b[4096], e[4096];
-        snprintf(a, sizeof a, "%s/train.txt", split_dir);
-        snprintf(b, sizeof b, "%s/val.txt", split_dir);
-        snprintf(e, sizeof e, "%s/test.txt", split_dir);
+        snprintf(a, sizeof a, "%s", cli_path_in(split_dir, "train.txt"));
+        snprintf(b, sizeof b, "%s", cli_path_in(split_dir, "val.txt"));
+        snprintf(e, sizeof e, "%s", cli_path_in(split_dir, "test.txt"));
         struct stat stt;
         if (cx_split_from_lists(ds, a, b, stat(e, &stt) == 0 ? e : NULL, 0.1, (uint64_t)seed,
                                 &sp, &err))
@@ -309,7 +309,7 @@ int cmd_train(int argc, char **argv)
         cli_error("train", "warning: %s", sp.warnings[i]);
     if (cx_mkdir_p(out, &err))
         goto fail;
-    snprintf(pathbuf, sizeof pathbuf, "%s/split", out);
+    snprintf(pathbuf, sizeof pathbuf, "%s", cli_path_in(out, "split"));
     mkdir(pathbuf, 0777);
     if (cx_split_write(ds, &sp, pathbuf, &err))
         goto fail;
