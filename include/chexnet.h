@@ -65,11 +65,11 @@ cx_status cx_mkdir_p(const char *dir, cx_err *err);
  * file is read, or from an image's header): input beyond one is refused
  * with CX_ELIMIT and a message naming the limit and the chexnet option that
  * raises it. Process-wide; set them before starting work (the CLI sets them
- * from its options, below). A table costs about the size of its text twice
- * plus some 80 bytes per row in memory (10 M rows of 14 bytes, the default
- * row limit: 1.2 GB). Images are decoded row by row into the resize to the
- * model's input and are held whole only where a caller keeps them
- * (cx_image_load: width x height x channels bytes). */
+ * from its options, below). A table costs about twice the size of its text
+ * plus 50 to 100 bytes per row in memory (measured: 10 M rows of 14 bytes,
+ * the default row limit, 1.2 GB). Images are decoded row by row into the
+ * resize to the model's input and are held whole only where a caller keeps
+ * them (cx_image_load: width x height x channels bytes). */
 typedef struct {
     /* Pixels (width x height) of one image (PNG, JPEG): 67108864 (8192 x
      * 8192). Images are also refused beyond CX_IMAGE_MAX_SIDE per side,
