@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --dump-resamples F  write the first --dump-count (default 10) bootstrap\n"
             "                      resamples' image indices to F (for checking)\n"
             "  --model FILE        predict first with this model (safetensors) ...\n"
-            "  --images DIR        ... on every PNG/JPEG under DIR (recursively)\n"
+            "  --images DIR        ... on every PNG/JPEG/DICOM (*.dcm) under DIR (recursively)\n"
             "  --save-pred P.csv   ... and save those predictions\n"
             "  --ten-crop          ... averaging 10 crops (arnoweng/CheXNet)\n"
             "  --batch N           ... images per forward pass (default 16)\n"

@@ -49,7 +49,7 @@ int cli_is_image_name(const char *name)
     if (!dot)
         return 0;
     return !strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") ||
-           !strcasecmp(dot, ".jpe");
+           !strcasecmp(dot, ".jpe") || !strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom");
 }
 
 char *cli_path_join(const char *dir, const char *name)

@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "chexnet.h"
+#include "io/dicom.h"
 #include "io/fileutil.h"
 
 #include <errno.h>
@@ -48,6 +49,8 @@ int cx_image_sniff(const void *buf, size_t n)
         return 1;
     if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
         return 2;
+    if (cx_dicom_sniff(b, n))
+        return 3;
     return 0;
 }
 
@@ -459,9 +462,12 @@ cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
         return decode_png(buf, n, name, channels, out, err);
     case 2:
         return decode_jpeg(buf, n, name, channels, out, err);
+    case 3:
+        return cx_dicom_decode(buf, n, name, channels, out, NULL, err);
     default:
         return cx_seterr(err, CX_EFORMAT,
-                         "%s: not a PNG or JPEG image (unrecognised signature)", nm(name));
+                         "%s: not a PNG or JPEG image nor a DICOM file (unrecognised "
+                         "signature)", nm(name));
     }
 }
 

@@ -1,0 +1,615 @@
+/* dicom.cc - DICOM input on DCMTK (the library's one C++ unit; C interface
+ * in dicom.h).
+ *
+ * Parsing, decompression (DCMTK's JPEG, JPEG-LS and RLE decoders; deflate
+ * through zlib) and the first frame's stored values come from DCMTK. The
+ * pixel pipeline from stored values to 8-bit grey (Modality LUT, VOI LUT or
+ * window, MONOCHROME1) is written here so that it is exactly the one
+ * include/chexnet.h documents. DCMTK's own logging is switched off: every
+ * problem is returned as a cx_status with a message naming the file.
+ */
+#include "dcmtk/config/osconfig.h"
+
+#include "dcmtk/dcmdata/dcdatset.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcrledrg.h"
+#include "dcmtk/dcmdata/dcuid.h"
+#include "dcmtk/dcmdata/dcxfer.h"
+#include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/oflog/oflog.h"
+
+extern "C" {
+#include "io/dicom.h"
+}
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *nm(const char *name)
+{
+    return name && *name ? name : "<memory>";
+}
+
+/* Codecs registered once per process (DCMTK's codec list is global). */
+std::once_flag g_init;
+
+void init_dcmtk()
+{
+    std::call_once(g_init, [] {
+        OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+        DJDecoderRegistration::registerCodecs();   /* JPEG: YCbCr to RGB */
+        DJLSDecoderRegistration::registerCodecs(); /* JPEG-LS */
+        DcmRLEDecoderRegistration::registerCodecs();
+    });
+}
+
+void add_warning(cx_image_info *info, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+void add_warning(cx_image_info *info, const char *fmt, ...)
+{
+    if (!info || info->n_warnings >= CX_IMAGE_MAX_WARNINGS)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(info->warnings[info->n_warnings], sizeof info->warnings[0], fmt, ap);
+    va_end(ap);
+    info->n_warnings++;
+}
+
+/* A code string without padding, upper case (CS values are upper case, but
+ * files in the wild are not always). */
+std::string cs_value(DcmItem *ds, const DcmTagKey &tag)
+{
+    OFString s;
+    if (ds->findAndGetOFString(tag, s).bad())
+        return std::string();
+    std::string r;
+    for (char c : std::string(s.c_str()))
+        if (c != ' ' && c != '\0')
+            r += (char)toupper((unsigned char)c);
+    return r;
+}
+
+/* Printable version of a value for messages (no control bytes). */
+std::string printable(const std::string &s)
+{
+    std::string r;
+    for (char c : s)
+        r += (c >= 0x20 && c < 0x7f) ? c : '?';
+    if (r.size() > 40)
+        r = r.substr(0, 40) + "...";
+    return r;
+}
+
+/* The checks that a dataset is a frontal chest radiograph: anything else
+ * gets a warning (a probability is still given). Absent attributes are not
+ * warned about. */
+void check_frontal_chest(DcmItem *ds, cx_image_info *info)
+{
+    std::string modality = cs_value(ds, DCM_Modality);
+    if (!modality.empty() && modality != "CR" && modality != "DX" && modality != "DR")
+        add_warning(info, "Modality is %s, not CR or DX: the model reads chest radiographs",
+                    printable(modality).c_str());
+    std::string body = cs_value(ds, DCM_BodyPartExamined);
+    if (!body.empty() && body != "CHEST" && body != "THORAX" && body != "LUNG")
+        add_warning(info, "BodyPartExamined is %s, not CHEST: the model reads chest X-rays",
+                    printable(body).c_str());
+    std::string view = cs_value(ds, DCM_ViewPosition);
+    if (!view.empty() && view != "PA" && view != "AP") {
+        bool lateral = view == "LL" || view == "RL" || view == "LLD" || view == "RLD" ||
+                       view == "LATERAL" || view == "LAT";
+        add_warning(info, "ViewPosition is %s (%s), not PA or AP: the model reads frontal views",
+                    printable(view).c_str(), lateral ? "a lateral view" : "not frontal");
+    }
+    std::string lat = cs_value(ds, DCM_ImageLaterality);
+    if (lat.empty())
+        lat = cs_value(ds, DCM_Laterality);
+    if (lat == "L" || lat == "R")
+        add_warning(info,
+                    "ImageLaterality is %s (one side only): a frontal chest X-ray shows both "
+                    "sides",
+                    lat.c_str());
+}
+
+/* A LUT (Modality or VOI): descriptor and data. */
+struct Lut {
+    long entries = 0;     /* 1..65536 */
+    long first = 0;       /* first mapped input value */
+    int bits = 0;         /* bits per output entry */
+    std::vector<uint16_t> data;
+};
+
+/* Reads the first item's LUT of sequence seq; returns 0 when absent, 1 when
+ * read, -1 (with err) when malformed. */
+int read_lut(DcmItem *ds, const DcmTagKey &seq, bool signed_input, Lut &lut, const char *name,
+             const char *what, cx_err *err)
+{
+    DcmItem *item = NULL;
+    if (ds->findAndGetSequenceItem(seq, item, 0).bad() || !item)
+        return 0;
+    const Uint16 *desc = NULL;
+    unsigned long nd = 0;
+    if (item->findAndGetUint16Array(DCM_LUTDescriptor, desc, &nd).bad() || nd != 3 || !desc) {
+        cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM: the %s has no valid LUT Descriptor",
+                  nm(name), what);
+        return -1;
+    }
+    lut.entries = desc[0] == 0 ? 65536 : desc[0];
+    lut.first = signed_input ? (long)(int16_t)desc[1] : (long)desc[1];
+    lut.bits = desc[2];
+    if (lut.bits < 1 || lut.bits > 16) {
+        cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM: the %s has %d bits per entry (1-16)",
+                  nm(name), what, lut.bits);
+        return -1;
+    }
+    const Uint16 *data = NULL;
+    unsigned long n = 0;
+    if (item->findAndGetUint16Array(DCM_LUTData, data, &n).bad() || !data) {
+        cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM: the %s has no LUT Data", nm(name), what);
+        return -1;
+    }
+    lut.data.resize(lut.entries);
+    if (n == (unsigned long)lut.entries) {
+        for (long i = 0; i < lut.entries; i++)
+            lut.data[i] = data[i];
+    } else if (lut.bits <= 8 && n == (unsigned long)(lut.entries + 1) / 2) {
+        /* 8-bit entries packed two to a 16-bit word (OW) */
+        for (long i = 0; i < lut.entries; i++)
+            lut.data[i] = (i & 1) ? data[i / 2] >> 8 : data[i / 2] & 0xff;
+    } else {
+        cx_seterr(err, CX_EFORMAT,
+                  "%s: invalid DICOM: the %s declares %ld entries but holds %lu values",
+                  nm(name), what, lut.entries, n);
+        return -1;
+    }
+    long maxv = (1L << lut.bits) - 1;
+    for (long i = 0; i < lut.entries; i++)
+        if (lut.data[i] > maxv)
+            lut.data[i] = (uint16_t)maxv; /* entries beyond the declared bits */
+    return 1;
+}
+
+/* LUT lookup: inputs below the first mapped value take the first entry,
+ * above the last take the last (PS3.3 C.11.1.1). */
+inline double lut_apply(const Lut &lut, double x)
+{
+    double k = std::floor(x) - (double)lut.first;
+    long i = k <= 0 ? 0 : k >= (double)(lut.entries - 1) ? lut.entries - 1 : (long)k;
+    return lut.data[i];
+}
+
+enum VoiKind { VOI_FULL, VOI_WINDOW, VOI_LUT };
+enum WinFn { WIN_LINEAR, WIN_LINEAR_EXACT, WIN_SIGMOID };
+
+inline uint8_t to_u8(double y)
+{
+    /* y in 0..255 nominally; NaN (impossible with the checks above) -> 0 */
+    double r = std::floor(y + 0.5);
+    if (!(r >= 0))
+        return 0;
+    if (r > 255)
+        return 255;
+    return (uint8_t)r;
+}
+
+cx_status fill_info_common(cx_image_info *info)
+{
+    if (info) {
+        memset(info, 0, sizeof *info);
+        snprintf(info->format, sizeof info->format, "dicom");
+    }
+    return CX_OK;
+}
+
+struct Decoder {
+    const char *name;
+    cx_err *err;
+    cx_image_info *info;
+
+    cx_status fail(cx_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+        __attribute__((format(printf, 3, 4)))
+#endif
+    {
+        char msg[900];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        return cx_seterr(err, code, "%s: %s", nm(name), msg);
+    }
+
+    cx_status run(const void *buf, size_t n, int channels, cx_image *out);
+};
+
+bool xfer_is_refused(E_TransferSyntax x)
+{
+    switch (x) {
+    case EXS_JPEG2000LosslessOnly:
+    case EXS_JPEG2000:
+    case EXS_JPEG2000MulticomponentLosslessOnly:
+    case EXS_JPEG2000Multicomponent:
+    case EXS_JPIPReferenced:
+    case EXS_JPIPReferencedDeflate:
+    case EXS_MPEG2MainProfileAtMainLevel:
+    case EXS_MPEG2MainProfileAtHighLevel:
+    case EXS_MPEG4HighProfileLevel4_1:
+    case EXS_MPEG4BDcompatibleHighProfileLevel4_1:
+    case EXS_MPEG4HighProfileLevel4_2_For2DVideo:
+    case EXS_MPEG4HighProfileLevel4_2_For3DVideo:
+    case EXS_MPEG4StereoHighProfileLevel4_2:
+    case EXS_HEVCMainProfileLevel5_1:
+    case EXS_HEVCMain10ProfileLevel5_1:
+        return true;
+    default:
+        return false;
+    }
+}
+
+cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
+{
+    init_dcmtk();
+    fill_info_common(info);
+    if (n > 0xfffffff0u)
+        return fail(CX_ELIMIT, "DICOM file of %zu bytes is beyond the 4 GiB limit", n);
+
+    DcmInputBufferStream in;
+    in.setBuffer(buf, (offile_off_t)n);
+    in.setEos();
+    DcmFileFormat ff;
+    ff.transferInit();
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    ff.transferEnd();
+    DcmMetaInfo *meta = ff.getMetaInfo();
+    OFString ts_uid;
+    if (meta)
+        meta->findAndGetOFString(DCM_TransferSyntaxUID, ts_uid);
+    if (c.bad()) {
+        if (!ts_uid.empty() && DcmXfer(ts_uid.c_str()).getXfer() == EXS_Unknown)
+            return fail(CX_EUNSUPPORTED,
+                        "DICOM transfer syntax %s is not known to this reader (DCMTK: %s)",
+                        printable(ts_uid.c_str()).c_str(), c.text());
+        return fail(CX_EFORMAT, "invalid DICOM file: %s", c.text());
+    }
+    DcmDataset *ds = ff.getDataset();
+    if (!ds)
+        return fail(CX_EFORMAT, "invalid DICOM file: no dataset");
+    E_TransferSyntax xfer = ds->getOriginalXfer();
+    DcmXfer xf(xfer);
+    if (info) {
+        snprintf(info->transfer_syntax, sizeof info->transfer_syntax, "%s",
+                 xfer == EXS_Unknown ? printable(ts_uid.c_str()).c_str() : xf.getXferID());
+    }
+    if (xfer_is_refused(xfer))
+        return fail(CX_EUNSUPPORTED,
+                    "DICOM transfer syntax %s (%s) is not supported: chexnet reads "
+                    "uncompressed, deflated, JPEG, JPEG-LS and RLE files (convert it, e.g. "
+                    "with gdcmconv --raw)",
+                    xf.getXferName(), xf.getXferID());
+
+    check_frontal_chest(ds, info);
+
+    DcmElement *pixel_el = NULL;
+    if (ds->findAndGetElement(DCM_PixelData, pixel_el).bad() || !pixel_el) {
+        OFString sop;
+        ds->findAndGetOFString(DCM_SOPClassUID, sop);
+        const char *sop_name = dcmFindNameOfUID(sop.c_str(), NULL);
+        return fail(CX_EUNSUPPORTED, "DICOM file without pixel data (SOP class %s), not an image",
+                    sop_name ? sop_name : sop.empty() ? "unknown" : printable(sop.c_str()).c_str());
+    }
+    if (pixel_el->ident() != EVR_PixelData)
+        return fail(CX_EFORMAT, "invalid DICOM: Pixel Data element of an unexpected type");
+    DcmPixelData *pixel = static_cast<DcmPixelData *>(pixel_el);
+
+    Uint16 rows = 0, cols = 0, spp = 1, alloc = 0, stored = 0, high = 0, repr = 0, planar = 0;
+    if (ds->findAndGetUint16(DCM_Rows, rows).bad() || ds->findAndGetUint16(DCM_Columns, cols).bad())
+        return fail(CX_EFORMAT, "invalid DICOM: Rows or Columns missing");
+    if (rows == 0 || cols == 0)
+        return fail(CX_EFORMAT, "invalid DICOM: image of %ux%u pixels", (unsigned)cols,
+                    (unsigned)rows);
+    if (rows > CX_IMAGE_MAX_SIDE || cols > CX_IMAGE_MAX_SIDE)
+        return fail(CX_ELIMIT, "DICOM image of %ux%u pixels, beyond the limit of %d per side",
+                    (unsigned)cols, (unsigned)rows, CX_IMAGE_MAX_SIDE);
+    if (ds->findAndGetUint16(DCM_SamplesPerPixel, spp).bad())
+        spp = 1;
+    if (ds->findAndGetUint16(DCM_BitsAllocated, alloc).bad())
+        return fail(CX_EFORMAT, "invalid DICOM: BitsAllocated missing");
+    if (ds->findAndGetUint16(DCM_BitsStored, stored).bad())
+        stored = alloc;
+    if (ds->findAndGetUint16(DCM_HighBit, high).bad())
+        high = (Uint16)(stored - 1);
+    ds->findAndGetUint16(DCM_PixelRepresentation, repr);
+    ds->findAndGetUint16(DCM_PlanarConfiguration, planar);
+    std::string photometric = cs_value(ds, DCM_PhotometricInterpretation);
+    if (photometric.empty())
+        photometric = spp == 3 ? "RGB" : "MONOCHROME2";
+    Sint32 frames = 1;
+    if (ds->findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1)
+        frames = 1;
+    if (info) {
+        snprintf(info->photometric, sizeof info->photometric, "%s",
+                 printable(photometric).c_str());
+        info->bits_stored = stored;
+        info->frames = frames;
+    }
+
+    if (spp != 1 && spp != 3)
+        return fail(CX_EUNSUPPORTED, "DICOM image with %u samples per pixel (1 or 3 are read)",
+                    (unsigned)spp);
+    if (alloc != 8 && alloc != 16)
+        return fail(CX_EUNSUPPORTED, "DICOM image with BitsAllocated %u (8 or 16 are read)",
+                    (unsigned)alloc);
+    if (stored < 1 || stored > alloc || high < stored - 1 || high >= alloc)
+        return fail(CX_EFORMAT,
+                    "invalid DICOM: BitsStored %u and HighBit %u do not fit BitsAllocated %u",
+                    (unsigned)stored, (unsigned)high, (unsigned)alloc);
+    if (repr > 1)
+        return fail(CX_EFORMAT, "invalid DICOM: PixelRepresentation %u (0 or 1)", (unsigned)repr);
+    bool mono = photometric == "MONOCHROME1" || photometric == "MONOCHROME2";
+    if (spp == 1 && !mono) {
+        if (photometric == "PALETTECOLOR")
+            return fail(CX_EUNSUPPORTED, "DICOM PALETTE COLOR images are not read (chest X-rays "
+                                         "are MONOCHROME1 or MONOCHROME2)");
+        return fail(CX_EFORMAT, "invalid DICOM: one sample per pixel with photometric "
+                                "interpretation %s", printable(photometric).c_str());
+    }
+    if (spp == 3 && mono)
+        return fail(CX_EFORMAT, "invalid DICOM: three samples per pixel with photometric "
+                                "interpretation %s", photometric.c_str());
+    if (spp == 3 && alloc != 8)
+        return fail(CX_EUNSUPPORTED, "DICOM colour images with %u bits per sample are not read "
+                                     "(8 are)", (unsigned)alloc);
+    if (frames > 1)
+        add_warning(info, "multi-frame DICOM (%ld frames): only the first frame was read",
+                    (long)frames);
+
+    /* the first frame's stored values, decompressed by DCMTK */
+    size_t bps = alloc / 8;
+    size_t frame_bytes = (size_t)rows * cols * spp * bps;
+    std::vector<uint8_t> frame((frame_bytes + 1) & ~(size_t)1);
+    Uint32 start_fragment = 0;
+    OFString color_model;
+    c = pixel->getUncompressedFrame(ds, 0, start_fragment, frame.data(), (Uint32)frame.size(),
+                                    color_model, NULL);
+    if (c.bad()) {
+        if (xf.isEncapsulated())
+            return fail(CX_EFORMAT, "cannot decode the DICOM pixel data (%s): %s",
+                        xf.getXferName(), c.text());
+        return fail(CX_EFORMAT, "invalid DICOM pixel data: %s", c.text());
+    }
+
+    cx_image im = {};
+    cx_status st;
+    if (spp == 3) {
+        std::string model = cs_value(ds, DCM_PhotometricInterpretation);
+        if (!color_model.empty()) {
+            model.clear();
+            for (char ch : std::string(color_model.c_str()))
+                if (ch != ' ')
+                    model += (char)toupper((unsigned char)ch);
+        }
+        bool ybr = model == "YBR_FULL";
+        if (!ybr && model != "RGB")
+            return fail(CX_EUNSUPPORTED, "DICOM colour model %s is not read (RGB and YBR_FULL "
+                                         "are)", printable(model).c_str());
+        if ((st = cx_image_new(cols, rows, 3, &im, err)))
+            return st;
+        size_t np = (size_t)rows * cols;
+        for (size_t i = 0; i < np; i++) {
+            uint8_t v[3];
+            for (int k = 0; k < 3; k++)
+                v[k] = planar ? frame[k * np + i] : frame[3 * i + k];
+            if (ybr) {
+                /* PS3.3 C.7.6.3.1.2 (the JFIF equations) */
+                double y = v[0], cb = v[1] - 128.0, cr = v[2] - 128.0;
+                im.data[3 * i] = to_u8(y + 1.402 * cr);
+                im.data[3 * i + 1] = to_u8(y - 0.344136 * cb - 0.714136 * cr);
+                im.data[3 * i + 2] = to_u8(y + 1.772 * cb);
+            } else {
+                memcpy(im.data + 3 * i, v, 3);
+            }
+        }
+        if (info)
+            snprintf(info->voi, sizeof info->voi, "none");
+    } else {
+        const bool is_signed = repr == 1;
+        const int shift = high + 1 - stored;
+        const uint32_t mask = stored == 32 ? 0xffffffffu : ((1u << stored) - 1);
+
+        /* 1. Modality LUT */
+        Lut mlut;
+        int has_mlut = read_lut(ds, DCM_ModalityLUTSequence, is_signed, mlut, name,
+                                "Modality LUT", err);
+        if (has_mlut < 0)
+            return err ? err->code : CX_EFORMAT;
+        double slope = 1, intercept = 0;
+        if (!has_mlut) {
+            if (ds->findAndGetFloat64(DCM_RescaleSlope, slope).bad())
+                slope = 1;
+            if (ds->findAndGetFloat64(DCM_RescaleIntercept, intercept).bad())
+                intercept = 0;
+            if (!std::isfinite(slope) || !std::isfinite(intercept) || slope == 0)
+                return fail(CX_EFORMAT, "invalid DICOM: RescaleSlope %g, RescaleIntercept %g",
+                            slope, intercept);
+        }
+        auto modality = [&](double v) {
+            return has_mlut ? lut_apply(mlut, v) : v * slope + intercept;
+        };
+
+        /* 2. VOI */
+        VoiKind voi = VOI_FULL;
+        Lut vlut;
+        int has_vlut = read_lut(ds, DCM_VOILUTSequence, is_signed && !has_mlut, vlut, name,
+                                "VOI LUT", err);
+        if (has_vlut < 0)
+            return err ? err->code : CX_EFORMAT;
+        double wc = 0, ww = 0;
+        WinFn fn = WIN_LINEAR;
+        if (has_vlut) {
+            voi = VOI_LUT;
+        } else if (ds->findAndGetFloat64(DCM_WindowCenter, wc, 0).good() &&
+                   ds->findAndGetFloat64(DCM_WindowWidth, ww, 0).good()) {
+            std::string f = cs_value(ds, DCM_VOILUTFunction);
+            fn = f == "LINEAR_EXACT" ? WIN_LINEAR_EXACT : f == "SIGMOID" ? WIN_SIGMOID : WIN_LINEAR;
+            if (!f.empty() && f != "LINEAR" && f != "LINEAR_EXACT" && f != "SIGMOID")
+                add_warning(info, "unknown VOILUTFunction %s: LINEAR used",
+                            printable(f).c_str());
+            bool ok = std::isfinite(wc) && std::isfinite(ww) &&
+                      (fn == WIN_LINEAR ? ww >= 1 : ww > 0);
+            if (ok)
+                voi = VOI_WINDOW;
+            else
+                add_warning(info, "invalid window (centre %g, width %g) ignored: the full "
+                                  "range was used", wc, ww);
+        }
+        /* the full range: what the stored bits can hold, after the Modality LUT */
+        double lo, hi;
+        if (has_mlut) {
+            lo = 0;
+            hi = (double)((1L << mlut.bits) - 1);
+        } else {
+            double smin = is_signed ? -(double)(1L << (stored - 1)) : 0;
+            double smax = is_signed ? (double)((1L << (stored - 1)) - 1) : (double)mask;
+            lo = modality(smin);
+            hi = modality(smax);
+            if (lo > hi)
+                std::swap(lo, hi);
+        }
+        if (voi == VOI_FULL && !(hi > lo))
+            return fail(CX_EFORMAT, "invalid DICOM: an empty range of pixel values");
+        if (info)
+            snprintf(info->voi, sizeof info->voi, "%s",
+                     voi == VOI_LUT ? "voi-lut" : voi == VOI_WINDOW ? "window" : "full-range");
+        const double vmax = voi == VOI_LUT ? (double)((1L << vlut.bits) - 1) : 0;
+        auto to8 = [&](double m) -> uint8_t {
+            double y;
+            switch (voi) {
+            case VOI_LUT:
+                y = lut_apply(vlut, m) * 255.0 / vmax;
+                break;
+            case VOI_WINDOW:
+                if (fn == WIN_LINEAR) { /* PS3.3 C.11.2.1.2.1 */
+                    if (m <= wc - 0.5 - (ww - 1) / 2)
+                        y = 0;
+                    else if (m > wc - 0.5 + (ww - 1) / 2)
+                        y = 255;
+                    else
+                        y = ((m - (wc - 0.5)) / (ww - 1) + 0.5) * 255;
+                } else if (fn == WIN_LINEAR_EXACT) { /* C.11.2.1.3.2 */
+                    if (m <= wc - ww / 2)
+                        y = 0;
+                    else if (m > wc + ww / 2)
+                        y = 255;
+                    else
+                        y = ((m - wc) / ww + 0.5) * 255;
+                } else { /* SIGMOID, C.11.2.1.3.1 */
+                    y = 255 / (1 + std::exp(-4 * (m - wc) / ww));
+                }
+                break;
+            default:
+                y = (m - lo) * 255 / (hi - lo);
+            }
+            return to_u8(y);
+        };
+
+        if ((st = cx_image_new(cols, rows, 1, &im, err)))
+            return st;
+        const bool invert = photometric == "MONOCHROME1";
+        /* stored values span at most 16 bits: one table for all of them */
+        const size_t nv = (size_t)1 << stored;
+        std::vector<uint8_t> table(nv);
+        for (size_t u = 0; u < nv; u++) {
+            long s = (long)u;
+            if (is_signed && (u >> (stored - 1)) & 1)
+                s -= (long)nv;
+            uint8_t y = to8(modality((double)s));
+            table[u] = invert ? (uint8_t)(255 - y) : y;
+        }
+        size_t np = (size_t)rows * cols;
+        if (alloc == 8) {
+            for (size_t i = 0; i < np; i++)
+                im.data[i] = table[((uint32_t)frame[i] >> shift) & mask];
+        } else {
+            const uint16_t *w = reinterpret_cast<const uint16_t *>(frame.data());
+            for (size_t i = 0; i < np; i++)
+                im.data[i] = table[((uint32_t)w[i] >> shift) & mask];
+        }
+    }
+
+    if (channels == 0 || channels == im.channels) {
+        *out = im;
+        return CX_OK;
+    }
+    st = cx_image_convert(&im, channels, out, err);
+    cx_image_free(&im);
+    return st;
+}
+
+} // namespace
+
+extern "C" int cx_dicom_sniff(const void *buf, size_t n)
+{
+    const uint8_t *b = static_cast<const uint8_t *>(buf);
+    if (!b)
+        return 0;
+    if (n >= 132 && !memcmp(b + 128, "DICM", 4))
+        return 1;
+    if (n >= 4 && !memcmp(b, "DICM", 4))
+        return 1; /* meta header without the 128-byte preamble */
+    /* a bare dataset: little-endian group 0x0002 or 0x0008 first */
+    if (n >= 8 && (b[0] == 0x02 || b[0] == 0x08) && b[1] == 0x00) {
+        bool explicit_vr = b[4] >= 'A' && b[4] <= 'Z' && b[5] >= 'A' && b[5] <= 'Z';
+        uint32_t len = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
+                       (uint32_t)b[7] << 24;
+        /* element (gggg,0000) is a group length of 4 bytes; other first
+         * elements must at least fit in the file */
+        if (explicit_vr || (len > 0 && len <= n - 8 && len < 0x10000))
+            return 1;
+    }
+    return 0;
+}
+
+extern "C" cx_status cx_dicom_decode(const void *buf, size_t n, const char *name, int channels,
+                                     cx_image *out, cx_image_info *info, cx_err *err)
+{
+    if (!out)
+        return cx_seterr(err, CX_EARG, "cx_dicom_decode: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (channels != 0 && channels != 1 && channels != 3)
+        return cx_seterr(err, CX_EARG, "%s: channels must be 0, 1 or 3, not %d", nm(name),
+                         channels);
+    try {
+        Decoder d{name, err, info};
+        cx_status st = d.run(buf, n, channels, out);
+        if (st)
+            cx_image_free(out);
+        return st;
+    } catch (const std::bad_alloc &) {
+        cx_image_free(out);
+        return cx_seterr(err, CX_ENOMEM, "%s: out of memory while reading the DICOM file",
+                         nm(name));
+    } catch (const std::exception &e) {
+        cx_image_free(out);
+        return cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM file: %s", nm(name), e.what());
+    } catch (...) {
+        cx_image_free(out);
+        return cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM file", nm(name));
+    }
+}
