@@ -18,6 +18,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "chexnet CMD: message" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
