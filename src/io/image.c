@@ -463,6 +463,8 @@ cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
     case 2:
         return decode_jpeg(buf, n, name, channels, out, err);
     case 3:
+        if (!cx_dicom_decode)
+            return cx_seterr(err, CX_EUNSUPPORTED, "%s: %s", nm(name), CX_DICOM_NOT_LINKED);
         return cx_dicom_decode(buf, n, name, channels, out, NULL, err);
     default:
         return cx_seterr(err, CX_EFORMAT,

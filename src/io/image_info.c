@@ -35,6 +35,9 @@ cx_status cx_image_load_mem_info(const void *buf, size_t n, const char *name, in
     if (kind == 3) {
         if (!out)
             return cx_seterr(err, CX_EARG, "cx_image_load_mem_info: out is NULL");
+        if (!cx_dicom_decode)
+            return cx_seterr(err, CX_EUNSUPPORTED, "%s: %s", name && *name ? name : "<memory>",
+                             CX_DICOM_NOT_LINKED);
         return cx_dicom_decode(buf, n, name, channels, out, info, err);
     }
     return cx_image_load_mem(buf, n, name, channels, out, err);
@@ -72,6 +75,8 @@ cx_status cx_image_load_info(const char *path, int channels, cx_image *out,
             info_format(info, cx_image_sniff(head, got));
         return st;
     }
+    if (!cx_dicom_decode)
+        return cx_seterr(err, CX_EUNSUPPORTED, "%s: %s", path, CX_DICOM_NOT_LINKED);
     char *buf = NULL;
     size_t n = 0;
     cx_status st = cx_read_file(path, CX_IMAGE_INFO_MAX_FILE_BYTES, &buf, &n, err);
