@@ -449,6 +449,41 @@ cx_status cx_image_load_mem_info(const void *buf, size_t n, const char *name,
 cx_status cx_image_load_input_info(const cx_model *m, const char *path,
                                    int ten_crop, float *dst, cx_image *keep,
                                    cx_image_info *info, cx_err *err);
+/* Result objects for a DICOM X-ray, written by chexnet itself: what
+ * `chexnet serve` answers at POST /v1/dicom and what the Orthanc script
+ * (deploy/orthanc/) stores back into the X-ray's study. Both objects copy
+ * the source's Patient and Study modules (same StudyInstanceUID), each
+ * starts a new series, and every new UID is a UUID-derived "2.25." UID.
+ *   Secondary Capture Image Storage: the RGB image given (the heat map
+ *     overlay with its labels burned in), BurnedInAnnotation YES, derived
+ *     from the source (SourceImageSequence).
+ *   Comprehensive SR: a container "chexnet chest X-ray classification"
+ *     holding the source image (IMAGE, "Source of Measurement"), one NUM per
+ *     class (concept: the class name in coding scheme 99CHEXNET; value: the
+ *     probability as a decimal string, %.9g; unit UCUM {probability}) with
+ *     its operating threshold as a child NUM, the heat map (IMAGE, the
+ *     Secondary Capture), the model (TEXT), the warnings (TEXT) and
+ *     "Research use only, not a medical device." (TEXT). Both images are in
+ *     the evidence sequence; VerificationFlag UNVERIFIED.
+ * Outputs are Part 10 files (explicit VR little endian) in malloc'd
+ * buffers. */
+typedef struct {
+    const char *model;              /* model file name */
+    int n_classes;
+    const char *const *classes;
+    const float *probabilities;     /* [n_classes] */
+    const float *thresholds;        /* [n_classes], or NULL */
+    int cam_class;                  /* class of the heat map */
+    const cx_image *image;          /* RGB: the Secondary Capture's pixels */
+    int n_warnings;
+    const char *const *warnings;
+} cx_dicom_result;
+
+cx_status cx_dicom_write_results(const void *src, size_t n, const cx_dicom_result *r,
+                                 uint8_t **sc, size_t *sc_n, uint8_t **sr,
+                                 size_t *sr_n, cx_err *err);
+/* A new UID: "2.25." and a random (version 4) UUID as a decimal integer. */
+void cx_dicom_new_uid(char uid[65]);
 /* END dicom */
 
 /* --------------------------------------------------------------------- CAM */

@@ -7,6 +7,10 @@
  * window, MONOCHROME1) is written here so that it is exactly the one
  * include/chexnet.h documents. DCMTK's own logging is switched off: every
  * problem is returned as a cx_status with a message naming the file.
+ *
+ * The result objects (cx_dicom_write_results): a Secondary Capture built
+ * element by element with dcmdata and a Comprehensive SR built with dcmsr,
+ * both in the source's study.
  */
 #include "dcmtk/config/osconfig.h"
 
@@ -20,7 +24,9 @@
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "dcmtk/dcmjpeg/djdecode.h"
+#include "dcmtk/dcmdata/dcostrmb.h"
 #include "dcmtk/dcmjpls/djdecode.h"
+#include "dcmtk/dcmsr/dsrdoc.h"
 #include "dcmtk/oflog/oflog.h"
 
 extern "C" {
@@ -28,6 +34,7 @@ extern "C" {
 }
 
 #include <cmath>
+#include <ctime>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -209,6 +216,17 @@ inline uint8_t to_u8(double y)
     return (uint8_t)r;
 }
 
+OFCondition parse(const void *buf, size_t n, DcmFileFormat &ff)
+{
+    DcmInputBufferStream in;
+    in.setBuffer(buf, (offile_off_t)n);
+    in.setEos();
+    ff.transferInit();
+    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    ff.transferEnd();
+    return c;
+}
+
 cx_status fill_info_common(cx_image_info *info)
 {
     if (info) {
@@ -270,13 +288,8 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
     if (n > 0xfffffff0u)
         return fail(CX_ELIMIT, "DICOM file of %zu bytes is beyond the 4 GiB limit", n);
 
-    DcmInputBufferStream in;
-    in.setBuffer(buf, (offile_off_t)n);
-    in.setEos();
     DcmFileFormat ff;
-    ff.transferInit();
-    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-    ff.transferEnd();
+    OFCondition c = parse(buf, n, ff);
     DcmMetaInfo *meta = ff.getMetaInfo();
     OFString ts_uid;
     if (meta)
@@ -589,5 +602,375 @@ extern "C" cx_status cx_dicom_decode(const void *buf, size_t n, const char *name
     } catch (...) {
         cx_image_free(out);
         return cx_seterr(err, CX_EFORMAT, "%s: invalid DICOM file", nm(name));
+    }
+}
+
+/* ------------------------------------------------------------ writing */
+
+namespace {
+
+std::string new_uid()
+{
+    char u[65];
+    cx_dicom_new_uid(u);
+    return u;
+}
+
+std::string get_str(DcmItem *ds, const DcmTagKey &tag)
+{
+    OFString v;
+    if (ds->findAndGetOFStringArray(tag, v).bad())
+        return std::string();
+    return std::string(v.c_str());
+}
+
+/* copies an element of the source, or (type 2) inserts it empty */
+void copy_el(DcmItem *src, DcmItem *dst, const DcmTagKey &tag, bool type2)
+{
+    DcmElement *e = NULL;
+    if (src->findAndGetElement(tag, e).good() && e) {
+        DcmElement *c = OFstatic_cast(DcmElement *, e->clone());
+        if (c && dst->insert(c, true).bad())
+            delete c;
+    } else if (type2) {
+        dst->insertEmptyElement(tag, true);
+    }
+}
+
+void now_date_time(std::string &date, std::string &time_)
+{
+    char d[16], t[16];
+    std::time_t now = std::time(NULL);
+    struct tm tmv;
+    localtime_r(&now, &tmv);
+    strftime(d, sizeof d, "%Y%m%d", &tmv);
+    strftime(t, sizeof t, "%H%M%S", &tmv);
+    date = d;
+    time_ = t;
+}
+
+/* Part 10 file (explicit VR little endian) in a malloc'd buffer */
+OFCondition to_buffer(DcmFileFormat &ff, uint8_t **out, size_t *n)
+{
+    const E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+    OFCondition c = ff.validateMetaInfo(xfer);
+    if (c.bad())
+        return c;
+    ff.removeInvalidGroups();
+    Uint32 len = ff.calcElementLength(xfer, EET_ExplicitLength);
+    size_t cap = (size_t)len + 4096;
+    uint8_t *buf = static_cast<uint8_t *>(malloc(cap));
+    if (!buf)
+        return EC_MemoryExhausted;
+    DcmOutputBufferStream ob(buf, (offile_off_t)cap);
+    ff.transferInit();
+    c = ff.write(ob, xfer, EET_ExplicitLength, NULL, EGL_recalcGL, EPD_withoutPadding);
+    ff.transferEnd();
+    if (c.bad()) {
+        free(buf);
+        return c;
+    }
+    void *p = NULL;
+    offile_off_t got = 0;
+    ob.flushBuffer(p, got);
+    *out = buf;
+    *n = (size_t)got;
+    return EC_Normal;
+}
+
+struct Source {
+    DcmDataset *ds;
+    std::string study, series, sop_class, sop;
+};
+
+const DcmTagKey PATIENT_STUDY_TYPE2[] = {DCM_PatientName,   DCM_PatientID, DCM_PatientBirthDate,
+                                         DCM_PatientSex,    DCM_StudyDate, DCM_StudyTime,
+                                         DCM_ReferringPhysicianName, DCM_StudyID,
+                                         DCM_AccessionNumber};
+const DcmTagKey PATIENT_STUDY_OPTIONAL[] = {DCM_SpecificCharacterSet, DCM_IssuerOfPatientID,
+                                            DCM_StudyDescription};
+
+cx_status write_sc(const Source &s, const cx_dicom_result *r, const std::string &series_uid,
+                   const std::string &sop_uid, uint8_t **out, size_t *n, cx_err *err)
+{
+    DcmFileFormat ff;
+    DcmDataset *d = ff.getDataset();
+    std::string date, time_;
+    now_date_time(date, time_);
+    for (const DcmTagKey &t : PATIENT_STUDY_TYPE2)
+        copy_el(s.ds, d, t, true);
+    for (const DcmTagKey &t : PATIENT_STUDY_OPTIONAL)
+        copy_el(s.ds, d, t, false);
+    const cx_image *im = r->image;
+    OFCondition c = EC_Normal;
+    auto put = [&](const DcmTagKey &t, const std::string &v) {
+        if (c.good())
+            c = d->putAndInsertString(t, v.c_str());
+    };
+    auto put16 = [&](const DcmTagKey &t, Uint16 v) {
+        if (c.good())
+            c = d->putAndInsertUint16(t, v);
+    };
+    put(DCM_SOPClassUID, UID_SecondaryCaptureImageStorage);
+    put(DCM_SOPInstanceUID, sop_uid);
+    put(DCM_StudyInstanceUID, s.study);
+    put(DCM_SeriesInstanceUID, series_uid);
+    put(DCM_Modality, "OT");
+    put(DCM_SeriesNumber, "9901");
+    put(DCM_SeriesDescription, "chexnet heat map (research use only)");
+    put(DCM_InstanceNumber, "1");
+    put(DCM_Manufacturer, "chexnet");
+    put(DCM_ConversionType, "WSD");
+    put(DCM_SecondaryCaptureDeviceManufacturer, "chexnet");
+    put(DCM_SecondaryCaptureDeviceManufacturerModelName, r->model ? r->model : "");
+    put(DCM_SecondaryCaptureDeviceSoftwareVersions, CX_VERSION);
+    put(DCM_ImageType, "DERIVED\\SECONDARY");
+    put(DCM_DerivationDescription,
+        std::string("chexnet class activation map of ") +
+            (r->cam_class >= 0 && r->cam_class < r->n_classes ? r->classes[r->cam_class] : "?") +
+            " over the X-ray, with the probabilities burned in");
+    put(DCM_BurnedInAnnotation, "YES");
+    put(DCM_ContentDate, date);
+    put(DCM_ContentTime, time_);
+    put(DCM_InstanceCreationDate, date);
+    put(DCM_InstanceCreationTime, time_);
+    if (c.good())
+        copy_el(s.ds, d, DCM_PatientOrientation, true);
+    if (c.good())
+        copy_el(s.ds, d, DCM_Laterality, false);
+    if (c.good())
+        copy_el(s.ds, d, DCM_BodyPartExamined, false);
+    if (c.good())
+        copy_el(s.ds, d, DCM_LossyImageCompression, false);
+    if (c.good()) {
+        DcmItem *item = NULL;
+        c = d->findOrCreateSequenceItem(DCM_SourceImageSequence, item, -2);
+        if (c.good())
+            c = item->putAndInsertString(DCM_ReferencedSOPClassUID, s.sop_class.c_str());
+        if (c.good())
+            c = item->putAndInsertString(DCM_ReferencedSOPInstanceUID, s.sop.c_str());
+    }
+    put16(DCM_SamplesPerPixel, 3);
+    put(DCM_PhotometricInterpretation, "RGB");
+    put16(DCM_PlanarConfiguration, 0);
+    put16(DCM_Rows, (Uint16)im->height);
+    put16(DCM_Columns, (Uint16)im->width);
+    put16(DCM_BitsAllocated, 8);
+    put16(DCM_BitsStored, 8);
+    put16(DCM_HighBit, 7);
+    put16(DCM_PixelRepresentation, 0);
+    if (c.good())
+        c = d->putAndInsertUint8Array(DCM_PixelData, im->data,
+                                      (unsigned long)im->width * im->height * 3);
+    if (c.good())
+        c = to_buffer(ff, out, n);
+    if (c.bad())
+        return cx_seterr(err, CX_EIO, "cannot write the Secondary Capture: %s", c.text());
+    return CX_OK;
+}
+
+std::string fmt_float(float v)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.9g", v);
+    return b;
+}
+
+cx_status write_sr(const Source &s, const cx_dicom_result *r, const std::string &sc_series,
+                   const std::string &sc_sop, uint8_t **out, size_t *n, cx_err *err)
+{
+    DSRDocument doc(DSRTypes::DT_ComprehensiveSR);
+    OFCondition c = doc.createNewSeriesInStudy(s.study.c_str());
+    std::string cs = get_str(s.ds, DCM_SpecificCharacterSet);
+    if (c.good() && !cs.empty())
+        c = doc.setSpecificCharacterSet(cs.c_str(), OFFalse);
+    auto set = [&](OFCondition (DSRDocument::*f)(const OFString &, const OFBool),
+                   const DcmTagKey &tag) {
+        std::string v = get_str(s.ds, tag);
+        if (c.good() && !v.empty())
+            c = (doc.*f)(v.c_str(), OFFalse);
+    };
+    set(&DSRDocument::setPatientName, DCM_PatientName);
+    set(&DSRDocument::setPatientID, DCM_PatientID);
+    set(&DSRDocument::setPatientBirthDate, DCM_PatientBirthDate);
+    set(&DSRDocument::setPatientSex, DCM_PatientSex);
+    set(&DSRDocument::setReferringPhysicianName, DCM_ReferringPhysicianName);
+    set(&DSRDocument::setStudyDate, DCM_StudyDate);
+    set(&DSRDocument::setStudyTime, DCM_StudyTime);
+    set(&DSRDocument::setStudyID, DCM_StudyID);
+    set(&DSRDocument::setAccessionNumber, DCM_AccessionNumber);
+    set(&DSRDocument::setStudyDescription, DCM_StudyDescription);
+    if (c.good())
+        c = doc.setManufacturer("chexnet");
+    if (c.good())
+        c = doc.setSeriesDescription("chexnet probabilities (research use only)");
+    if (c.good())
+        c = doc.setSeriesNumber("9902");
+    if (c.good())
+        c = doc.setInstanceNumber("1");
+    const char *scheme = "99CHEXNET";
+    if (c.good()) { /* the private coding scheme of the class names */
+        DSRCodingSchemeIdentificationList &csi = doc.getCodingSchemeIdentification();
+        c = csi.addItem(scheme);
+        if (c.good())
+            c = csi.setCodingSchemeName("chexnet findings and results");
+        if (c.good())
+            c = csi.setCodingSchemeResponsibleOrganization("chexnet");
+    }
+    if (c.bad())
+        return cx_seterr(err, CX_EIO, "cannot write the Structured Report: %s", c.text());
+
+    DSRDocumentTree &tree = doc.getTree();
+    bool ok = tree.addContentItem(DSRTypes::RT_isRoot, DSRTypes::VT_Container) > 0;
+    ok = ok && tree.getCurrentContentItem()
+                   .setConceptName(DSRCodedEntryValue("CXREPORT", scheme,
+                                                      "chexnet chest X-ray classification"))
+                   .good();
+    /* the source image */
+    ok = ok && tree.addChildContentItem(DSRTypes::RT_contains, DSRTypes::VT_Image,
+                                        DSRCodedEntryValue("121112", "DCM",
+                                                           "Source of Measurement"))
+                   .good();
+    ok = ok && tree.getCurrentContentItem()
+                   .setImageReference(DSRImageReferenceValue(s.sop_class.c_str(), s.sop.c_str()),
+                                      OFFalse)
+                   .good();
+    /* one probability per class, with its threshold */
+    for (int k = 0; ok && k < r->n_classes; k++) {
+        char code[16];
+        snprintf(code, sizeof code, "CX%03d", k);
+        ok = tree.addContentItem(DSRTypes::RT_contains, DSRTypes::VT_Num,
+                                 DSRCodedEntryValue(code, scheme, r->classes[k], DSRTypes::CVT_auto,
+                                                    OFFalse))
+                 .good();
+        ok = ok && tree.getCurrentContentItem()
+                       .setNumericValue(DSRNumericMeasurementValue(
+                                            fmt_float(r->probabilities[k]).c_str(),
+                                            DSRCodedEntryValue("{probability}", "UCUM",
+                                                               "probability")),
+                                        OFFalse)
+                       .good();
+        if (ok && r->thresholds) {
+            ok = tree.addChildContentItem(DSRTypes::RT_hasProperties, DSRTypes::VT_Num,
+                                          DSRCodedEntryValue("CXTHRESH", scheme,
+                                                             "Operating threshold"))
+                     .good();
+            ok = ok && tree.getCurrentContentItem()
+                           .setNumericValue(DSRNumericMeasurementValue(
+                                                fmt_float(r->thresholds[k]).c_str(),
+                                                DSRCodedEntryValue("{probability}", "UCUM",
+                                                                   "probability")),
+                                            OFFalse)
+                           .good();
+            ok = ok && tree.goUp() > 0;
+        }
+    }
+    /* the heat map */
+    if (ok) {
+        ok = tree.addContentItem(DSRTypes::RT_contains, DSRTypes::VT_Image,
+                                 DSRCodedEntryValue("CXCAM", scheme,
+                                                    "Class activation map"))
+                 .good();
+        ok = ok && tree.getCurrentContentItem()
+                       .setImageReference(DSRImageReferenceValue(UID_SecondaryCaptureImageStorage,
+                                                                 sc_sop.c_str()),
+                                          OFFalse)
+                       .good();
+    }
+    auto text = [&](const char *code, const char *meaning, const std::string &v) {
+        if (!ok)
+            return;
+        ok = tree.addContentItem(DSRTypes::RT_contains, DSRTypes::VT_Text,
+                                 DSRCodedEntryValue(code, scheme, meaning))
+                 .good();
+        ok = ok && tree.getCurrentContentItem().setStringValue(v.c_str(), OFFalse).good();
+    };
+    if (r->cam_class >= 0 && r->cam_class < r->n_classes)
+        text("CXCAMCLS", "Class of the activation map", r->classes[r->cam_class]);
+    text("CXMODEL", "Model", r->model ? r->model : "");
+    for (int w = 0; w < r->n_warnings; w++)
+        text("CXWARN", "Warning", r->warnings[w]);
+    text("CXNOTICE", "Notice", "Research use only, not a medical device.");
+    if (!ok)
+        return cx_seterr(err, CX_EIO, "cannot build the Structured Report's content tree");
+
+    c = doc.getCurrentRequestedProcedureEvidence().addItem(s.study.c_str(), s.series.c_str(),
+                                                           s.sop_class.c_str(), s.sop.c_str(),
+                                                           OFFalse);
+    if (c.good())
+        c = doc.getCurrentRequestedProcedureEvidence().addItem(
+            s.study.c_str(), sc_series.c_str(), UID_SecondaryCaptureImageStorage, sc_sop.c_str(),
+            OFFalse);
+    if (c.good())
+        c = doc.completeDocument();
+    DcmFileFormat ff;
+    if (c.good())
+        c = doc.write(*ff.getDataset());
+    /* UUID-derived UIDs rather than the toolkit's own root */
+    if (c.good())
+        c = ff.getDataset()->putAndInsertString(DCM_SeriesInstanceUID, new_uid().c_str());
+    if (c.good())
+        c = ff.getDataset()->putAndInsertString(DCM_SOPInstanceUID, new_uid().c_str());
+    if (c.good())
+        c = to_buffer(ff, out, n);
+    if (c.bad())
+        return cx_seterr(err, CX_EIO, "cannot write the Structured Report: %s", c.text());
+    return CX_OK;
+}
+
+} // namespace
+
+extern "C" cx_status cx_dicom_write_results(const void *src, size_t n, const cx_dicom_result *r,
+                                            uint8_t **sc, size_t *sc_n, uint8_t **sr,
+                                            size_t *sr_n, cx_err *err)
+{
+    if (!sc || !sc_n || !sr || !sr_n || !r || !r->image || r->image->channels != 3 ||
+        !r->image->data || r->n_classes < 1 || !r->classes || !r->probabilities)
+        return cx_seterr(err, CX_EARG, "cx_dicom_write_results: invalid arguments");
+    *sc = *sr = NULL;
+    *sc_n = *sr_n = 0;
+    try {
+        init_dcmtk();
+        DcmFileFormat ff;
+        OFCondition c = parse(src, n, ff);
+        if (c.bad())
+            return cx_seterr(err, CX_EFORMAT, "invalid DICOM file: %s", c.text());
+        Source s;
+        s.ds = ff.getDataset();
+        s.study = get_str(s.ds, DCM_StudyInstanceUID);
+        s.series = get_str(s.ds, DCM_SeriesInstanceUID);
+        s.sop_class = get_str(s.ds, DCM_SOPClassUID);
+        s.sop = get_str(s.ds, DCM_SOPInstanceUID);
+        if (s.study.empty() || s.series.empty() || s.sop_class.empty() || s.sop.empty())
+            return cx_seterr(err, CX_EMISSING, "the DICOM file lacks one of StudyInstanceUID, "
+                                               "SeriesInstanceUID, SOPClassUID, "
+                                               "SOPInstanceUID: results cannot refer to it");
+        Uint16 rows = 0, cols = 0;
+        s.ds->findAndGetUint16(DCM_Rows, rows);
+        s.ds->findAndGetUint16(DCM_Columns, cols);
+        if (r->image->width != cols || r->image->height != rows)
+            return cx_seterr(err, CX_ESHAPE, "the result image is %dx%d, the X-ray %ux%u",
+                             r->image->width, r->image->height, (unsigned)cols, (unsigned)rows);
+        std::string sc_series = new_uid(), sc_sop = new_uid();
+        cx_status st = write_sc(s, r, sc_series, sc_sop, sc, sc_n, err);
+        if (!st)
+            st = write_sr(s, r, sc_series, sc_sop, sr, sr_n, err);
+        if (st) {
+            free(*sc);
+            free(*sr);
+            *sc = *sr = NULL;
+            *sc_n = *sr_n = 0;
+        }
+        return st;
+    } catch (const std::bad_alloc &) {
+        free(*sc);
+        free(*sr);
+        *sc = *sr = NULL;
+        return cx_seterr(err, CX_ENOMEM, "out of memory while writing the DICOM results");
+    } catch (...) {
+        free(*sc);
+        free(*sr);
+        *sc = *sr = NULL;
+        return cx_seterr(err, CX_EIO, "cannot write the DICOM results");
     }
 }

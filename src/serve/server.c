@@ -203,6 +203,62 @@ out:
     return st;
 }
 
+/* Decodes body, runs the network (with a heat map unless cam_class is -1).
+ * On failure returns the HTTP status and fills msg. */
+typedef struct {
+    cx_image im;          /* the decoded X-ray, as stored (1 or 3 channels) */
+    cx_image_info info;
+    float *logits, *cam;
+    int cam_used;
+} inference;
+
+static void inference_free(inference *f)
+{
+    cx_image_free(&f->im);
+    free(f->logits);
+    free(f->cam);
+}
+
+static unsigned infer(server *S, const uint8_t *body, size_t n, int cam_class, inference *f,
+                      char *msg, size_t msg_n)
+{
+    memset(f, 0, sizeof *f);
+    cx_err err = {0};
+    cx_status st = cx_image_load_mem_info(body, n, "request body", 0, &f->im, &f->info, &err);
+    if (st) {
+        snprintf(msg, msg_n, "%s", err.msg);
+        return http_status(st);
+    }
+    size_t nin = cx_image_input_floats(S->m, 0);
+    float *input = malloc(sizeof(float) * nin);
+    f->logits = malloc(sizeof(float) * (size_t)S->nc);
+    if (cam_class != -1)
+        f->cam = malloc(sizeof(float) * (size_t)S->cam_h * S->cam_w);
+    if (!input || !f->logits || (cam_class != -1 && !f->cam)) {
+        free(input);
+        snprintf(msg, msg_n, "out of memory");
+        return 503;
+    }
+    if ((st = cx_image_preprocess(S->m, &f->im, 0, input, &err))) {
+        free(input);
+        snprintf(msg, msg_n, "%s", err.msg);
+        return http_status(st);
+    }
+    serve_job job = {0};
+    job.input = input;
+    job.cam_class = cam_class;
+    job.logits = f->logits;
+    job.cam = f->cam;
+    st = serve_batcher_run(S->b, &job);
+    free(input);
+    if (st) {
+        snprintf(msg, msg_n, "inference failed: %s", job.err);
+        return 500;
+    }
+    f->cam_used = job.cam_used;
+    return 200;
+}
+
 static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *r)
 {
     const char *cam_arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam");
@@ -231,40 +287,18 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
                           "not an image: the body is neither PNG, JPEG nor DICOM");
 
     cx_err err = {0};
-    cx_image im = {0};
-    cx_image_info info;
-    size_t nin = cx_image_input_floats(S->m, 0);
-    float *input = NULL, *logits = NULL, *cam = NULL;
+    cx_status st;
     enum MHD_Result ret;
-    cx_status st = cx_image_load_mem_info(r->body, r->n, "request body", 0, &im, &info, &err);
-    if (st) {
-        ret = send_error(S, c, r, http_status(st), NULL, "%s", err.msg);
+    inference f;
+    char msg[1200];
+    unsigned code = infer(S, r->body, r->n, cam_class, &f, msg, sizeof msg);
+    if (code != 200) {
+        ret = send_error(S, c, r, code, NULL, "%s", msg);
         goto out;
     }
-    /* the body is not needed any more: free it before the forward pass */
-    free(r->body);
-    r->body = NULL;
-    input = malloc(sizeof(float) * nin);
-    logits = malloc(sizeof(float) * (size_t)S->nc);
-    if (cam_class != -1)
-        cam = malloc(sizeof(float) * (size_t)S->cam_h * S->cam_w);
-    if (!input || !logits || (cam_class != -1 && !cam)) {
-        ret = send_error(S, c, r, 503, NULL, "out of memory");
-        goto out;
-    }
-    if ((st = cx_image_preprocess(S->m, &im, 0, input, &err))) {
-        ret = send_error(S, c, r, http_status(st), NULL, "%s", err.msg);
-        goto out;
-    }
-    serve_job job = {0};
-    job.input = input;
-    job.cam_class = cam_class;
-    job.logits = logits;
-    job.cam = cam;
-    if ((st = serve_batcher_run(S->b, &job))) {
-        ret = send_error(S, c, r, 500, NULL, "inference failed: %s", job.err);
-        goto out;
-    }
+    const cx_image im = f.im;
+    const cx_image_info info = f.info;
+    const float *logits = f.logits, *cam = f.cam;
 
     sbuf o = {0};
     sb_puts(&o, "{\"probabilities\": {");
@@ -295,7 +329,7 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
         cx_image_free(&ov);
         if (!st) {
             sb_puts(&o, ", \"cam_class\": ");
-            sb_json_str(&o, cx_model_class_name(S->m, job.cam_used));
+            sb_json_str(&o, cx_model_class_name(S->m, f.cam_used));
             sb_puts(&o, ", \"cam_png_base64\": \"");
             sb_base64(&o, png, n);
             sb_puts(&o, "\"");
@@ -318,10 +352,7 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
     }
     ret = send_buf(S, c, r, 200, "application/json", o.p, o.n, 1, NULL);
 out:
-    cx_image_free(&im);
-    free(input);
-    free(logits);
-    free(cam);
+    inference_free(&f);
     return ret;
 }
 
@@ -402,9 +433,114 @@ static int token_ok(server *S, struct MHD_Connection *c)
 
 /* ------------------------------------------------------------ /v1/dicom */
 
+/* The X-ray's result objects (cx_dicom_write_results): a Secondary Capture
+ * of the heat map overlay with the probabilities burned in, and a
+ * Structured Report, as multipart/related (the DICOMweb STOW payload form). */
 static enum MHD_Result handle_dicom(server *S, struct MHD_Connection *c, req *r)
 {
-    return send_error(S, c, r, 501, NULL, "DICOM results are not implemented yet");
+    if (r->n == 0 || cx_image_sniff(r->body, r->n) != 3)
+        return send_error(S, c, r, 415, NULL, "not a DICOM file: POST a DICOM X-ray here");
+    inference f;
+    char msg[1200];
+    unsigned code = infer(S, r->body, r->n, -2, &f, msg, sizeof msg);
+    if (code != 200) {
+        inference_free(&f);
+        return send_error(S, c, r, code, NULL, "%s", msg);
+    }
+    cx_err err = {0};
+    cx_image ov = {0};
+    uint8_t *sc = NULL, *sr = NULL;
+    size_t scn = 0, srn = 0;
+    float *prob = malloc(sizeof(float) * (size_t)S->nc);
+    const char **names = malloc(sizeof(char *) * (size_t)S->nc);
+    const char **warn = malloc(sizeof(char *) * (CX_IMAGE_MAX_WARNINGS + 1));
+    char (*lines)[160] = malloc(sizeof *lines * (size_t)(S->nc + 4 + CX_IMAGE_MAX_WARNINGS));
+    const char **lp = malloc(sizeof(char *) * (size_t)(S->nc + 4 + CX_IMAGE_MAX_WARNINGS));
+    enum MHD_Result ret;
+    cx_status st = prob && names && warn && lines && lp ? CX_OK : CX_ENOMEM;
+    if (!st)
+        st = cx_cam_overlay(&f.im, f.cam, S->cam_h, S->cam_w, CAM_ALPHA, &ov, &err);
+    if (st) {
+        ret = send_error(S, c, r, st == CX_ENOMEM ? 503 : 500, NULL, "heat map: %s",
+                         st == CX_ENOMEM ? "out of memory" : err.msg);
+        goto out;
+    }
+    int nl = 0;
+    snprintf(lines[nl++], 160, "RESEARCH USE ONLY - NOT A MEDICAL DEVICE");
+    snprintf(lines[nl++], 160, "chexnet %s, model %.100s", CX_VERSION, S->model_name);
+    for (int k = 0; k < S->nc; k++) {
+        names[k] = cx_model_class_name(S->m, k);
+        prob[k] = cx_sigmoid(f.logits[k]);
+        snprintf(lines[nl++], 160, "%-20s %.3f%s", names[k], prob[k],
+                 prob[k] >= S->thresholds[k] ? "  (at or above threshold)" : "");
+    }
+    snprintf(lines[nl++], 160, "heat map: %s", names[f.cam_used]);
+    for (int w = 0; w < f.info.n_warnings; w++) {
+        warn[w] = f.info.warnings[w];
+        snprintf(lines[nl++], 160, "WARNING: %s", f.info.warnings[w]);
+    }
+    for (int i = 0; i < nl; i++)
+        lp[i] = lines[i];
+    serve_burn_text(&ov, lp, nl);
+    cx_dicom_result res = {0};
+    res.model = S->model_name;
+    res.n_classes = S->nc;
+    res.classes = names;
+    res.probabilities = prob;
+    res.thresholds = S->thresholds;
+    res.cam_class = f.cam_used;
+    res.image = &ov;
+    res.n_warnings = f.info.n_warnings;
+    res.warnings = warn;
+    if ((st = cx_dicom_write_results(r->body, r->n, &res, &sc, &scn, &sr, &srn, &err))) {
+        ret = send_error(S, c, r, st == CX_EMISSING ? 400 : http_status(st), NULL, "%s",
+                         err.msg);
+        goto out;
+    }
+    /* a boundary found in neither object */
+    char boundary[48];
+    for (int tries = 0;; tries++) {
+        char u[65];
+        cx_dicom_new_uid(u);
+        snprintf(boundary, sizeof boundary, "chexnet-%.30s", u + 5);
+        if (!memmem(sc, scn, boundary, strlen(boundary)) &&
+            !memmem(sr, srn, boundary, strlen(boundary)))
+            break;
+        if (tries > 8) {
+            ret = send_error(S, c, r, 500, NULL, "no multipart boundary found");
+            goto out;
+        }
+    }
+    sbuf o = {0};
+    const uint8_t *part[2] = {sc, sr};
+    size_t part_n[2] = {scn, srn};
+    for (int i = 0; i < 2; i++) {
+        sb_printf(&o, "--%s\r\nContent-Type: application/dicom\r\nContent-Length: %zu\r\n\r\n",
+                  boundary, part_n[i]);
+        sb_put(&o, part[i], part_n[i]);
+        sb_puts(&o, "\r\n");
+    }
+    sb_printf(&o, "--%s--\r\n", boundary);
+    if (o.oom) {
+        free(o.p);
+        ret = send_error(S, c, r, 503, NULL, "out of memory");
+        goto out;
+    }
+    char ctype[160];
+    snprintf(ctype, sizeof ctype, "multipart/related; type=\"application/dicom\"; boundary=%s",
+             boundary);
+    ret = send_buf(S, c, r, 200, ctype, o.p, o.n, 1, NULL);
+out:
+    inference_free(&f);
+    cx_image_free(&ov);
+    free(sc);
+    free(sr);
+    free(prob);
+    free(names);
+    free(warn);
+    free(lines);
+    free(lp);
+    return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,

@@ -18,6 +18,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -146,6 +147,31 @@ def basic(model, files, extra):
             check("a lateral DICOM: probabilities with a warning", st == 200 and
                   any("lateral" in w for w in res.get("warnings", [])), str(res))
 
+        # the DICOM result objects (the Orthanc round trip is test_orthanc)
+        if "dicom-8bit" in files:
+            import pydicom
+            d = open(files["dicom-8bit"], "rb").read()
+            st, hd, body = s.request("POST", "/v1/dicom", d)
+            ct = hd.get("Content-Type", "")
+            m = re.search(r"boundary=(\S+)", ct)
+            parts = []
+            if st == 200 and m:
+                for chunk in body.split(b"--" + m.group(1).encode())[1:-1]:
+                    parts.append(pydicom.dcmread(io.BytesIO(chunk.split(b"\r\n\r\n", 1)[1][:-2])))
+            kinds = [p.SOPClassUID.name for p in parts]
+            check("POST /v1/dicom: multipart/related with a Secondary Capture and an SR",
+                  ct.startswith('multipart/related; type="application/dicom"') and
+                  kinds == ["Secondary Capture Image Storage", "Comprehensive SR Storage"],
+                  "%d %s %s" % (st, ct, kinds))
+            if len(parts) == 2:
+                nums = {i.ConceptNameCodeSequence[0].CodeMeaning:
+                        float(i.MeasuredValueSequence[0].NumericValue)
+                        for i in parts[1].ContentSequence if i.ValueType == "NUM"}
+                check("POST /v1/dicom: the SR holds predict's probabilities",
+                      nums == want[files["dicom-8bit"]]["probabilities"], str(nums))
+            st, res = s.request("POST", "/v1/dicom", open(files["png-512"], "rb").read())[::2]
+            check("POST /v1/dicom with a PNG -> 415", st == 415, "%d" % st)
+
         # bad input: the pinned codes, and the server keeps serving
         png = open(files["png-512"], "rb").read()
         bad = [("garbage", b"this is not an image at all", 415),
@@ -214,8 +240,9 @@ def basic(model, files, extra):
               vals[-1] == sum(req.values()), str(vals))
         bs = {x.name: x.value for x in fams["chexnet_batch_size"].samples
               if not x.name.endswith("_bucket")}
+        n_images = n_ok + ("dicom-8bit" in files)  # /v1/dicom ran the network once
         check("batch-size histogram counts the images", bs.get("chexnet_batch_size_sum") ==
-              n_ok, str(bs))
+              n_images, str(bs))
         check("queue length and memory gauges", "chexnet_queue_length" in fams and
               fams["process_resident_memory_bytes"].samples[0].value > 1e7)
 
