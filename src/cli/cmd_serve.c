@@ -187,6 +187,10 @@ int cmd_serve(int argc, char **argv)
                        "install chexnet's models)");
         return 2;
     }
+    if (cx_precision_effective(CX_BACKEND_CPU, (cx_precision)o.precision) !=
+        (cx_precision)o.precision)
+        cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16, where bf16 would be "
+                       "slower than fp32: running fp32");
     char *token = NULL;
     if (token_file && !(token = read_token(token_file)))
         return 2;
