@@ -29,6 +29,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -729,6 +730,14 @@ int serve_main(const serve_opts *o)
     int rc = 1;
     struct MHD_Daemon *d = NULL;
     struct addrinfo *ai = NULL;
+
+    /* Request buffers (bodies, decoded X-rays, tensors, PNGs) are large and
+     * short-lived, on many threads. With glibc's adaptive mmap threshold they
+     * would end up in per-thread heaps that keep growing; a fixed threshold
+     * gives them back to the system when freed, so the resident size stays
+     * flat under load. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_ARENA_MAX, 4);
 
     /* signals are taken by sigwait below: block them in every thread */
     sigset_t sigs;
