@@ -525,6 +525,42 @@ static void test_bad_inputs(void **state)
     }
 }
 
+/* Lengths DCMTK would trust: refused before it allocates or recurses. */
+static void test_hostile_structure(void **state)
+{
+    (void)state;
+    cx_image im;
+    cx_err err = {0};
+    /* an OB element claiming 4 GiB in a file of a few hundred bytes */
+    uint8_t px[W * H] = {0};
+    spec s = base_spec(H, W);
+    buf b = make_dicom(&s, px, sizeof px);
+    buf h = {0};
+    put(&h, b.p, 132);
+    tag(&h, 0x0002, 0x0001, "OB");
+    u16(&h, 0);
+    u32(&h, 0xff000002u);
+    put(&h, "\0\1", 2);
+    assert_int_equal(cx_image_load_mem(h.p, h.n, "huge.dcm", 0, &im, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "claims 4278190082 bytes"));
+    /* sequences nested 5000 deep (undefined lengths) */
+    buf d = {0};
+    el_str(&d, 0x0008, 0x0060, "CS", "CR");
+    for (int i = 0; i < 5000; i++) {
+        tag(&d, 0x0040, 0xa730, "SQ");
+        u16(&d, 0);
+        u32(&d, 0xffffffffu);
+        u16(&d, 0xfffe);
+        u16(&d, 0xe000);
+        u32(&d, 0xffffffffu);
+    }
+    assert_int_equal(cx_image_load_mem(d.p, d.n, "deep.dcm", 0, &im, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "nested more than 32 deep"));
+    free(b.p);
+    free(h.p);
+    free(d.p);
+}
+
 /* Every prefix of a valid file: an error or (never) pixels, no crash. */
 static void test_truncations(void **state)
 {
@@ -573,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_mono1_and_window), cmocka_unit_test(test_modality_lut),
         cmocka_unit_test(test_rgb),            cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_hostile_structure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

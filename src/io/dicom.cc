@@ -33,6 +33,8 @@ extern "C" {
 #include "io/dicom.h"
 }
 
+#include <zlib.h>
+
 #include <cmath>
 #include <ctime>
 #include <cstdarg>
@@ -216,13 +218,335 @@ inline uint8_t to_u8(double y)
     return (uint8_t)r;
 }
 
-OFCondition parse(const void *buf, size_t n, DcmFileFormat &ff)
+/* ------------------------------------------------------------ precheck */
+
+/* DCMTK allocates an element's value as soon as it reads its length, before
+ * it knows whether the file holds that many bytes, and reads nested
+ * sequences recursively. So a 1 KiB file could make it allocate 4 GiB, or
+ * recurse until the stack ends. This walk over the encoding (tags, VRs,
+ * lengths; no values) refuses both first: every defined length must fit in
+ * what is left of its container, and sequences may nest 32 deep. A
+ * structure the walk cannot follow (a truncated element, a sequence of
+ * things that are not items) is refused too, rather than handed to DCMTK.
+ * A bare dataset is read in the encoding the walk checked. */
+struct Walk {
+    bool big = false, explicit_vr = true;
+    std::string why;
+};
+
+enum { WALK_OK = 0, WALK_BAD = 1 };
+const int WALK_MAX_DEPTH = 32;
+
+int unsure(Walk &w, const char *why)
+{
+    w.why = why;
+    return WALK_BAD;
+}
+
+inline uint16_t rd16(const uint8_t *p, bool big)
+{
+    return big ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+}
+
+inline uint32_t rd32(const uint8_t *p, bool big)
+{
+    return big ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]
+               : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* VRs with a 2-byte length; every other, including an unknown one (which
+ * DCMTK reads as UN), has 2 reserved bytes and a 4-byte length */
+bool long_vr(const uint8_t *vr)
+{
+    static const char *const S[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS",
+                                    "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL",
+                                    "US"};
+    for (const char *v : S)
+        if (vr[0] == v[0] && vr[1] == v[1])
+            return false;
+    return true;
+}
+
+int walk_items(const uint8_t *p, size_t n, size_t *used, Walk &w, int depth, bool fragments,
+               bool implicit_inside);
+
+/* elements of one dataset level in p[0..n); until_delim: stop at an item
+ * delimitation (undefined-length item), *used gets the bytes consumed */
+int walk_elements(const uint8_t *p, size_t n, size_t *used, Walk &w, int depth, bool until_delim,
+                  bool meta_only)
+{
+    if (depth > WALK_MAX_DEPTH) {
+        w.why = "sequences nested more than 32 deep";
+        return WALK_BAD;
+    }
+    size_t pos = 0;
+    while (pos < n) {
+        if (n - pos < 8)
+            return unsure(w, "a truncated element");
+        const uint8_t *e = p + pos;
+        bool meta = rd16(e, false) == 0x0002;
+        if (meta_only && !meta)
+            break;
+        bool big = meta ? false : w.big, expl = meta ? true : w.explicit_vr;
+        uint16_t g = rd16(e, big), el = rd16(e + 2, big);
+        if (g == 0xfffe) {
+            if (el == 0xe00d && until_delim) {
+                *used = pos + 8;
+                return WALK_OK;
+            }
+            /* an item tag where an element belongs: tag and 4-byte length */
+            uint32_t ilen = rd32(e + 4, big);
+            if (ilen == 0xffffffffu)
+                return unsure(w, "an undefined-length item where an element belongs");
+            if (ilen > n - pos - 8) {
+                w.why = "an item claims more bytes than are left";
+                return WALK_BAD;
+            }
+            pos += 8 + ilen;
+            continue;
+        }
+        uint32_t len;
+        size_t head;
+        bool sq = false, un = false, ob_ow = false;
+        if (expl) {
+            const uint8_t *vr = e + 4;
+            std::string vrs(reinterpret_cast<const char *>(vr), 2);
+            sq = vrs == "SQ";
+            ob_ow = vrs == "OB" || vrs == "OW";
+            /* DCMTK reads an unknown VR as UN, and an undefined-length UN as
+             * a sequence in implicit VR (CP-246) */
+            un = vrs == "UN" || !DcmVR(vrs.c_str()).isStandard();
+            if (long_vr(vr)) {
+                if (n - pos < 12)
+                    return unsure(w, "a truncated element");
+                len = rd32(e + 8, big);
+                head = 12;
+            } else {
+                len = rd16(e + 6, big);
+                head = 8;
+            }
+        } else {
+            len = rd32(e + 4, big);
+            head = 8;
+            sq = DcmTag(g, el).getEVR() == EVR_SQ;
+        }
+        pos += head;
+        /* encapsulated pixel data: fragments, not items with elements */
+        bool fragments = g == 0x7fe0 && el == 0x0010 && (expl ? ob_ow : true);
+        if (len == 0xffffffffu) {
+            /* undefined length: a sequence, UN holding one (implicit inside),
+             * or encapsulated pixel data (fragments) */
+            size_t u = 0;
+            int r = walk_items(p + pos, n - pos, &u, w, depth + 1, fragments, expl && un);
+            if (r)
+                return r;
+            pos += u;
+            continue;
+        }
+        if (len > n - pos) {
+            char b[160];
+            snprintf(b, sizeof b, "element (%04x,%04x) claims %lu bytes, %zu are left", g, el,
+                     (unsigned long)len, n - pos);
+            w.why = b;
+            return WALK_BAD;
+        }
+        if (sq) {
+            size_t u = 0;
+            int r = walk_items(p + pos, len, &u, w, depth + 1, false, false);
+            if (r)
+                return r;
+        }
+        pos += len;
+    }
+    *used = pos;
+    return until_delim ? unsure(w, "an item without its delimiter") : WALK_OK;
+}
+
+/* the items of a sequence (or the fragments of encapsulated pixel data) in
+ * p[0..n); ends at n (defined length) or at a sequence delimitation */
+int walk_items(const uint8_t *p, size_t n, size_t *used, Walk &w, int depth, bool fragments,
+               bool implicit_inside)
+{
+    if (depth > WALK_MAX_DEPTH) {
+        w.why = "sequences nested more than 32 deep";
+        return WALK_BAD;
+    }
+    bool big = fragments ? false : w.big;
+    size_t pos = 0;
+    while (pos < n) {
+        if (n - pos < 8)
+            return unsure(w, "a truncated sequence");
+        uint16_t g = rd16(p + pos, big), el = rd16(p + pos + 2, big);
+        uint32_t len = rd32(p + pos + 4, big);
+        pos += 8;
+        if (g != 0xfffe)
+            return unsure(w, "a sequence holding something else than items");
+        if (el == 0xe0dd) { /* sequence delimitation */
+            *used = pos;
+            return WALK_OK;
+        }
+        if (el != 0xe000)
+            return unsure(w, "a sequence holding something else than items");
+        if (len == 0xffffffffu) {
+            if (fragments)
+                return unsure(w, "a pixel data fragment of undefined length");
+            size_t u = 0;
+            bool saved = w.explicit_vr;
+            if (implicit_inside)
+                w.explicit_vr = false;
+            int r = walk_elements(p + pos, n - pos, &u, w, depth + 1, true, false);
+            w.explicit_vr = saved;
+            if (r)
+                return r;
+            pos += u;
+            continue;
+        }
+        if (len > n - pos) {
+            char b[160];
+            snprintf(b, sizeof b, "an item claims %lu bytes, %zu are left", (unsigned long)len,
+                     n - pos);
+            w.why = b;
+            return WALK_BAD;
+        }
+        if (!fragments) {
+            size_t u = 0;
+            bool saved = w.explicit_vr;
+            if (implicit_inside)
+                w.explicit_vr = false;
+            int r = walk_elements(p + pos, len, &u, w, depth + 1, false, false);
+            w.explicit_vr = saved;
+            if (r)
+                return r;
+        }
+        pos += len;
+    }
+    *used = pos;
+    return WALK_OK;
+}
+
+/* the inflated dataset of a deflated file, at most `cap` bytes */
+bool inflate_all(const uint8_t *p, size_t n, size_t cap, std::vector<uint8_t> &out,
+                 std::string &why)
+{
+    z_stream z = {};
+    if (inflateInit2(&z, -15) != Z_OK) {
+        why = "cannot inflate the deflated dataset";
+        return false;
+    }
+    out.resize(n * 4 + 65536 < cap ? n * 4 + 65536 : cap);
+    z.next_in = const_cast<Bytef *>(p);
+    z.avail_in = (uInt)(n > 0x7fffffff ? 0x7fffffff : n);
+    int r = Z_OK;
+    for (;;) {
+        z.next_out = out.data() + z.total_out;
+        z.avail_out = (uInt)(out.size() - z.total_out);
+        r = inflate(&z, Z_NO_FLUSH);
+        if (r != Z_OK)
+            break;
+        if (z.avail_out == 0) {
+            if (out.size() >= cap) {
+                inflateEnd(&z);
+                why = "the deflated dataset inflates beyond 1 GiB";
+                return false;
+            }
+            out.resize(out.size() * 2 < cap ? out.size() * 2 : cap);
+        } else if (z.avail_in == 0) {
+            break;
+        }
+    }
+    out.resize(z.total_out);
+    inflateEnd(&z);
+    return true; /* a corrupt stream: DCMTK reports it */
+}
+
+/* true when DCMTK may read the file; false (why set) when it must not.
+ * *xfer: what DCMTK must assume for a bare dataset (DCMTK's own guess
+ * could differ from the one checked here), EXS_Unknown with a meta header. */
+bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &why)
+{
+    *xfer = EXS_Unknown;
+    const uint8_t *b = static_cast<const uint8_t *>(buf);
+    size_t pos = 0;
+    if (n >= 132 && !memcmp(b + 128, "DICM", 4))
+        pos = 132;
+    else if (n >= 4 && !memcmp(b, "DICM", 4))
+        pos = 4;
+    Walk w;
+    std::string ts;
+    size_t used = 0;
+    if (pos) { /* the meta group: explicit VR little endian */
+        /* with a group length, DCMTK reads exactly that many bytes as the
+         * meta header, whatever their groups; without, group 0002 */
+        bool glen = n - pos >= 12 && rd16(b + pos, false) == 0x0002 &&
+                    rd16(b + pos + 2, false) == 0x0000 && b[pos + 4] == 'U' &&
+                    b[pos + 5] == 'L' && rd16(b + pos + 6, false) == 4;
+        size_t meta_n = n - pos;
+        if (glen) {
+            uint32_t gl = rd32(b + pos + 8, false);
+            if (gl > n - pos - 12) {
+                why = "the meta header's group length exceeds the file";
+                return false;
+            }
+            meta_n = 12 + (size_t)gl;
+        }
+        int r = walk_elements(b + pos, meta_n, &used, w, 0, false, !glen);
+        if (r != WALK_OK) {
+            why = "meta header: " + w.why;
+            return false;
+        }
+        /* the transfer syntax UID, (0002,0010) */
+        for (size_t q = pos; q + 8 <= pos + used;) {
+            uint16_t gr = rd16(b + q, false), el = rd16(b + q + 2, false);
+            bool lv = long_vr(b + q + 4);
+            uint32_t len = lv ? rd32(b + q + 8, false) : rd16(b + q + 6, false);
+            size_t head = lv ? 12 : 8;
+            if (gr == 0x0002 && el == 0x0010 && q + head + len <= pos + used) {
+                ts.assign(reinterpret_cast<const char *>(b + q + head), len);
+                while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' '))
+                    ts.pop_back();
+            }
+            q += head + len;
+        }
+        pos += used;
+        if (ts.empty()) {
+            why = "the meta header has no TransferSyntaxUID";
+            return false;
+        }
+    } else {
+        /* a bare dataset: explicit VR little endian when a known VR follows
+         * the first tag, else implicit VR little endian; DCMTK is told */
+        w.explicit_vr = n >= 6 && DcmVR(std::string(reinterpret_cast<const char *>(b + 4), 2)
+                                            .c_str())
+                                      .isStandard();
+        *xfer = w.explicit_vr ? EXS_LittleEndianExplicit : EXS_LittleEndianImplicit;
+    }
+    if (ts == "1.2.840.10008.1.2")
+        w.explicit_vr = false;
+    else if (ts == "1.2.840.10008.1.2.2")
+        w.big = true;
+    std::vector<uint8_t> inflated;
+    const uint8_t *d = b + pos;
+    size_t dn = n - pos;
+    if (ts == "1.2.840.10008.1.2.1.99") {
+        if (!inflate_all(d, dn, (size_t)1 << 30, inflated, why))
+            return false;
+        d = inflated.data();
+        dn = inflated.size();
+    }
+    if (walk_elements(d, dn, &used, w, 0, false, false) != WALK_OK) {
+        why = w.why;
+        return false;
+    }
+    return true;
+}
+
+OFCondition parse(const void *buf, size_t n, E_TransferSyntax xfer, DcmFileFormat &ff)
 {
     DcmInputBufferStream in;
     in.setBuffer(buf, (offile_off_t)n);
     in.setEos();
     ff.transferInit();
-    OFCondition c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+    OFCondition c = ff.read(in, xfer, EGL_noChange, DCM_MaxReadLength);
     ff.transferEnd();
     return c;
 }
@@ -288,8 +612,12 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
     if (n > 0xfffffff0u)
         return fail(CX_ELIMIT, "DICOM file of %zu bytes is beyond the 4 GiB limit", n);
 
+    std::string why;
+    E_TransferSyntax bare_xfer;
+    if (!precheck(buf, n, &bare_xfer, why))
+        return fail(CX_EFORMAT, "invalid DICOM file: %s", why.c_str());
     DcmFileFormat ff;
-    OFCondition c = parse(buf, n, ff);
+    OFCondition c = parse(buf, n, bare_xfer, ff);
     DcmMetaInfo *meta = ff.getMetaInfo();
     OFString ts_uid;
     if (meta)
@@ -396,6 +724,11 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
     /* the first frame's stored values, decompressed by DCMTK */
     size_t bps = alloc / 8;
     size_t frame_bytes = (size_t)rows * cols * spp * bps;
+    if (!xf.isEncapsulated() && pixel->getLength() < frame_bytes)
+        /* before allocating the frame: a small file cannot claim a huge image */
+        return fail(CX_EFORMAT, "invalid DICOM: %lu bytes of pixel data for a %ux%u image of "
+                                "%zu bytes", (unsigned long)pixel->getLength(), (unsigned)cols,
+                    (unsigned)rows, frame_bytes);
     std::vector<uint8_t> frame((frame_bytes + 1) & ~(size_t)1);
     Uint32 start_fragment = 0;
     OFString color_model;
@@ -931,8 +1264,12 @@ extern "C" cx_status cx_dicom_write_results(const void *src, size_t n, const cx_
     *sc_n = *sr_n = 0;
     try {
         init_dcmtk();
+        std::string why;
+        E_TransferSyntax bare_xfer;
+        if (!precheck(src, n, &bare_xfer, why))
+            return cx_seterr(err, CX_EFORMAT, "invalid DICOM file: %s", why.c_str());
         DcmFileFormat ff;
-        OFCondition c = parse(src, n, ff);
+        OFCondition c = parse(src, n, bare_xfer, ff);
         if (c.bad())
             return cx_seterr(err, CX_EFORMAT, "invalid DICOM file: %s", c.text());
         Source s;

@@ -31,10 +31,20 @@ typedef struct {
     const char *token;       /* bearer token (from --token-file); NULL: none */
     int precision;           /* cx_precision */
     double drain_s;          /* on SIGTERM, how long in-flight requests may take */
+    int no_listen;           /* no socket: connections come from serve_add_connection */
 } serve_opts;
 
 /* Runs the server until SIGTERM or SIGINT; returns the exit status. */
 int serve_main(const serve_opts *o);
+
+/* The same in parts (the HTTP fuzzer drives it without a socket): start
+ * (0, or an exit status after a message on stderr), hand over a connected
+ * socket (the server owns it), stop (drains requests in flight; why, if not
+ * NULL, is printed). o must outlive the server. */
+typedef struct serve_server serve_server;
+int serve_start(const serve_opts *o, serve_server **out);
+int serve_add_connection(serve_server *h, int fd);
+void serve_stop(serve_server *h, const char *why);
 
 /* ------------------------------------------------------------- batcher */
 

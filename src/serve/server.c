@@ -722,15 +722,160 @@ static void read_thresholds(server *S)
         S->thresholds[k] = (float)t;
 }
 
-int serve_main(const serve_opts *o)
+struct serve_server {
+    server S;
+    struct MHD_Daemon *d;
+    struct addrinfo *ai;
+    int port;
+};
+
+void serve_stop(serve_server *h, const char *why)
 {
-    server S0 = {0}, *S = &S0;
+    if (!h)
+        return;
+    server *S = &h->S;
+    if (h->d) {
+        atomic_store(&S->stopping, 1);
+        MHD_socket ls = MHD_quiesce_daemon(h->d);
+        if (ls != MHD_INVALID_SOCKET)
+            close(ls);
+        pthread_mutex_lock(&S->mu);
+        if (why)
+            fprintf(stderr, "chexnet serve: %s: no new connections; answering %ld request%s in "
+                            "flight\n",
+                    why, S->inflight, S->inflight == 1 ? "" : "s");
+        double until = now_s() + S->o->drain_s;
+        while (S->inflight > 0 && now_s() < until) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 50 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&S->idle, &S->mu, &ts);
+        }
+        long left = S->inflight;
+        pthread_mutex_unlock(&S->mu);
+        if (left)
+            fprintf(stderr, "chexnet serve: %ld request%s still running after %.0f s: closed\n",
+                    left, left == 1 ? "" : "s", S->o->drain_s);
+        MHD_stop_daemon(h->d);
+        pthread_mutex_destroy(&S->mu);
+        pthread_cond_destroy(&S->idle);
+    }
+    serve_batcher_free(S->b);
+    cx_model_free(S->m);
+    free(S->thresholds);
+    if (h->ai)
+        freeaddrinfo(h->ai);
+    free(h);
+}
+
+int serve_start(const serve_opts *o, serve_server **out)
+{
+    *out = NULL;
+    serve_server *h = calloc(1, sizeof *h);
+    if (!h) {
+        fprintf(stderr, "chexnet serve: out of memory\n");
+        return 1;
+    }
+    server *S = &h->S;
     S->o = o;
     cx_err err = {0};
-    int rc = 1;
-    struct MHD_Daemon *d = NULL;
-    struct addrinfo *ai = NULL;
+    if (!o->no_listen) {
+        struct addrinfo hints = {0};
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE;
+        int gai = getaddrinfo(o->host, NULL, &hints, &h->ai);
+        if (gai || !h->ai) {
+            fprintf(stderr, "chexnet serve: --host %s: %s\n", o->host, gai_strerror(gai));
+            h->ai = NULL;
+            serve_stop(h, NULL);
+            return 2;
+        }
+        if (!is_loopback(h->ai->ai_addr) && !o->token) {
+            fprintf(stderr, "chexnet serve: --host %s is not a loopback address: give a bearer "
+                            "token with --token-file FILE\n", o->host);
+            serve_stop(h, NULL);
+            return 2;
+        }
+        if (h->ai->ai_family == AF_INET)
+            ((struct sockaddr_in *)h->ai->ai_addr)->sin_port = htons((uint16_t)o->port);
+        else
+            ((struct sockaddr_in6 *)h->ai->ai_addr)->sin6_port = htons((uint16_t)o->port);
+    }
+    if (cx_model_load(o->model_path, &S->m, &err)) {
+        fprintf(stderr, "chexnet serve: %s\n", err.msg);
+        serve_stop(h, NULL);
+        return 1;
+    }
+    const char *base = strrchr(o->model_path, '/');
+    snprintf(S->model_name, sizeof S->model_name, "%s", base ? base + 1 : o->model_path);
+    S->nc = cx_model_num_classes(S->m);
+    S->thresholds = calloc((size_t)S->nc, sizeof(float));
+    if (!S->thresholds) {
+        fprintf(stderr, "chexnet serve: out of memory\n");
+        serve_stop(h, NULL);
+        return 1;
+    }
+    read_thresholds(S);
+    cx_set_threads(o->threads);
+    if (serve_batcher_new(S->m, o->max_batch, o->max_wait_ms, o->precision, &S->b, &err)) {
+        fprintf(stderr, "chexnet serve: %s\n", err.msg);
+        serve_stop(h, NULL);
+        return 1;
+    }
+    serve_batcher_cam_size(S->b, &S->cam_h, &S->cam_w);
+    pthread_mutex_init(&S->mu, NULL);
+    pthread_cond_init(&S->idle, NULL);
 
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ITC;
+    if (o->no_listen)
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    else if (h->ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (o->no_listen)
+        h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, S,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, S,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    else
+        h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, S,
+                                MHD_OPTION_SOCK_ADDR, h->ai->ai_addr,
+                                MHD_OPTION_NOTIFY_COMPLETED, on_completed, S,
+                                MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)128, MHD_OPTION_END);
+    if (!h->d) {
+        fprintf(stderr, "chexnet serve: cannot listen on %s port %d: %s\n", o->host, o->port,
+                errno ? strerror(errno) : "libmicrohttpd failed to start");
+        pthread_mutex_destroy(&S->mu);
+        pthread_cond_destroy(&S->idle);
+        serve_stop(h, NULL);
+        return 1;
+    }
+    if (!o->no_listen) {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+        h->port = di ? di->port : o->port;
+    }
+    *out = h;
+    return 0;
+}
+
+int serve_add_connection(serve_server *h, int fd)
+{
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return MHD_add_connection(h->d, fd, (const struct sockaddr *)&a, sizeof a) == MHD_YES ? 0
+                                                                                         : -1;
+}
+
+int serve_main(const serve_opts *o)
+{
     /* Request buffers (bodies, decoded X-rays, tensors, PNGs) are large and
      * short-lived, on many threads. With glibc's adaptive mmap threshold they
      * would end up in per-thread heaps that keep growing; a fixed threshold
@@ -747,113 +892,23 @@ int serve_main(const serve_opts *o)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct addrinfo hints = {0};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int gai = getaddrinfo(o->host, NULL, &hints, &ai);
-    if (gai || !ai) {
-        fprintf(stderr, "chexnet serve: --host %s: %s\n", o->host, gai_strerror(gai));
-        return 2;
-    }
-    if (!is_loopback(ai->ai_addr) && !o->token) {
-        fprintf(stderr, "chexnet serve: --host %s is not a loopback address: give a bearer token "
-                        "with --token-file FILE\n", o->host);
-        freeaddrinfo(ai);
-        return 2;
-    }
-    if (ai->ai_family == AF_INET)
-        ((struct sockaddr_in *)ai->ai_addr)->sin_port = htons((uint16_t)o->port);
-    else
-        ((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = htons((uint16_t)o->port);
-
-    if (cx_model_load(o->model_path, &S->m, &err)) {
-        fprintf(stderr, "chexnet serve: %s\n", err.msg);
-        goto out;
-    }
-    const char *base = strrchr(o->model_path, '/');
-    snprintf(S->model_name, sizeof S->model_name, "%s", base ? base + 1 : o->model_path);
-    S->nc = cx_model_num_classes(S->m);
-    S->thresholds = calloc((size_t)S->nc, sizeof(float));
-    if (!S->thresholds) {
-        fprintf(stderr, "chexnet serve: out of memory\n");
-        goto out;
-    }
-    read_thresholds(S);
-    cx_set_threads(o->threads);
-    if (serve_batcher_new(S->m, o->max_batch, o->max_wait_ms, o->precision, &S->b, &err)) {
-        fprintf(stderr, "chexnet serve: %s\n", err.msg);
-        goto out;
-    }
-    serve_batcher_cam_size(S->b, &S->cam_h, &S->cam_w);
-    pthread_mutex_init(&S->mu, NULL);
-    pthread_cond_init(&S->idle, NULL);
-
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ITC;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, S,
-                         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, S,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)128,
-                         MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "chexnet serve: cannot listen on %s port %d: %s\n", o->host, o->port,
-                errno ? strerror(errno) : "libmicrohttpd failed to start");
-        goto out;
-    }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    int port = di ? di->port : o->port;
-    int v6 = ai->ai_family == AF_INET6;
-    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", o->host, v6 ? "]" : "", port);
+    serve_server *h = NULL;
+    int rc = serve_start(o, &h);
+    if (rc)
+        return rc;
+    server *S = &h->S;
+    int v6 = h->ai->ai_family == AF_INET6;
+    printf("listening on http://%s%s%s:%d\n", v6 ? "[" : "", o->host, v6 ? "]" : "", h->port);
     fflush(stdout);
     fprintf(stderr, "chexnet serve: model %s (%d class%s), batches of up to %d, waiting up to "
                     "%d ms, %d thread%s for the forward pass%s\n",
             S->model_name, S->nc, S->nc == 1 ? "" : "es", o->max_batch, o->max_wait_ms,
             cx_get_threads(), cx_get_threads() == 1 ? "" : "s",
             o->token ? ", bearer token required" : "");
-
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
-    atomic_store(&S->stopping, 1);
-    MHD_socket ls = MHD_quiesce_daemon(d);
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
-    pthread_mutex_lock(&S->mu);
-    fprintf(stderr, "chexnet serve: %s: no new connections; answering %ld request%s in "
-                    "flight\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", S->inflight, S->inflight == 1 ? "" : "s");
-    double until = now_s() + o->drain_s;
-    while (S->inflight > 0 && now_s() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&S->idle, &S->mu, &ts);
-    }
-    long left = S->inflight;
-    pthread_mutex_unlock(&S->mu);
-    if (left)
-        fprintf(stderr, "chexnet serve: %ld request%s still running after %.0f s: closed\n",
-                left, left == 1 ? "" : "s", o->drain_s);
-    MHD_stop_daemon(d);
-    d = NULL;
+    serve_stop(h, sig == SIGTERM ? "SIGTERM" : "SIGINT");
     fprintf(stderr, "chexnet serve: stopped\n");
-    rc = 0;
-out:
-    if (d)
-        MHD_stop_daemon(d);
-    serve_batcher_free(S->b);
-    cx_model_free(S->m);
-    free(S->thresholds);
-    if (ai)
-        freeaddrinfo(ai);
-    return rc;
+    return 0;
 }
