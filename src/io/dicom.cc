@@ -254,10 +254,14 @@ inline uint32_t rd32(const uint8_t *p, bool big)
                : (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
 }
 
-/* VRs with a 2-byte length; every other, including an unknown one (which
- * DCMTK reads as UN), has 2 reserved bytes and a 4-byte length */
+/* VRs with a 2-byte length; every other, including an unknown one of two
+ * capital letters (which DCMTK reads as UN, a possible future VR), has 2
+ * reserved bytes and a 4-byte length. Bytes that are not letters: DCMTK
+ * reads a 2-byte length. */
 bool long_vr(const uint8_t *vr)
 {
+    if (vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z')
+        return false;
     static const char *const S[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS",
                                     "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL",
                                     "US"};
@@ -313,9 +317,9 @@ int walk_elements(const uint8_t *p, size_t n, size_t *used, Walk &w, int depth, 
             std::string vrs(reinterpret_cast<const char *>(vr), 2);
             sq = vrs == "SQ";
             ob_ow = vrs == "OB" || vrs == "OW";
-            /* DCMTK reads an unknown VR as UN, and an undefined-length UN as
-             * a sequence in implicit VR (CP-246) */
-            un = vrs == "UN" || !DcmVR(vrs.c_str()).isStandard();
+            /* DCMTK reads an unknown VR of letters as UN, and an
+             * undefined-length UN as a sequence in implicit VR (CP-246) */
+            un = vrs == "UN" || (long_vr(vr) && !DcmVR(vrs.c_str()).isStandard());
             if (long_vr(vr)) {
                 if (n - pos < 12)
                     return unsure(w, "a truncated element");
@@ -500,7 +504,8 @@ bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &wh
             bool lv = long_vr(b + q + 4);
             uint32_t len = lv ? rd32(b + q + 8, false) : rd16(b + q + 6, false);
             size_t head = lv ? 12 : 8;
-            if (gr == 0x0002 && el == 0x0010 && q + head + len <= pos + used) {
+            if (gr == 0x0002 && el == 0x0010 && b[q + 4] == 'U' && b[q + 5] == 'I' &&
+                q + head + len <= pos + used) {
                 ts.assign(reinterpret_cast<const char *>(b + q + head), len);
                 while (!ts.empty() && (ts.back() == '\0' || ts.back() == ' '))
                     ts.pop_back();
@@ -508,8 +513,14 @@ bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &wh
             q += head + len;
         }
         pos += used;
+        /* without a transfer syntax DCMTK would guess one: not checked */
         if (ts.empty()) {
             why = "the meta header has no TransferSyntaxUID";
+            return false;
+        }
+        if (DcmXfer(ts.c_str()).getXfer() == EXS_Unknown) {
+            why = "unknown transfer syntax " + printable(ts);
+            *xfer = EXS_Unknown;
             return false;
         }
     } else {
@@ -614,8 +625,12 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
 
     std::string why;
     E_TransferSyntax bare_xfer;
-    if (!precheck(buf, n, &bare_xfer, why))
+    if (!precheck(buf, n, &bare_xfer, why)) {
+        if (why.rfind("unknown transfer syntax", 0) == 0)
+            return fail(CX_EUNSUPPORTED, "DICOM %s: chexnet reads uncompressed, deflated, JPEG, "
+                                         "JPEG-LS and RLE files", why.c_str());
         return fail(CX_EFORMAT, "invalid DICOM file: %s", why.c_str());
+    }
     DcmFileFormat ff;
     OFCondition c = parse(buf, n, bare_xfer, ff);
     DcmMetaInfo *meta = ff.getMetaInfo();
