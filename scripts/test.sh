@@ -21,3 +21,5 @@ echo "== C tests under AddressSanitizer + UBSan =="
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCX_SANITIZE=ON -DCX_BUILD_TESTS=ON >/dev/null
 cmake --build build-asan -j"$JOBS" >/dev/null
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -R '^test_')
+echo "== fuzz smoke run: DICOM and HTTP (libFuzzer) =="
+bash scripts/fuzz-serve.sh --smoke

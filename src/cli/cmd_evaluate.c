@@ -88,7 +88,7 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         return 1;
     }
     if (!files.n) {
-        cli_error(CMD, "%s: no PNG or JPEG images found", dir);
+        cli_error(CMD, "%s: no PNG, JPEG or DICOM images found", dir);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;

@@ -160,7 +160,7 @@ int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *
         if (rc)
             return rc;
         if (out->n == before) {
-            cli_error(cmd, "%s: no PNG or JPEG images found in this folder", arg);
+            cli_error(cmd, "%s: no PNG, JPEG or DICOM images found in this folder", arg);
             (*nerr)++;
         } else {
             qsort(out->v + before, out->n - before, sizeof(char *), cli_cmp_str);

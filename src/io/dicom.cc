@@ -637,13 +637,8 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
     OFString ts_uid;
     if (meta)
         meta->findAndGetOFString(DCM_TransferSyntaxUID, ts_uid);
-    if (c.bad()) {
-        if (!ts_uid.empty() && DcmXfer(ts_uid.c_str()).getXfer() == EXS_Unknown)
-            return fail(CX_EUNSUPPORTED,
-                        "DICOM transfer syntax %s is not known to this reader (DCMTK: %s)",
-                        printable(ts_uid.c_str()).c_str(), c.text());
+    if (c.bad())
         return fail(CX_EFORMAT, "invalid DICOM file: %s", c.text());
-    }
     DcmDataset *ds = ff.getDataset();
     if (!ds)
         return fail(CX_EFORMAT, "invalid DICOM file: no dataset");
@@ -792,7 +787,7 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
     } else {
         const bool is_signed = repr == 1;
         const int shift = high + 1 - stored;
-        const uint32_t mask = stored == 32 ? 0xffffffffu : ((1u << stored) - 1);
+        const uint32_t mask = (1u << stored) - 1;
 
         /* 1. Modality LUT */
         Lut mlut;

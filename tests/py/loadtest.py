@@ -2,8 +2,8 @@
 """A bounded load test of `chexnet serve` on loopback (a small client of
 chexnet's own: threads, keep-alive connections, http.client).
 
-  loadtest.py [--requests N] [--clients C] [--malformed F] [--model FILE]
-              [--max-batch B] [--max-wait-ms W] [--json OUT]
+  loadtest.py [--requests N] [--clients C] [--malformed F] [--model FILE | --tiny]
+              [--max-batch B] [--max-wait-ms W] [--precision P] [--json OUT]
 
 starts the server (port 0), sends N requests from C concurrent clients, a
 fraction F of them malformed, and stops it with SIGTERM. Valid bodies are
@@ -16,6 +16,11 @@ file, a malformed one its 4xx code. The server's resident memory is sampled
 every 0.25 s. Prints (and writes with --json) the figures: requests, wrong
 answers, crashes, p50/p99 latency of the valid requests, images/s, RSS after
 warm-up and at the end. Also used by tests/py/test_serve_load.py.
+
+--tiny serves a small DenseNet (growth 8, blocks 2-2-2-2, 14 classes, made
+with torchvision) instead of DenseNet-121: every path of the server runs as
+with the real model (decoding, batching, answers), with a fraction of the
+arithmetic, so that many requests fit in little time on a small machine.
 """
 import argparse
 import http.client
@@ -34,6 +39,16 @@ import cxtest  # noqa: E402
 from servetest import Server  # noqa: E402
 
 
+def tiny_model(path):
+    torch = cxtest.need_torch()
+    from torchvision.models.densenet import DenseNet
+    torch.manual_seed(0)
+    m = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=2,
+                 num_classes=14)
+    cxtest.save_safetensors(path, m.state_dict(), {"classes": json.dumps(cxtest.CLASSES14)})
+    return path
+
+
 def huge_png():
     ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)
     chunk = b"IHDR" + ihdr
@@ -41,7 +56,7 @@ def huge_png():
         struct.pack(">I", zlib.crc32(chunk) & 0xffffffff)
 
 
-def corpus(tmp, model):
+def corpus(tmp, model, precision="fp32"):
     """(valid: [(name, bytes, probabilities)], malformed: [(name, bytes, code)])"""
     nih = cxtest.nih_images()
     paths = [p for p in nih if os.path.basename(p) in
@@ -59,8 +74,8 @@ def corpus(tmp, model):
                                    "w12_big_endian.dcm")]
     except SystemExit:
         pass
-    r = subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--format", "json"] + paths,
-                       capture_output=True, text=True)
+    r = subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--format", "json",
+                        "--precision", precision] + paths, capture_output=True, text=True)
     want = {json.loads(line)["image"]: json.loads(line)["probabilities"]
             for line in r.stdout.splitlines()}
     valid = [(os.path.basename(p), open(p, "rb").read(), want[p]) for p in paths]
@@ -101,10 +116,10 @@ def percentile(v, q):
 
 
 def run(model, n_requests=10000, clients=16, malformed=0.1, max_batch=16, max_wait_ms=10,
-        tmp=None, seed=0, log=print):
+        tmp=None, seed=0, precision="fp32"):
     tmp = tmp or os.path.join(cxtest.TMP, "load")
     os.makedirs(tmp, exist_ok=True)
-    valid, bad = corpus(tmp, model)
+    valid, bad = corpus(tmp, model, precision)
     rnd = random.Random(seed)
     plan = []
     for i in range(n_requests):
@@ -116,7 +131,8 @@ def run(model, n_requests=10000, clients=16, malformed=0.1, max_batch=16, max_wa
     nxt = [0]
     lat_ok, wrong, errors = [], [], []
     counts = {"ok": 0, "bad": 0}
-    srv = Server("--model", model, "--max-batch", max_batch, "--max-wait-ms", max_wait_ms)
+    srv = Server("--model", model, "--max-batch", max_batch, "--max-wait-ms", max_wait_ms,
+                 "--precision", precision)
     pid = srv.proc.pid
     rss = []
     stop = threading.Event()
@@ -201,6 +217,7 @@ def run(model, n_requests=10000, clients=16, malformed=0.1, max_batch=16, max_wa
     res = {
         "requests": n_requests, "clients": clients, "malformed": counts["bad"],
         "valid": counts["ok"], "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        "precision": precision,
         "wrong_answers": len(wrong), "transport_errors": len(errors),
         "server_alive_at_end": alive, "exit_status": rc,
         "p50_ms": 1000 * percentile(lat_ok, 50), "p99_ms": 1000 * percentile(lat_ok, 99),
@@ -225,9 +242,15 @@ def main():
                                                     "models", "chexnet-pneumonia.safetensors"))
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=int, default=10)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
-    res = run(a.model, a.requests, a.clients, a.malformed, a.max_batch, a.max_wait_ms)
+    model = a.model
+    if a.tiny:
+        model = tiny_model(os.path.join(cxtest.TMP, "load-tiny.safetensors"))
+    res = run(model, a.requests, a.clients, a.malformed, a.max_batch, a.max_wait_ms,
+              precision=a.precision)
     print(json.dumps(res, indent=1))
     if a.json:
         with open(a.json, "w") as f:
