@@ -20,6 +20,8 @@
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcpixel.h"
+#include "dcmtk/dcmdata/dcpixseq.h"
+#include "dcmtk/dcmdata/dcpxitem.h"
 #include "dcmtk/dcmdata/dcrledrg.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmdata/dcxfer.h"
@@ -592,6 +594,51 @@ struct Decoder {
     cx_status run(const void *buf, size_t n, int channels, cx_image *out);
 };
 
+/* DCMTK 3.6.7's JPEG decoder first walks the markers of a frame's first
+ * fragment for the sample precision, and never moves past a TEM marker
+ * (FF01): such a fragment would make it loop forever (found by fuzz_dicom).
+ * The same walk here; true when a fragment would trap it. */
+bool jpeg_scan_loops(const uint8_t *d, uint32_t n)
+{
+    uint32_t off = 0;
+    while (off + 4 < n) {
+        uint16_t m = (uint16_t)(d[off] << 8 | d[off + 1]);
+        if ((m >= 0xffc0 && m <= 0xffcf && m != 0xffc4 && m != 0xffc8 && m != 0xffcc))
+            return false; /* a frame header: the walk ends */
+        if (m == 0xff01)
+            return true;
+        if ((m >= 0xffd0 && m <= 0xffd9) || (d[off] == 0xff && d[off + 1] > 2 && d[off + 1] <= 0xbf))
+            off += 2;
+        else if (m == 0xffff)
+            off += 1;
+        else if (m >= 0xffc4)
+            off += (uint32_t)(d[off + 2] << 8 | d[off + 3]) + 2;
+        else
+            return false; /* an invalid marker: the walk stops */
+    }
+    return false;
+}
+
+bool jpeg_fragments_loop(DcmPixelData *pixel, E_TransferSyntax xfer)
+{
+    DcmPixelSequence *seq = NULL;
+    if (pixel->getEncapsulatedRepresentation(xfer, NULL, seq).bad() || !seq)
+        return false;
+    for (unsigned long i = 1; i < seq->card(); i++) { /* item 0: the offset table */
+        DcmPixelItem *item = NULL;
+        Uint8 *d = NULL;
+        if (seq->getItem(item, i).good() && item && item->getUint8Array(d).good() && d &&
+            jpeg_scan_loops(d, item->getLength()))
+            return true;
+    }
+    return false;
+}
+
+bool is_jpeg_xfer(E_TransferSyntax x)
+{
+    return (x >= EXS_JPEGProcess1 && x <= EXS_JPEGProcess29) || x == EXS_JPEGProcess14SV1;
+}
+
 bool xfer_is_refused(E_TransferSyntax x)
 {
     switch (x) {
@@ -740,6 +787,9 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
                                 "%zu bytes", (unsigned long)pixel->getLength(), (unsigned)cols,
                     (unsigned)rows, frame_bytes);
     std::vector<uint8_t> frame((frame_bytes + 1) & ~(size_t)1);
+    if (is_jpeg_xfer(xfer) && jpeg_fragments_loop(pixel, xfer))
+        return fail(CX_EFORMAT, "invalid JPEG data in the DICOM pixel data (a TEM marker "
+                                "before the frame header)");
     Uint32 start_fragment = 0;
     OFString color_model;
     c = pixel->getUncompressedFrame(ds, 0, start_fragment, frame.data(), (Uint32)frame.size(),
