@@ -21,7 +21,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <dirent.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "chexnet.h"
 
@@ -561,6 +563,40 @@ static void test_hostile_structure(void **state)
     free(d.p);
 }
 
+/* The fuzzers' regression inputs (tests/fuzz/corpus/dicom/regress-*): each
+ * is refused quickly, none allocates gigabytes, recurses or loops (an alarm
+ * ends the test after 20 s). */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    const char *src = getenv("CX_SOURCE");
+    if (!src)
+        skip();
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus/dicom", src);
+    DIR *d = opendir(dir);
+    if (!d)
+        skip();
+    alarm(20);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "regress-", 8))
+            continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        cx_image im;
+        cx_err err = {0};
+        cx_status st = cx_image_load(p, 0, &im, &err);
+        if (st == CX_OK)
+            fail_msg("%s decoded; expected an error", e->d_name);
+        n++;
+    }
+    closedir(d);
+    alarm(0);
+    assert_true(n >= 8);
+}
+
 /* Every prefix of a valid file: an error or (never) pixels, no crash. */
 static void test_truncations(void **state)
 {
@@ -609,7 +645,7 @@ int main(void)
         cmocka_unit_test(test_mono1_and_window), cmocka_unit_test(test_modality_lut),
         cmocka_unit_test(test_rgb),            cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_hostile_structure),
+        cmocka_unit_test(test_hostile_structure), cmocka_unit_test(test_fuzz_regressions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
