@@ -356,7 +356,8 @@ cx_status cx_image_load(const char *path, int channels, cx_image *out,
 /* The same from memory; name is used in error messages (may be NULL). */
 cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
                             int channels, cx_image *out, cx_err *err);
-/* True when the first bytes are a PNG or JPEG signature (n >= 8 is enough). */
+/* 1, 2 or 3 when the first bytes are a PNG, JPEG or DICOM signature (n >= 8
+ * is enough for PNG and JPEG, 132 for a DICOM file's preamble), else 0. */
 int cx_image_sniff(const void *buf, size_t n);
 /* Allocates a zeroed image. */
 cx_status cx_image_new(int width, int height, int channels, cx_image *out,
@@ -426,6 +427,105 @@ cx_status cx_image_load_input(const cx_model *m, const char *path,
 /* Writes an 8-bit grey or RGB PNG atomically (temp file, fsync, rename). */
 cx_status cx_image_save_png(const cx_image *im, const char *path, cx_err *err);
 /* END images */
+
+/* ------------------------------------------------------------------ DICOM */
+/* BEGIN dicom */
+/*
+ * DICOM input (Debian's DCMTK). cx_image_load and cx_image_load_mem read
+ * DICOM files too, found from their content: "DICM" at offset 128 (a Part 10
+ * file) or a bare dataset (no preamble: a little-endian group 0x0002 or
+ * 0x0008 element first). Transfer syntaxes read: implicit and explicit VR
+ * little endian, explicit big endian, deflated, JPEG (baseline, extended,
+ * lossless process 14 and SV1), JPEG-LS (lossless and near-lossless) and RLE.
+ * JPEG 2000, JPIP and the video syntaxes are refused (CX_EUNSUPPORTED, the
+ * message naming the transfer syntax).
+ *
+ * Greyscale pixels (MONOCHROME1 or MONOCHROME2, 1-16 bits stored in 8 or 16
+ * allocated, unsigned or signed) become 8-bit grey in four steps:
+ *   1. Modality LUT: the Modality LUT Sequence when present, else
+ *      v * RescaleSlope + RescaleIntercept (1 and 0 when absent).
+ *   2. VOI: the first VOI LUT of the VOI LUT Sequence (its output scaled to
+ *      0..255); else the first WindowCenter/WindowWidth pair with the
+ *      VOILUTFunction: LINEAR (the default, PS3.3 C.11.2.1.2.1),
+ *      LINEAR_EXACT or SIGMOID; else the full range the stored bits can
+ *      hold (after step 1) mapped linearly onto 0..255. LUT inputs outside
+ *      the LUT take its first or last entry.
+ *   3. Rounding to the nearest integer (floor(y + 0.5)), clamped to 0..255.
+ *   4. MONOCHROME1 is inverted (255 - y).
+ * So an 8-bit MONOCHROME2 image without LUTs or window keeps its values, and
+ * a DICOM made losslessly from a PNG gives exactly the PNG's pixels.
+ * Colour: RGB and YBR_FULL, 8 bits per sample, either planar configuration
+ * (JPEG's YCbCr is converted to RGB by the decoder, uncompressed YBR_FULL with
+ * PS3.3's equations). PALETTE COLOR and colour above 8 bits are refused.
+ * Multi-frame files: the first frame, with a warning. The result then takes
+ * the same 8-bit path as a PNG (channels as cx_image_load).
+ *
+ * The model reads frontal chest radiographs. These attributes, when present,
+ * are checked, and anything else is a warning (not an error): Modality (CR,
+ * DX or DR), BodyPartExamined (CHEST, THORAX or LUNG), ViewPosition (PA or
+ * AP; LL, RL, LATERAL... are lateral views), ImageLaterality or Laterality
+ * (L or R: one side only).
+ */
+#define CX_IMAGE_MAX_WARNINGS 8
+typedef struct {
+    char format[8];             /* "png", "jpeg" or "dicom" */
+    int n_warnings;
+    char warnings[CX_IMAGE_MAX_WARNINGS][200];
+    /* DICOM only (empty or 0 otherwise): */
+    char transfer_syntax[68];   /* UID, e.g. "1.2.840.10008.1.2.1" */
+    char photometric[20];       /* e.g. "MONOCHROME1" */
+    int bits_stored;
+    int frames;
+    char voi[16];               /* "voi-lut", "window", "full-range", "none" */
+} cx_image_info;
+
+/* cx_image_load / cx_image_load_mem that also fill info (which may be NULL);
+ * PNG and JPEG give their format and no warnings. */
+cx_status cx_image_load_info(const char *path, int channels, cx_image *out,
+                             cx_image_info *info, cx_err *err);
+cx_status cx_image_load_mem_info(const void *buf, size_t n, const char *name,
+                                 int channels, cx_image *out,
+                                 cx_image_info *info, cx_err *err);
+/* cx_image_load_input that also fills info (may be NULL). */
+cx_status cx_image_load_input_info(const cx_model *m, const char *path,
+                                   int ten_crop, float *dst, cx_image *keep,
+                                   cx_image_info *info, cx_err *err);
+/* Result objects for a DICOM X-ray, written by chexnet itself: what
+ * `chexnet serve` answers at POST /v1/dicom and what the Orthanc script
+ * (deploy/orthanc/) stores back into the X-ray's study. Both objects copy
+ * the source's Patient and Study modules (same StudyInstanceUID), each
+ * starts a new series, and every new UID is a UUID-derived "2.25." UID.
+ *   Secondary Capture Image Storage: the RGB image given (the heat map
+ *     overlay with its labels burned in), BurnedInAnnotation YES, derived
+ *     from the source (SourceImageSequence).
+ *   Comprehensive SR: a container "chexnet chest X-ray classification"
+ *     holding the source image (IMAGE, "Source of Measurement"), one NUM per
+ *     class (concept: the class name in coding scheme 99CHEXNET; value: the
+ *     probability as a decimal string, %.9g; unit UCUM {probability}) with
+ *     its operating threshold as a child NUM, the heat map (IMAGE, the
+ *     Secondary Capture), the model (TEXT), the warnings (TEXT) and
+ *     "Research use only, not a medical device." (TEXT). Both images are in
+ *     the evidence sequence; VerificationFlag UNVERIFIED.
+ * Outputs are Part 10 files (explicit VR little endian) in malloc'd
+ * buffers. */
+typedef struct {
+    const char *model;              /* model file name */
+    int n_classes;
+    const char *const *classes;
+    const float *probabilities;     /* [n_classes] */
+    const float *thresholds;        /* [n_classes], or NULL */
+    int cam_class;                  /* class of the heat map */
+    const cx_image *image;          /* RGB: the Secondary Capture's pixels */
+    int n_warnings;
+    const char *const *warnings;
+} cx_dicom_result;
+
+cx_status cx_dicom_write_results(const void *src, size_t n, const cx_dicom_result *r,
+                                 uint8_t **sc, size_t *sc_n, uint8_t **sr,
+                                 size_t *sr_n, cx_err *err);
+/* A new UID: "2.25." and a random (version 4) UUID as a decimal integer. */
+void cx_dicom_new_uid(char uid[65]);
+/* END dicom */
 
 /* --------------------------------------------------------------------- CAM */
 /* BEGIN cam */

@@ -7,11 +7,17 @@
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-PKGS=(build-essential cmake pkg-config libpng-dev libjpeg-dev zlib1g-dev)
+PKGS=(build-essential cmake pkg-config libpng-dev libjpeg-dev zlib1g-dev
+      libdcmtk-dev libmicrohttpd-dev libgd-dev)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev python3 python3-numpy python3-torch python3-torchvision
          python3-sklearn python3-pil qemu-user
+         dcmtk libgdcm-tools python3-pydicom python3-prometheus-client
+         chromium orthanc dicom3tools
          clang libclang-rt-dev libomp-dev llvm)  # the clang build and the fuzzers
+  # node and npm drive chromium in the viewer test; a node from elsewhere
+  # (nodesource) brings its own npm
+  command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

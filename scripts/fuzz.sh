@@ -11,7 +11,7 @@
 #                kept only for the run
 #   --no-build   use build-fuzz as it is
 #   NAME...      harnesses to run (default all: safetensors model png jpeg csv
-#                labels predictions dataset json pack readers)
+#                labels predictions dataset json pack readers dicom http)
 #
 # Builds build-fuzz with clang (-DCX_FUZZ=ON: the library instrumented with
 # -fsanitize=fuzzer-no-link,address,undefined). A campaign keeps its corpus in
@@ -39,10 +39,10 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$T" ] || T=$([ $SMOKE = 1 ] && echo 15 || echo 600)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(safetensors model png jpeg csv labels predictions dataset json
-                                 pack readers)
+                                 pack readers dicom http)
 B=build-fuzz
 if [ $BUILD = 1 ]; then
-  nice -n 19 cmake -S . -B $B -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  nice -n 19 cmake -S . -B $B -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCX_FUZZ=ON -DCX_BUILD_TESTS=OFF >/dev/null
   nice -n 19 cmake --build $B -j"$(nproc)" >/dev/null
 fi
@@ -63,6 +63,11 @@ printf "%-12s %10s %8s %8s %8s %8s  %s\n" harness executions exec/s cov ft corpu
 status=0
 for n in "${NAMES[@]}"; do
   bin=$B/tests/fuzz/fuzz_$n
+  [ "$n" = http ] && bin=$B/tests/fuzz/serve/fuzz_$n
+  # DCMTK and the server's model (a small DenseNet) allocate more than the
+  # other parsers may
+  mem=(-rss_limit_mb=2048 -malloc_limit_mb=512)
+  case "$n" in dicom|http) mem=(-rss_limit_mb=4096 -malloc_limit_mb=2048) ;; esac
   [ -x "$bin" ] || { echo "fuzz.sh: no $bin" >&2; exit 2; }
   if [ $SMOKE = 1 ]; then
     work=$(mktemp -d "${TMPDIR:-/tmp}/cxfuzz-$n.XXXXXX")
@@ -80,7 +85,7 @@ for n in "${NAMES[@]}"; do
   # loaded machine a niced fuzzer can stall for a minute)
   nice -n 19 "$bin" -max_total_time="$T" -print_final_stats=1 -timeout=120 \
     -report_slow_units=100000 \
-    -rss_limit_mb=2048 -malloc_limit_mb=512 -dict=tests/fuzz/dict/$(dict_of $n).dict \
+    "${mem[@]}" -dict=tests/fuzz/dict/$(dict_of $n).dict \
     -artifact_prefix=$B/fuzz-crashes/$n- "${dirs[@]}" >"$log" 2>&1 || rc=$?
   after=$(ls $B/fuzz-crashes | grep "^$n-" | grep -vc -- "-slow-unit-" || true)
   execs=$(awk '/stat::number_of_executed_units:/ {v = $2} END {print v}' "$log")

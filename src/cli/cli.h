@@ -19,6 +19,7 @@ int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* The option parser of every subcommand: getopt_long (GNU conventions:
  * --opt value and --opt=value, unambiguous abbreviations, options and
@@ -107,10 +108,10 @@ void cli_strvec_free(cli_strvec *s);
 char *cli_path_join(const char *dir, const char *name);
 /* qsort comparator of char * strings. */
 int cli_cmp_str(const void *a, const void *b);
-/* .png, .jpg, .jpeg, .jpe (any case). */
+/* .png, .jpg, .jpeg, .jpe, .dcm, .dicom (any case). */
 int cli_is_image_name(const char *name);
 /* Adds one INPUT to out: an image file (kept as given, even if missing: its
- * error comes when it is read), a folder (PNG/JPEG files below it,
+ * error comes when it is read), a folder (PNG/JPEG/DICOM files below it,
  * recursively, sorted; hidden files skipped) or, when allow_list, @LIST (one
  * input per line; blank lines and # comments skipped). Problems are printed
  * as "chexnet CMD: ..." and counted in *nerr. Returns -1 when out of memory. */

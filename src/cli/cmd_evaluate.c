@@ -52,7 +52,7 @@ static void usage(FILE *f)
             "  --dump-resamples F  write the first --dump-count (default 10) bootstrap\n"
             "                      resamples' image indices to F (for checking)\n"
             "  --model FILE        predict first with this model (safetensors) ...\n"
-            "  --images DIR        ... on every PNG/JPEG under DIR (recursively)\n"
+            "  --images DIR        ... on every PNG/JPEG/DICOM (*.dcm) under DIR (recursively)\n"
             "  --save-pred P.csv   ... and save those predictions\n"
             "  --ten-crop          ... averaging 10 crops (arnoweng/CheXNet)\n"
             "  --batch N           ... images per forward pass (default 16)\n"
@@ -82,7 +82,7 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         return 1;
     }
     if (!files.n) {
-        cli_error(CMD, "%s: no PNG or JPEG images found", dir);
+        cli_error(CMD, "%s: no PNG, JPEG or DICOM images found", dir);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;

@@ -5,11 +5,12 @@
  *                   [--cam-class NAME|all] [--cam-alpha A]
  *                   [--backend cpu|ref] INPUT...
  *
- * INPUT: an image file (PNG/JPEG, format from its content), a directory
- * (recursed; files named *.png, *.jpg, *.jpeg, hidden files skipped; sorted
+ * INPUT: an image file (PNG/JPEG/DICOM, format from its content), a directory
+ * (recursed; files named *.png, *.jpg, *.jpeg, *.dcm, hidden files skipped; sorted
  * by path), or @LIST (one input per line; empty lines and # comments
  * skipped). Outputs are in input order, one per image:
- *   json:  {"image": "<path as given>", "probabilities": {"<class>": p, ...}}
+ *   json:  {"image": "<path as given>", "probabilities": {"<class>": p, ...},
+ *           "warnings": ["...", ...]}   (e.g. a lateral DICOM view; else [])
  *   csv:   header image,<class>,...  then one row per image (RFC 4180)
  *   table: per image, the findings sorted by probability with a bar (for
  *          models with up to 3 classes: one row per image)
@@ -44,9 +45,9 @@ static void usage(FILE *f)
             "                       [--batch N] [--threads T] [--cam DIR]\n"
             "                       [--cam-class NAME|all] [--cam-alpha A]\n"
             "                       [--backend cpu|ref] [--precision fp32|bf16] INPUT...\n\n"
-            "Probabilities of each finding for chest X-ray images (PNG or JPEG).\n\n"
-            "  INPUT             an image, a directory (recursed: *.png, *.jpg, *.jpeg),\n"
-            "                    @LIST (a text file with one input per line), or\n"
+            "Probabilities of each finding for chest X-ray images (PNG, JPEG or DICOM).\n\n"
+            "  INPUT             an image, a directory (recursed: *.png, *.jpg, *.jpeg,\n"
+            "                    *.dcm), @LIST (a text file with one input per line), or\n"
             "                    packs made by chexnet prepare (FILE.cxpack; rows are\n"
             "                    named by the pack's image names; no --cam, --ten-crop)\n"
             "  --model FILE      safetensors model (default: the bundled model, or\n"
@@ -151,9 +152,17 @@ static void print_csv_header(const cx_model *m)
     fputc('\n', stdout);
 }
 
-static void print_result(int fmt, const cx_model *m, const char *path, const float *prob)
+/* info: what the loader reported (warnings: a lateral or non-chest DICOM...);
+ * NULL for packs */
+static void print_result(int fmt, const cx_model *m, const char *path, const float *prob,
+                         const cx_image_info *info)
 {
     int nc = cx_model_num_classes(m);
+    if (fmt != FMT_JSON && info)
+        for (int w = 0; w < info->n_warnings; w++) {
+            fflush(stdout);
+            fprintf(stderr, "chexnet predict: warning: %s: %s\n", path, info->warnings[w]);
+        }
     if (fmt == FMT_JSON) {
         fputs("{\"image\": ", stdout);
         json_str(stdout, path);
@@ -164,7 +173,13 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
             json_str(stdout, cx_model_class_name(m, c));
             printf(": %.9g", prob[c]);
         }
-        fputs("}}\n", stdout);
+        fputs("}, \"warnings\": [", stdout);
+        for (int w = 0; info && w < info->n_warnings; w++) {
+            if (w)
+                fputs(", ", stdout);
+            json_str(stdout, info->warnings[w]);
+        }
+        fputs("]}\n", stdout);
     } else if (fmt == FMT_CSV) {
         csv_field(stdout, path);
         for (int c = 0; c < nc; c++)
@@ -305,7 +320,7 @@ static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_
         for (int j = 0; j < n; j++) {
             for (int c = 0; c < nc; c++)
                 prob[c] = cx_sigmoid(logits[(size_t)j * nc + c]);
-            print_result(fmt, m, cx_dataset_name(ds, ids[j]), prob);
+            print_result(fmt, m, cx_dataset_name(ds, ids[j]), prob, NULL);
         }
         fflush(stdout);
         *done += n;
@@ -627,6 +642,7 @@ int cmd_predict(int argc, char **argv)
     cx_image *keep = NULL;
     cx_status *status = NULL;
     cx_err *errs = NULL;
+    cx_image_info *infos = NULL;
     int cam_h = 0, cam_w = 0;
     if (cx_ctx_new(m, per_pass * crops, S, S, backend, &ctx, &err) ||
         cx_ctx_set_precision(ctx, (cx_precision)prec, &err)) {
@@ -645,9 +661,11 @@ int cmd_predict(int argc, char **argv)
     keep = calloc(per_pass, sizeof *keep);
     status = calloc(per_pass, sizeof *status);
     errs = calloc(per_pass, sizeof *errs);
+    infos = calloc(per_pass, sizeof *infos);
     if (cam_dir && ten_crop)
         plain = malloc(sizeof(float) * plain_floats * per_pass);
-    if (!input || !logits || !prob || !keep || !status || !errs || (cam_dir && ten_crop && !plain)) {
+    if (!input || !logits || !prob || !keep || !status || !errs || !infos ||
+        (cam_dir && ten_crop && !plain)) {
         cli_error(CMD, "out of memory for a batch of %d", per_pass);
         rc = 1;
         goto done;
@@ -671,8 +689,8 @@ int cmd_predict(int argc, char **argv)
         for (int i = 0; i < nb; i++) {
             const char *path = files.v[start + i];
             errs[i].msg[0] = 0;
-            status[i] = cx_image_load_input(m, path, ten_crop, input + (size_t)i * in_floats,
-                                            cam_dir ? &keep[i] : NULL, &errs[i]);
+            status[i] = cx_image_load_input_info(m, path, ten_crop, input + (size_t)i * in_floats,
+                                                 cam_dir ? &keep[i] : NULL, &infos[i], &errs[i]);
             if (!status[i] && plain)
                 status[i] = cx_image_preprocess(m, &keep[i], 0, plain + (size_t)i * plain_floats,
                                                 &errs[i]);
@@ -695,6 +713,7 @@ int cmd_predict(int argc, char **argv)
                             sizeof(float) * plain_floats);
                 keep[ng] = keep[i];
                 memset(&keep[i], 0, sizeof keep[i]);
+                infos[ng] = infos[i];
             }
             idx[ng++] = i;
         }
@@ -713,7 +732,7 @@ int cmd_predict(int argc, char **argv)
                     prob[(size_t)j * nc + c] = (float)(s / crops);
                 }
             for (int j = 0; j < ng; j++)
-                print_result(fmt, m, files.v[start + idx[j]], prob + (size_t)j * nc);
+                print_result(fmt, m, files.v[start + idx[j]], prob + (size_t)j * nc, &infos[j]);
             fflush(stdout);
             if (cam_dir) {
                 if (cam_ctx && cx_forward(cam_ctx, plain, ng, logits, &err)) {
@@ -771,6 +790,7 @@ done:
     free(keep);
     free(status);
     free(errs);
+    free(infos);
     free(input);
     free(plain);
     free(logits);

@@ -49,7 +49,7 @@ int cli_is_image_name(const char *name)
     if (!dot)
         return 0;
     return !strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg") ||
-           !strcasecmp(dot, ".jpe");
+           !strcasecmp(dot, ".jpe") || !strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom");
 }
 
 char *cli_path_join(const char *dir, const char *name)
@@ -186,7 +186,7 @@ int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *
         if (rc)
             return rc;
         if (out->n == before) {
-            cli_error(cmd, "%s: no PNG or JPEG images found in this folder", arg);
+            cli_error(cmd, "%s: no PNG, JPEG or DICOM images found in this folder", arg);
             (*nerr)++;
         } else {
             qsort(out->v + before, out->n - before, sizeof(char *), cli_cmp_str);

@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"init", cmd_init, "write a freshly initialised model"},
     {"export", cmd_export, "rewrite a model: dtype, metadata, class names"},
     {"bench", cmd_bench, "time the forward pass"},
+    {"serve", cmd_serve, "HTTP service with a viewer; results back into a PACS"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 

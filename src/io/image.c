@@ -12,6 +12,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include "chexnet.h"
+#include "io/dicom.h"
 #include "io/fileutil.h"
 #include "io/image_internal.h"
 
@@ -49,6 +50,8 @@ int cx_image_sniff(const void *buf, size_t n)
         return 1;
     if (n >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff)
         return 2;
+    if (cx_dicom_sniff(b, n))
+        return 3;
     return 0;
 }
 
@@ -493,6 +496,26 @@ static cx_status decode_jpeg(const uint8_t *buf, size_t n, const char *name,
 
 /* ------------------------------------------------------------- loading */
 
+/* DICOM: DCMTK decodes the whole frame (the pixel pipeline needs every
+ * stored value for the window); the 8-bit result goes to the sink row by
+ * row. */
+static cx_status decode_dicom(const uint8_t *buf, size_t n, const char *name, int want,
+                              cx_row_sink *sink, cx_err *err)
+{
+    cx_image im = {0};
+    cx_status st = cx_dicom_decode(buf, n, name, want, &im, NULL, err);
+    if (st)
+        return st;
+    if (!(st = check_dims(name, "DICOM", (unsigned long)im.width, (unsigned long)im.height, err)) &&
+        !(st = sink->begin(sink, im.width, im.height, im.channels, err))) {
+        size_t stride = (size_t)im.width * im.channels;
+        for (int y = 0; y < im.height; y++)
+            sink->row(sink, y, im.data + stride * y);
+    }
+    cx_image_free(&im);
+    return st;
+}
+
 cx_status cx_image_decode_mem(const void *buf, size_t n, const char *name, int channels,
                               cx_row_sink *sink, cx_err *err)
 {
@@ -506,9 +529,14 @@ cx_status cx_image_decode_mem(const void *buf, size_t n, const char *name, int c
         return decode_png(buf, n, name, channels, sink, err);
     case 2:
         return decode_jpeg(buf, n, name, channels, sink, err);
+    case 3:
+        if (!cx_dicom_decode)
+            return cx_seterr(err, CX_EUNSUPPORTED, "%s: %s", nm(name), CX_DICOM_NOT_LINKED);
+        return decode_dicom(buf, n, name, channels, sink, err);
     default:
         return cx_seterr(err, CX_EFORMAT,
-                         "%s: not a PNG or JPEG image (unrecognised signature)", nm(name));
+                         "%s: not a PNG or JPEG image nor a DICOM file (unrecognised "
+                         "signature)", nm(name));
     }
 }
 

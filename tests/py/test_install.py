@@ -4,7 +4,10 @@ pkg-config file and (when shipped) the model, which the installed binary
 finds without --model. A small program is compiled against the installed
 library both ways with pkg-config, as the README says, and run:
     cc app.c $(pkg-config --cflags --libs chexnet)                   (shared)
-    cc app.c -static $(pkg-config --static --cflags --libs chexnet)  (static)"""
+    cc app.c -static $(pkg-config --static --cflags --libs chexnet)  (static)
+DICOM: the shared library reads DICOM files; a fully static program does
+not (Debian ships DCMTK only as shared libraries) and says so; the static
+library with `pkg-config --static --libs chexnet-dicom` reads them."""
 import os
 import shutil
 import subprocess
@@ -36,6 +39,67 @@ int main(void) {
     return 0;
 }
 '''
+
+
+DICOM_PROGRAM = r'''
+#include <chexnet.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    cx_image im; cx_err err = {0};
+    if (cx_image_load(argv[1], 0, &im, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    printf("%dx%d %d\n", im.width, im.height, im.data[1]);
+    cx_image_free(&im);
+    return 0;
+}
+'''
+
+
+def tiny_dicom(path):
+    """A bare explicit-VR dataset: 3x2 MONOCHROME2 8-bit pixels 10..60."""
+    import struct
+
+    def el(g, e, vr, val):
+        if vr in (b"OB", b"OW"):
+            return struct.pack("<HH2sHI", g, e, vr, 0, len(val)) + val
+        return struct.pack("<HH2sH", g, e, vr, len(val)) + val
+    us = lambda v: struct.pack("<H", v)  # noqa: E731
+    d = (el(0x0008, 0x0060, b"CS", b"CR") + el(0x0028, 0x0002, b"US", us(1)) +
+         el(0x0028, 0x0004, b"CS", b"MONOCHROME2 ") + el(0x0028, 0x0010, b"US", us(2)) +
+         el(0x0028, 0x0011, b"US", us(3)) + el(0x0028, 0x0100, b"US", us(8)) +
+         el(0x0028, 0x0101, b"US", us(8)) + el(0x0028, 0x0102, b"US", us(7)) +
+         el(0x0028, 0x0103, b"US", us(0)) + el(0x7fe0, 0x0010, b"OB", bytes([10, 20, 30, 40, 50,
+                                                                             60])))
+    with open(path, "wb") as f:
+        f.write(d)
+
+
+def dicom_programs(env, libdir):
+    dcm = os.path.join(cxtest.TMP, "install-tiny.dcm")
+    tiny_dicom(dcm)
+    c = os.path.join(cxtest.TMP, "install-dicom.c")
+    with open(c, "w") as f:
+        f.write(DICOM_PROGRAM)
+    for how, pc, cc_args, works in (("shared", ["--libs", "chexnet"], [], True),
+                                    ("fully static", ["--static", "--libs", "chexnet"],
+                                     ["-static"], False),
+                                    ("static chexnet-dicom",
+                                     ["--static", "--libs", "chexnet-dicom"], [], True)):
+        flags = subprocess.run(["pkg-config", "--cflags"] + pc, capture_output=True, text=True,
+                               env=env)
+        exe = os.path.join(cxtest.TMP, "install-dicom-" + how.replace(" ", "-"))
+        r = subprocess.run(["cc", c, "-o", exe] + cc_args + flags.stdout.split(),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            check("a DICOM-reading program links (%s)" % how, False, r.stderr.strip()[-300:])
+            continue
+        r = subprocess.run([exe, dcm], capture_output=True, text=True,
+                           env=dict(os.environ, LD_LIBRARY_PATH=libdir))
+        if works:
+            check("it reads a DICOM file (%s)" % how, r.returncode == 0 and
+                  r.stdout.strip() == "3x2 20", (r.stdout + r.stderr).strip()[-200:])
+        else:
+            check("without DCMTK it says how to link DICOM in (%s)" % how,
+                  r.returncode == 1 and "chexnet-dicom" in r.stderr, r.stderr.strip()[-200:])
 
 
 def main():
@@ -79,6 +143,7 @@ def main():
             r = subprocess.run(["ldd", exe], capture_output=True, text=True, env=run_env)
             check("the shared build loads libchexnet.so.0 from the prefix",
                   os.path.join(libdir, "libchexnet.so.0") in r.stdout, r.stdout.strip()[-300:])
+    dicom_programs(env, libdir)
     shipped = os.path.join(SRC, "models", "chexnet-pneumonia.safetensors")
     if os.path.exists(shipped):
         inst_model = os.path.join(prefix, "share", "chexnet", "models",
