@@ -321,6 +321,11 @@ typedef struct cx_ops {
 
     /* Name of the fp32 GEMM this backend runs on this machine. */
     const char *(*gemm_kernel)(const cx_backend *be);
+    /* The most roundings any element of a K-deep product of its
+     * convolutions passes through: the n of the bound
+     *     |C - fl(C)| <= gamma_n (|A| |B| + |C0|),  gamma_n = n u / (1 - n u),
+     * u = 2^-24, that the conformance harness holds its convolutions to. */
+    int (*gemm_depth)(const cx_backend *be, int K);
     /* Name of the bf16 kernel this backend runs on this machine; "portable"
      * means a plain loop slower than fp32 (bf16 is then not worth it). */
     const char *(*bf16_kernel)(const cx_backend *be);

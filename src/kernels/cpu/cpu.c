@@ -864,6 +864,8 @@ static const char *cpu_gemm_kernel(const cx_backend *be) { return cx_sgemm_kerne
 
 static const char *cpu_bf16_kernel_name(const cx_backend *be) { return cpu_bf16_kernel(); }
 
+static int cpu_gemm_depth(const cx_backend *be, int K) { return cx_sgemm_depth(K); }
+
 /* The variant's op table: its own kernels above; the per-channel
  * bookkeeping from the reference (kernels/ref/ref.h); memory, threads and
  * the optimiser from kernels/cpu/backend_cpu.c. */
@@ -916,6 +918,7 @@ static const cx_ops OPS = {
     .conv2d_grid_bf16 = cpu_conv2d_grid_bf16,
     .conv_grid_bf16_scratch = cpu_conv_grid_bf16_scratch,
     .gemm_kernel = cpu_gemm_kernel,
+    .gemm_depth = cpu_gemm_depth,
     .bf16_kernel = cpu_bf16_kernel_name,
 };
 

@@ -318,6 +318,9 @@ static size_t rconv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int 
 
 static const char *rkernel(const cx_backend *be) { return ref_bf16_kernel(); }
 
+/* the fused loops (ref_fused.c) sum K products in float, in order */
+static int rgemm_depth(const cx_backend *be, int K) { return K + 2; }
+
 static const cx_ops REF_OPS = {
     .name = "ref",
     .host_memory = 1,
@@ -367,6 +370,7 @@ static const cx_ops REF_OPS = {
     .conv2d_grid_bf16 = rconv2d_grid_bf16,
     .conv_grid_bf16_scratch = rconv_grid_bf16_scratch,
     .gemm_kernel = rkernel,
+    .gemm_depth = rgemm_depth,
     .bf16_kernel = rkernel,
 };
 
