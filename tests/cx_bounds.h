@@ -89,8 +89,8 @@ static inline void conv_bwd_mag(const double *xa, int Cin, int N, int H, int W, 
     double *wa = to_abs64(w, nw), *dya = to_abs64(dy, (size_t)Cout * N * Ho * Wo);
     *mdw = calloc(nw, sizeof(double));
     *mdx = malloc(sizeof(double) * (size_t)Cin * N * H * W);
-    cx_ops_ref64()->conv2d_backward(xa, Cin, N, H, W, wa, Cout, k, s, pad, dya, *mdw, *mdx, 0,
-                                    NULL, 0);
+    cx_ops_ref64()->conv2d_backward(xa, Cin, N, H, W, wa, Cout, k, s, pad, dya, *mdw, *mdx, 0, NULL,
+                                    0);
     free(wa), free(dya);
 }
 

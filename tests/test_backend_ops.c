@@ -99,11 +99,11 @@ static void *down(cx_backend *be, void *dev, size_t bytes)
 static void dfree(cx_backend *be, void *dev) { be->ops->free(be, dev); }
 
 /* an op that must succeed */
-#define RUN(be, op, ...)                                                                 \
-    do {                                                                                 \
-        cx_backend *b_ = (be);                                                           \
-        if (b_->ops->op(b_, __VA_ARGS__) != CX_OK)                                       \
-            fail_msg("%s: op %s failed: %s", b_->entry->name, #op, b_->err.msg);         \
+#define RUN(be, op, ...)                                                                           \
+    do {                                                                                           \
+        cx_backend *b_ = (be);                                                                     \
+        if (b_->ops->op(b_, __VA_ARGS__) != CX_OK)                                                 \
+            fail_msg("%s: op %s failed: %s", b_->entry->name, #op, b_->err.msg);                   \
     } while (0)
 
 /* --------------------------------------------------------- completeness */
@@ -232,7 +232,9 @@ static void test_bn_fold(void **state)
             RUN(be, bn_fold, C, d[0], d[1], d[2], d[3], 1e-5f, sc, sh, is);
             RUN(be, bn_fold, C, NULL, NULL, NULL, d[3], 1e-5f, NULL, NULL, is2); /* invstd alone */
             int k = t < 0 ? 0 : 1;
-            out[k][0] = DOWNF(be, sc, C), out[k][1] = DOWNF(be, sh, C), out[k][2] = DOWNF(be, is, C);
+            out[k][0] = DOWNF(be, sc, C);
+            out[k][1] = DOWNF(be, sh, C);
+            out[k][2] = DOWNF(be, is, C);
             float *i2 = DOWNF(be, is2, C);
             assert_memory_equal(i2, out[k][2], C * 4);
             free(i2);
@@ -362,8 +364,8 @@ static void test_bn_running(void **state)
                 for (int i = 0; i < 2; i++) {
                     double want = out[0][i][c];
                     if (!(fabs(out[1][i][c] - want) <= 16 * u * (fabs(want) + 1e-30) + 8 * u))
-                        fail_msg("%s: bn_running_update P %lld channel %d: %.9g vs %.9g",
-                                 T[t].name, (long long)Ps[s], c, out[1][i][c], want);
+                        fail_msg("%s: bn_running_update P %lld channel %d: %.9g vs %.9g", T[t].name,
+                                 (long long)Ps[s], c, out[1][i][c], want);
                 }
             free(out[1][0]), free(out[1][1]);
         }
@@ -414,16 +416,16 @@ static void check_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int
 
 static void test_conv(void **state)
 {
-    check_conv(16, 1, 9, 9, 8, 1, 1, 0);    /* pointwise GEMM */
-    check_conv(24, 3, 7, 5, 32, 1, 1, 0);   /* batch > 1 */
-    check_conv(12, 2, 8, 9, 32, 3, 1, 1);   /* dense layer conv2 */
-    check_conv(3, 2, 23, 20, 16, 7, 2, 3);  /* conv0 */
-    check_conv(5, 1, 6, 6, 4, 3, 2, 0);     /* strided, no padding */
-    check_conv(128, 2, 14, 14, 32, 3, 1, 1);/* real block-3 shape */
-    check_conv(3, 1, 224, 224, 64, 7, 2, 3);  /* DenseNet-121's conv0 */
-    check_conv(128, 1, 56, 56, 32, 3, 1, 1);  /* block 1's conv2 */
-    check_conv(224, 1, 56, 56, 128, 1, 1, 0); /* block 1's last conv1 */
-    check_conv(1024, 1, 14, 14, 512, 1, 1, 0);/* transition 3 */
+    check_conv(16, 1, 9, 9, 8, 1, 1, 0);       /* pointwise GEMM */
+    check_conv(24, 3, 7, 5, 32, 1, 1, 0);      /* batch > 1 */
+    check_conv(12, 2, 8, 9, 32, 3, 1, 1);      /* dense layer conv2 */
+    check_conv(3, 2, 23, 20, 16, 7, 2, 3);     /* conv0 */
+    check_conv(5, 1, 6, 6, 4, 3, 2, 0);        /* strided, no padding */
+    check_conv(128, 2, 14, 14, 32, 3, 1, 1);   /* real block-3 shape */
+    check_conv(3, 1, 224, 224, 64, 7, 2, 3);   /* DenseNet-121's conv0 */
+    check_conv(128, 1, 56, 56, 32, 3, 1, 1);   /* block 1's conv2 */
+    check_conv(224, 1, 56, 56, 128, 1, 1, 0);  /* block 1's last conv1 */
+    check_conv(1024, 1, 14, 14, 512, 1, 1, 0); /* transition 3 */
     /* im2col chunking across images: large enough to exceed one chunk */
     check_conv(128, 3, 112, 112, 8, 3, 1, 1);
     /* kn2row ("same" convolutions) split into chunks of images */
@@ -461,8 +463,8 @@ static void check_conv_backward(int Cin, int N, int H, int W, int Cout, int k, i
     for (size_t i = 0; accumulate && i < nx; i++)
         mdx[i] += fabs(dx0[i]);
     char what[96];
-    snprintf(what, sizeof what, "conv %dx%d/%d p%d Cin %d N %d %dx%d backward acc %d", k, k, s,
-             pad, Cin, N, H, W, accumulate);
+    snprintf(what, sizeof what, "conv %dx%d/%d p%d Cin %d N %d %dx%d backward acc %d", k, k, s, pad,
+             Cin, N, H, W, accumulate);
     for (int t = -1; t < NT; t++) {
         cx_backend *be = t < 0 ? REF : T[t].be;
         size_t sn = be->ops->conv_bwd_scratch(be, Cin, N, H, W, Cout, k, s, pad);
@@ -560,8 +562,9 @@ static void test_conv1x1_bn_relu(void **state)
                      (long long)P);
             check_bound(T[t].name, what, y[1], y[0], mag, ny, be->ops->gemm_depth(be, Cin), 1);
             for (int acc = 0; acc < 2; acc++) {
-                snprintf(what, sizeof what, "conv1x1_bn_relu_backward Cin %d Cout %d P %lld acc %d dw",
-                         Cin, Cout, (long long)P, acc);
+                snprintf(what, sizeof what,
+                         "conv1x1_bn_relu_backward Cin %d Cout %d P %lld acc %d dw", Cin, Cout,
+                         (long long)P, acc);
                 check_bound(T[t].name, what, dw[1][acc], dw[0][acc], mw[acc], nw,
                             be->ops->gemm_depth(be, (int)P) + 1, 1);
                 what[strlen(what) - 1] = 'a';
@@ -624,8 +627,8 @@ static void test_conv2d_bn_relu(void **state)
             if (t < 0)
                 continue;
             char what[96];
-            snprintf(what, sizeof what, "conv2d_bn_relu %dx%d Cin %d N %d %dx%d y", k, k, Cin, N,
-                     H, W);
+            snprintf(what, sizeof what, "conv2d_bn_relu %dx%d Cin %d N %d %dx%d y", k, k, Cin, N, H,
+                     W);
             check_bound(T[t].name, what, y[1], y[0], mag, ny, be->ops->gemm_depth(be, Cin) + k * k,
                         1);
             what[strlen(what) - 1] = 0;
@@ -680,7 +683,8 @@ static void test_bn_relu_backward(void **state)
                   *ddx2 = UPF(be, dxa, n);
             RUN(be, bn_relu_backward, dx, dgy, C, P, dgm, dbt, dmu, dis, ddg, ddb, ddx, 0);
             RUN(be, bn_relu_backward, dx, dgy, C, P, dgm, dbt, dmu, dis, ddg, ddb, ddx2, 1);
-            RUN(be, bn_relu_backward, dx, dgy, C, P, dgm, dbt, dmu, dis, ddg, ddb, dgy, 0); /* dx = dy */
+            RUN(be, bn_relu_backward, dx, dgy, C, P, dgm, dbt, dmu, dis, ddg, ddb, dgy,
+                0); /* dx = dy */
             out[k][0] = DOWNF(be, ddx, n), out[k][1] = DOWNF(be, ddg, C);
             out[k][2] = DOWNF(be, ddb, C), out[k][3] = DOWNF(be, ddx2, n);
             float *alias = DOWNF(be, dgy, n);
@@ -743,7 +747,8 @@ static void test_bn_backward_deferred(void **state)
             RUN(be, zero, ddw, nw * 4);
             RUN(be, zero, ddg, Cin * 4);
             RUN(be, zero, ddb, Cin * 4);
-            RUN(be, conv1x1_bn_relu_backward, dx, Cin, P, dsc, dsh, dwt, Cout, dgy, ddw, da, 0, scr);
+            RUN(be, conv1x1_bn_relu_backward, dx, Cin, P, dsc, dsh, dwt, Cout, dgy, ddw, da, 0,
+                scr);
             RUN(be, bn_relu_backward, dx, da, Cin, P, dg, db, dmu, dis, ddg, ddb, ddx, 1);
             want[0] = DOWNF(be, ddw, nw), want[1] = DOWNF(be, ddg, Cin);
             want[2] = DOWNF(be, ddb, Cin), want[3] = DOWNF(be, ddx, nx);
@@ -857,8 +862,8 @@ static void test_maxpool(void **state)
                 run_maxpool(T[t].be, xx, 2, 2, Hd, Wd, k, st, pd, NULL, &z1, NULL);
                 for (size_t i = 0; i < nyy; i++)
                     if (!(z0[i] == z1[i] || (isnan(z0[i]) && isnan(z1[i]))))
-                        fail_msg("%s: maxpool k%d s%d p%d W %d: element %zu %g vs %g", T[t].name,
-                                 k, st, pd, Wd, i, z1[i], z0[i]);
+                        fail_msg("%s: maxpool k%d s%d p%d W %d: element %zu %g vs %g", T[t].name, k,
+                                 st, pd, Wd, i, z1[i], z0[i]);
                 free(z1);
             }
             free(z0);
@@ -882,7 +887,8 @@ static void test_maxpool(void **state)
 /* average pool, global average pool and their backward */
 static void test_pools(void **state)
 {
-    static const int shapes[][4] = {{5, 3, 13, 10}, {128, 1, 56, 56}, {1024, 2, 7, 7}, {3, 2, 1, 3}};
+    static const int shapes[][4] = {
+        {5, 3, 13, 10}, {128, 1, 56, 56}, {1024, 2, 7, 7}, {3, 2, 1, 3}};
     cx_rng r;
     cx_rng_seed(&r, 8);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
@@ -937,7 +943,8 @@ static void test_linear(void **state)
             int k = t >= 0;
             float *dx = UPF(be, x, N * F), *dw = UPF(be, w, M * F), *db = UPF(be, b, M),
                   *dgy = UPF(be, gy, N * M), *dy = dalloc(be, N * M * 4);
-            float *ddw = dalloc(be, M * F * 4), *ddb = dalloc(be, M * 4), *ddx = dalloc(be, N * F * 4);
+            float *ddw = dalloc(be, M * F * 4), *ddb = dalloc(be, M * 4),
+                  *ddx = dalloc(be, N * F * 4);
             RUN(be, zero, ddw, M * F * 4);
             RUN(be, zero, ddb, M * 4);
             RUN(be, linear, dx, N, F, dw, db, M, dy);
@@ -949,7 +956,8 @@ static void test_linear(void **state)
                 continue;
             if (!(rel_err(o[1][0], o[0][0], (size_t)N * M) < 1e-5 &&
                   rel_l2(o[1][1], o[0][1], (size_t)M * F) < 1e-6 &&
-                  rel_l2(o[1][2], o[0][2], M) < 1e-6 && rel_l2(o[1][3], o[0][3], (size_t)N * F) < 1e-6))
+                  rel_l2(o[1][2], o[0][2], M) < 1e-6 &&
+                  rel_l2(o[1][3], o[0][3], (size_t)N * F) < 1e-6))
                 fail_msg("%s: linear N %d F %d M %d", T[t].name, N, F, M);
             for (int i = 0; i < 4; i++)
                 free(o[1][i]);
@@ -1057,7 +1065,8 @@ static void test_optimizer(void **state)
             continue;
         /* a handful of roundings per value */
         for (size_t i = 0; i < n; i++) {
-            double dm0 = fabs(o[0][1][i]), dv0 = fabs(o[0][2][i]), up = fabs((double)o[0][0][i] - w[i]);
+            double dm0 = fabs(o[0][1][i]), dv0 = fabs(o[0][2][i]),
+                   up = fabs((double)o[0][0][i] - w[i]);
             if (!(fabs(o[1][1][i] - o[0][1][i]) <= 4 * u * (dm0 + fabs(g[i]))) ||
                 !(fabs(o[1][2][i] - o[0][2][i]) <= 6 * u * (dv0 + (double)g[i] * g[i])) ||
                 !(fabs(o[1][0][i] - o[0][0][i]) <= u * fabs(o[0][0][i]) + 16 * u * up))
@@ -1080,7 +1089,8 @@ static void test_optimizer(void **state)
 static int same_layout(cx_backend *be, int K, int64_t P, int Cout, int k)
 {
     return be->ops->bf16_act_size(be, K, P) == REF->ops->bf16_act_size(REF, K, P) &&
-           be->ops->bf16_weights_size(be, Cout, K, k) == REF->ops->bf16_weights_size(REF, Cout, K, k);
+           be->ops->bf16_weights_size(be, Cout, K, k) ==
+               REF->ops->bf16_weights_size(REF, Cout, K, k);
 }
 
 static void test_bf16_pack(void **state)
@@ -1133,7 +1143,8 @@ static void bf16_conv_on(cx_backend *be, const float *x, const float *sc, const 
                          float **yg, uint16_t **wpack, uint16_t **gpack)
 {
     int64_t P = (int64_t)N * H * W;
-    size_t nx = be->ops->bf16_act_size(be, Cin, P), ng = be->ops->bf16_grid_size(be, Cin, N, H, W, k);
+    size_t nx = be->ops->bf16_act_size(be, Cin, P),
+           ng = be->ops->bf16_grid_size(be, Cin, N, H, W, k);
     size_t nw = be->ops->bf16_weights_size(be, Cout, Cin, k), ny = (size_t)Cout * P;
     float *dx = UPF(be, x, Cin * P), *dw = UPF(be, w, (size_t)Cout * Cin * k * k);
     float *dsc = sc ? UPF(be, sc, Cin) : NULL, *dsh = sc ? UPF(be, sh, Cin) : NULL;
@@ -1209,17 +1220,17 @@ static void bf16_case(int Cin, int Cout, int N, int H, int W, int k, int bn, uin
 
 static void test_bf16_conv(void **state)
 {
-    bf16_case(64, 128, 1, 56, 56, 1, 1, 1);  /* DenseNet bottleneck, block 1 */
-    bf16_case(128, 32, 1, 56, 56, 3, 1, 2);  /* DenseNet 3x3 */
+    bf16_case(64, 128, 1, 56, 56, 1, 1, 1);   /* DenseNet bottleneck, block 1 */
+    bf16_case(128, 32, 1, 56, 56, 3, 1, 2);   /* DenseNet 3x3 */
     bf16_case(1024, 512, 1, 14, 14, 1, 0, 3); /* transition 3 */
-    bf16_case(128, 32, 2, 7, 7, 3, 1, 4);    /* batch 2 at 7x7: columns not a multiple of 32 */
-    bf16_case(33, 20, 3, 5, 7, 1, 0, 5);     /* odd Cin, Cout, sizes */
+    bf16_case(128, 32, 2, 7, 7, 3, 1, 4);     /* batch 2 at 7x7: columns not a multiple of 32 */
+    bf16_case(33, 20, 3, 5, 7, 1, 0, 5);      /* odd Cin, Cout, sizes */
     bf16_case(70, 48, 3, 9, 6, 3, 0, 6);
-    bf16_case(17, 5, 2, 11, 13, 5, 0, 7);    /* 5x5 same */
+    bf16_case(17, 5, 2, 11, 13, 5, 0, 7); /* 5x5 same */
     bf16_case(1, 1, 1, 1, 1, 1, 0, 8);
-    bf16_case(128, 32, 3, 7, 7, 3, 1, 12);   /* block 4, batch 3 */
-    bf16_case(2, 1, 1, 1, 1, 3, 1, 15);      /* 1x1 image */
-    bf16_case(64, 48, 2, 3, 1, 3, 1, 16);    /* one column */
+    bf16_case(128, 32, 3, 7, 7, 3, 1, 12); /* block 4, batch 3 */
+    bf16_case(2, 1, 1, 1, 1, 3, 1, 15);    /* 1x1 image */
+    bf16_case(64, 48, 2, 3, 1, 3, 1, 16);  /* one column */
 }
 
 /* ------------------------------------------------------------ whole pass */
@@ -1249,7 +1260,8 @@ static void test_forward(void **state)
     assert_int_equal(cx_ctx_features(cr, 2, f0, NULL, NULL, NULL, &err), CX_OK);
     for (int t = 0; t < NT; t++) {
         cx_backend *be = NULL;
-        assert_int_equal(cx_backend_new_variant(T[t].be->entry, T[t].be->variant, &be, &err), CX_OK);
+        assert_int_equal(cx_backend_new_variant(T[t].be->entry, T[t].be->variant, &be, &err),
+                         CX_OK);
         cx_ctx *c = NULL;
         assert_int_equal(cx_ctx_new_on(m, N, H, W, be, &c, &err), CX_OK);
         assert_int_equal(cx_forward(c, in, N, l1, &err), CX_OK);
@@ -1294,7 +1306,8 @@ static void test_forward(void **state)
     for (int t = 0; t < NT; t++) {
         cx_model *mt = small_densenet();
         cx_backend *be = NULL;
-        assert_int_equal(cx_backend_new_variant(T[t].be->entry, T[t].be->variant, &be, &err), CX_OK);
+        assert_int_equal(cx_backend_new_variant(T[t].be->entry, T[t].be->variant, &be, &err),
+                         CX_OK);
         cx_train *tt = NULL;
         double lt;
         assert_int_equal(cx_train_new_on(mt, N, H, W, be, NULL, &tt, &err), CX_OK);
@@ -1357,17 +1370,28 @@ int main(int argc, char **argv)
     cx_set_threads(2);
     const char *only = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest all[] = {
-        cmocka_unit_test(test_complete),       cmocka_unit_test(test_memory),
-        cmocka_unit_test(test_layout),         cmocka_unit_test(test_bn_fold),
-        cmocka_unit_test(test_bn_relu),        cmocka_unit_test(test_bn_stats),
-        cmocka_unit_test(test_bn_running),     cmocka_unit_test(test_conv),
-        cmocka_unit_test(test_conv_backward),  cmocka_unit_test(test_conv1x1_bn_relu),
-        cmocka_unit_test(test_conv2d_bn_relu), cmocka_unit_test(test_bn_relu_backward),
-        cmocka_unit_test(test_bn_backward_deferred), cmocka_unit_test(test_maxpool),
-        cmocka_unit_test(test_pools),          cmocka_unit_test(test_linear),
-        cmocka_unit_test(test_bce_loss),       cmocka_unit_test(test_optimizer),
-        cmocka_unit_test(test_bf16_pack),      cmocka_unit_test(test_bf16_conv),
-        cmocka_unit_test(test_forward),        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_complete),
+        cmocka_unit_test(test_memory),
+        cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_bn_fold),
+        cmocka_unit_test(test_bn_relu),
+        cmocka_unit_test(test_bn_stats),
+        cmocka_unit_test(test_bn_running),
+        cmocka_unit_test(test_conv),
+        cmocka_unit_test(test_conv_backward),
+        cmocka_unit_test(test_conv1x1_bn_relu),
+        cmocka_unit_test(test_conv2d_bn_relu),
+        cmocka_unit_test(test_bn_relu_backward),
+        cmocka_unit_test(test_bn_backward_deferred),
+        cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_pools),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_bce_loss),
+        cmocka_unit_test(test_optimizer),
+        cmocka_unit_test(test_bf16_pack),
+        cmocka_unit_test(test_bf16_conv),
+        cmocka_unit_test(test_forward),
+        cmocka_unit_test(test_config),
     };
     struct CMUnitTest run[sizeof all / sizeof *all];
     size_t n = 0;

@@ -91,8 +91,8 @@ static void test_layout(void **state)
                     }
                     uint16_t got = o[(k / 2) * 2 * Pp + 2 * p + (k & 1)];
                     if (got != want)
-                        fail_msg("pack K %d P %lld: (%d, %lld) is %#x, not %#x", K, (long long)P,
-                                 k, (long long)p, got, want);
+                        fail_msg("pack K %d P %lld: (%d, %lld) is %#x, not %#x", K, (long long)P, k,
+                                 (long long)p, got, want);
                 }
             free(x), free(sc), free(sh), free(o);
         }

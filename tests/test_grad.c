@@ -407,10 +407,9 @@ int main(void)
 {
     cx_set_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fd_conv),   cmocka_unit_test(test_fd_bn_relu),
-        cmocka_unit_test(test_fd_pools),  cmocka_unit_test(test_fd_linear),
-        cmocka_unit_test(test_fd_bce),
-        cmocka_unit_test(test_train_step_backends),
+        cmocka_unit_test(test_fd_conv),  cmocka_unit_test(test_fd_bn_relu),
+        cmocka_unit_test(test_fd_pools), cmocka_unit_test(test_fd_linear),
+        cmocka_unit_test(test_fd_bce),   cmocka_unit_test(test_train_step_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

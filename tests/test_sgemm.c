@@ -79,10 +79,10 @@ static void test_sgemm(void **state)
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
             for (int acc = 0; acc < 2; acc++) {
-                sgemm_case(ta, tb, 37, 45, 29, acc, seed++);     /* all tails, small */
-                sgemm_case(ta, tb, 128, 49, 300, acc, seed++);   /* few panels, K > one chunk */
-                sgemm_case(ta, tb, 20, 1100, 70, acc, seed++);   /* many panels: A packed */
-                sgemm_case(ta, tb, 8, 32, 1, acc, seed++);       /* K = 1 */
+                sgemm_case(ta, tb, 37, 45, 29, acc, seed++);   /* all tails, small */
+                sgemm_case(ta, tb, 128, 49, 300, acc, seed++); /* few panels, K > one chunk */
+                sgemm_case(ta, tb, 20, 1100, 70, acc, seed++); /* many panels: A packed */
+                sgemm_case(ta, tb, 8, 32, 1, acc, seed++);     /* K = 1 */
             }
     sgemm_case(0, 1, 64, 96, 5000, 1, seed++); /* long K (weight gradients) */
 }
@@ -94,9 +94,9 @@ static void test_sgemm(void **state)
 static void test_conv_same(void **state)
 {
     static const int shapes[][7] = {/* Cin N H W Cout k bn */
-                                    {37, 2, 9, 7, 20, 3, 1},   {16, 3, 5, 6, 8, 5, 0},
+                                    {37, 2, 9, 7, 20, 3, 1},    {16, 3, 5, 6, 8, 5, 0},
                                     {128, 2, 14, 14, 32, 3, 1}, {8, 3, 11, 40, 16, 3, 1},
-                                    {5, 1, 3, 3, 9, 3, 0},     {12, 2, 6, 5, 7, 1, 1},
+                                    {5, 1, 3, 3, 9, 3, 0},      {12, 2, 6, 5, 7, 1, 1},
                                     {3, 1, 4, 4, 1, 3, 1}}; /* one output channel */
     for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
         int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
@@ -120,8 +120,8 @@ static void test_conv_same(void **state)
         double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
         double *mag = conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
         char what[96];
-        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d", k, k, Cin,
-                 N, H, W, Cout, bn);
+        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d", k, k, Cin, N,
+                 H, W, Cout, bn);
         check_bound(V->gemm_kernel(), what, y2, y1, mag, ny, V->gemm_depth(Cin) + k * k, bn);
         assert_true(y2[ny] == guard);
         free(xm), free(mag);
@@ -139,7 +139,8 @@ static void test_sgemm_bnrelu_grad(void **state)
             cx_rng r;
             cx_rng_seed(&r, 90 + t + 10 * ta);
             float *A = rand_buf(&r, (size_t)M * K, -1, 1), *B = rand_buf(&r, (size_t)K * N, -1, 1);
-            float *x = rand_buf(&r, (size_t)M * ld, -2, 2), *dx = rand_buf(&r, (size_t)M * ld, -1, 1);
+            float *x = rand_buf(&r, (size_t)M * ld, -2, 2),
+                  *dx = rand_buf(&r, (size_t)M * ld, -1, 1);
             float *sc = rand_buf(&r, M, -1.5f, 1.5f), *sh = rand_buf(&r, M, -1, 1);
             float *mu = rand_buf(&r, M, -0.5f, 0.5f), *is = rand_buf(&r, M, 0.5f, 2);
             float *dg = calloc(M, 4), *db = calloc(M, 4);
@@ -198,8 +199,8 @@ int main(void)
         V = cx_cpu_variant_at(i);
         char name[64];
         snprintf(name, sizeof name, "cpu variant %s (%s)", V->name, V->gemm_kernel());
-        fails += _cmocka_run_group_tests(name, per_variant, sizeof per_variant / sizeof *per_variant,
-                                         NULL, NULL);
+        fails += _cmocka_run_group_tests(name, per_variant,
+                                         sizeof per_variant / sizeof *per_variant, NULL, NULL);
     }
     cx_backend_free(REF);
     return fails ? 1 : 0;

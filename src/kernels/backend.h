@@ -92,8 +92,7 @@ typedef struct cx_ops {
     /* ---- layout ---- */
 
     /* y CNHW [C][N][HW] = x NCHW [N][C][HW] (the batch as given). */
-    cx_status (*nchw_to_cnhw)(cx_backend *be, const float *x, int N, int C, int64_t HW,
-                              float *y);
+    cx_status (*nchw_to_cnhw)(cx_backend *be, const float *x, int N, int C, int64_t HW, float *y);
     /* y NCHW [n][C][HW] = images n0 .. n0+n-1 of x CNHW [C][N][HW]. */
     cx_status (*cnhw_to_nchw)(cx_backend *be, const float *x, int C, int N, int64_t HW, int n0,
                               int n, float *y);
@@ -108,8 +107,8 @@ typedef struct cx_ops {
      * weight and bias may be NULL too. Running statistics in inference,
      * batch statistics in training. */
     cx_status (*bn_fold)(cx_backend *be, int C, const float *weight, const float *bias,
-                         const float *mean, const float *var, float eps, float *scale,
-                         float *shift, float *invstd);
+                         const float *mean, const float *var, float eps, float *scale, float *shift,
+                         float *invstd);
 
     /* y[c][p] = max(0, x[c][p] * scale[c] + shift[c]), layout CNHW, P = N*H*W
      * values per channel. x and y may alias. */
@@ -136,15 +135,15 @@ typedef struct cx_ops {
      * x: CNHW [Cin][N][H][W]; w: [Cout][Cin][k][k]; y: CNHW [Cout][N][Ho][Wo]
      * (overwritten). scratch: at least conv_scratch(...) floats. */
     cx_status (*conv2d)(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                        const float *w, int Cout, int k, int s, int pad, float *y,
-                        float *scratch, size_t scratch_n);
+                        const float *w, int Cout, int k, int s, int pad, float *y, float *scratch,
+                        size_t scratch_n);
     size_t (*conv_scratch)(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k,
                            int s, int pad);
 
     /* Max pooling k x k, stride s, padding pad (padding never wins), floor mode.
      * x: CNHW [C][N][H][W] -> y: CNHW [C][N][Ho][Wo]. */
-    cx_status (*maxpool)(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
-                         int s, int pad, float *y);
+    cx_status (*maxpool)(cx_backend *be, const float *x, int C, int N, int H, int W, int k, int s,
+                         int pad, float *y);
 
     /* Average pooling k x k, stride k, no padding, floor mode.
      * x: CNHW [C][N][H][W] -> y: CNHW [C][N][H/k][W/k]. */
@@ -163,8 +162,8 @@ typedef struct cx_ops {
      * x: CNHW [Cin][P]; y overwritten; scratch: Cin*P floats the backend may
      * use for the BN-ReLU output. */
     cx_status (*conv1x1_bn_relu)(cx_backend *be, const float *x, int Cin, int64_t P,
-                                 const float *scale, const float *shift, const float *w,
-                                 int Cout, float *y, float *scratch);
+                                 const float *scale, const float *shift, const float *w, int Cout,
+                                 float *y, float *scratch);
 
     /* A "same" convolution (k odd, stride 1, padding (k-1)/2) of a BatchNorm
      * + ReLU, which need not be stored: y = conv2d(max(0, x * scale[ci] +
@@ -172,9 +171,8 @@ typedef struct cx_ops {
      * floats the backend may use for the BN-ReLU output; scratch:
      * conv_scratch(Cin, N, H, W, Cout, k, 1, (k-1)/2) floats. */
     cx_status (*conv2d_bn_relu)(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                                const float *scale, const float *shift, const float *w,
-                                int Cout, int k, float *y, float *act, float *scratch,
-                                size_t scratch_n);
+                                const float *scale, const float *shift, const float *w, int Cout,
+                                int k, float *y, float *act, float *scratch, size_t scratch_n);
 
     /* ---- loss ---- */
 
@@ -182,9 +180,8 @@ typedef struct cx_ops {
      * K classes of mean over the n images (cx_bce_loss in chexnet.h):
      * *loss (one double) and dlogits [n][K] = dL/dlogits. logits, labels:
      * [n][K]; wpos, wneg: [K] or NULL for 1. */
-    cx_status (*bce_loss)(cx_backend *be, const float *logits, const float *labels, int n,
-                          int K, const float *wpos, const float *wneg, double *loss,
-                          float *dlogits);
+    cx_status (*bce_loss)(cx_backend *be, const float *logits, const float *labels, int n, int K,
+                          const float *wpos, const float *wneg, double *loss, float *dlogits);
 
     /* ---- training backward (backward ops ADD into parameter gradients) ---- */
 
@@ -192,28 +189,28 @@ typedef struct cx_ops {
      * mode (batch statistics). x: CNHW [C][P] (BN input), dy: [C][P] (grad of
      * the ReLU output). dgamma, dbeta: [C], added to. dx: [C][P], overwritten
      * (accumulate = 0) or added to (accumulate = 1); dx may be dy. */
-    cx_status (*bn_relu_backward)(cx_backend *be, const float *x, const float *dy, int C,
-                                  int64_t P, const float *gamma, const float *beta,
-                                  const float *mean, const float *invstd, float *dgamma,
-                                  float *dbeta, float *dx, int accumulate);
+    cx_status (*bn_relu_backward)(cx_backend *be, const float *x, const float *dy, int C, int64_t P,
+                                  const float *gamma, const float *beta, const float *mean,
+                                  const float *invstd, float *dgamma, float *dbeta, float *dx,
+                                  int accumulate);
 
     /* Backward of conv2d (same conventions as conv2d). dw [Cout][Cin][k][k]
      * is added to; dx (CNHW [Cin][N][H][W]) is overwritten, or added to when
      * accumulate = 1, or skipped when NULL. scratch: conv_bwd_scratch floats. */
     cx_status (*conv2d_backward)(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                                 const float *w, int Cout, int k, int s, int pad,
-                                 const float *dy, float *dw, float *dx, int accumulate,
-                                 float *scratch, size_t scratch_n);
-    size_t (*conv_bwd_scratch)(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
-                               int k, int s, int pad);
+                                 const float *w, int Cout, int k, int s, int pad, const float *dy,
+                                 float *dw, float *dx, int accumulate, float *scratch,
+                                 size_t scratch_n);
+    size_t (*conv_bwd_scratch)(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k,
+                               int s, int pad);
 
     /* Backward of conv1x1_bn_relu up to the BN-ReLU output a: dw[Cout][Cin]
      * += dy[Cout][P] a^T; da[Cin][P] = w^T dy (overwritten, or added to with
      * accumulate; skipped when NULL). scratch as above. */
     cx_status (*conv1x1_bn_relu_backward)(cx_backend *be, const float *x, int Cin, int64_t P,
-                                          const float *scale, const float *shift,
-                                          const float *w, int Cout, const float *dy, float *dw,
-                                          float *da, int accumulate, float *scratch);
+                                          const float *scale, const float *shift, const float *w,
+                                          int Cout, const float *dy, float *dw, float *da,
+                                          int accumulate, float *scratch);
 
     /* Backward of conv2d_bn_relu up to the BN-ReLU output a: dw += (as
      * conv2d_backward); da [Cin][N][H][W] = the gradient at a (overwritten).
@@ -238,10 +235,9 @@ typedef struct cx_ops {
     cx_status (*conv1x1_bn_relu_backward_deferred)(cx_backend *be, const float *x, int Cin,
                                                    int64_t P, const float *scale,
                                                    const float *shift, const float *mean,
-                                                   const float *invstd, const float *w,
-                                                   int Cout, const float *dy, float *dw,
-                                                   float *dgamma, float *dbeta, float *dx,
-                                                   float *scratch);
+                                                   const float *invstd, const float *w, int Cout,
+                                                   const float *dy, float *dw, float *dgamma,
+                                                   float *dbeta, float *dx, float *scratch);
     /* The per-channel terms one reader leaves for bn_backward_finish, from
      * its scale and its sums (dgamma, dbeta as the deferred op left them):
      *     a[c] -= scale[c] / P * dbeta[c],  b[c] -= scale[c] / P * dgamma[c]. */
@@ -255,15 +251,14 @@ typedef struct cx_ops {
 
     /* Max-pool backward: the gradient goes to the first maximum of each
      * window (PyTorch's rule). x: the pooling input; dx overwritten. */
-    cx_status (*maxpool_backward)(cx_backend *be, const float *x, int C, int N, int H, int W,
-                                  int k, int s, int pad, const float *dy, float *dx);
+    cx_status (*maxpool_backward)(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
+                                  int s, int pad, const float *dy, float *dx);
     /* Average-pool backward (k x k, stride k); dx [C][N][H][W] overwritten
      * (rows/columns beyond the last full window get 0). */
     cx_status (*avgpool_backward)(cx_backend *be, const float *dy, int C, int N, int H, int W,
                                   int k, float *dx);
     /* Global-average-pool backward: dy [N][C] -> dx CNHW [C][N][HW], overwritten. */
-    cx_status (*gap_backward)(cx_backend *be, const float *dy, int C, int N, int HW,
-                              float *dx);
+    cx_status (*gap_backward)(cx_backend *be, const float *dy, int C, int N, int HW, float *dx);
     /* Linear backward: dw [M][F] and db [M] added to; dx [N][F] overwritten
      * (skipped when NULL). */
     cx_status (*linear_backward)(cx_backend *be, const float *x, int N, int F, const float *w,
@@ -311,11 +306,11 @@ typedef struct cx_ops {
                                 const float *scale, const float *shift, int k, uint16_t *out);
     /* "Same" convolution (odd k) of a grid-packed input; otherwise as
      * conv2d_bf16. */
-    cx_status (*conv2d_grid_bf16)(cx_backend *be, const uint16_t *xg, int Cin, int N, int H,
-                                  int W, const uint16_t *w, int Cout, int k, float *y,
-                                  float *scratch, size_t scratch_n);
-    size_t (*conv_grid_bf16_scratch)(const cx_backend *be, int Cin, int N, int H, int W,
-                                     int Cout, int k);
+    cx_status (*conv2d_grid_bf16)(cx_backend *be, const uint16_t *xg, int Cin, int N, int H, int W,
+                                  const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                                  size_t scratch_n);
+    size_t (*conv_grid_bf16_scratch)(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                     int k);
 
     /* ---- what runs ---- */
 
@@ -336,9 +331,9 @@ typedef struct cx_ops {
 struct cx_backend {
     const cx_ops *ops;
     const struct cx_backend_entry *entry;
-    int variant;       /* which of the entry's variants */
-    void *state;       /* the backend's own */
-    cx_err err;        /* what the last failing op said */
+    int variant; /* which of the entry's variants */
+    void *state; /* the backend's own */
+    cx_err err;  /* what the last failing op said */
 };
 
 /* ---- the registry (kernels/registry.c) ---- */
@@ -347,9 +342,9 @@ struct cx_backend {
  * instruction sets; a GPU backend's devices): those this machine can run,
  * best first; variant 0 is the default. */
 typedef struct cx_backend_entry {
-    const char *name;      /* "cpu": what --backend takes */
+    const char *name; /* "cpu": what --backend takes */
     cx_backend_id id;
-    const char *about;     /* one line for help texts */
+    const char *about; /* one line for help texts */
     int (*variants)(void);
     const char *(*variant_name)(int variant);
     /* Fills be->ops and be->state for a variant; be->entry and be->variant
@@ -383,12 +378,12 @@ cx_status cx_be_fail(const cx_backend *be, cx_status st, const char *op, const c
 
 /* Calls an op, and on failure returns from the calling function with
  * cx_be_fail's status. `where` names what the op worked on (a layer). */
-#define CX_OP(be, err, where, op, ...)                                                   \
-    do {                                                                                 \
-        cx_backend *be_ = (be);                                                          \
-        cx_status st_ = be_->ops->op(be_, __VA_ARGS__);                                  \
-        if (st_ != CX_OK)                                                                \
-            return cx_be_fail(be_, st_, #op, (where), (err));                            \
+#define CX_OP(be, err, where, op, ...)                                                             \
+    do {                                                                                           \
+        cx_backend *be_ = (be);                                                                    \
+        cx_status st_ = be_->ops->op(be_, __VA_ARGS__);                                            \
+        if (st_ != CX_OK)                                                                          \
+            return cx_be_fail(be_, st_, #op, (where), (err));                                      \
     } while (0)
 
 /* Binds the backend to the calling thread (cx_ops.bind) before its ops. */

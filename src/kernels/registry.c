@@ -109,8 +109,8 @@ const char *cx_backend_describe(const cx_backend *be, char *buf, size_t n)
 cx_status cx_be_fail(const cx_backend *be, cx_status st, const char *op, const char *where,
                      cx_err *err)
 {
-    return cx_seterr(err, st, "backend %s: %s%s%s%s: %s", be->entry->name, op,
-                     where ? " (" : "", where ? where : "", where ? ")" : "",
+    return cx_seterr(err, st, "backend %s: %s%s%s%s: %s", be->entry->name, op, where ? " (" : "",
+                     where ? where : "", where ? ")" : "",
                      be->err.msg[0] ? be->err.msg : cx_status_name(st));
 }
 

@@ -3,11 +3,11 @@
  * backend ops over the buffers the training forward kept. */
 #include "model/pass.h"
 
-#define TRY(call)                  \
-    do {                           \
-        cx_status st_ = (call);    \
-        if (st_ != CX_OK)          \
-            return st_;            \
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        cx_status st_ = (call);                                                                    \
+        if (st_ != CX_OK)                                                                          \
+            return st_;                                                                            \
     } while (0)
 
 /* Backward of slot s's BN + ReLU (batch statistics) from dy at its output:
@@ -17,8 +17,8 @@ static cx_status bn_backward(cx_pass *p, const cx_bn_slot *s, const float *x, co
 {
     const cx_bn *bn = s->bn;
     CX_OP(p->be, err, cx_pass_name(p, bn->idx), bn_relu_backward, x, dy, bn->C, P, s->weight,
-          s->bias, s->mean, s->invstd, cx_pass_grad(p, bn->weight), cx_pass_grad(p, bn->bias),
-          dx, 0);
+          s->bias, s->mean, s->invstd, cx_pass_grad(p, bn->weight), cx_pass_grad(p, bn->bias), dx,
+          0);
     return CX_OK;
 }
 
@@ -50,7 +50,8 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             mo += (size_t)m->blocks[b].layers[l].conv1.Cout * pl->batch * pl->Hb[b] * pl->Wb[b];
     }
 
-    CX_OP(be, err, "the gradients", zero, p->buf[CX_B_GRAD], (size_t)m->n_trainable * sizeof(float));
+    CX_OP(be, err, "the gradients", zero, p->buf[CX_B_GRAD],
+          (size_t)m->n_trainable * sizeof(float));
     /* head: classifier, global average pool, norm5 + ReLU */
     int last = cfg->n_blocks - 1, hwf = pl->Hb[last] * pl->Wb[last];
     int64_t Pf = (int64_t)n * hwf;
@@ -73,8 +74,8 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
          * once its last reader (the layer that wrote it) is reached. */
         const float *mean = p->bn[slot0[b]].mean;
         const char *wb = cx_pass_name(p, blk->layers[0].norm1.idx);
-        CX_OP(be, err, wb, bn_fold, blk->cout, NULL, NULL, NULL, bvar + var0[b], CX_BN_EPS,
-              NULL, NULL, is);
+        CX_OP(be, err, wb, bn_fold, blk->cout, NULL, NULL, NULL, bvar + var0[b], CX_BN_EPS, NULL,
+              NULL, is);
         CX_OP(be, err, wb, zero, pa, sizeof(float) * (size_t)blk->cout);
         CX_OP(be, err, wb, zero, pb, sizeof(float) * (size_t)blk->cout);
         for (int l = blk->n_layers - 1; l >= 0; l--) {
@@ -86,8 +87,8 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             float *dnew = dbuf + (int64_t)cin * P;
             const char *w1 = cx_pass_name(p, L->conv1.idx), *w2 = cx_pass_name(p, L->conv2.idx);
             if (l != blk->n_layers - 1) /* layers l+1.. read these channels */
-                CX_OP(be, err, w2, bn_backward_finish, buf + (int64_t)cin * P, cnew, P,
-                      mean + cin, is + cin, pa + cin, pb + cin, dnew);
+                CX_OP(be, err, w2, bn_backward_finish, buf + (int64_t)cin * P, cnew, P, mean + cin,
+                      is + cin, pa + cin, pb + cin, dnew);
             /* conv2: input relu(norm2(bottleneck)) recomputed inside the GEMM */
             CX_OP(be, err, w2, conv2d_bn_relu_backward, bott, L->conv2.Cin, n, h, w, s2->scale,
                   s2->shift, cx_pass_dev(p, L->conv2.w), cnew, L->conv2.k, dnew,
@@ -96,9 +97,9 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             /* conv1: input relu(norm1(concat)) recomputed inside the GEMMs,
              * its BN's backward deferred */
             float *dg = cx_pass_grad(p, L->norm1.weight), *db = cx_pass_grad(p, L->norm1.bias);
-            CX_OP(be, err, w1, conv1x1_bn_relu_backward_deferred, buf, cin, P, s1->scale,
-                  s1->shift, s1->mean, s1->invstd, cx_pass_dev(p, L->conv1.w), L->conv1.Cout,
-                  dmid, cx_pass_grad(p, L->conv1.w), dg, db, dbuf, act);
+            CX_OP(be, err, w1, conv1x1_bn_relu_backward_deferred, buf, cin, P, s1->scale, s1->shift,
+                  s1->mean, s1->invstd, cx_pass_dev(p, L->conv1.w), L->conv1.Cout, dmid,
+                  cx_pass_grad(p, L->conv1.w), dg, db, dbuf, act);
             CX_OP(be, err, w1, bn_deferred_terms, cin, P, s1->scale, dg, db, pa, pb);
         }
         CX_OP(be, err, wb, bn_backward_finish, buf, blk->cin, P, mean, is, pa, pb, dbuf);
@@ -110,9 +111,9 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             float *prev = p->buf[CX_B_BLOCK + b - 1];
             const char *wt = cx_pass_name(p, tr->conv.idx);
             CX_OP(be, err, wt, avgpool_backward, dbuf, tr->conv.Cout, n, hp, wp, 2, dmid);
-            CX_OP(be, err, wt, conv1x1_bn_relu_backward, prev, tr->norm.C, Pp, st->scale,
-                  st->shift, cx_pass_dev(p, tr->conv.w), tr->conv.Cout, dmid,
-                  cx_pass_grad(p, tr->conv.w), dact, 0, act);
+            CX_OP(be, err, wt, conv1x1_bn_relu_backward, prev, tr->norm.C, Pp, st->scale, st->shift,
+                  cx_pass_dev(p, tr->conv.w), tr->conv.Cout, dmid, cx_pass_grad(p, tr->conv.w),
+                  dact, 0, act);
             TRY(bn_backward(p, st, prev, dact, p->buf[CX_B_DBLOCK + b - 1], Pp, err));
         }
     }
@@ -120,8 +121,7 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
     const cx_bn_slot *s0 = &p->bn[0];
     int64_t P0 = (int64_t)n * pl->H0 * pl->W0;
     float *stem = p->buf[CX_B_STEM];
-    CX_OP(be, err, cx_pass_name(p, m->norm0.idx), bn_relu, stem, act, C0, P0, s0->scale,
-          s0->shift);
+    CX_OP(be, err, cx_pass_name(p, m->norm0.idx), bn_relu, stem, act, C0, P0, s0->scale, s0->shift);
     CX_OP(be, err, "features.pool0", maxpool_backward, act, C0, n, pl->H0, pl->W0, 3, 2, 1,
           p->buf[CX_B_DBLOCK], dact);
     TRY(bn_backward(p, s0, stem, dact, dact, P0, err));

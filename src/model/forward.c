@@ -31,8 +31,7 @@ float cx_sigmoid(float x)
  * statistics folded into scale and shift; in training its batch statistics
  * (of x over P values per channel, or the block's, already known) folded,
  * with invstd kept for backward. */
-static cx_status bn_prepare(cx_pass *p, const cx_bn_slot *s, const float *x, int64_t P,
-                            cx_err *err)
+static cx_status bn_prepare(cx_pass *p, const cx_bn_slot *s, const float *x, int64_t P, cx_err *err)
 {
     cx_backend *be = p->be;
     const char *where = cx_pass_name(p, s->bn->idx);
@@ -48,19 +47,18 @@ static cx_status bn_prepare(cx_pass *p, const cx_bn_slot *s, const float *x, int
     return CX_OK;
 }
 
-#define TRY(call)                  \
-    do {                           \
-        cx_status st_ = (call);    \
-        if (st_ != CX_OK)          \
-            return st_;            \
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        cx_status st_ = (call);                                                                    \
+        if (st_ != CX_OK)                                                                          \
+            return st_;                                                                            \
     } while (0)
 
 /* A dense layer with bf16 convolutions (inference): BN + ReLU written
  * straight into the packed layouts, the 3x3 convolution's input into its
  * zero-padded grid. *wp: the next packed weights. */
 static cx_status dense_layer_bf16(cx_pass *p, const cx_bn_slot *s, const cx_dense_layer *L,
-                                  float *buf, int n, int h, int w, const uint16_t **wp,
-                                  cx_err *err)
+                                  float *buf, int n, int h, int w, const uint16_t **wp, cx_err *err)
 {
     cx_backend *be = p->be;
     const cx_ops *ops = be->ops;
@@ -71,12 +69,12 @@ static cx_status dense_layer_bf16(cx_pass *p, const cx_bn_slot *s, const cx_dens
     const char *w1 = cx_pass_name(p, L->conv1.idx), *w2 = cx_pass_name(p, L->conv2.idx);
     TRY(bn_prepare(p, &s[0], NULL, P, err));
     CX_OP(be, err, w1, pack_bf16, buf, L->norm1.C, P, s[0].scale, s[0].shift, act16);
-    CX_OP(be, err, w1, conv2d_bf16, act16, L->conv1.Cin, n, h, w, *wp, L->conv1.Cout, 1, mid,
-          scr, scr_n);
+    CX_OP(be, err, w1, conv2d_bf16, act16, L->conv1.Cin, n, h, w, *wp, L->conv1.Cout, 1, mid, scr,
+          scr_n);
     *wp += ops->bf16_weights_size(be, L->conv1.Cout, L->conv1.Cin, L->conv1.k);
     TRY(bn_prepare(p, &s[1], NULL, P, err));
-    CX_OP(be, err, w2, pack_bf16_grid, mid, L->norm2.C, n, h, w, s[1].scale, s[1].shift,
-          L->conv2.k, mid16);
+    CX_OP(be, err, w2, pack_bf16_grid, mid, L->norm2.C, n, h, w, s[1].scale, s[1].shift, L->conv2.k,
+          mid16);
     CX_OP(be, err, w2, conv2d_grid_bf16, mid16, L->conv2.Cin, n, h, w, *wp, L->conv2.Cout,
           L->conv2.k, buf + (int64_t)L->cin * P, scr, scr_n);
     *wp += ops->bf16_weights_size(be, L->conv2.Cout, L->conv2.Cin, L->conv2.k);
@@ -103,8 +101,8 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
     /* stem: conv0 -> norm0 -> relu -> maxpool into block 1 (in training the
      * conv0 output is kept for backward and the BN-ReLU goes to act) */
     const char *w0 = cx_pass_name(p, m->conv0.idx);
-    CX_OP(be, err, w0, conv2d, input, Cin, n, H, W, cx_pass_dev(p, m->conv0.w), C0, 7, 2, 3,
-          stem, scr, scr_n);
+    CX_OP(be, err, w0, conv2d, input, Cin, n, H, W, cx_pass_dev(p, m->conv0.w), C0, 7, 2, 3, stem,
+          scr, scr_n);
     int64_t P0 = (int64_t)n * pl->H0 * pl->W0;
     float *a0 = training ? act : stem;
     TRY(bn_prepare(p, s, stem, P0, err));
@@ -137,12 +135,10 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
                   cx_pass_dev(p, L->conv1.w), L->conv1.Cout, bott, act);
             TRY(bn_prepare(p, &s[1], bott, P, err));
             float *newc = buf + (int64_t)L->cin * P;
-            CX_OP(be, err, w2, conv2d_bn_relu, bott, L->conv2.Cin, n, h, w, s[1].scale,
-                  s[1].shift, cx_pass_dev(p, L->conv2.w), L->conv2.Cout, L->conv2.k, newc, act,
-                  scr, scr_n);
+            CX_OP(be, err, w2, conv2d_bn_relu, bott, L->conv2.Cin, n, h, w, s[1].scale, s[1].shift,
+                  cx_pass_dev(p, L->conv2.w), L->conv2.Cout, L->conv2.k, newc, act, scr, scr_n);
             if (training) {
-                CX_OP(be, err, w2, bn_stats, newc, L->conv2.Cout, P, bmean + L->cin,
-                      bvar + L->cin);
+                CX_OP(be, err, w2, bn_stats, newc, L->conv2.Cout, P, bmean + L->cin, bvar + L->cin);
                 mids += (int64_t)L->conv1.Cout * pl->batch * h * w;
             }
         }
@@ -264,8 +260,7 @@ cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err
     return CX_OK;
 }
 
-cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h, int *w,
-                          cx_err *err)
+cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h, int *w, cx_err *err)
 {
     const cx_pass *p = &c->p;
     int last = p->m->cfg.n_blocks - 1;
@@ -283,18 +278,15 @@ cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h, in
     cx_backend *be = p->be;
     float *out = cx_be_out(be, dst, p->buf[CX_B_FEATURE_OUT]);
     TRY(cx_be_bind(be, err));
-    CX_OP(be, err, "the features", cnhw_to_nchw, p->buf[CX_B_FEATURES], F, c->n,
-          (int64_t)hh * ww, i, 1, out);
+    CX_OP(be, err, "the features", cnhw_to_nchw, p->buf[CX_B_FEATURES], F, c->n, (int64_t)hh * ww,
+          i, 1, out);
     cx_status st = cx_be_out_done(be, dst, out, sizeof(float) * (size_t)F * hh * ww);
     return st ? cx_be_fail(be, st, "download", "the features", err) : CX_OK;
 }
 
 /* ---------------------------------------------------------------- bf16 */
 
-const char *cx_precision_name(cx_precision p)
-{
-    return p == CX_PRECISION_BF16 ? "bf16" : "fp32";
-}
+const char *cx_precision_name(cx_precision p) { return p == CX_PRECISION_BF16 ? "bf16" : "fp32"; }
 
 int cx_precision_parse(const char *s)
 {

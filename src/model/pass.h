@@ -24,7 +24,8 @@
 #include "kernels/backend.h"
 #include "model/model_internal.h"
 
-/* The named buffers. Sizes depend on the mode: a buffer a mode does not use
+/* The named buffers. OUT holds what a training step downloads at once
+ * (inference uses its logits as staging). Sizes depend on the mode: a buffer a mode does not use
  * has size 0, and so do the staging buffers on a host-memory backend (the
  * caller's memory is used in place). The main arena holds [0, CX_B_W16),
  * the bf16 arena (cx_ctx_set_precision) [CX_B_W16, CX_B_COUNT). */
@@ -40,8 +41,7 @@ enum {
     CX_B_POOLED,                             /* [N][F] */
     CX_B_BN_SCALE,                           /* every BN's folded scale, model order */
     CX_B_BN_SHIFT,                           /* and shift */
-    CX_B_OUT,         /* the step's outputs, downloaded at once: loss (a double, 64 bytes),
-                         then logits [N][K] (train; inference: staging for the logits) */
+    CX_B_OUT,                                /* loss (a double, 64 bytes), logits [N][K] */
     CX_B_DLOGITS,                            /* train: [N][K] */
     CX_B_LABELS,                             /* train, staging: [N][K] */
     CX_B_DBLOCK,                             /* + b, train: gradient of block b */
@@ -145,6 +145,9 @@ cx_status cx_ctx_new_on(const cx_model *m, int batch, int height, int width, cx_
                         cx_ctx **out, cx_err *err);
 cx_status cx_train_new_on(cx_model *m, int batch, int height, int width, cx_backend *be,
                           const cx_train_opts *opts, cx_train **out, cx_err *err);
+/* The trainer's copy of the weights from the model again (after a
+ * checkpoint was loaded into it); cx_train_sync_model is the other way. */
+cx_status cx_train_reload_model(cx_train *t, cx_err *err);
 
 /* A model tensor's data, and its gradient, in the backend's memory. */
 static inline float *cx_pass_dev(const cx_pass *p, const float *host)

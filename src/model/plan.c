@@ -16,13 +16,11 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
     memset(p, 0, sizeof *p);
     if (training && (batch < 2 || batch > 4096))
         return cx_seterr(err, CX_EARG,
-                         "training batch size %d out of range (2..4096: BatchNorm needs 2)",
-                         batch);
+                         "training batch size %d out of range (2..4096: BatchNorm needs 2)", batch);
     if (batch < 1 || batch > 4096)
         return cx_seterr(err, CX_EARG, "batch size %d out of range (1..4096)", batch);
     if (height < 32 || width < 32 || height > 4096 || width > 4096)
-        return cx_seterr(err, CX_EARG, "input size %dx%d out of range (32..4096)", width,
-                         height);
+        return cx_seterr(err, CX_EARG, "input size %dx%d out of range (32..4096)", width, height);
     const cx_config *cfg = &m->cfg;
     const cx_ops *ops = be->ops;
     const size_t f = sizeof(float), N = (size_t)batch;
@@ -62,10 +60,10 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
             n_act = max_sz(n_act, (size_t)L->conv2.Cin * P);
             n_mid = max_sz(n_mid, (size_t)L->conv1.Cout * P);
             n_mids += (size_t)L->conv1.Cout * P;
-            n_scr = max_sz(n_scr, ops->conv_scratch(be, L->conv1.Cin, batch, h, w, L->conv1.Cout,
-                                                    1, 1, 0));
-            n_scr = max_sz(n_scr, ops->conv_scratch(be, L->conv2.Cin, batch, h, w, L->conv2.Cout,
-                                                    3, 1, 1));
+            n_scr = max_sz(
+                n_scr, ops->conv_scratch(be, L->conv1.Cin, batch, h, w, L->conv1.Cout, 1, 1, 0));
+            n_scr = max_sz(
+                n_scr, ops->conv_scratch(be, L->conv2.Cin, batch, h, w, L->conv2.Cout, 3, 1, 1));
             if (training) {
                 n_scr = max_sz(n_scr, ops->conv_bwd_scratch(be, L->conv2.Cin, batch, h, w,
                                                             L->conv2.Cout, 3, 1, 1));
@@ -77,8 +75,8 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
             const cx_transition *t = &m->trans[b];
             n_act = max_sz(n_act, (size_t)t->norm.C * P);
             n_mid = max_sz(n_mid, (size_t)t->conv.Cout * P);
-            n_scr = max_sz(n_scr, ops->conv_scratch(be, t->conv.Cin, batch, h, w, t->conv.Cout,
-                                                    1, 1, 0));
+            n_scr = max_sz(n_scr,
+                           ops->conv_scratch(be, t->conv.Cin, batch, h, w, t->conv.Cout, 1, 1, 0));
             h /= 2;
             w /= 2;
         }
@@ -147,8 +145,8 @@ cx_status cx_plan_bf16(const cx_model *m, const cx_backend *be, cx_plan *p, cx_e
             n_mid = max_sz(n_mid, ops->bf16_grid_size(be, L->conv2.Cin, N, h, w, L->conv2.k));
             n_scr = max_sz(n_scr, ops->conv_grid_bf16_scratch(be, L->conv2.Cin, N, h, w,
                                                               L->conv2.Cout, L->conv2.k));
-            n_scr = max_sz(n_scr, ops->conv_bf16_scratch(be, L->conv1.Cin, N, h, w,
-                                                         L->conv1.Cout, 1));
+            n_scr =
+                max_sz(n_scr, ops->conv_bf16_scratch(be, L->conv1.Cin, N, h, w, L->conv1.Cout, 1));
         }
         if (b != m->cfg.n_blocks - 1) {
             const cx_transition *t = &m->trans[b];
@@ -197,23 +195,23 @@ static cx_status make_bn_slots(cx_pass *p, cx_err *err)
     int training = p->plan.training, i = 0;
     size_t off = 0, boff = 0;
     float *blk_mean = p->buf[CX_B_BLOCK_MEAN], *blk_var = p->buf[CX_B_BLOCK_VAR];
-#define SLOT(bnp, own_stats)                                                             \
-    do {                                                                                 \
-        cx_bn_slot *s = &p->bn[i++];                                                     \
-        const cx_bn *bn_ = (bnp);                                                        \
-        s->bn = bn_;                                                                     \
-        s->weight = cx_pass_dev(p, bn_->weight);                                         \
-        s->bias = cx_pass_dev(p, bn_->bias);                                             \
-        s->run_mean = cx_pass_dev(p, bn_->mean);                                         \
-        s->run_var = cx_pass_dev(p, bn_->var);                                           \
-        s->scale = (float *)p->buf[CX_B_BN_SCALE] + off;                                 \
-        s->shift = (float *)p->buf[CX_B_BN_SHIFT] + off;                                 \
-        if (training) {                                                                  \
-            s->invstd = (float *)p->buf[CX_B_BN_INVSTD] + off;                           \
-            s->mean = (own_stats) ? (float *)p->buf[CX_B_BN_MEAN] + off : blk_mean + boff; \
-            s->var = (own_stats) ? (float *)p->buf[CX_B_BN_VAR] + off : blk_var + boff;  \
-        }                                                                                \
-        off += (size_t)bn_->C;                                                           \
+#define SLOT(bnp, own_stats)                                                                       \
+    do {                                                                                           \
+        cx_bn_slot *s = &p->bn[i++];                                                               \
+        const cx_bn *bn_ = (bnp);                                                                  \
+        s->bn = bn_;                                                                               \
+        s->weight = cx_pass_dev(p, bn_->weight);                                                   \
+        s->bias = cx_pass_dev(p, bn_->bias);                                                       \
+        s->run_mean = cx_pass_dev(p, bn_->mean);                                                   \
+        s->run_var = cx_pass_dev(p, bn_->var);                                                     \
+        s->scale = (float *)p->buf[CX_B_BN_SCALE] + off;                                           \
+        s->shift = (float *)p->buf[CX_B_BN_SHIFT] + off;                                           \
+        if (training) {                                                                            \
+            s->invstd = (float *)p->buf[CX_B_BN_INVSTD] + off;                                     \
+            s->mean = (own_stats) ? (float *)p->buf[CX_B_BN_MEAN] + off : blk_mean + boff;         \
+            s->var = (own_stats) ? (float *)p->buf[CX_B_BN_VAR] + off : blk_var + boff;            \
+        }                                                                                          \
+        off += (size_t)bn_->C;                                                                     \
     } while (0)
     SLOT(&m->norm0, 1);
     for (int b = 0; b < m->cfg.n_blocks; b++) {
@@ -257,8 +255,8 @@ cx_status cx_pass_upload_weights(cx_pass *p, cx_err *err)
 
 cx_status cx_pass_download_weights(cx_pass *p, cx_err *err)
 {
-    cx_status st = cx_be_out_done(p->be, p->m->storage, p->w,
-                                  (size_t)p->m->storage_n * sizeof(float));
+    cx_status st =
+        cx_be_out_done(p->be, p->m->storage, p->w, (size_t)p->m->storage_n * sizeof(float));
     return st ? cx_be_fail(p->be, st, "download", "the model's weights", err) : CX_OK;
 }
 
@@ -329,11 +327,10 @@ cx_status cx_pass_set_bf16(cx_pass *p, int on, cx_err *err)
             }
             for (int j = 0; j < n; j++) {
                 const cx_conv *cv = cvs[j];
-                st = be->ops->pack_bf16_weights(be, cx_pass_dev(p, cv->w), cv->Cout, cv->Cin,
-                                                cv->k, wp);
+                st = be->ops->pack_bf16_weights(be, cx_pass_dev(p, cv->w), cv->Cout, cv->Cin, cv->k,
+                                                wp);
                 if (st)
-                    return cx_be_fail(be, st, "pack_bf16_weights", cx_pass_name(p, cv->idx),
-                                      err);
+                    return cx_be_fail(be, st, "pack_bf16_weights", cx_pass_name(p, cv->idx), err);
                 wp += be->ops->bf16_weights_size(be, cv->Cout, cv->Cin, cv->k);
             }
         }

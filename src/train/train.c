@@ -12,11 +12,11 @@
 struct cx_train {
     cx_pass p;
     cx_train_opts opt;
-    int n;                 /* images in the last step */
+    int n; /* images in the last step */
     int64_t adam_steps;
-    const double *loss;    /* the last step's loss and logits, on the host */
+    const double *loss; /* the last step's loss and logits, on the host */
     const float *logits;
-    void *out_host;        /* their host copy (a backend with its own memory) */
+    void *out_host; /* their host copy (a backend with its own memory) */
 };
 
 void cx_train_opts_default(cx_train_opts *o)
@@ -100,8 +100,7 @@ void cx_train_free(cx_train *t)
 
 size_t cx_train_arena_bytes(const cx_train *t) { return cx_plan_bytes(&t->p.plan, 0, CX_B_W16); }
 
-cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg,
-                                    cx_err *err)
+cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg, cx_err *err)
 {
     int K = t->p.m->cfg.num_classes;
     float *w = malloc(sizeof(float) * 2 * (size_t)K);
@@ -152,6 +151,11 @@ cx_status cx_train_sync_model(cx_train *t, cx_err *err)
     return cx_pass_download_weights(&t->p, err);
 }
 
+cx_status cx_train_reload_model(cx_train *t, cx_err *err)
+{
+    return cx_pass_upload_weights(&t->p, err);
+}
+
 /* The running statistics of every BN from the step's batch statistics,
  * unless the loss is not finite (a device-side gate: nothing is read back). */
 static cx_status commit_bn(cx_train *t, int i, int64_t P, const double *loss, cx_err *err)
@@ -182,8 +186,7 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
 {
     cx_pass *p = &t->p;
     if (n < 2 || n > p->plan.batch)
-        return cx_seterr(err, CX_EARG,
-                         "training step on %d images (context planned for 2..%d)", n,
+        return cx_seterr(err, CX_EARG, "training step on %d images (context planned for 2..%d)", n,
                          p->plan.batch);
     const cx_config *cfg = &p->m->cfg;
     cx_backend *be = p->be;
@@ -192,8 +195,8 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
     for (int i = 0; i < n * K; i++) {
         float y = labels[i];
         if (!(y >= 0.0f && y <= 1.0f))
-            return cx_seterr(err, CX_EARG, "label of image %d class %d is %g, not in [0, 1]",
-                             i / K, i % K, y);
+            return cx_seterr(err, CX_EARG, "label of image %d class %d is %g, not in [0, 1]", i / K,
+                             i % K, y);
     }
     cx_status st = cx_be_bind(be, err);
     if (st)
@@ -209,8 +212,7 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
     const float *lw = p->buf[CX_B_LOSS_W];
     if ((st = cx_pass_forward(p, x, n, logits, err)))
         return st;
-    CX_OP(be, err, "the loss", bce_loss, logits, y, n, K, lw, lw + K, loss,
-          p->buf[CX_B_DLOGITS]);
+    CX_OP(be, err, "the loss", bce_loss, logits, y, n, K, lw, lw + K, loss, p->buf[CX_B_DLOGITS]);
     if ((st = commit_running(t, n, loss, err)) || (st = cx_pass_backward(p, n, err)))
         return st;
     /* the loss and logits come down */
@@ -242,8 +244,8 @@ cx_status cx_adam_step(cx_train *t, float lr, cx_err *err)
     const double b1 = t->opt.beta1, b2 = t->opt.beta2;
     const double bc1 = 1.0 - pow(b1, (double)(t->adam_steps + 1));
     const double bc2 = 1.0 - pow(b2, (double)(t->adam_steps + 1));
-    cx_adam_hyper h = {(float)(lr / bc1), (float)sqrt(bc2), t->opt.beta1, t->opt.beta2,
-                       t->opt.eps, t->opt.weight_decay};
+    cx_adam_hyper h = {(float)(lr / bc1), (float)sqrt(bc2), t->opt.beta1,
+                       t->opt.beta2,      t->opt.eps,       t->opt.weight_decay};
     int64_t nt = m->n_trainable, *flag = p->buf[CX_B_FLAG], bad;
     float *g = p->buf[CX_B_GRAD];
     CX_OP(be, err, "the gradients", find_nonfinite, g, nt, flag);
@@ -256,8 +258,7 @@ cx_status cx_adam_step(cx_train *t, float lr, cx_err *err)
             const cx_param *q = &m->tensors[i];
             int64_t off = cx_param_offset(m, i);
             if (q->trainable && bad >= off && bad < off + q->numel)
-                return cx_seterr(err, CX_ENUMERIC, "non-finite gradient in tensor '%s'",
-                                 q->name);
+                return cx_seterr(err, CX_ENUMERIC, "non-finite gradient in tensor '%s'", q->name);
         }
         return cx_seterr(err, CX_ENUMERIC, "non-finite gradient");
     }

@@ -22,8 +22,8 @@
  * barriers cost more than they save on small tensors, e.g. at batch 1). */
 #define CX_PAR_MIN 32768
 
-static cx_status cpu_bn_relu(cx_backend *be, const float *x, float *y, int C, int64_t P, const float *scale,
-                        const float *shift)
+static cx_status cpu_bn_relu(cx_backend *be, const float *x, float *y, int C, int64_t P,
+                             const float *scale, const float *shift)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)C * P > CX_PAR_MIN)
     for (int c = 0; c < C; c++) {
@@ -60,7 +60,8 @@ static int kn2row_images(int N, int HW, int Cout, int k)
     return (int)nb;
 }
 
-static size_t cpu_conv_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
+static size_t cpu_conv_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k,
+                               int s, int pad)
 {
     if (is_pointwise(k, s, pad))
         return 0;
@@ -147,8 +148,9 @@ static void same_conv(const float *x, int Cin, int N, int H, int W, const float 
     cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
 }
 
-static cx_status cpu_conv2d(cx_backend *be, const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
-                       int k, int s, int pad, float *y, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                            const float *w, int Cout, int k, int s, int pad, float *y,
+                            float *scratch, size_t scratch_n)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t Po = (int64_t)N * Ho * Wo;
@@ -201,22 +203,24 @@ static void grid_conv(const uint16_t *xg, int Cin, int N, int H, int W, const ui
                        sizeof(float) * (size_t)W);
 }
 
-static size_t cpu_conv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k)
+static size_t cpu_conv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W,
+                                         int Cout, int k)
 {
     (void)Cin;
     return (size_t)Cout * (size_t)cx_bf16_grid_of(N, H, W, k).Q;
 }
 
-static cx_status cpu_conv2d_grid_bf16(cx_backend *be, const uint16_t *xg, int Cin, int N, int H, int W,
-                                 const uint16_t *w, int Cout, int k, float *y, float *scratch,
-                                 size_t scratch_n)
+static cx_status cpu_conv2d_grid_bf16(cx_backend *be, const uint16_t *xg, int Cin, int N, int H,
+                                      int W, const uint16_t *w, int Cout, int k, float *y,
+                                      float *scratch, size_t scratch_n)
 {
     (void)scratch_n;
     grid_conv(xg, Cin, N, H, W, w, Cout, k, y, scratch);
     return CX_OK;
 }
 
-static size_t cpu_conv_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k)
+static size_t cpu_conv_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                    int k)
 {
     if (k == 1)
         return 0;
@@ -225,8 +229,9 @@ static size_t cpu_conv_bf16_scratch(const cx_backend *be, int Cin, int N, int H,
     return (size_t)(cx_bf16_kpad(Cin) * g.Qp / 2) + 16 + (size_t)Cout * g.Q;
 }
 
-static cx_status cpu_conv2d_bf16(cx_backend *be, const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
-                            int Cout, int k, float *y, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bf16(cx_backend *be, const uint16_t *x, int Cin, int N, int H, int W,
+                                 const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                                 size_t scratch_n)
 {
     (void)scratch_n;
     int64_t HW = (int64_t)H * W, P = (int64_t)N * HW, Pp = cx_bf16_ppad(P);
@@ -257,19 +262,19 @@ static cx_status cpu_conv2d_bf16(cx_backend *be, const uint16_t *x, int Cin, int
 }
 
 /* The BN-ReLU goes into the GEMM's packing of B (sgemm.c). */
-static cx_status cpu_conv1x1_bn_relu(cx_backend *be, const float *x, int Cin, int64_t P, const float *scale,
-                                const float *shift, const float *w, int Cout, float *y,
-                                float *scratch)
+static cx_status cpu_conv1x1_bn_relu(cx_backend *be, const float *x, int Cin, int64_t P,
+                                     const float *scale, const float *shift, const float *w,
+                                     int Cout, float *y, float *scratch)
 {
     (void)scratch;
     cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
     return CX_OK;
 }
 
-static cx_status cpu_conv1x1_bn_relu_backward(cx_backend *be, const float *x, int Cin, int64_t P, const float *scale,
-                                         const float *shift, const float *w, int Cout,
-                                         const float *dy, float *dw, float *da, int accumulate,
-                                         float *scratch)
+static cx_status cpu_conv1x1_bn_relu_backward(cx_backend *be, const float *x, int Cin, int64_t P,
+                                              const float *scale, const float *shift,
+                                              const float *w, int Cout, const float *dy, float *dw,
+                                              float *da, int accumulate, float *scratch)
 {
     (void)scratch;
     cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
@@ -290,8 +295,8 @@ static inline void pool_window(int o, int k, int s, int pad, int n, int *lo, int
 /* Max of a and b that propagates NaN like PyTorch's max pooling. */
 static inline float max_nan(float m, float v) { return (v > m || v != v) ? v : m; }
 
-static cx_status cpu_maxpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k, int s, int pad,
-                        float *y)
+static cx_status cpu_maxpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
+                             int s, int pad, float *y)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
@@ -364,7 +369,8 @@ static cx_status cpu_maxpool(cx_backend *be, const float *x, int C, int N, int H
     return CX_OK;
 }
 
-static cx_status cpu_avgpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k, float *y)
+static cx_status cpu_avgpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
+                             float *y)
 {
     int Ho = H / k, Wo = W / k;
     int64_t planes = (int64_t)C * N;
@@ -399,8 +405,8 @@ static cx_status cpu_gap(cx_backend *be, const float *x, int C, int N, int HW, f
     return CX_OK;
 }
 
-static cx_status cpu_linear(cx_backend *be, const float *x, int N, int F, const float *w, const float *b, int M,
-                       float *y)
+static cx_status cpu_linear(cx_backend *be, const float *x, int N, int F, const float *w,
+                            const float *b, int M, float *y)
 {
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++)
@@ -415,7 +421,8 @@ static cx_status cpu_linear(cx_backend *be, const float *x, int N, int F, const 
  * chunk sums in double: vectorised, and accurate to about 1e-7 relative. */
 #define CX_CHUNK 1024
 
-static cx_status cpu_bn_stats(cx_backend *be, const float *x, int C, int64_t P, float *mean, float *var)
+static cx_status cpu_bn_stats(cx_backend *be, const float *x, int C, int64_t P, float *mean,
+                              float *var)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -447,10 +454,10 @@ static cx_status cpu_bn_stats(cx_backend *be, const float *x, int C, int64_t P, 
     return CX_OK;
 }
 
-static cx_status cpu_bn_relu_backward(cx_backend *be, const float *x, const float *dy, int C, int64_t P,
-                                 const float *gamma, const float *beta, const float *mean,
-                                 const float *invstd, float *dgamma, float *dbeta, float *dx,
-                                 int accumulate)
+static cx_status cpu_bn_relu_backward(cx_backend *be, const float *x, const float *dy, int C,
+                                      int64_t P, const float *gamma, const float *beta,
+                                      const float *mean, const float *invstd, float *dgamma,
+                                      float *dbeta, float *dx, int accumulate)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -494,12 +501,10 @@ static cx_status cpu_bn_relu_backward(cx_backend *be, const float *x, const floa
     return CX_OK;
 }
 
-static cx_status cpu_conv1x1_bn_relu_backward_deferred(cx_backend *be, const float *x, int Cin, int64_t P,
-                                                  const float *scale, const float *shift,
-                                                  const float *mean, const float *invstd,
-                                                  const float *w, int Cout, const float *dy,
-                                                  float *dw, float *dgamma, float *dbeta,
-                                                  float *dx, float *scratch)
+static cx_status cpu_conv1x1_bn_relu_backward_deferred(
+    cx_backend *be, const float *x, int Cin, int64_t P, const float *scale, const float *shift,
+    const float *mean, const float *invstd, const float *w, int Cout, const float *dy, float *dw,
+    float *dgamma, float *dbeta, float *dx, float *scratch)
 {
     (void)scratch;
     cx_bnrelu_grad e = {x, scale, shift, mean, invstd, dgamma, dbeta};
@@ -509,8 +514,9 @@ static cx_status cpu_conv1x1_bn_relu_backward_deferred(cx_backend *be, const flo
     return CX_OK;
 }
 
-static cx_status cpu_bn_backward_finish(cx_backend *be, const float *x, int C, int64_t P, const float *mean,
-                                   const float *invstd, const float *a, const float *b, float *dx)
+static cx_status cpu_bn_backward_finish(cx_backend *be, const float *x, int C, int64_t P,
+                                        const float *mean, const float *invstd, const float *a,
+                                        const float *b, float *dx)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -524,8 +530,8 @@ static cx_status cpu_bn_backward_finish(cx_backend *be, const float *x, int C, i
     return CX_OK;
 }
 
-static size_t cpu_conv_bwd_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k, int s,
-                                   int pad)
+static size_t cpu_conv_bwd_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                   int k, int s, int pad)
 {
     if (is_same_conv(k, s, pad)) {
         int nb = kn2row_images(N, H * W, Cout, k);
@@ -620,9 +626,10 @@ static void same_conv_backward(const float *x, int Cin, int N, int H, int W, con
                 dw[((size_t)co * Cin + ci) * kk2 + q] += dWr[((size_t)q * Cout + co) * Cin + ci];
 }
 
-static cx_status cpu_conv2d_backward(cx_backend *be, const float *x, int Cin, int N, int H, int W, const float *w,
-                                int Cout, int k, int s, int pad, const float *dy, float *dw,
-                                float *dx, int accumulate, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_backward(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                                     const float *w, int Cout, int k, int s, int pad,
+                                     const float *dy, float *dw, float *dx, int accumulate,
+                                     float *scratch, size_t scratch_n)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t Po = (int64_t)N * Ho * Wo;
@@ -660,9 +667,10 @@ static cx_status cpu_conv2d_backward(cx_backend *be, const float *x, int Cin, in
     return CX_OK;
 }
 
-static cx_status cpu_conv2d_bn_relu(cx_backend *be, const float *x, int Cin, int N, int H, int W, const float *scale,
-                               const float *shift, const float *w, int Cout, int k, float *y,
-                               float *act, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bn_relu(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                                    const float *scale, const float *shift, const float *w,
+                                    int Cout, int k, float *y, float *act, float *scratch,
+                                    size_t scratch_n)
 {
     int pad = (k - 1) / 2;
     if (is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
@@ -674,10 +682,11 @@ static cx_status cpu_conv2d_bn_relu(cx_backend *be, const float *x, int Cin, int
     return CX_OK;
 }
 
-static cx_status cpu_conv2d_bn_relu_backward(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                                        const float *scale, const float *shift, const float *w,
-                                        int Cout, int k, const float *dy, float *dw, float *da,
-                                        float *act, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bn_relu_backward(cx_backend *be, const float *x, int Cin, int N, int H,
+                                             int W, const float *scale, const float *shift,
+                                             const float *w, int Cout, int k, const float *dy,
+                                             float *dw, float *da, float *act, float *scratch,
+                                             size_t scratch_n)
 {
     int pad = (k - 1) / 2;
     if (is_same_conv(k, 1, pad)) {
@@ -685,7 +694,8 @@ static cx_status cpu_conv2d_bn_relu_backward(cx_backend *be, const float *x, int
         return CX_OK;
     }
     cpu_bn_relu(be, x, act, Cin, (int64_t)N * H * W, scale, shift);
-    cpu_conv2d_backward(be, act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch, scratch_n);
+    cpu_conv2d_backward(be, act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch,
+                        scratch_n);
     return CX_OK;
 }
 
@@ -736,8 +746,8 @@ static inline void maxpool_bwd_window(const float *xp, int W, int y0, int y1, in
         dxp[a] += g;
 }
 
-static cx_status cpu_maxpool_backward(cx_backend *be, const float *x, int C, int N, int H, int W, int k, int s,
-                                 int pad, const float *dy, float *dx)
+static cx_status cpu_maxpool_backward(cx_backend *be, const float *x, int C, int N, int H, int W,
+                                      int k, int s, int pad, const float *dy, float *dx)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
@@ -774,7 +784,8 @@ static cx_status cpu_maxpool_backward(cx_backend *be, const float *x, int C, int
     return CX_OK;
 }
 
-static cx_status cpu_avgpool_backward(cx_backend *be, const float *dy, int C, int N, int H, int W, int k, float *dx)
+static cx_status cpu_avgpool_backward(cx_backend *be, const float *dy, int C, int N, int H, int W,
+                                      int k, float *dx)
 {
     int Ho = H / k, Wo = W / k;
     int64_t planes = (int64_t)C * N;
@@ -809,8 +820,8 @@ static cx_status cpu_gap_backward(cx_backend *be, const float *dy, int C, int N,
     return CX_OK;
 }
 
-static cx_status cpu_linear_backward(cx_backend *be, const float *x, int N, int F, const float *w, int M,
-                                const float *dy, float *dw, float *db, float *dx)
+static cx_status cpu_linear_backward(cx_backend *be, const float *x, int N, int F, const float *w,
+                                     int M, const float *dy, float *dw, float *db, float *dx)
 {
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++)
@@ -845,16 +856,15 @@ static cx_status cpu_pack_bf16_weights(cx_backend *be, const float *w, int Cout,
     return CX_OK;
 }
 
-static cx_status cpu_pack_bf16(cx_backend *be, const float *x, int K, int64_t P,
-                               const float *scale, const float *shift, uint16_t *out)
+static cx_status cpu_pack_bf16(cx_backend *be, const float *x, int K, int64_t P, const float *scale,
+                               const float *shift, uint16_t *out)
 {
     cpu_bf16_pack(x, K, P, scale, shift, out);
     return CX_OK;
 }
 
 static cx_status cpu_pack_bf16_grid(cx_backend *be, const float *x, int K, int N, int H, int W,
-                                    const float *scale, const float *shift, int k,
-                                    uint16_t *out)
+                                    const float *scale, const float *shift, int k, uint16_t *out)
 {
     cpu_bf16_pack_grid(x, K, N, H, W, scale, shift, k, out);
     return CX_OK;

@@ -16,8 +16,7 @@
 
 /* ---- ops shared with the CPU backend (ref.h) ---- */
 
-cx_status cx_ref_nchw_to_cnhw(cx_backend *be, const float *x, int N, int C, int64_t HW,
-                              float *y)
+cx_status cx_ref_nchw_to_cnhw(cx_backend *be, const float *x, int N, int C, int64_t HW, float *y)
 {
     ref_nchw_to_cnhw(x, N, C, HW, y);
     return CX_OK;
@@ -31,8 +30,8 @@ cx_status cx_ref_cnhw_to_nchw(cx_backend *be, const float *x, int C, int N, int6
 }
 
 cx_status cx_ref_bn_fold(cx_backend *be, int C, const float *weight, const float *bias,
-                         const float *mean, const float *var, float eps, float *scale,
-                         float *shift, float *invstd)
+                         const float *mean, const float *var, float eps, float *scale, float *shift,
+                         float *invstd)
 {
     ref_bn_fold(C, weight, bias, mean, var, eps, scale, shift, invstd);
     return CX_OK;
@@ -53,9 +52,8 @@ cx_status cx_ref_bn_deferred_terms(cx_backend *be, int C, int64_t P, const float
     return CX_OK;
 }
 
-cx_status cx_ref_bce_loss(cx_backend *be, const float *logits, const float *labels, int n,
-                          int K, const float *wpos, const float *wneg, double *loss,
-                          float *dlogits)
+cx_status cx_ref_bce_loss(cx_backend *be, const float *logits, const float *labels, int n, int K,
+                          const float *wpos, const float *wneg, double *loss, float *dlogits)
 {
     ref_bce_loss(logits, labels, n, K, wpos, wneg, loss, dlogits);
     return CX_OK;
@@ -80,8 +78,8 @@ static cx_status rbn_stats(cx_backend *be, const float *x, int C, int64_t P, flo
 }
 
 static cx_status rconv2d(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                         const float *w, int Cout, int k, int s, int pad, float *y,
-                         float *scratch, size_t scratch_n)
+                         const float *w, int Cout, int k, int s, int pad, float *y, float *scratch,
+                         size_t scratch_n)
 {
     ref_conv2d(x, Cin, N, H, W, w, Cout, k, s, pad, y, scratch, scratch_n);
     return CX_OK;
@@ -93,8 +91,8 @@ static size_t rconv_scratch(const cx_backend *be, int Cin, int N, int H, int W, 
     return 0;
 }
 
-static cx_status rmaxpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
-                          int s, int pad, float *y)
+static cx_status rmaxpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k, int s,
+                          int pad, float *y)
 {
     ref_maxpool(x, C, N, H, W, k, s, pad, y);
     return CX_OK;
@@ -121,8 +119,8 @@ static cx_status rlinear(cx_backend *be, const float *x, int N, int F, const flo
 }
 
 static cx_status rconv1x1_bn_relu(cx_backend *be, const float *x, int Cin, int64_t P,
-                                  const float *scale, const float *shift, const float *w,
-                                  int Cout, float *y, float *scratch)
+                                  const float *scale, const float *shift, const float *w, int Cout,
+                                  float *y, float *scratch)
 {
     ref_conv1x1_bn_relu(x, Cin, P, scale, shift, w, Cout, y, scratch);
     return CX_OK;
@@ -130,9 +128,8 @@ static cx_status rconv1x1_bn_relu(cx_backend *be, const float *x, int Cin, int64
 
 /* The BN-ReLU output is stored in act, then the plain convolution. */
 static cx_status rconv2d_bn_relu(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                                 const float *scale, const float *shift, const float *w,
-                                 int Cout, int k, float *y, float *act, float *scratch,
-                                 size_t scratch_n)
+                                 const float *scale, const float *shift, const float *w, int Cout,
+                                 int k, float *y, float *act, float *scratch, size_t scratch_n)
 {
     ref_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
     ref_conv2d(act, Cin, N, H, W, w, Cout, k, 1, (k - 1) / 2, y, scratch, scratch_n);
@@ -149,9 +146,9 @@ static cx_status rbn_relu_backward(cx_backend *be, const float *x, const float *
 }
 
 static cx_status rconv2d_backward(cx_backend *be, const float *x, int Cin, int N, int H, int W,
-                                  const float *w, int Cout, int k, int s, int pad,
-                                  const float *dy, float *dw, float *dx, int accumulate,
-                                  float *scratch, size_t scratch_n)
+                                  const float *w, int Cout, int k, int s, int pad, const float *dy,
+                                  float *dw, float *dx, int accumulate, float *scratch,
+                                  size_t scratch_n)
 {
     ref_conv2d_backward(x, Cin, N, H, W, w, Cout, k, s, pad, dy, dw, dx, accumulate, scratch,
                         scratch_n);
@@ -159,12 +156,11 @@ static cx_status rconv2d_backward(cx_backend *be, const float *x, int Cin, int N
 }
 
 static cx_status rconv1x1_bn_relu_backward(cx_backend *be, const float *x, int Cin, int64_t P,
-                                           const float *scale, const float *shift,
-                                           const float *w, int Cout, const float *dy, float *dw,
-                                           float *da, int accumulate, float *scratch)
+                                           const float *scale, const float *shift, const float *w,
+                                           int Cout, const float *dy, float *dw, float *da,
+                                           int accumulate, float *scratch)
 {
-    ref_conv1x1_bn_relu_backward(x, Cin, P, scale, shift, w, Cout, dy, dw, da, accumulate,
-                                 scratch);
+    ref_conv1x1_bn_relu_backward(x, Cin, P, scale, shift, w, Cout, dy, dw, da, accumulate, scratch);
     return CX_OK;
 }
 
@@ -183,10 +179,9 @@ static cx_status rconv2d_bn_relu_backward(cx_backend *be, const float *x, int Ci
 static cx_status rconv1x1_bn_relu_backward_deferred(cx_backend *be, const float *x, int Cin,
                                                     int64_t P, const float *scale,
                                                     const float *shift, const float *mean,
-                                                    const float *invstd, const float *w,
-                                                    int Cout, const float *dy, float *dw,
-                                                    float *dgamma, float *dbeta, float *dx,
-                                                    float *scratch)
+                                                    const float *invstd, const float *w, int Cout,
+                                                    const float *dy, float *dw, float *dgamma,
+                                                    float *dbeta, float *dx, float *scratch)
 {
     ref_conv1x1_bn_relu_backward_deferred(x, Cin, P, scale, shift, mean, invstd, w, Cout, dy, dw,
                                           dgamma, dbeta, dx, scratch);
@@ -302,16 +297,16 @@ static cx_status rpack_bf16_grid(cx_backend *be, const float *x, int K, int N, i
     return CX_OK;
 }
 
-static cx_status rconv2d_grid_bf16(cx_backend *be, const uint16_t *xg, int Cin, int N, int H,
-                                   int W, const uint16_t *w, int Cout, int k, float *y,
-                                   float *scratch, size_t scratch_n)
+static cx_status rconv2d_grid_bf16(cx_backend *be, const uint16_t *xg, int Cin, int N, int H, int W,
+                                   const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                                   size_t scratch_n)
 {
     ref_conv2d_grid_bf16(xg, Cin, N, H, W, w, Cout, k, y, scratch, scratch_n);
     return CX_OK;
 }
 
-static size_t rconv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W,
-                                      int Cout, int k)
+static size_t rconv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                      int k)
 {
     return ref_conv_grid_bf16_scratch(Cin, N, H, W, Cout, k);
 }

@@ -10,21 +10,19 @@
 
 #include "kernels/backend.h"
 
-cx_status cx_ref_nchw_to_cnhw(cx_backend *be, const float *x, int N, int C, int64_t HW,
-                              float *y);
+cx_status cx_ref_nchw_to_cnhw(cx_backend *be, const float *x, int N, int C, int64_t HW, float *y);
 cx_status cx_ref_cnhw_to_nchw(cx_backend *be, const float *x, int C, int N, int64_t HW, int n0,
                               int n, float *y);
 cx_status cx_ref_bn_fold(cx_backend *be, int C, const float *weight, const float *bias,
-                         const float *mean, const float *var, float eps, float *scale,
-                         float *shift, float *invstd);
+                         const float *mean, const float *var, float eps, float *scale, float *shift,
+                         float *invstd);
 cx_status cx_ref_bn_running_update(cx_backend *be, int C, int64_t P, float momentum,
                                    const float *mean, const float *var, float *run_mean,
                                    float *run_var, const double *loss);
 cx_status cx_ref_bn_deferred_terms(cx_backend *be, int C, int64_t P, const float *scale,
                                    const float *dgamma, const float *dbeta, float *a, float *b);
-cx_status cx_ref_bce_loss(cx_backend *be, const float *logits, const float *labels, int n,
-                          int K, const float *wpos, const float *wneg, double *loss,
-                          float *dlogits);
+cx_status cx_ref_bce_loss(cx_backend *be, const float *logits, const float *labels, int n, int K,
+                          const float *wpos, const float *wneg, double *loss, float *dlogits);
 
 /* One Adam step of one parameter (cx_adam_hyper). */
 static inline void cx_adam_update(float *w, float g, float *m, float *v, const cx_adam_hyper *h)
