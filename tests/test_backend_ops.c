@@ -1333,6 +1333,156 @@ static void test_forward(void **state)
     cx_model_free(m);
 }
 
+/* A backend with memory of its own, for the model code's side of the
+ * contract: the reference ops over separately allocated "device" memory
+ * (host_memory = 0), counting uploads and downloads. A forward pass and a
+ * training step must give the reference's results bit for bit with one
+ * upload of the batch (and of the labels) and one download of the outputs;
+ * the weights go up once per context, again only when asked to. */
+static cx_ops DEV_OPS;
+static long n_up, n_down;
+
+static cx_status dev_alloc(cx_backend *be, size_t bytes, void **out)
+{
+    *out = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    return *out ? CX_OK : cx_seterr(&be->err, CX_ENOMEM, "out of memory");
+}
+static void dev_free(cx_backend *be, void *p) { free(p); }
+static cx_status dev_zero(cx_backend *be, void *p, size_t bytes)
+{
+    memset(p, 0, bytes);
+    return CX_OK;
+}
+static cx_status dev_upload(cx_backend *be, void *dst, const void *src, size_t bytes)
+{
+    if (dst == src)
+        return cx_seterr(&be->err, CX_EARG, "upload onto itself: a host pointer as memory");
+    n_up++;
+    memcpy(dst, src, bytes);
+    return CX_OK;
+}
+static cx_status dev_download(cx_backend *be, void *dst, const void *src, size_t bytes)
+{
+    if (dst == src)
+        return cx_seterr(&be->err, CX_EARG, "download onto itself: a host pointer as memory");
+    n_down++;
+    memcpy(dst, src, bytes);
+    return CX_OK;
+}
+static int dev_variants(void) { return 1; }
+static const char *dev_variant_name(int v) { return "reference ops, own memory"; }
+static cx_status dev_create(cx_backend *be, int variant, cx_err *err)
+{
+    DEV_OPS = *REF->ops;
+    DEV_OPS.name = "device";
+    DEV_OPS.host_memory = 0;
+    DEV_OPS.alloc = dev_alloc;
+    DEV_OPS.free = dev_free;
+    DEV_OPS.zero = dev_zero;
+    DEV_OPS.upload = dev_upload;
+    DEV_OPS.download = dev_download;
+    be->ops = &DEV_OPS;
+    return CX_OK;
+}
+static const cx_backend_entry DEV_ENTRY = {"device", CX_BACKEND_REF, "test double",
+                                           dev_variants, dev_variant_name, dev_create, NULL};
+
+static void test_device_memory(void **state)
+{
+    cx_model *m = small_densenet();
+    assert_non_null(m);
+    cx_err err = {0};
+    int N = 3, H = 64, W = 48, K = 5;
+    cx_rng r;
+    cx_rng_seed(&r, 46);
+    float *in = rand_buf(&r, (size_t)N * 3 * H * W, -2, 2), l0[15], l1[15], y[15];
+    for (int i = 0; i < N * K; i++)
+        y[i] = (float)(cx_rng_uniform(&r) < 0.4);
+    cx_ctx *cr = NULL, *cd = NULL;
+    cx_backend *be = NULL;
+    assert_int_equal(cx_ctx_new(m, N, H, W, CX_BACKEND_REF, &cr, &err), CX_OK);
+    assert_int_equal(cx_backend_new_variant(&DEV_ENTRY, 0, &be, &err), CX_OK);
+    n_up = n_down = 0;
+    assert_int_equal(cx_ctx_new_on(m, N, H, W, be, &cd, &err), CX_OK);
+    assert_int_equal(n_up, 1); /* the weights */
+    assert_int_equal(cx_forward(cr, in, N, l0, &err), CX_OK);
+    n_up = n_down = 0;
+    assert_int_equal(cx_forward(cd, in, N, l1, &err), CX_OK);
+    assert_int_equal(n_up, 1);
+    assert_int_equal(n_down, 1);
+    assert_memory_equal(l1, l0, sizeof l0);
+    int C, h, w;
+    assert_int_equal(cx_ctx_features(cd, 1, NULL, &C, &h, &w, &err), CX_OK);
+    float *f0 = malloc(sizeof(float) * C * h * w), *f1 = malloc(sizeof(float) * C * h * w);
+    assert_int_equal(cx_ctx_features(cr, 1, f0, NULL, NULL, NULL, &err), CX_OK);
+    n_down = 0;
+    assert_int_equal(cx_ctx_features(cd, 1, f1, NULL, NULL, NULL, &err), CX_OK);
+    assert_int_equal(n_down, 1);
+    assert_memory_equal(f1, f0, sizeof(float) * C * h * w);
+    /* bf16: the weights packed where the backend keeps them */
+    float b0[15], b1[15];
+    assert_int_equal(cx_ctx_set_precision(cr, CX_PRECISION_BF16, &err), CX_OK);
+    assert_int_equal(cx_ctx_set_precision(cd, CX_PRECISION_BF16, &err), CX_OK);
+    assert_int_equal(cx_forward(cr, in, N, b0, &err), CX_OK);
+    assert_int_equal(cx_forward(cd, in, N, b1, &err), CX_OK);
+    assert_memory_equal(b1, b0, sizeof b0);
+    assert_int_equal(cx_ctx_set_precision(cd, CX_PRECISION_F32, &err), CX_OK);
+    /* weights changed on the host: the context keeps its copy until synced */
+    cx_param *fc = cx_model_find(m, "classifier.bias");
+    fc->data[0] += 1.0f;
+    assert_int_equal(cx_forward(cd, in, N, l1, &err), CX_OK);
+    assert_memory_equal(l1, l0, sizeof l0);
+    n_up = 0;
+    assert_int_equal(cx_ctx_sync_weights(cd, &err), CX_OK);
+    assert_int_equal(n_up, 1);
+    assert_int_equal(cx_forward(cd, in, N, l1, &err), CX_OK);
+    assert_true(fabsf(l1[0] - (l0[0] + 1.0f)) < 1e-5f && l1[1] == l0[1]);
+    fc->data[0] -= 1.0f;
+    cx_ctx_free(cr);
+    cx_ctx_free(cd);
+
+    /* a training step and Adam: the same numbers as the reference's, one
+     * upload of the batch and one of the labels, one download of the loss
+     * and logits, and one of the finite check */
+    cx_model *mr = small_densenet(), *md = small_densenet();
+    cx_train *tr = NULL, *td = NULL;
+    double loss0, loss1;
+    assert_int_equal(cx_train_new(mr, N, H, W, CX_BACKEND_REF, NULL, &tr, &err), CX_OK);
+    assert_int_equal(cx_backend_new_variant(&DEV_ENTRY, 0, &be, &err), CX_OK);
+    assert_int_equal(cx_train_new_on(md, N, H, W, be, NULL, &td, &err), CX_OK);
+    for (int step = 0; step < 2; step++) {
+        assert_int_equal(cx_train_step(tr, in, y, N, &loss0, &err), CX_OK);
+        n_up = n_down = 0;
+        assert_int_equal(cx_train_step(td, in, y, N, &loss1, &err), CX_OK);
+        assert_int_equal(n_up, 2);
+        assert_int_equal(n_down, 1);
+        if (loss1 != loss0)
+            fail_msg("loss %.17g vs %.17g", loss1, loss0);
+        assert_memory_equal(cx_train_logits(td), cx_train_logits(tr), sizeof(float) * N * K);
+        assert_int_equal(cx_adam_step(tr, 1e-3f, &err), CX_OK);
+        n_up = n_down = 0;
+        assert_int_equal(cx_adam_step(td, 1e-3f, &err), CX_OK);
+        assert_int_equal(n_up, 0);
+        assert_int_equal(n_down, 1);
+    }
+    /* the model on the host is the one from before until it is synced */
+    cx_model *m0 = small_densenet();
+    for (int i = 0; i < cx_model_num_tensors(md); i++)
+        assert_memory_equal(cx_model_tensor(md, i)->data, cx_model_tensor(m0, i)->data,
+                            sizeof(float) * cx_model_tensor(md, i)->numel);
+    assert_int_equal(cx_train_sync_model(td, &err), CX_OK);
+    for (int i = 0; i < cx_model_num_tensors(md); i++)
+        assert_memory_equal(cx_model_tensor(md, i)->data, cx_model_tensor(mr, i)->data,
+                            sizeof(float) * cx_model_tensor(md, i)->numel);
+    cx_train_free(tr);
+    cx_model_free(mr);
+    cx_train_free(td);
+    cx_model_free(m0);
+    cx_model_free(md);
+    free(f0), free(f1), free(in);
+    cx_model_free(m);
+}
+
 static void test_config(void **state)
 {
     cx_config cfg;
@@ -1391,6 +1541,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bf16_pack),
         cmocka_unit_test(test_bf16_conv),
         cmocka_unit_test(test_forward),
+        cmocka_unit_test(test_device_memory),
         cmocka_unit_test(test_config),
     };
     struct CMUnitTest run[sizeof all / sizeof *all];

@@ -63,7 +63,7 @@ enum {
     CX_B_FLAG,                               /* train: first non-finite gradient (int64) */
     CX_B_NCHW,                               /* staging: the batch as given */
     CX_B_FEATURE_OUT,                        /* staging: one image's features (CHW) */
-    CX_B_WEIGHTS,                            /* the model's storage (own-memory backends) */
+    CX_B_WEIGHTS,                            /* the model's storage (own memory; last) */
     CX_B_W16,                                /* bf16 arena: packed conv weights */
     CX_B_ACT16,                              /* packed BN-ReLU of a 1x1 conv's input */
     CX_B_MID16,                              /* BN-ReLU of the bottleneck, grid layout */

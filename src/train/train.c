@@ -63,9 +63,10 @@ cx_status cx_train_new_on(cx_model *m, int batch, int height, int width, cx_back
     }
     t->loss = t->out_host;
     t->logits = (const float *)((const char *)t->out_host + 64);
-    /* the planned state starts at zero (gradients, Adam's moments); unit loss weights */
+    /* the planned state starts at zero (gradients, Adam's moments: every
+     * buffer but the weights, the arena's last); unit loss weights */
     st = cx_be_bind(be, err);
-    if (!st && (st = be->ops->zero(be, p->arena, cx_plan_bytes(&p->plan, 0, CX_B_W16))))
+    if (!st && (st = be->ops->zero(be, p->arena, cx_plan_bytes(&p->plan, 0, CX_B_WEIGHTS))))
         st = cx_be_fail(be, st, "zero", "the training state", err);
     if (!st)
         st = cx_train_set_loss_weights(t, NULL, NULL, err);
