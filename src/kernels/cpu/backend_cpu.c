@@ -38,16 +38,27 @@ cx_status cx_cpu_find_nonfinite(cx_backend *be, const float *x, int64_t n, int64
     return CX_OK;
 }
 
+/* Adam on parameters [a, b) */
+static void adam_range(float *w, const float *g, float *m, float *v, int64_t a, int64_t b,
+                       const cx_adam_hyper *h)
+{
+    const cx_adam_hyper hh = *h;
+#pragma omp simd
+    for (int64_t j = a; j < b; j++)
+        cx_adam_update(w, g, m, v, j, &hh);
+}
+
 /* Every parameter in one parallel pass, shared out evenly. */
 cx_status cx_cpu_adam(cx_backend *be, float *w, const float *g, float *m, float *v, int64_t n,
                       const cx_adam_hyper *h, const int64_t *bad)
 {
     if (bad && *bad >= 0)
         return CX_OK;
-    const cx_adam_hyper hh = *h;
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t j = 0; j < n; j++)
-        cx_adam_update(w + j, g[j], m + j, v + j, &hh);
+#pragma omp parallel if (n > 65536)
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        adam_range(w, g, m, v, n * tid / nth, n * (tid + 1) / nth, h);
+    }
     return CX_OK;
 }
 

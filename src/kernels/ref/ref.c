@@ -241,7 +241,7 @@ static cx_status radam(cx_backend *be, float *w, const float *g, float *m, float
         return CX_OK;
     const cx_adam_hyper hh = *h;
     for (int64_t j = 0; j < n; j++)
-        cx_adam_update(w + j, g[j], m + j, v + j, &hh);
+        cx_adam_update(w, g, m, v, j, &hh);
     return CX_OK;
 }
 

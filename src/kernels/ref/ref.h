@@ -24,15 +24,17 @@ cx_status cx_ref_bn_deferred_terms(cx_backend *be, int C, int64_t P, const float
 cx_status cx_ref_bce_loss(cx_backend *be, const float *logits, const float *labels, int n, int K,
                           const float *wpos, const float *wneg, double *loss, float *dlogits);
 
-/* One Adam step of one parameter (cx_adam_hyper). */
-static inline void cx_adam_update(float *w, float g, float *m, float *v, const cx_adam_hyper *h)
+/* One Adam step of parameter j (cx_adam_hyper). */
+static inline void cx_adam_update(float *w, const float *g, float *m, float *v, int64_t j,
+                                  const cx_adam_hyper *h)
 {
+    float gj = g[j];
     if (h->weight_decay != 0.0f)
-        g += h->weight_decay * *w;
-    *m = *m * h->beta1 + (1.0f - h->beta1) * g;
-    *v = *v * h->beta2 + (1.0f - h->beta2) * g * g;
-    float denom = sqrtf(*v) / h->bc2_sqrt + h->eps;
-    *w -= h->step_size * (*m / denom);
+        gj += h->weight_decay * w[j];
+    m[j] = m[j] * h->beta1 + (1.0f - h->beta1) * gj;
+    v[j] = v[j] * h->beta2 + (1.0f - h->beta2) * gj * gj;
+    float denom = sqrtf(v[j]) / h->bc2_sqrt + h->eps;
+    w[j] -= h->step_size * (m[j] / denom);
 }
 
 #endif
