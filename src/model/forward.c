@@ -219,8 +219,7 @@ void cx_ctx_free(cx_ctx *c)
 
 size_t cx_ctx_arena_bytes(const cx_ctx *c)
 {
-    return cx_plan_bytes(&c->p.plan, 0, CX_B_W16) +
-           (c->p.arena16 ? cx_plan_bytes(&c->p.plan, CX_B_W16, CX_B_COUNT) : 0);
+    return cx_plan_bytes(&c->p.plan, 0) + (c->p.arena16 ? cx_plan_bytes(&c->p.plan, 1) : 0);
 }
 
 cx_status cx_ctx_sync_weights(cx_ctx *c, cx_err *err)

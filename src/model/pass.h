@@ -71,7 +71,9 @@ enum {
     CX_B_COUNT
 };
 
-/* What a mode plans: geometry and the bytes of every named buffer. */
+/* What a mode plans: geometry, the bytes of every named buffer, and the
+ * order they are carved in (each mode's, as its kernels were tuned with;
+ * the weights' copy last). */
 typedef struct {
     int training;
     int batch, H, W;
@@ -79,6 +81,7 @@ typedef struct {
     int Hb[CX_MAX_BLOCKS], Wb[CX_MAX_BLOCKS]; /* of each dense block */
     size_t bytes[CX_B_COUNT];
     size_t scratch_n, scratch16_n;            /* floats of SCRATCH, SCRATCH16 */
+    unsigned char order[CX_B_W16];            /* the main arena's buffers in carve order */
 } cx_plan;
 
 /* Plans inference (training = 0) or a training step for (model, batch, H, W)
@@ -87,10 +90,13 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
                        const cx_backend *be, cx_plan *p, cx_err *err);
 /* Adds the bf16 arena's buffers (inference). */
 cx_status cx_plan_bf16(const cx_model *m, const cx_backend *be, cx_plan *p, cx_err *err);
-/* Bytes of buffers [first, last) carved one after another, 64-byte aligned. */
-size_t cx_plan_bytes(const cx_plan *p, int first, int last);
-/* Points views[first..last) into base (cx_plan_bytes of it). */
-void cx_plan_carve(const cx_plan *p, int first, int last, void *base, void **views);
+/* Bytes of the main arena (bf16 = 0) or of the bf16 arena (bf16 = 1), the
+ * buffers carved one after another, 64-byte aligned. */
+size_t cx_plan_bytes(const cx_plan *p, int bf16);
+/* Where a buffer of the main arena starts in it. */
+size_t cx_plan_offset(const cx_plan *p, int buf);
+/* Points the views of an arena's buffers into base (cx_plan_bytes of it). */
+void cx_plan_carve(const cx_plan *p, int bf16, void *base, void **views);
 
 /* One BatchNorm as the pass sees it, in model order (norm0, then each dense
  * layer's norm1 and norm2, each transition's norm, norm5). */

@@ -10,6 +10,36 @@
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
+/* The carve orders: inference's and training's own buffers first, as
+ * their arenas always were; then any other (staging), the weights last. */
+static const unsigned char ORDER_INFER[] = {
+    CX_B_INPUT,     CX_B_STEM,      CX_B_BLOCK,     CX_B_BLOCK + 1, CX_B_BLOCK + 2, CX_B_BLOCK + 3,
+    CX_B_BLOCK + 4, CX_B_BLOCK + 5, CX_B_BLOCK + 6, CX_B_BLOCK + 7, CX_B_ACT,       CX_B_MID,
+    CX_B_SCRATCH,   CX_B_FEATURES,  CX_B_POOLED,    CX_B_BN_SCALE,  CX_B_BN_SHIFT};
+static const unsigned char ORDER_TRAIN[] = {
+    CX_B_INPUT,      CX_B_STEM,       CX_B_BLOCK,      CX_B_BLOCK + 1,  CX_B_BLOCK + 2,
+    CX_B_BLOCK + 3,  CX_B_BLOCK + 4,  CX_B_BLOCK + 5,  CX_B_BLOCK + 6,  CX_B_BLOCK + 7,
+    CX_B_MIDS,       CX_B_FEATURES,   CX_B_POOLED,     CX_B_OUT,        CX_B_DLOGITS,
+    CX_B_LABELS,     CX_B_DBLOCK,     CX_B_DBLOCK + 1, CX_B_DBLOCK + 2, CX_B_DBLOCK + 3,
+    CX_B_DBLOCK + 4, CX_B_DBLOCK + 5, CX_B_DBLOCK + 6, CX_B_DBLOCK + 7, CX_B_DPOOLED,
+    CX_B_ACT,        CX_B_DACT,       CX_B_MID,        CX_B_DMID,       CX_B_SCRATCH,
+    CX_B_BN_MEAN,    CX_B_BN_INVSTD,  CX_B_BN_VAR,     CX_B_BN_SCALE,   CX_B_BN_SHIFT};
+
+static void set_order(cx_plan *p)
+{
+    const unsigned char *first = p->training ? ORDER_TRAIN : ORDER_INFER;
+    int nfirst = p->training ? (int)sizeof ORDER_TRAIN : (int)sizeof ORDER_INFER, n = 0;
+    unsigned char seen[CX_B_W16] = {0};
+    for (int i = 0; i < nfirst; i++) {
+        p->order[n++] = first[i];
+        seen[first[i]] = 1;
+    }
+    for (int b = 0; b < CX_B_W16; b++)
+        if (!seen[b] && b != CX_B_WEIGHTS)
+            p->order[n++] = (unsigned char)b;
+    p->order[n] = CX_B_WEIGHTS;
+}
+
 cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int training,
                        const cx_backend *be, cx_plan *p, cx_err *err)
 {
@@ -118,6 +148,7 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
         B[CX_B_GRAD] = B[CX_B_ADAM_M] = B[CX_B_ADAM_V] = nt * f;
         B[CX_B_FLAG] = sizeof(int64_t);
     }
+    set_order(p);
     return CX_OK;
 }
 
@@ -162,20 +193,29 @@ cx_status cx_plan_bf16(const cx_model *m, const cx_backend *be, cx_plan *p, cx_e
     return CX_OK;
 }
 
-size_t cx_plan_bytes(const cx_plan *p, int first, int last)
+size_t cx_plan_bytes(const cx_plan *p, int bf16)
 {
     size_t total = 0;
-    for (int i = first; i < last; i++)
+    for (int i = bf16 ? CX_B_W16 : 0; i < (bf16 ? CX_B_COUNT : CX_B_W16); i++)
         total += align64(p->bytes[i]);
     return total;
 }
 
-void cx_plan_carve(const cx_plan *p, int first, int last, void *base, void **views)
+size_t cx_plan_offset(const cx_plan *p, int buf)
+{
+    size_t off = 0;
+    for (int i = 0; i < CX_B_W16 && p->order[i] != buf; i++)
+        off += align64(p->bytes[p->order[i]]);
+    return off;
+}
+
+void cx_plan_carve(const cx_plan *p, int bf16, void *base, void **views)
 {
     char *q = base;
-    for (int i = first; i < last; i++) {
-        views[i] = p->bytes[i] ? q : NULL;
-        q += align64(p->bytes[i]);
+    for (int i = bf16 ? CX_B_W16 : 0; i < (bf16 ? CX_B_COUNT : CX_B_W16); i++) {
+        int b = bf16 ? i : p->order[i];
+        views[b] = p->bytes[b] ? q : NULL;
+        q += align64(p->bytes[b]);
     }
 }
 
@@ -268,7 +308,7 @@ cx_status cx_pass_new(const cx_model *m, int batch, int height, int width, int t
     p->be = be;
     cx_status st = cx_plan_make(m, batch, height, width, training, be, &p->plan, err);
     if (!st) {
-        size_t bytes = cx_plan_bytes(&p->plan, 0, CX_B_W16);
+        size_t bytes = cx_plan_bytes(&p->plan, 0);
         st = be->ops->alloc(be, bytes, &p->arena);
         if (st) {
             st = cx_seterr(err, st, "out of memory planning %.1f MiB %s(backend %s)",
@@ -278,7 +318,7 @@ cx_status cx_pass_new(const cx_model *m, int batch, int height, int width, int t
         }
     }
     if (!st) {
-        cx_plan_carve(&p->plan, 0, CX_B_W16, p->arena, p->buf);
+        cx_plan_carve(&p->plan, 0, p->arena, p->buf);
         st = cx_pass_upload_weights(p, err);
     }
     if (!st)
@@ -306,13 +346,13 @@ cx_status cx_pass_set_bf16(cx_pass *p, int on, cx_err *err)
     cx_status st = cx_plan_bf16(m, be, &p->plan, err);
     if (st)
         return st;
-    size_t bytes = cx_plan_bytes(&p->plan, CX_B_W16, CX_B_COUNT);
+    size_t bytes = cx_plan_bytes(&p->plan, 1);
     if (be->ops->alloc(be, bytes, &p->arena16)) {
         p->arena16 = NULL;
         return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB for bf16",
                          bytes / 1048576.0);
     }
-    cx_plan_carve(&p->plan, CX_B_W16, CX_B_COUNT, p->arena16, p->buf);
+    cx_plan_carve(&p->plan, 1, p->arena16, p->buf);
     /* the block and transition convolutions' weights, packed in forward order */
     uint16_t *wp = p->buf[CX_B_W16];
     for (int b = 0; b < m->cfg.n_blocks; b++) {

@@ -66,7 +66,7 @@ cx_status cx_train_new_on(cx_model *m, int batch, int height, int width, cx_back
     /* the planned state starts at zero (gradients, Adam's moments: every
      * buffer but the weights, the arena's last); unit loss weights */
     st = cx_be_bind(be, err);
-    if (!st && (st = be->ops->zero(be, p->arena, cx_plan_bytes(&p->plan, 0, CX_B_WEIGHTS))))
+    if (!st && (st = be->ops->zero(be, p->arena, cx_plan_offset(&p->plan, CX_B_WEIGHTS))))
         st = cx_be_fail(be, st, "zero", "the training state", err);
     if (!st)
         st = cx_train_set_loss_weights(t, NULL, NULL, err);
@@ -99,7 +99,7 @@ void cx_train_free(cx_train *t)
     free(t);
 }
 
-size_t cx_train_arena_bytes(const cx_train *t) { return cx_plan_bytes(&t->p.plan, 0, CX_B_W16); }
+size_t cx_train_arena_bytes(const cx_train *t) { return cx_plan_bytes(&t->p.plan, 0); }
 
 cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg, cx_err *err)
 {
