@@ -61,7 +61,9 @@ cx_status cx_mkdir_p(const char *dir, cx_err *err);
 
 /* ---------------------------------------------------------------- threads */
 
-/* Number of threads used by OpenMP loops and BLAS; n <= 0 means all cores. */
+/* Number of threads used by OpenMP loops and the kernels; n <= 0 means all
+ * cores. A context or trainer computes with the count set when it was made
+ * (its backend's own). */
 void cx_set_threads(int n);
 int cx_get_threads(void);
 
@@ -266,12 +268,13 @@ cx_precision cx_ctx_precision(const cx_ctx *c);
  * machine: p, or F32 where BF16 would only be slower (see above). */
 cx_precision cx_precision_effective(cx_backend_id backend, cx_precision p);
 /* The bf16 convolution kernel a backend runs on this machine: "amx",
- * "avx512-bf16", "portable" (cpu backend) or "reference". */
+ * "avx512-bf16", "portable" (cpu backend) or "reference"; NULL for an
+ * unknown backend. */
 const char *cx_bf16_kernel(cx_backend_id backend);
 /* The fp32 GEMM a backend runs on this machine: the cpu backend's
  * microkernel of the instruction-set variant chosen for this CPU ("avx512
  * 8x32", "avx2 6x16", "sse2 4x8", "neon 8x8"; CHEXNET_ISA lowers the
- * choice), or "reference". */
+ * choice), or "reference"; NULL for an unknown backend. */
 const char *cx_gemm_kernel(cx_backend_id backend);
 /* The cpu backend's instruction-set variant on this machine ("avx512",
  * "avx2", "baseline", "neon", "portable"), and every variant this build

@@ -3,6 +3,7 @@
  * A backend is added here with one line. */
 #include "kernels/backend.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,16 +37,21 @@ const cx_backend_entry *cx_backend_find_name(const char *name)
     return NULL;
 }
 
+static char g_names[256];
+static pthread_once_t g_names_once = PTHREAD_ONCE_INIT;
+
+static void make_names(void)
+{
+    size_t k = 0;
+    for (int i = 0; i < NREG && k < sizeof g_names; i++)
+        k += (size_t)snprintf(g_names + k, sizeof g_names - k, "%s%s", i ? " " : "",
+                              REGISTRY[i]->name);
+}
+
 const char *cx_backend_names(void)
 {
-    static char names[256];
-    if (!names[0]) {
-        size_t k = 0;
-        for (int i = 0; i < NREG && k < sizeof names; i++)
-            k += (size_t)snprintf(names + k, sizeof names - k, "%s%s", i ? " " : "",
-                                  REGISTRY[i]->name);
-    }
-    return names;
+    pthread_once(&g_names_once, make_names);
+    return g_names;
 }
 
 const char *cx_backend_name(cx_backend_id id)
@@ -118,10 +124,9 @@ cx_status cx_be_fail(const cx_backend *be, cx_status st, const char *op, const c
 
 static const char *ask(cx_backend_id id, int bf16)
 {
-    static const char *const none = NULL;
     cx_backend *be = NULL;
     if (cx_backend_new(id, &be, NULL))
-        return none;
+        return NULL;
     const char *s = bf16 ? be->ops->bf16_kernel(be) : be->ops->gemm_kernel(be);
     cx_backend_free(be);
     return s; /* static strings */
