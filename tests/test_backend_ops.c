@@ -1184,10 +1184,13 @@ static void bf16_case(int Cin, int Cout, int N, int H, int W, int k, int bn, uin
     uint16_t *w0, *p0;
     bf16_conv_on(REF, x, bn ? sc : NULL, sh, w, Cin, Cout, N, H, W, k, &y0, &g0, &w0, &p0);
     assert_memory_equal(g0, y0, ny * 4);
-    if (!bn) { /* within bf16 rounding of fp32 */
+    { /* within bf16 rounding of the fp32 convolution (of the BN-ReLU) */
         float *dx = UPF(REF, x, Cin * P), *dw = UPF(REF, w, (size_t)Cout * Cin * k * k),
-              *dy = dalloc(REF, ny * 4);
+              *dy = dalloc(REF, ny * 4), *dsc = UPF(REF, sc, Cin), *dsh = UPF(REF, sh, Cin);
+        if (bn)
+            RUN(REF, bn_relu, dx, dx, Cin, P, dsc, dsh);
         RUN(REF, conv2d, dx, Cin, N, H, W, dw, Cout, k, 1, (k - 1) / 2, dy, NULL, 0);
+        dfree(REF, dsc), dfree(REF, dsh);
         float *y32 = DOWNF(REF, dy, ny);
         double e = rel_max(y0, y32, ny);
         if (!(e < 2e-2))
