@@ -94,7 +94,9 @@ cx_status cx_limits_set(const cx_limits *l, cx_err *err);
 
 /* ---------------------------------------------------------------- threads */
 
-/* Number of threads used by OpenMP loops and BLAS; n <= 0 means all cores. */
+/* Number of threads used by OpenMP loops and the kernels; n <= 0 means all
+ * cores. A context or trainer computes with the count set when it was made
+ * (its backend's own). */
 void cx_set_threads(int n);
 int cx_get_threads(void);
 
@@ -254,12 +256,20 @@ const float *cx_model_classifier_bias(const cx_model *m);
 
 /* --------------------------------------------------------------- inference */
 
+/* The backends this build has (src/kernels/: a registry of backend objects,
+ * each with its own memory and operations). Every function taking a
+ * backend refuses an unknown one (CX_EARG). */
 typedef enum {
     CX_BACKEND_REF = 0, /* plain C reference kernels (the oracle) */
-    CX_BACKEND_CPU = 1  /* BLAS + OpenMP */
+    CX_BACKEND_CPU = 1  /* chexnet's GEMM kernels per instruction set + OpenMP */
 } cx_backend_id;
 
+/* "ref", "cpu"; NULL for an unknown id. */
 const char *cx_backend_name(cx_backend_id id);
+/* The backend of a name, or -1 when there is none. */
+int cx_backend_parse(const char *name);
+/* Every backend's name, in id order, separated by spaces ("ref cpu"). */
+const char *cx_backend_names(void);
 
 typedef struct cx_ctx cx_ctx;
 
@@ -291,12 +301,13 @@ cx_precision cx_ctx_precision(const cx_ctx *c);
  * machine: p, or F32 where BF16 would only be slower (see above). */
 cx_precision cx_precision_effective(cx_backend_id backend, cx_precision p);
 /* The bf16 convolution kernel a backend runs on this machine: "amx",
- * "avx512-bf16", "portable" (cpu backend) or "reference". */
+ * "avx512-bf16", "portable" (cpu backend) or "reference"; NULL for an
+ * unknown backend. */
 const char *cx_bf16_kernel(cx_backend_id backend);
 /* The fp32 GEMM a backend runs on this machine: the cpu backend's
  * microkernel of the instruction-set variant chosen for this CPU ("avx512
  * 8x32", "avx2 6x16", "sse2 4x8", "neon 8x8"; CHEXNET_ISA lowers the
- * choice), or "reference". */
+ * choice), or "reference"; NULL for an unknown backend. */
 const char *cx_gemm_kernel(cx_backend_id backend);
 /* The cpu backend's instruction-set variant on this machine ("avx512",
  * "avx2", "baseline", "neon", "portable"), and every variant this build
@@ -314,6 +325,13 @@ float cx_sigmoid(float x);
  * copied to dst in layout CHW [C][h][w]; dst may be NULL to query sizes. */
 cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h,
                           int *w, cx_err *err);
+
+/* A context computes with the weights the model had when it was made (a
+ * backend with its own memory holds a copy). After they change (a loaded
+ * checkpoint, training), this brings the context up to date (bf16 weights
+ * are packed again). On the ref and cpu backends, which compute in the
+ * model's own memory, only bf16 has anything to do. */
+cx_status cx_ctx_sync_weights(cx_ctx *c, cx_err *err);
 
 /* ------------------------------------------------------------------ images */
 /* BEGIN images (owned by the image/preprocessing work) */
@@ -1088,6 +1106,11 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
                         double *loss, cx_err *err);
 /* Logits [n][K] of the last cx_train_step. */
 const float *cx_train_logits(const cx_train *t);
+/* The trainer updates the weights and running statistics where its backend
+ * computes; this brings them into the model (before saving it or
+ * validating with a context). Nothing to do on the ref and cpu backends,
+ * which compute in the model's own memory. */
+cx_status cx_train_sync_model(cx_train *t, cx_err *err);
 /* Gradient of model tensor i (cx_model_tensor order), NULL for running
  * statistics. Same layout as the tensor. */
 float *cx_train_grad(cx_train *t, int i);

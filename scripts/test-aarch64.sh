@@ -2,7 +2,7 @@
 # Builds chexnet for 64-bit ARM (aarch64) with Debian's cross toolchain and
 # runs the C test suite under qemu-user: the proof that the portable build,
 # its NEON kernels and its run-time dispatch hold on ARM.
-#   scripts/test-aarch64.sh [CTEST ARGS...]   e.g. -R test_kernels
+#   scripts/test-aarch64.sh [CTEST ARGS...]   e.g. -R test_backend_ops
 # Installs what it needs (as root, or with sudo): crossbuild-essential-arm64,
 # the :arm64 -dev packages (multiarch) and qemu-user. Emulation is slow: the
 # whole suite takes tens of minutes on two cores.

@@ -1,4 +1,5 @@
-/* Helpers shared by the C tests (test_kernels.c, test_bf16.c, test_grad.c). */
+/* Helpers shared by the C tests (test_backend_ops.c, test_sgemm.c, test_bf16.c,
+ * test_grad.c). */
 #ifndef CX_TESTUTIL_H
 #define CX_TESTUTIL_H
 

@@ -1,7 +1,9 @@
 /* Gradient checks: every backward op of the reference kernels (double
- * precision) against central finite differences on small shapes, then the
- * fast CPU backend's backward (float) against the reference backend (float).
- * The scalar checked is L = sum(r * f(inputs)) for a fixed random r. */
+ * precision) and the loss's gradient against central finite differences on
+ * small shapes (the scalar checked is L = sum(r * f(inputs)) for a fixed
+ * random r, or the loss itself); then the whole trainer on the CPU backend
+ * against the reference backend. (Every other backend's ops are checked
+ * against the reference by test_backend_ops.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -243,7 +245,34 @@ static void test_fd_linear(void **state)
     free(c.x), free(c.w), free(c.b), free(c.r), free(c.y);
 }
 
-/* ---- CPU backend backward == reference backend backward (float) ---- */
+/* ---- the loss ---- */
+typedef struct {
+    int n, K;
+    double *z, *y, *wp, *wn;
+} bce_case;
+
+static double bce_loss_of(void *p)
+{
+    bce_case *c = p;
+    double loss;
+    cx_ops_ref64()->bce_loss(c->z, c->y, c->n, c->K, c->wp, c->wn, &loss, NULL);
+    return loss;
+}
+
+static void test_fd_bce(void **state)
+{
+    cx_rng rng;
+    cx_rng_seed(&rng, 15);
+    bce_case c = {4, 3, 0};
+    c.z = drand(&rng, 12, -6, 6);
+    c.y = drand(&rng, 12, 0, 1); /* soft labels too */
+    c.wp = drand(&rng, 3, 0.2, 2);
+    c.wn = drand(&rng, 3, 0.2, 2);
+    double dz[12], loss;
+    cx_ops_ref64()->bce_loss(c.z, c.y, c.n, c.K, c.wp, c.wn, &loss, dz);
+    fd_check("binary cross-entropy: dlogits", c.z, 12, dz, bce_loss_of, &c, 1e-7);
+    free(c.z), free(c.y), free(c.wp), free(c.wn);
+}
 
 static float *frand(cx_rng *r, size_t n, float lo, float hi)
 {
@@ -261,86 +290,6 @@ static double rel_l2(const float *a, const float *b, size_t n)
         nb += (double)b[i] * b[i];
     }
     return sqrt(d) / (sqrt(nb) + 1e-30);
-}
-
-static void cpu_vs_ref_conv(int Cin, int N, int H, int W, int Cout, int k, int s, int pad,
-                            int accumulate)
-{
-    cx_rng rng;
-    cx_rng_seed(&rng, (uint64_t)(Cin + N + H + k));
-    int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
-    size_t nx = (size_t)Cin * N * H * W, nw = (size_t)Cout * Cin * k * k,
-           ny = (size_t)Cout * N * Ho * Wo;
-    float *x = frand(&rng, nx, -1, 1), *w = frand(&rng, nw, -1, 1), *dy = frand(&rng, ny, -1, 1);
-    float *dw1 = frand(&rng, nw, -1, 1), *dw2 = malloc(nw * 4);
-    float *dx1 = frand(&rng, nx, -1, 1), *dx2 = malloc(nx * 4);
-    memcpy(dw2, dw1, nw * 4);
-    memcpy(dx2, dx1, nx * 4);
-    cx_ops_ref()->conv2d_backward(x, Cin, N, H, W, w, Cout, k, s, pad, dy, dw1, dx1, accumulate,
-                                  NULL, 0);
-    size_t sn = cx_ops_cpu()->conv_bwd_scratch(Cin, N, H, W, Cout, k, s, pad);
-    float *scr = malloc((sn + 1) * 4);
-    cx_ops_cpu()->conv2d_backward(x, Cin, N, H, W, w, Cout, k, s, pad, dy, dw2, dx2, accumulate,
-                                  scr, sn);
-    double ew = rel_l2(dw2, dw1, nw), ex = rel_l2(dx2, dx1, nx);
-    if (ew > 1e-5 || ex > 1e-5)
-        fail_msg("cpu conv %dx%d/%d backward: dw rel %g, dx rel %g", k, k, s, ew, ex);
-    free(x), free(w), free(dy), free(dw1), free(dw2), free(dx1), free(dx2), free(scr);
-}
-
-static void test_cpu_backward(void **state)
-{
-    cpu_vs_ref_conv(24, 3, 7, 6, 16, 1, 1, 0, 0);
-    cpu_vs_ref_conv(24, 3, 7, 6, 16, 1, 1, 0, 1);
-    cpu_vs_ref_conv(16, 2, 8, 9, 8, 3, 1, 1, 1);
-    cpu_vs_ref_conv(3, 2, 21, 19, 8, 7, 2, 3, 0);
-    cpu_vs_ref_conv(64, 3, 56, 56, 4, 3, 1, 1, 0); /* chunked im2col */
-    cpu_vs_ref_conv(8, 10, 56, 56, 32, 3, 1, 1, 1); /* kn2row in 2 chunks of images */
-    cpu_vs_ref_conv(6, 2, 9, 7, 5, 5, 1, 2, 0);     /* 5x5 "same" convolution */
-
-    cx_rng rng;
-    cx_rng_seed(&rng, 17);
-    int C = 9;
-    int64_t P = 3 * 6 * 5;
-    size_t n = (size_t)C * P;
-    float *x = frand(&rng, n, -2, 2), *dy = frand(&rng, n, -1, 1), *g = frand(&rng, C, 0.5f, 1.5f),
-          *b = frand(&rng, C, -0.3f, 0.3f);
-    float m1[9], v1[9], m2[9], v2[9], is[9];
-    cx_ops_ref()->bn_stats(x, C, P, m1, v1);
-    cx_ops_cpu()->bn_stats(x, C, P, m2, v2);
-    assert_true(rel_l2(m2, m1, C) < 1e-6 && rel_l2(v2, v1, C) < 1e-6);
-    for (int i = 0; i < C; i++)
-        is[i] = 1.0f / sqrtf(v1[i] + 1e-5f);
-    float dg1[9] = {0}, db1[9] = {0}, dg2[9] = {0}, db2[9] = {0};
-    float *dx1 = malloc(n * 4), *dx2 = malloc(n * 4);
-    cx_ops_ref()->bn_relu_backward(x, dy, C, P, g, b, m1, is, dg1, db1, dx1, 0);
-    cx_ops_cpu()->bn_relu_backward(x, dy, C, P, g, b, m1, is, dg2, db2, dx2, 0);
-    assert_true(rel_l2(dx2, dx1, n) < 1e-5);
-    assert_true(rel_l2(dg2, dg1, C) < 1e-5 && rel_l2(db2, db1, C) < 1e-5);
-
-    float *pdx1 = malloc(n * 4), *pdx2 = malloc(n * 4);
-    int H = 6, W = 5, N = 3;
-    size_t nyp = (size_t)C * N * cx_out_size(H, 3, 2, 1) * cx_out_size(W, 3, 2, 1);
-    cx_ops_ref()->maxpool_backward(x, C, N, H, W, 3, 2, 1, dy, pdx1);
-    cx_ops_cpu()->maxpool_backward(x, C, N, H, W, 3, 2, 1, dy, pdx2);
-    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
-    (void)nyp;
-    cx_ops_ref()->avgpool_backward(dy, C, N, H, W, 2, pdx1);
-    cx_ops_cpu()->avgpool_backward(dy, C, N, H, W, 2, pdx2);
-    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
-    cx_ops_ref()->gap_backward(dy, C, N, H * W, pdx1);
-    cx_ops_cpu()->gap_backward(dy, C, N, H * W, pdx2);
-    assert_true(rel_l2(pdx2, pdx1, n) < 1e-6);
-
-    float *lw = frand(&rng, 14 * 20, -1, 1), *lx = frand(&rng, 3 * 20, -1, 1),
-          *ldy = frand(&rng, 3 * 14, -1, 1);
-    float ldw1[280] = {0}, ldw2[280] = {0}, ldb1[14] = {0}, ldb2[14] = {0}, ldx1[60], ldx2[60];
-    cx_ops_ref()->linear_backward(lx, 3, 20, lw, 14, ldy, ldw1, ldb1, ldx1);
-    cx_ops_cpu()->linear_backward(lx, 3, 20, lw, 14, ldy, ldw2, ldb2, ldx2);
-    assert_true(rel_l2(ldw2, ldw1, 280) < 1e-6 && rel_l2(ldb2, ldb1, 14) < 1e-6 &&
-                rel_l2(ldx2, ldx1, 60) < 1e-6);
-    free(x), free(dy), free(g), free(b), free(dx1), free(dx2), free(pdx1), free(pdx2);
-    free(lw), free(lx), free(ldy);
 }
 
 /* The whole trainer on a small DenseNet-BC (growth 8, blocks 2-3-2): one
@@ -458,10 +407,9 @@ int main(void)
 {
     cx_set_threads(2);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fd_conv),   cmocka_unit_test(test_fd_bn_relu),
-        cmocka_unit_test(test_fd_pools),  cmocka_unit_test(test_fd_linear),
-        cmocka_unit_test(test_cpu_backward),
-        cmocka_unit_test(test_train_step_backends),
+        cmocka_unit_test(test_fd_conv),  cmocka_unit_test(test_fd_bn_relu),
+        cmocka_unit_test(test_fd_pools), cmocka_unit_test(test_fd_linear),
+        cmocka_unit_test(test_fd_bce),   cmocka_unit_test(test_train_step_backends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,72 +1,19 @@
-/* Inference: memory planning and the forward pass of a DenseNet.
- *
- * All activations live in one arena planned by cx_ctx_new for (model,
- * batch, H, W); cx_forward allocates nothing. Activation layout is CNHW
- * (see kernels/backend.h). Each dense block owns one buffer
- * [C_block_out][N][h][w]: the block's input is written to its first channels
- * (by max-pool or by the transition's average pool) and layer l writes its k
- * new channels at channel offset cin_l, so concatenation never copies. */
-#include "kernels/backend.h"
-#include "model/model_internal.h"
-#include "util/mem.h"
+/* The forward pass of a DenseNet (model/pass.h), with a training flag, and
+ * the inference context around it. A context plans all buffers once for
+ * (model, batch, H, W) in its backend's memory (cx_ctx_new); cx_forward
+ * uploads the batch, runs the pass as a sequence of backend ops and
+ * downloads the logits, allocating nothing. */
+#include "model/pass.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct cx_ctx {
-    const cx_model *m;
-    const cx_ops *ops;
-    int batch, H, W;
+    cx_pass p;
     int n; /* images in the last forward */
-
-    /* spatial sizes */
-    int H0, W0;                    /* after conv0 */
-    int Hb[CX_MAX_BLOCKS], Wb[CX_MAX_BLOCKS]; /* of each dense block */
-
-    float *arena;
-    size_t arena_n;
-    /* views into the arena (sizes for the planned batch) */
-    float *input;                   /* CNHW [Cin][N][H][W] */
-    float *stem;                    /* CNHW [C0][N][H0][W0] */
-    float *block[CX_MAX_BLOCKS];    /* CNHW [Cout_b][N][Hb][Wb] */
-    float *act;                     /* BN-ReLU of the concatenated input */
-    float *mid;                     /* bottleneck / transition conv output */
-    float *scratch;                 /* im2col */
-    size_t scratch_n;
-    float *features;                /* CNHW [F][N][h][w]: norm5 + ReLU */
-    float *pooled;                  /* [N][F] */
-    float *scale, *shift;           /* per-BN-channel folded affine, all BNs */
-
-    /* bf16 (cx_ctx_set_precision): a second arena, absent for fp32 */
-    cx_backend_id backend;
     cx_precision prec;
-    void *arena16;
-    size_t arena16_bytes;
-    uint16_t *w16;      /* packed weights of the block and transition convs, forward order */
-    uint16_t *act16;    /* packed BN-ReLU of a 1x1 conv's input (layout: kernels/backend.h) */
-    uint16_t *mid16;    /* BN-ReLU of the bottleneck in the 3x3 conv's grid layout */
-    float *scratch16;
-    size_t scratch16_n;
 };
-
-const char *cx_backend_name(cx_backend_id id)
-{
-    switch (id) {
-    case CX_BACKEND_REF: return "ref";
-    case CX_BACKEND_CPU: return "cpu";
-    }
-    return "unknown";
-}
-
-static const cx_ops *backend_ops(cx_backend_id id)
-{
-    switch (id) {
-    case CX_BACKEND_REF: return cx_ops_ref();
-    case CX_BACKEND_CPU: return cx_ops_cpu();
-    }
-    return NULL;
-}
 
 float cx_sigmoid(float x)
 {
@@ -78,145 +25,267 @@ float cx_sigmoid(float x)
     return z / (1.0f + z);
 }
 
-static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+/* ---------------------------------------------------------------- the pass */
+
+/* The BatchNorm of slot s ready for its ReLU: in inference its running
+ * statistics folded into scale and shift; in training its batch statistics
+ * (of x over P values per channel, or the block's, already known) folded,
+ * with invstd kept for backward. */
+static cx_status bn_prepare(cx_pass *p, const cx_bn_slot *s, const float *x, int64_t P, cx_err *err)
+{
+    cx_backend *be = p->be;
+    const char *where = cx_pass_name(p, s->bn->idx);
+    if (!p->plan.training) {
+        CX_OP(be, err, where, bn_fold, s->bn->C, s->weight, s->bias, s->run_mean, s->run_var,
+              CX_BN_EPS, s->scale, s->shift, NULL);
+        return CX_OK;
+    }
+    if (x) /* its own statistics (norm0, norm2) */
+        CX_OP(be, err, where, bn_stats, x, s->bn->C, P, s->mean, s->var);
+    CX_OP(be, err, where, bn_fold, s->bn->C, s->weight, s->bias, s->mean, s->var, CX_BN_EPS,
+          s->scale, s->shift, s->invstd);
+    return CX_OK;
+}
+
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        cx_status st_ = (call);                                                                    \
+        if (st_ != CX_OK)                                                                          \
+            return st_;                                                                            \
+    } while (0)
+
+/* A dense layer with bf16 convolutions (inference): BN + ReLU written
+ * straight into the packed layouts, the 3x3 convolution's input into its
+ * zero-padded grid. *wp: the next packed weights. */
+static cx_status dense_layer_bf16(cx_pass *p, const cx_bn_slot *s, const cx_dense_layer *L,
+                                  float *buf, int n, int h, int w, const uint16_t **wp, cx_err *err)
+{
+    cx_backend *be = p->be;
+    const cx_ops *ops = be->ops;
+    int64_t P = (int64_t)n * h * w;
+    uint16_t *act16 = p->buf[CX_B_ACT16], *mid16 = p->buf[CX_B_MID16];
+    float *mid = p->buf[CX_B_MID], *scr = p->buf[CX_B_SCRATCH16];
+    size_t scr_n = p->plan.scratch16_n;
+    const char *w1 = cx_pass_name(p, L->conv1.idx), *w2 = cx_pass_name(p, L->conv2.idx);
+    TRY(bn_prepare(p, &s[0], NULL, P, err));
+    CX_OP(be, err, w1, pack_bf16, buf, L->norm1.C, P, s[0].scale, s[0].shift, act16);
+    CX_OP(be, err, w1, conv2d_bf16, act16, L->conv1.Cin, n, h, w, *wp, L->conv1.Cout, 1, mid, scr,
+          scr_n);
+    *wp += ops->bf16_weights_size(be, L->conv1.Cout, L->conv1.Cin, L->conv1.k);
+    TRY(bn_prepare(p, &s[1], NULL, P, err));
+    CX_OP(be, err, w2, pack_bf16_grid, mid, L->norm2.C, n, h, w, s[1].scale, s[1].shift, L->conv2.k,
+          mid16);
+    CX_OP(be, err, w2, conv2d_grid_bf16, mid16, L->conv2.Cin, n, h, w, *wp, L->conv2.Cout,
+          L->conv2.k, buf + (int64_t)L->cin * P, scr, scr_n);
+    *wp += ops->bf16_weights_size(be, L->conv2.Cout, L->conv2.Cin, L->conv2.k);
+    return CX_OK;
+}
+
+cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_err *err)
+{
+    const cx_model *m = p->m;
+    const cx_config *cfg = &m->cfg;
+    const cx_plan *pl = &p->plan;
+    cx_backend *be = p->be;
+    const int training = pl->training, H = pl->H, W = pl->W, Cin = cfg->in_channels;
+    const int C0 = m->conv0.Cout;
+    float *input = p->buf[CX_B_INPUT], *stem = p->buf[CX_B_STEM], *act = p->buf[CX_B_ACT];
+    float *mid = p->buf[CX_B_MID], *mids = p->buf[CX_B_MIDS], *scr = p->buf[CX_B_SCRATCH];
+    float *bmean = p->buf[CX_B_BLOCK_MEAN], *bvar = p->buf[CX_B_BLOCK_VAR];
+    size_t scr_n = pl->scratch_n;
+    const cx_bn_slot *s = p->bn;
+    const uint16_t *wp = p->buf[CX_B_W16];
+
+    CX_OP(be, err, "the batch", nchw_to_cnhw, x, n, Cin, (int64_t)H * W, input);
+
+    /* stem: conv0 -> norm0 -> relu -> maxpool into block 1 (in training the
+     * conv0 output is kept for backward and the BN-ReLU goes to act) */
+    const char *w0 = cx_pass_name(p, m->conv0.idx);
+    CX_OP(be, err, w0, conv2d, input, Cin, n, H, W, cx_pass_dev(p, m->conv0.w), C0, 7, 2, 3, stem,
+          scr, scr_n);
+    int64_t P0 = (int64_t)n * pl->H0 * pl->W0;
+    float *a0 = training ? act : stem;
+    TRY(bn_prepare(p, s, stem, P0, err));
+    CX_OP(be, err, cx_pass_name(p, s->bn->idx), bn_relu, stem, a0, C0, P0, s->scale, s->shift);
+    s++;
+    CX_OP(be, err, "features.pool0", maxpool, a0, C0, n, pl->H0, pl->W0, 3, 2, 1,
+          p->buf[CX_B_BLOCK]);
+    if (training)
+        CX_OP(be, err, "features.pool0", bn_stats, p->buf[CX_B_BLOCK], C0,
+              (int64_t)n * pl->Hb[0] * pl->Wb[0], bmean, bvar);
+
+    for (int b = 0; b < cfg->n_blocks; b++) {
+        const cx_dense_block *blk = &m->blocks[b];
+        int h = pl->Hb[b], w = pl->Wb[b];
+        int64_t P = (int64_t)n * h * w;
+        float *buf = p->buf[CX_B_BLOCK + b];
+        for (int l = 0; l < blk->n_layers; l++, s += 2) {
+            const cx_dense_layer *L = &blk->layers[l];
+            if (p->bf16) {
+                TRY(dense_layer_bf16(p, s, L, buf, n, h, w, &wp, err));
+                continue;
+            }
+            /* norm1 + relu over the first cin channels, conv1 1x1 -> the
+             * bottleneck; norm2 + relu, conv2 3x3 -> the new channels (fused:
+             * no BN-ReLU output is stored) */
+            float *bott = training ? mids : mid;
+            const char *w1 = cx_pass_name(p, L->conv1.idx), *w2 = cx_pass_name(p, L->conv2.idx);
+            TRY(bn_prepare(p, &s[0], NULL, P, err));
+            CX_OP(be, err, w1, conv1x1_bn_relu, buf, L->norm1.C, P, s[0].scale, s[0].shift,
+                  cx_pass_dev(p, L->conv1.w), L->conv1.Cout, bott, act);
+            TRY(bn_prepare(p, &s[1], bott, P, err));
+            float *newc = buf + (int64_t)L->cin * P;
+            CX_OP(be, err, w2, conv2d_bn_relu, bott, L->conv2.Cin, n, h, w, s[1].scale, s[1].shift,
+                  cx_pass_dev(p, L->conv2.w), L->conv2.Cout, L->conv2.k, newc, act, scr, scr_n);
+            if (training) {
+                CX_OP(be, err, w2, bn_stats, newc, L->conv2.Cout, P, bmean + L->cin, bvar + L->cin);
+                mids += (int64_t)L->conv1.Cout * pl->batch * h * w;
+            }
+        }
+        if (b != cfg->n_blocks - 1) {
+            const cx_transition *t = &m->trans[b];
+            const char *wt = cx_pass_name(p, t->conv.idx);
+            TRY(bn_prepare(p, s, NULL, P, err));
+            if (p->bf16) {
+                CX_OP(be, err, wt, pack_bf16, buf, t->norm.C, P, s->scale, s->shift,
+                      (uint16_t *)p->buf[CX_B_ACT16]);
+                CX_OP(be, err, wt, conv2d_bf16, p->buf[CX_B_ACT16], t->conv.Cin, n, h, w, wp,
+                      t->conv.Cout, 1, mid, p->buf[CX_B_SCRATCH16], pl->scratch16_n);
+                wp += be->ops->bf16_weights_size(be, t->conv.Cout, t->conv.Cin, t->conv.k);
+            } else {
+                CX_OP(be, err, wt, conv1x1_bn_relu, buf, t->norm.C, P, s->scale, s->shift,
+                      cx_pass_dev(p, t->conv.w), t->conv.Cout, mid, act);
+            }
+            s++;
+            float *next = p->buf[CX_B_BLOCK + b + 1];
+            CX_OP(be, err, wt, avgpool, mid, t->conv.Cout, n, h, w, 2, next);
+            if (training) {
+                bmean += blk->cout;
+                bvar += blk->cout;
+                CX_OP(be, err, wt, bn_stats, next, t->conv.Cout,
+                      (int64_t)n * pl->Hb[b + 1] * pl->Wb[b + 1], bmean, bvar);
+            }
+        }
+    }
+    /* head: norm5 + relu -> features, global average pool, classifier */
+    int last = cfg->n_blocks - 1, hwf = pl->Hb[last] * pl->Wb[last];
+    float *feat = p->buf[CX_B_FEATURES], *pooled = p->buf[CX_B_POOLED];
+    TRY(bn_prepare(p, s, NULL, (int64_t)n * hwf, err));
+    CX_OP(be, err, cx_pass_name(p, s->bn->idx), bn_relu, p->buf[CX_B_BLOCK + last], feat,
+          m->num_features, (int64_t)n * hwf, s->scale, s->shift);
+    const char *wc = cx_pass_name(p, m->fc_idx);
+    CX_OP(be, err, wc, gap, feat, m->num_features, n, hwf, pooled);
+    CX_OP(be, err, wc, linear, pooled, n, m->num_features, cx_pass_dev(p, m->fc_w),
+          cx_pass_dev(p, m->fc_b), cfg->num_classes, logits);
+    return CX_OK;
+}
+
+/* ------------------------------------------------------------- the context */
+
+cx_status cx_ctx_new_on(const cx_model *m, int batch, int height, int width, cx_backend *be,
+                        cx_ctx **out, cx_err *err)
+{
+    *out = NULL;
+    cx_ctx *c = calloc(1, sizeof *c);
+    if (!c) {
+        cx_backend_free(be);
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    }
+    cx_status st = cx_pass_new(m, batch, height, width, 0, be, &c->p, err);
+    if (st) {
+        free(c);
+        return st;
+    }
+    *out = c;
+    return CX_OK;
+}
 
 cx_status cx_ctx_new(const cx_model *m, int batch, int height, int width, cx_backend_id backend,
                      cx_ctx **out, cx_err *err)
 {
     *out = NULL;
-    const cx_ops *ops = backend_ops(backend);
-    if (!ops)
-        return cx_seterr(err, CX_EARG, "unknown backend %d", (int)backend);
-    if (batch < 1 || batch > 4096)
-        return cx_seterr(err, CX_EARG, "batch size %d out of range (1..4096)", batch);
-    if (height < 32 || width < 32 || height > 4096 || width > 4096)
-        return cx_seterr(err, CX_EARG, "input size %dx%d out of range (32..4096)", width,
-                         height);
-    const cx_config *cfg = &m->cfg;
-    cx_ctx *c = calloc(1, sizeof *c);
-    if (!c)
-        return cx_seterr(err, CX_ENOMEM, "out of memory");
-    c->m = m;
-    c->ops = ops;
-    c->backend = backend;
-    c->batch = batch;
-    c->H = height;
-    c->W = width;
-    size_t N = (size_t)batch;
-
-    /* ---- plan sizes (floats) ---- */
-    c->H0 = cx_out_size(height, 7, 2, 3);
-    c->W0 = cx_out_size(width, 7, 2, 3);
-    int h = cx_out_size(c->H0, 3, 2, 1), w = cx_out_size(c->W0, 3, 2, 1);
-    size_t n_input = (size_t)cfg->in_channels * N * height * width;
-    size_t n_stem = (size_t)cfg->num_init_features * N * c->H0 * c->W0;
-    size_t n_block[CX_MAX_BLOCKS];
-    size_t n_act = 0, n_mid = 0, n_scratch = 0;
-    n_scratch = ops->conv_scratch(cfg->in_channels, batch, height, width,
-                                  cfg->num_init_features, 7, 2, 3);
-    for (int b = 0; b < cfg->n_blocks; b++) {
-        const cx_dense_block *blk = &m->blocks[b];
-        if (h < 1 || w < 1) {
-            free(c);
-            return cx_seterr(err, CX_EARG, "input %dx%d too small for %d dense blocks", width,
-                             height, cfg->n_blocks);
-        }
-        c->Hb[b] = h;
-        c->Wb[b] = w;
-        size_t P = N * h * w;
-        n_block[b] = (size_t)blk->cout * P;
-        for (int l = 0; l < blk->n_layers; l++) {
-            const cx_dense_layer *L = &blk->layers[l];
-            n_act = max_sz(n_act, (size_t)L->cin * P);
-            n_act = max_sz(n_act, (size_t)L->conv2.Cin * P);
-            n_mid = max_sz(n_mid, (size_t)L->conv1.Cout * P);
-            n_scratch = max_sz(n_scratch, ops->conv_scratch(L->conv1.Cin, batch, h, w,
-                                                            L->conv1.Cout, 1, 1, 0));
-            n_scratch = max_sz(n_scratch, ops->conv_scratch(L->conv2.Cin, batch, h, w,
-                                                            L->conv2.Cout, 3, 1, 1));
-        }
-        if (b != cfg->n_blocks - 1) {
-            const cx_transition *t = &m->trans[b];
-            n_act = max_sz(n_act, (size_t)t->norm.C * P);
-            n_mid = max_sz(n_mid, (size_t)t->conv.Cout * P);
-            n_scratch = max_sz(n_scratch, ops->conv_scratch(t->conv.Cin, batch, h, w,
-                                                            t->conv.Cout, 1, 1, 0));
-            h /= 2;
-            w /= 2;
-        }
-    }
-    int last = cfg->n_blocks - 1;
-    size_t n_feat = (size_t)m->num_features * N * c->Hb[last] * c->Wb[last];
-    size_t n_pooled = N * m->num_features;
-    size_t n_bn = cx_model_bn_channels(m);
-
-    /* ---- carve the arena (each view 64-byte aligned) ---- */
-    size_t sizes[16], k = 0;
-    sizes[k++] = n_input;
-    sizes[k++] = n_stem;
-    for (int b = 0; b < cfg->n_blocks; b++)
-        sizes[k++] = n_block[b];
-    sizes[k++] = n_act;
-    sizes[k++] = n_mid;
-    sizes[k++] = n_scratch;
-    sizes[k++] = n_feat;
-    sizes[k++] = n_pooled;
-    sizes[k++] = n_bn;
-    sizes[k++] = n_bn;
-    size_t total = 0;
-    for (size_t i = 0; i < k; i++)
-        total += (sizes[i] + 15) & ~(size_t)15;
-    c->arena = cx_big_alloc(total * sizeof(float));
-    if (!c->arena) {
-        free(c);
-        return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB of activations",
-                         total * 4.0 / 1048576.0);
-    }
-    c->arena_n = total;
-    float *p = c->arena;
-    size_t i = 0;
-#define TAKE(dst)                                   \
-    do {                                            \
-        dst = p;                                    \
-        p += (sizes[i++] + 15) & ~(size_t)15;       \
-    } while (0)
-    TAKE(c->input);
-    TAKE(c->stem);
-    for (int b = 0; b < cfg->n_blocks; b++)
-        TAKE(c->block[b]);
-    TAKE(c->act);
-    TAKE(c->mid);
-    TAKE(c->scratch);
-    TAKE(c->features);
-    TAKE(c->pooled);
-    TAKE(c->scale);
-    TAKE(c->shift);
-#undef TAKE
-    c->scratch_n = n_scratch;
-    *out = c;
-    return CX_OK;
+    cx_backend *be = NULL;
+    cx_status st = cx_backend_new(backend, &be, err);
+    return st ? st : cx_ctx_new_on(m, batch, height, width, be, out, err);
 }
 
 void cx_ctx_free(cx_ctx *c)
 {
     if (!c)
         return;
-    cx_big_free(c->arena16);
-    cx_big_free(c->arena);
+    cx_pass_free(&c->p);
     free(c);
 }
 
 size_t cx_ctx_arena_bytes(const cx_ctx *c)
 {
-    return c->arena_n * sizeof(float) + c->arena16_bytes;
+    return cx_plan_bytes(&c->p.plan, 0) + (c->p.arena16 ? cx_plan_bytes(&c->p.plan, 1) : 0);
 }
 
-/* ---- bf16 ---- */
-
-const char *cx_precision_name(cx_precision p)
+cx_status cx_ctx_sync_weights(cx_ctx *c, cx_err *err)
 {
-    return p == CX_PRECISION_BF16 ? "bf16" : "fp32";
+    cx_status st = cx_pass_upload_weights(&c->p, err);
+    if (!st && c->prec == CX_PRECISION_BF16)
+        st = cx_ctx_set_precision(c, CX_PRECISION_BF16, err);
+    return st;
 }
+
+cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err *err)
+{
+    cx_pass *p = &c->p;
+    if (n < 1 || n > p->plan.batch)
+        return cx_seterr(err, CX_EARG, "forward of %d images with a context planned for %d", n,
+                         p->plan.batch);
+    const cx_config *cfg = &p->m->cfg;
+    cx_backend *be = p->be;
+    int K = cfg->num_classes;
+    c->n = n;
+    TRY(cx_be_bind(be, err));
+    const void *x;
+    size_t in_bytes = sizeof(float) * (size_t)n * cfg->in_channels * p->plan.H * p->plan.W;
+    cx_status st = cx_be_in(be, input, p->buf[CX_B_NCHW], in_bytes, &x);
+    if (st)
+        return cx_be_fail(be, st, "upload", "the batch", err);
+    float *out = cx_be_out(be, logits, p->buf[CX_B_OUT] ? (char *)p->buf[CX_B_OUT] + 64 : NULL);
+    if ((st = cx_pass_forward(p, x, n, out, err)))
+        return st;
+    if ((st = cx_be_out_done(be, logits, out, sizeof(float) * (size_t)n * K)))
+        return cx_be_fail(be, st, "download", "the logits", err);
+    for (int i = 0; i < n * K; i++)
+        if (!isfinite(logits[i]))
+            return cx_seterr(err, CX_ENUMERIC,
+                             "non-finite logit for image %d class %d (check the weights)", i / K,
+                             i % K);
+    return CX_OK;
+}
+
+cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h, int *w, cx_err *err)
+{
+    const cx_pass *p = &c->p;
+    int last = p->m->cfg.n_blocks - 1;
+    int F = p->m->num_features, hh = p->plan.Hb[last], ww = p->plan.Wb[last];
+    if (C)
+        *C = F;
+    if (h)
+        *h = hh;
+    if (w)
+        *w = ww;
+    if (!dst)
+        return CX_OK;
+    if (i < 0 || i >= c->n)
+        return cx_seterr(err, CX_EARG, "image %d not in the last forward (%d images)", i, c->n);
+    cx_backend *be = p->be;
+    float *out = cx_be_out(be, dst, p->buf[CX_B_FEATURE_OUT]);
+    TRY(cx_be_bind(be, err));
+    CX_OP(be, err, "the features", cnhw_to_nchw, p->buf[CX_B_FEATURES], F, c->n, (int64_t)hh * ww,
+          i, 1, out);
+    cx_status st = cx_be_out_done(be, dst, out, sizeof(float) * (size_t)F * hh * ww);
+    return st ? cx_be_fail(be, st, "download", "the features", err) : CX_OK;
+}
+
+/* ---------------------------------------------------------------- bf16 */
+
+const char *cx_precision_name(cx_precision p) { return p == CX_PRECISION_BF16 ? "bf16" : "fp32"; }
 
 int cx_precision_parse(const char *s)
 {
@@ -231,267 +300,17 @@ int cx_precision_parse(const char *s)
 
 cx_precision cx_ctx_precision(const cx_ctx *c) { return c->prec; }
 
-static size_t w16_size(const cx_conv *cv)
+cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision prec, cx_err *err)
 {
-    return (size_t)cx_bf16_mpad((int64_t)cv->k * cv->k * cv->Cout) * (size_t)cx_bf16_kpad(cv->Cin);
-}
-
-static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
-cx_status cx_ctx_set_precision(cx_ctx *c, cx_precision p, cx_err *err)
-{
-    if (p != CX_PRECISION_F32 && p != CX_PRECISION_BF16)
-        return cx_seterr(err, CX_EARG, "unknown precision %d", (int)p);
-    cx_big_free(c->arena16);
-    c->arena16 = NULL;
-    c->arena16_bytes = 0;
-    c->w16 = c->act16 = c->mid16 = NULL;
-    c->scratch16 = NULL;
-    c->scratch16_n = 0;
+    if (prec != CX_PRECISION_F32 && prec != CX_PRECISION_BF16)
+        return cx_seterr(err, CX_EARG, "unknown precision %d", (int)prec);
+    cx_backend *be = c->p.be;
     c->prec = CX_PRECISION_F32;
-    if (p == CX_PRECISION_F32 || cx_precision_effective(c->backend, p) != p)
-        return CX_OK;
-    const cx_ops *ops = c->ops;
-    if (!ops->pack_bf16 || !ops->conv2d_bf16 || !ops->pack_bf16_grid || !ops->conv2d_grid_bf16)
-        return cx_seterr(err, CX_EARG, "the %s backend has no bf16 kernels", ops->name);
-    const cx_model *m = c->m;
-    size_t n_w = 0, n_act = 0, n_mid = 0, n_scr = 0;
-    for (int b = 0; b < m->cfg.n_blocks; b++) {
-        const cx_dense_block *blk = &m->blocks[b];
-        int h = c->Hb[b], w = c->Wb[b];
-        int64_t Pp = cx_bf16_ppad((int64_t)c->batch * h * w);
-        for (int l = 0; l < blk->n_layers; l++) {
-            const cx_dense_layer *L = &blk->layers[l];
-            if (L->conv1.k != 1 || L->conv2.k % 2 != 1)
-                return cx_seterr(err, CX_EARG, "bf16 needs 1x1 bottleneck and odd 'same' convolutions");
-            n_w += w16_size(&L->conv1) + w16_size(&L->conv2);
-            n_act = max_sz(n_act, (size_t)(cx_bf16_kpad(L->cin) * Pp));
-            cx_bf16_grid g = cx_bf16_grid_of(c->batch, h, w, L->conv2.k);
-            n_mid = max_sz(n_mid, (size_t)(cx_bf16_kpad(L->conv2.Cin) * g.Qp));
-            n_scr = max_sz(n_scr, ops->conv_grid_bf16_scratch(L->conv2.Cin, c->batch, h, w,
-                                                              L->conv2.Cout, L->conv2.k));
-            n_scr = max_sz(n_scr, ops->conv_bf16_scratch(L->conv1.Cin, c->batch, h, w,
-                                                         L->conv1.Cout, 1));
-        }
-        if (b != m->cfg.n_blocks - 1) {
-            const cx_transition *t = &m->trans[b];
-            n_w += w16_size(&t->conv);
-            n_act = max_sz(n_act, (size_t)(cx_bf16_kpad(t->conv.Cin) * Pp));
-        }
-    }
-    size_t bytes = align64(n_w * 2) + align64(n_act * 2) + align64(n_mid * 2) +
-                   align64(n_scr * sizeof(float));
-    char *a = cx_big_alloc(bytes);
-    if (!a)
-        return cx_seterr(err, CX_ENOMEM, "out of memory planning %.1f MiB for bf16",
-                         bytes / 1048576.0);
-    c->arena16 = a;
-    c->arena16_bytes = bytes;
-    c->w16 = (uint16_t *)a;
-    a += align64(n_w * 2);
-    c->act16 = (uint16_t *)a;
-    a += align64(n_act * 2);
-    c->mid16 = (uint16_t *)a;
-    a += align64(n_mid * 2);
-    c->scratch16 = (float *)a;
-    c->scratch16_n = n_scr;
-    uint16_t *wp = c->w16;
-    for (int b = 0; b < m->cfg.n_blocks; b++) {
-        for (int l = 0; l < m->blocks[b].n_layers; l++) {
-            const cx_dense_layer *L = &m->blocks[b].layers[l];
-            cx_bf16_pack_conv_weights(L->conv1.w, L->conv1.Cout, L->conv1.Cin, 1, wp);
-            wp += w16_size(&L->conv1);
-            cx_bf16_pack_conv_weights(L->conv2.w, L->conv2.Cout, L->conv2.Cin, L->conv2.k, wp);
-            wp += w16_size(&L->conv2);
-        }
-        if (b != m->cfg.n_blocks - 1) {
-            const cx_conv *cv = &m->trans[b].conv;
-            cx_bf16_pack_conv_weights(cv->w, cv->Cout, cv->Cin, 1, wp);
-            wp += w16_size(cv);
-        }
-    }
-    c->prec = CX_PRECISION_BF16;
-    return CX_OK;
-}
-
-const char *cx_gemm_kernel(cx_backend_id backend)
-{
-    const cx_ops *ops = backend_ops(backend);
-    return ops && ops->gemm_kernel ? ops->gemm_kernel() : "none";
-}
-
-const char *cx_bf16_kernel(cx_backend_id backend)
-{
-    const cx_ops *ops = backend_ops(backend);
-    return ops && ops->bf16_kernel ? ops->bf16_kernel() : "none";
-}
-
-cx_precision cx_precision_effective(cx_backend_id backend, cx_precision p)
-{
-    if (p != CX_PRECISION_BF16 || strcmp(cx_bf16_kernel(backend), "portable"))
-        return p;
-    const char *e = getenv("CHEXNET_BF16_KERNEL"); /* asked for by name: tests, comparisons */
-    return e && !strcmp(e, "portable") ? p : CX_PRECISION_F32;
-}
-
-/* Folds inference BatchNorm into y = x * scale + shift, as PyTorch's CPU
- * kernel does: scale = weight / sqrt(var + eps), shift = bias - mean * scale. */
-static void fold_bn(const cx_bn *bn, float *scale, float *shift)
-{
-    for (int i = 0; i < bn->C; i++) {
-        float inv = 1.0f / sqrtf(bn->var[i] + CX_BN_EPS);
-        scale[i] = bn->weight[i] * inv;
-        shift[i] = bn->bias[i] - bn->mean[i] * scale[i];
-    }
-}
-
-typedef struct {
-    float *scale, *shift;
-} bn_cursor;
-
-/* Folds bn into the cursor's next slot of the arena and moves past it; the
- * slot holds bn's per-channel scale and shift. */
-static bn_cursor fold_next(bn_cursor *cur, const cx_bn *bn)
-{
-    bn_cursor f = *cur;
-    fold_bn(bn, f.scale, f.shift);
-    cur->scale += bn->C;
-    cur->shift += bn->C;
-    return f;
-}
-
-static void bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x, float *y,
-                    int64_t P)
-{
-    bn_cursor f = fold_next(cur, bn);
-    c->ops->bn_relu(x, y, bn->C, P, f.scale, f.shift);
-}
-
-/* y = conv(relu(bn(x))) for a 1x1 conv, the BN-ReLU never stored. */
-static void conv1x1_bn_relu(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
-                            const cx_conv *cv, float *y, int64_t P)
-{
-    bn_cursor f = fold_next(cur, bn);
-    c->ops->conv1x1_bn_relu(x, bn->C, P, f.scale, f.shift, cv->w, cv->Cout, y, c->act);
-}
-
-/* bf16: BN + ReLU of x written straight into the packed bf16 layout. */
-static void bn_relu_pack(cx_ctx *c, bn_cursor *cur, const cx_bn *bn, const float *x,
-                         uint16_t *y, int64_t P)
-{
-    bn_cursor f = fold_next(cur, bn);
-    c->ops->pack_bf16(x, bn->C, P, f.scale, f.shift, y);
-}
-
-/* bf16 convolution of packed x with the next packed weights (cursor *wp). */
-static void conv_bf16(cx_ctx *c, const uint16_t **wp, const cx_conv *cv, const uint16_t *x,
-                      int n, int h, int w, float *y)
-{
-    c->ops->conv2d_bf16(x, cv->Cin, n, h, w, *wp, cv->Cout, cv->k, y, c->scratch16,
-                        c->scratch16_n);
-    *wp += w16_size(cv);
-}
-
-cx_status cx_forward(cx_ctx *c, const float *input, int n, float *logits, cx_err *err)
-{
-    if (n < 1 || n > c->batch)
-        return cx_seterr(err, CX_EARG, "forward of %d images with a context planned for %d", n,
-                         c->batch);
-    const cx_model *m = c->m;
-    const cx_config *cfg = &m->cfg;
-    const cx_ops *ops = c->ops;
-    int H = c->H, W = c->W, Cin = cfg->in_channels;
-    int64_t HW = (int64_t)H * W;
-    c->n = n;
-
-    /* NCHW -> CNHW */
-    for (int ch = 0; ch < Cin; ch++)
-        for (int i = 0; i < n; i++)
-            memcpy(c->input + ((int64_t)ch * n + i) * HW, input + ((int64_t)i * Cin + ch) * HW,
-                   sizeof(float) * HW);
-
-    bn_cursor cur = {c->scale, c->shift};
-    int bf16 = c->prec == CX_PRECISION_BF16;
-    const uint16_t *wp = c->w16;
-
-    /* stem: conv0 -> norm0 -> relu -> maxpool into block 1 */
-    ops->conv2d(c->input, Cin, n, H, W, m->conv0.w, m->conv0.Cout, 7, 2, 3, c->stem, c->scratch,
-                c->scratch_n);
-    int64_t P0 = (int64_t)n * c->H0 * c->W0;
-    bn_relu(c, &cur, &m->norm0, c->stem, c->stem, P0);
-    ops->maxpool(c->stem, m->conv0.Cout, n, c->H0, c->W0, 3, 2, 1, c->block[0]);
-
-    for (int b = 0; b < cfg->n_blocks; b++) {
-        const cx_dense_block *blk = &m->blocks[b];
-        int h = c->Hb[b], w = c->Wb[b];
-        int64_t P = (int64_t)n * h * w;
-        float *buf = c->block[b];
-        for (int l = 0; l < blk->n_layers; l++) {
-            const cx_dense_layer *L = &blk->layers[l];
-            if (bf16) {
-                /* the same layer with packed bf16 convolution inputs */
-                bn_relu_pack(c, &cur, &L->norm1, buf, c->act16, P);
-                conv_bf16(c, &wp, &L->conv1, c->act16, n, h, w, c->mid);
-                /* the 3x3 conv's input goes straight into its zero-padded grid */
-                bn_cursor f = fold_next(&cur, &L->norm2);
-                ops->pack_bf16_grid(c->mid, L->norm2.C, n, h, w, f.scale, f.shift,
-                                    L->conv2.k, c->mid16);
-                ops->conv2d_grid_bf16(c->mid16, L->conv2.Cin, n, h, w, wp, L->conv2.Cout,
-                                      L->conv2.k, buf + (int64_t)L->cin * P, c->scratch16,
-                                      c->scratch16_n);
-                wp += w16_size(&L->conv2);
-                continue;
-            }
-            /* norm1 + relu over the first cin channels, conv1 1x1 -> mid; norm2 +
-             * relu, conv2 3x3 -> new channels (fused: no BN-ReLU output is
-             * stored) */
-            conv1x1_bn_relu(c, &cur, &L->norm1, buf, &L->conv1, c->mid, P);
-            bn_cursor f = fold_next(&cur, &L->norm2);
-            ops->conv2d_bn_relu(c->mid, L->conv2.Cin, n, h, w, f.scale, f.shift, L->conv2.w,
-                                L->conv2.Cout, L->conv2.k, buf + (int64_t)L->cin * P, c->act,
-                                c->scratch, c->scratch_n);
-        }
-        if (b != cfg->n_blocks - 1) {
-            const cx_transition *t = &m->trans[b];
-            if (bf16) {
-                bn_relu_pack(c, &cur, &t->norm, buf, c->act16, P);
-                conv_bf16(c, &wp, &t->conv, c->act16, n, h, w, c->mid);
-            } else {
-                conv1x1_bn_relu(c, &cur, &t->norm, buf, &t->conv, c->mid, P);
-            }
-            ops->avgpool(c->mid, t->conv.Cout, n, h, w, 2, c->block[b + 1]);
-        }
-    }
-    int last = cfg->n_blocks - 1;
-    int64_t Pf = (int64_t)n * c->Hb[last] * c->Wb[last];
-    bn_relu(c, &cur, &m->norm5, c->block[last], c->features, Pf);
-    ops->gap(c->features, m->num_features, n, c->Hb[last] * c->Wb[last], c->pooled);
-    ops->linear(c->pooled, n, m->num_features, m->fc_w, m->fc_b, cfg->num_classes, logits);
-    for (int i = 0; i < n * cfg->num_classes; i++)
-        if (!isfinite(logits[i]))
-            return cx_seterr(err, CX_ENUMERIC,
-                             "non-finite logit for image %d class %d (check the weights)",
-                             i / cfg->num_classes, i % cfg->num_classes);
-    return CX_OK;
-}
-
-cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h, int *w,
-                          cx_err *err)
-{
-    int last = c->m->cfg.n_blocks - 1;
-    int F = c->m->num_features, hh = c->Hb[last], ww = c->Wb[last];
-    if (C)
-        *C = F;
-    if (h)
-        *h = hh;
-    if (w)
-        *w = ww;
-    if (!dst)
-        return CX_OK;
-    if (i < 0 || i >= c->n)
-        return cx_seterr(err, CX_EARG, "image %d not in the last forward (%d images)", i, c->n);
-    int64_t hw = (int64_t)hh * ww;
-    for (int ch = 0; ch < F; ch++)
-        memcpy(dst + ch * hw, c->features + ((int64_t)ch * c->n + i) * hw, sizeof(float) * hw);
-    return CX_OK;
+    int bf16 = prec == CX_PRECISION_BF16 &&
+               cx_precision_effective(be->entry->id, prec) == CX_PRECISION_BF16;
+    TRY(cx_be_bind(be, err));
+    cx_status st = cx_pass_set_bf16(&c->p, bf16, err);
+    if (!st && bf16)
+        c->prec = CX_PRECISION_BF16;
+    return st;
 }

@@ -76,11 +76,17 @@ static cx_status check_config(const cx_config *c, cx_err *err)
 
 /* ---- parameter table construction -------------------------------------- */
 
+/* The storage holds the trainable tensors first, then the running
+ * statistics (each group in state-dict order), so that gradients, Adam's
+ * moments and everything an optimiser or a gradient reduction touches is
+ * one contiguous range [0, n_trainable) (model_internal.h). */
 typedef struct {
     cx_model *m;
     int cap;
-    int64_t off; /* running offset in floats */
-    int build;   /* 0: count only, 1: fill */
+    int64_t off;      /* running offset of trainable tensors, in floats */
+    int64_t off_buf;  /* running offset of the other tensors, after them */
+    int64_t n_train;  /* trainable floats (known when building) */
+    int build;        /* 0: count only, 1: fill */
 } table_builder;
 
 static int add_tensor(table_builder *tb, const char *name, int ndim, const int64_t *shape,
@@ -90,20 +96,24 @@ static int add_tensor(table_builder *tb, const char *name, int ndim, const int64
     for (int d = 0; d < ndim; d++)
         numel *= shape[d];
     int i = tb->m->n_tensors++;
+    int trainable = kind == CX_PARAM_WEIGHT || kind == CX_PARAM_BIAS;
     if (tb->build) {
         cx_param *p = &tb->m->tensors[i];
         snprintf(p->name, sizeof p->name, "%s", name);
-        p->data = tb->m->storage + tb->off;
+        p->data = tb->m->storage + (trainable ? tb->off : tb->n_train + tb->off_buf);
         p->ndim = ndim;
         for (int d = 0; d < 4; d++)
             p->shape[d] = d < ndim ? shape[d] : 1;
         p->numel = numel;
         p->kind = kind;
-        p->trainable = kind == CX_PARAM_WEIGHT || kind == CX_PARAM_BIAS;
+        p->trainable = trainable;
         if (p->trainable)
             tb->m->n_trainable += numel;
     }
-    tb->off += numel;
+    if (trainable)
+        tb->off += numel;
+    else
+        tb->off_buf += numel;
     return i;
 }
 
@@ -157,7 +167,7 @@ static void build_table(table_builder *tb)
     char p[96];
     m->n_tensors = 0;
     m->n_trainable = 0;
-    tb->off = 0;
+    tb->off = tb->off_buf = 0;
     add_conv(tb, "features.conv0", c->in_channels, c->num_init_features, 7, 2, 3, &m->conv0);
     add_bn(tb, "features.norm0", c->num_init_features, &m->norm0);
     int ch = c->num_init_features;
@@ -253,10 +263,11 @@ cx_status cx_model_new(const cx_config *cfg, cx_model **out, cx_err *err)
     if (!m->cfg.arch[0])
         snprintf(m->cfg.arch, sizeof m->cfg.arch, "densenet");
     /* count, then allocate and fill */
-    table_builder tb = {m, 0, 0, 0};
+    table_builder tb = {m, 0, 0, 0, 0, 0};
     build_table(&tb);
     int n_tensors = m->n_tensors;
-    int64_t n_floats = tb.off;
+    int64_t n_floats = tb.off + tb.off_buf;
+    tb.n_train = tb.off;
     m->tensors = calloc((size_t)n_tensors, sizeof *m->tensors);
     m->storage = calloc((size_t)n_floats, sizeof(float));
     for (int b = 0; b < cfg->n_blocks; b++)

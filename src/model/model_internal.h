@@ -1,9 +1,10 @@
 /* Internal view of a DenseNet model: shared by forward, training and I/O.
  *
- * All tensors of a model live in one contiguous fp32 storage array, in
- * torchvision's state-dict order; cx_param entries point into it. Training
- * keeps gradient and Adam-moment arrays of the same size and indexes them
- * with cx_param_offset(). */
+ * All tensors of a model live in one contiguous fp32 storage array: the
+ * trainable tensors first (weights and biases, [0, n_trainable)), then the
+ * running statistics, each group in torchvision's state-dict order;
+ * cx_param entries point into it. Training keeps gradient and Adam-moment
+ * arrays of n_trainable floats and indexes them with cx_param_offset(). */
 #ifndef CX_MODEL_INTERNAL_H
 #define CX_MODEL_INTERNAL_H
 

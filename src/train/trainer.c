@@ -10,7 +10,7 @@
 #define _GNU_SOURCE
 #include "io/fileutil.h"
 #include "io/json.h"
-#include "model/model_internal.h"
+#include "model/pass.h"
 
 #include <errno.h>
 #include <math.h>
@@ -78,10 +78,13 @@ static cx_status meta_num(cx_st_writer *w, const char *key, double v, cx_err *er
 static cx_status save_checkpoint(cx_model *m, cx_train *t, const run_state *rs, const char *path,
                                  cx_err *err)
 {
+    cx_status st = cx_train_sync_model(t, err); /* the weights where the trainer has them */
+    if (st)
+        return st;
     cx_st_writer *w = cx_st_writer_new();
     if (!w)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
-    cx_status st = cx_model_to_writer(m, w, CX_DT_F32, err);
+    st = cx_model_to_writer(m, w, CX_DT_F32, err);
     char name[160];
     for (int i = 0; i < m->n_tensors && !st; i++) {
         cx_param *p = &m->tensors[i];
@@ -385,7 +388,8 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             st = cx_seterr(err, CX_EMISSING, "%s: no checkpoint to resume from", last_path);
             goto done;
         }
-        if ((st = load_checkpoint(m, t, &rs, last_path, err)))
+        if ((st = load_checkpoint(m, t, &rs, last_path, err)) ||
+            (st = cx_train_reload_model(t, err)))
             goto done;
         if (o->on_resume) {
             cx_resume_info ri = {last_path, rs.epoch, o->epochs, rs.next_batch, nb,
@@ -483,6 +487,9 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         }
         double train_s = now_s() - t0;
         double train_loss = rs.loss_count ? rs.loss_sum / rs.loss_count : NAN;
+        /* the epoch's weights into the model, and into the validation context */
+        if ((st = cx_train_sync_model(t, err)) || (ctx && (st = cx_ctx_sync_weights(ctx, err))))
+            goto done;
         double val_loss = NAN, mean_auc = NAN;
         for (int k = 0; k < K; k++)
             auroc[k] = NAN;

@@ -1,5 +1,5 @@
 /* bf16 kernels of the CPU backend. Three GEMM kernels over the same packed
- * layouts (kernels/backend.h), chosen at run time:
+ * layouts (kernels/bf16_layout.h), chosen at run time:
  *  - AMX (TDPBF16PS): 32x32 output blocks held in four 16x16 fp32 tiles;
  *  - AVX512-BF16 (VDPBF16PS): 8x32 register blocks, A pairs broadcast;
  *  - portable C, for CPUs with neither (correct, not fast).
@@ -7,6 +7,7 @@
  * sets; cx_cpu() says which may run, so the library runs on any CPU. */
 #include "kernels/cpu/bf16.h"
 #include "kernels/backend.h"
+#include "kernels/bf16_layout.h"
 #include "kernels/cpu/bf16_kern.h"
 #include "kernels/ref/ref_bf16.h"
 #include "util/cpu.h"

@@ -1,5 +1,5 @@
 /* bf16 kernels of the CPU backend (bf16.c): packing and GEMM over the
- * layouts of kernels/backend.h, dispatched at run time to AMX, AVX512-BF16
+ * layouts of kernels/bf16_layout.h, dispatched at run time to AMX, AVX512-BF16
  * or portable C. */
 #ifndef CX_CPU_BF16_H
 #define CX_CPU_BF16_H
@@ -22,7 +22,7 @@ void cpu_bf16_gemm(int M, int64_t ncols, int64_t Kp, const uint16_t *A, const ui
 
 /* C[co][n] = sum_t sum_k A[t*Cout*Kp + co*Kp + k] B(k, n + shift[t]), for
  * co < Cout, n < ncols: a "same" convolution with ntaps = k*k taps over a
- * spatially padded packed input (packed weights as in kernels/backend.h).
+ * spatially padded packed input (packed weights as in kernels/bf16_layout.h).
  * B(k, n + shift) must be inside the buffer for n < ncols + 31. */
 void cpu_bf16_conv_taps(int Cout, int64_t ncols, int64_t Kp, const uint16_t *A, int ntaps,
                         const int64_t *shift, const uint16_t *B, int64_t ldb, float *C,

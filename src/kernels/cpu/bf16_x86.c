@@ -4,6 +4,7 @@
  * where util/cpu.h reports them. Layouts and contracts: bf16.h, bf16_kern.h. */
 #include "kernels/cpu/bf16_kern.h"
 #include "kernels/backend.h"
+#include "kernels/bf16_layout.h"
 
 #include <immintrin.h>
 #include <string.h>

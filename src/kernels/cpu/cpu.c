@@ -4,9 +4,13 @@
  * instruction-set variant (kernels/cpu/variant.h), so the compiler's
  * vectorisation of the loops below follows the variant too. */
 #include "kernels/backend.h"
+#include "kernels/bf16_layout.h"
+#include "kernels/cpu/backend_cpu.h"
 #include "kernels/cpu/bf16.h"
 #include "kernels/cpu/sgemm.h"
 #include "kernels/cpu/variant.h"
+#include "kernels/host_memory.h"
+#include "kernels/ref/ref.h"
 
 #include <math.h>
 #include <string.h>
@@ -18,8 +22,8 @@
  * barriers cost more than they save on small tensors, e.g. at batch 1). */
 #define CX_PAR_MIN 32768
 
-static void cpu_bn_relu(const float *x, float *y, int C, int64_t P, const float *scale,
-                        const float *shift)
+static cx_status cpu_bn_relu(cx_backend *be, const float *x, float *y, int C, int64_t P,
+                             const float *scale, const float *shift)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)C * P > CX_PAR_MIN)
     for (int c = 0; c < C; c++) {
@@ -32,6 +36,7 @@ static void cpu_bn_relu(const float *x, float *y, int C, int64_t P, const float 
             yp[p] = v > 0.0f ? v : 0.0f;
         }
     }
+    return CX_OK;
 }
 
 static int is_pointwise(int k, int s, int pad) { return k == 1 && s == 1 && pad == 0; }
@@ -55,7 +60,8 @@ static int kn2row_images(int N, int HW, int Cout, int k)
     return (int)nb;
 }
 
-static size_t cpu_conv_scratch(int Cin, int N, int H, int W, int Cout, int k, int s, int pad)
+static size_t cpu_conv_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k,
+                               int s, int pad)
 {
     if (is_pointwise(k, s, pad))
         return 0;
@@ -142,19 +148,20 @@ static void same_conv(const float *x, int Cin, int N, int H, int W, const float 
     cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
 }
 
-static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
-                       int k, int s, int pad, float *y, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                            const float *w, int Cout, int k, int s, int pad, float *y,
+                            float *scratch, size_t scratch_n)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t Po = (int64_t)N * Ho * Wo;
     if (is_pointwise(k, s, pad)) {
         /* y[Cout][N*HW] = w[Cout][Cin] * x[Cin][N*HW] */
         cx_sgemm(0, 0, Cout, (int)Po, Cin, w, Cin, x, (int)Po, 0, y, (int)Po);
-        return;
+        return CX_OK;
     }
     if (is_same_conv(k, s, pad)) {
         same_conv(x, Cin, N, H, W, w, Cout, k, NULL, NULL, y);
-        return;
+        return CX_OK;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
     int nb = (int)(scratch_n / per_image);
@@ -169,10 +176,11 @@ static void cpu_conv2d(const float *x, int Cin, int N, int H, int W, const float
         cx_sgemm(0, 0, Cout, cols, K, w, K, scratch, cols, 0, y + (int64_t)n0 * Ho * Wo,
                  (int)Po);
     }
+    return CX_OK;
 }
 
 /* bf16 convolutions (kernels/cpu/bf16.c). Pointwise: one GEMM. "Same"
- * convolutions read the zero-padded grid layout (kernels/backend.h), where
+ * convolutions read the zero-padded grid layout (kernels/bf16_layout.h), where
  * every tap is a column shift: the k*k taps are summed in the kernel's
  * accumulators over the grid, and the image positions are cropped out. */
 static void grid_conv(const uint16_t *xg, int Cin, int N, int H, int W, const uint16_t *w,
@@ -195,21 +203,24 @@ static void grid_conv(const uint16_t *xg, int Cin, int N, int H, int W, const ui
                        sizeof(float) * (size_t)W);
 }
 
-static size_t cpu_conv_grid_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
+static size_t cpu_conv_grid_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W,
+                                         int Cout, int k)
 {
     (void)Cin;
     return (size_t)Cout * (size_t)cx_bf16_grid_of(N, H, W, k).Q;
 }
 
-static void cpu_conv2d_grid_bf16(const uint16_t *xg, int Cin, int N, int H, int W,
-                                 const uint16_t *w, int Cout, int k, float *y, float *scratch,
-                                 size_t scratch_n)
+static cx_status cpu_conv2d_grid_bf16(cx_backend *be, const uint16_t *xg, int Cin, int N, int H,
+                                      int W, const uint16_t *w, int Cout, int k, float *y,
+                                      float *scratch, size_t scratch_n)
 {
     (void)scratch_n;
     grid_conv(xg, Cin, N, H, W, w, Cout, k, y, scratch);
+    return CX_OK;
 }
 
-static size_t cpu_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int k)
+static size_t cpu_conv_bf16_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                    int k)
 {
     if (k == 1)
         return 0;
@@ -218,15 +229,16 @@ static size_t cpu_conv_bf16_scratch(int Cin, int N, int H, int W, int Cout, int 
     return (size_t)(cx_bf16_kpad(Cin) * g.Qp / 2) + 16 + (size_t)Cout * g.Q;
 }
 
-static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, const uint16_t *w,
-                            int Cout, int k, float *y, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bf16(cx_backend *be, const uint16_t *x, int Cin, int N, int H, int W,
+                                 const uint16_t *w, int Cout, int k, float *y, float *scratch,
+                                 size_t scratch_n)
 {
     (void)scratch_n;
     int64_t HW = (int64_t)H * W, P = (int64_t)N * HW, Pp = cx_bf16_ppad(P);
     int64_t Kp = cx_bf16_kpad(Cin);
     if (k == 1) {
         cpu_bf16_gemm(Cout, P, Kp, w, x, Pp, y, P);
-        return;
+        return CX_OK;
     }
     /* plain packed input: copy it into the grid layout first */
     int pad = (k - 1) / 2;
@@ -246,26 +258,29 @@ static void cpu_conv2d_bf16(const uint16_t *x, int Cin, int N, int H, int W, con
                        src + n * HW + (int64_t)iy * W, sizeof(uint32_t) * (size_t)W);
     }
     grid_conv((const uint16_t *)xq, Cin, N, H, W, w, Cout, k, y, yq);
+    return CX_OK;
 }
 
 /* The BN-ReLU goes into the GEMM's packing of B (sgemm.c). */
-static void cpu_conv1x1_bn_relu(const float *x, int Cin, int64_t P, const float *scale,
-                                const float *shift, const float *w, int Cout, float *y,
-                                float *scratch)
+static cx_status cpu_conv1x1_bn_relu(cx_backend *be, const float *x, int Cin, int64_t P,
+                                     const float *scale, const float *shift, const float *w,
+                                     int Cout, float *y, float *scratch)
 {
     (void)scratch;
     cx_sgemm_bnrelu(0, 0, Cout, (int)P, Cin, w, Cin, x, (int)P, scale, shift, 0, y, (int)P);
+    return CX_OK;
 }
 
-static void cpu_conv1x1_bn_relu_backward(const float *x, int Cin, int64_t P, const float *scale,
-                                         const float *shift, const float *w, int Cout,
-                                         const float *dy, float *dw, float *da, int accumulate,
-                                         float *scratch)
+static cx_status cpu_conv1x1_bn_relu_backward(cx_backend *be, const float *x, int Cin, int64_t P,
+                                              const float *scale, const float *shift,
+                                              const float *w, int Cout, const float *dy, float *dw,
+                                              float *da, int accumulate, float *scratch)
 {
     (void)scratch;
     cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
     if (da)
         cx_sgemm(1, 0, Cin, (int)P, Cout, w, Cin, dy, (int)P, accumulate, da, (int)P);
+    return CX_OK;
 }
 
 /* The input range [*lo, *hi) of pooling window o (size k, stride s, padding
@@ -280,8 +295,8 @@ static inline void pool_window(int o, int k, int s, int pad, int n, int *lo, int
 /* Max of a and b that propagates NaN like PyTorch's max pooling. */
 static inline float max_nan(float m, float v) { return (v > m || v != v) ? v : m; }
 
-static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s, int pad,
-                        float *y)
+static cx_status cpu_maxpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
+                             int s, int pad, float *y)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
@@ -351,9 +366,11 @@ static void cpu_maxpool(const float *x, int C, int N, int H, int W, int k, int s
             }
         }
     }
+    return CX_OK;
 }
 
-static void cpu_avgpool(const float *x, int C, int N, int H, int W, int k, float *y)
+static cx_status cpu_avgpool(cx_backend *be, const float *x, int C, int N, int H, int W, int k,
+                             float *y)
 {
     int Ho = H / k, Wo = W / k;
     int64_t planes = (int64_t)C * N;
@@ -371,9 +388,10 @@ static void cpu_avgpool(const float *x, int C, int N, int H, int W, int k, float
                 yp[oy * Wo + ox] = acc * inv;
             }
     }
+    return CX_OK;
 }
 
-static void cpu_gap(const float *x, int C, int N, int HW, float *y)
+static cx_status cpu_gap(cx_backend *be, const float *x, int C, int N, int HW, float *y)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)C * N * HW > CX_PAR_MIN)
     for (int c = 0; c < C; c++)
@@ -384,15 +402,17 @@ static void cpu_gap(const float *x, int C, int N, int HW, float *y)
                 acc += xp[i];
             y[(int64_t)n * C + c] = acc / (float)HW;
         }
+    return CX_OK;
 }
 
-static void cpu_linear(const float *x, int N, int F, const float *w, const float *b, int M,
-                       float *y)
+static cx_status cpu_linear(cx_backend *be, const float *x, int N, int F, const float *w,
+                            const float *b, int M, float *y)
 {
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++)
             y[(int64_t)n * M + m] = b ? b[m] : 0.0f;
     cx_sgemm(0, 1, N, M, F, x, F, w, F, 1, y, M);
+    return CX_OK;
 }
 
 /* ---- training ---- */
@@ -401,7 +421,8 @@ static void cpu_linear(const float *x, int N, int F, const float *w, const float
  * chunk sums in double: vectorised, and accurate to about 1e-7 relative. */
 #define CX_CHUNK 1024
 
-static void cpu_bn_stats(const float *x, int C, int64_t P, float *mean, float *var)
+static cx_status cpu_bn_stats(cx_backend *be, const float *x, int C, int64_t P, float *mean,
+                              float *var)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -430,12 +451,13 @@ static void cpu_bn_stats(const float *x, int C, int64_t P, float *mean, float *v
         mean[c] = mu;
         var[c] = (float)(v / P);
     }
+    return CX_OK;
 }
 
-static void cpu_bn_relu_backward(const float *x, const float *dy, int C, int64_t P,
-                                 const float *gamma, const float *beta, const float *mean,
-                                 const float *invstd, float *dgamma, float *dbeta, float *dx,
-                                 int accumulate)
+static cx_status cpu_bn_relu_backward(cx_backend *be, const float *x, const float *dy, int C,
+                                      int64_t P, const float *gamma, const float *beta,
+                                      const float *mean, const float *invstd, float *dgamma,
+                                      float *dbeta, float *dx, int accumulate)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -476,24 +498,25 @@ static void cpu_bn_relu_backward(const float *x, const float *dy, int C, int64_t
             }
         }
     }
+    return CX_OK;
 }
 
-static void cpu_conv1x1_bn_relu_backward_deferred(const float *x, int Cin, int64_t P,
-                                                  const float *scale, const float *shift,
-                                                  const float *mean, const float *invstd,
-                                                  const float *w, int Cout, const float *dy,
-                                                  float *dw, float *dgamma, float *dbeta,
-                                                  float *dx, float *scratch)
+static cx_status cpu_conv1x1_bn_relu_backward_deferred(
+    cx_backend *be, const float *x, int Cin, int64_t P, const float *scale, const float *shift,
+    const float *mean, const float *invstd, const float *w, int Cout, const float *dy, float *dw,
+    float *dgamma, float *dbeta, float *dx, float *scratch)
 {
     (void)scratch;
     cx_bnrelu_grad e = {x, scale, shift, mean, invstd, dgamma, dbeta};
     /* g = w^T dy lives only in registers: the epilogue applies the mask */
     cx_sgemm_bnrelu(0, 1, Cout, Cin, (int)P, dy, (int)P, x, (int)P, scale, shift, 1, dw, Cin);
     cx_sgemm_bnrelu_grad(1, Cin, (int)P, Cout, w, Cin, dy, (int)P, &e, dx, (int)P);
+    return CX_OK;
 }
 
-static void cpu_bn_backward_finish(const float *x, int C, int64_t P, const float *mean,
-                                   const float *invstd, const float *a, const float *b, float *dx)
+static cx_status cpu_bn_backward_finish(cx_backend *be, const float *x, int C, int64_t P,
+                                        const float *mean, const float *invstd, const float *a,
+                                        const float *b, float *dx)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -504,16 +527,17 @@ static void cpu_bn_backward_finish(const float *x, int C, int64_t P, const float
         for (int64_t p = 0; p < P; p++)
             dxp[p] += ac + bc * ((xp[p] - mu) * is);
     }
+    return CX_OK;
 }
 
-static size_t cpu_conv_bwd_scratch(int Cin, int N, int H, int W, int Cout, int k, int s,
-                                   int pad)
+static size_t cpu_conv_bwd_scratch(const cx_backend *be, int Cin, int N, int H, int W, int Cout,
+                                   int k, int s, int pad)
 {
     if (is_same_conv(k, s, pad)) {
         int nb = kn2row_images(N, H * W, Cout, k);
         return (size_t)k * k * Cout * H * W * nb + 2 * (size_t)k * k * Cout * Cin;
     }
-    return 2 * cpu_conv_scratch(Cin, N, H, W, Cout, k, s, pad);
+    return 2 * cpu_conv_scratch(be, Cin, N, H, W, Cout, k, s, pad);
 }
 
 /* dx[ci][n0+j][iy][ix] += dcol[(ci*k+ky)*k+kx][j*Ho*Wo + oy*Wo + ox] */
@@ -602,9 +626,10 @@ static void same_conv_backward(const float *x, int Cin, int N, int H, int W, con
                 dw[((size_t)co * Cin + ci) * kk2 + q] += dWr[((size_t)q * Cout + co) * Cin + ci];
 }
 
-static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, const float *w,
-                                int Cout, int k, int s, int pad, const float *dy, float *dw,
-                                float *dx, int accumulate, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_backward(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                                     const float *w, int Cout, int k, int s, int pad,
+                                     const float *dy, float *dw, float *dx, int accumulate,
+                                     float *scratch, size_t scratch_n)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t Po = (int64_t)N * Ho * Wo;
@@ -613,12 +638,12 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
         cx_sgemm(0, 1, Cout, Cin, (int)Po, dy, (int)Po, x, (int)Po, 1, dw, Cin);
         if (dx)
             cx_sgemm(1, 0, Cin, (int)Po, Cout, w, Cin, dy, (int)Po, accumulate, dx, (int)Po);
-        return;
+        return CX_OK;
     }
     if (is_same_conv(k, s, pad)) {
         same_conv_backward(x, Cin, N, H, W, w, Cout, k, NULL, NULL, dy, dw, dx, accumulate,
                            scratch);
-        return;
+        return CX_OK;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
     int nb = (int)(scratch_n / (2 * per_image));
@@ -639,33 +664,39 @@ static void cpu_conv2d_backward(const float *x, int Cin, int N, int H, int W, co
             col2im_add(dcol, Cin, N, H, W, k, s, pad, n0, cnt, dx);
         }
     }
+    return CX_OK;
 }
 
-static void cpu_conv2d_bn_relu(const float *x, int Cin, int N, int H, int W, const float *scale,
-                               const float *shift, const float *w, int Cout, int k, float *y,
-                               float *act, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bn_relu(cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                                    const float *scale, const float *shift, const float *w,
+                                    int Cout, int k, float *y, float *act, float *scratch,
+                                    size_t scratch_n)
 {
     int pad = (k - 1) / 2;
     if (is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
         same_conv(x, Cin, N, H, W, w, Cout, k, scale, shift, y);
-        return;
+        return CX_OK;
     }
-    cpu_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
-    cpu_conv2d(act, Cin, N, H, W, w, Cout, k, 1, pad, y, scratch, scratch_n);
+    cpu_bn_relu(be, x, act, Cin, (int64_t)N * H * W, scale, shift);
+    cpu_conv2d(be, act, Cin, N, H, W, w, Cout, k, 1, pad, y, scratch, scratch_n);
+    return CX_OK;
 }
 
-static void cpu_conv2d_bn_relu_backward(const float *x, int Cin, int N, int H, int W,
-                                        const float *scale, const float *shift, const float *w,
-                                        int Cout, int k, const float *dy, float *dw, float *da,
-                                        float *act, float *scratch, size_t scratch_n)
+static cx_status cpu_conv2d_bn_relu_backward(cx_backend *be, const float *x, int Cin, int N, int H,
+                                             int W, const float *scale, const float *shift,
+                                             const float *w, int Cout, int k, const float *dy,
+                                             float *dw, float *da, float *act, float *scratch,
+                                             size_t scratch_n)
 {
     int pad = (k - 1) / 2;
     if (is_same_conv(k, 1, pad)) {
         same_conv_backward(x, Cin, N, H, W, w, Cout, k, scale, shift, dy, dw, da, 0, scratch);
-        return;
+        return CX_OK;
     }
-    cpu_bn_relu(x, act, Cin, (int64_t)N * H * W, scale, shift);
-    cpu_conv2d_backward(act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch, scratch_n);
+    cpu_bn_relu(be, x, act, Cin, (int64_t)N * H * W, scale, shift);
+    cpu_conv2d_backward(be, act, Cin, N, H, W, w, Cout, k, 1, pad, dy, dw, da, 0, scratch,
+                        scratch_n);
+    return CX_OK;
 }
 
 /* The window of output ox (3 wide, stride 2) lies wholly inside the row
@@ -715,8 +746,8 @@ static inline void maxpool_bwd_window(const float *xp, int W, int y0, int y1, in
         dxp[a] += g;
 }
 
-static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int k, int s,
-                                 int pad, const float *dy, float *dx)
+static cx_status cpu_maxpool_backward(cx_backend *be, const float *x, int C, int N, int H, int W,
+                                      int k, int s, int pad, const float *dy, float *dx)
 {
     int Ho = cx_out_size(H, k, s, pad), Wo = cx_out_size(W, k, s, pad);
     int64_t planes = (int64_t)C * N;
@@ -750,9 +781,11 @@ static void cpu_maxpool_backward(const float *x, int C, int N, int H, int W, int
             }
         }
     }
+    return CX_OK;
 }
 
-static void cpu_avgpool_backward(const float *dy, int C, int N, int H, int W, int k, float *dx)
+static cx_status cpu_avgpool_backward(cx_backend *be, const float *dy, int C, int N, int H, int W,
+                                      int k, float *dx)
 {
     int Ho = H / k, Wo = W / k;
     int64_t planes = (int64_t)C * N;
@@ -771,9 +804,10 @@ static void cpu_avgpool_backward(const float *dy, int C, int N, int H, int W, in
                         dxp[(oy * k + ky) * W + ox * k + kx] = v;
             }
     }
+    return CX_OK;
 }
 
-static void cpu_gap_backward(const float *dy, int C, int N, int HW, float *dx)
+static cx_status cpu_gap_backward(cx_backend *be, const float *dy, int C, int N, int HW, float *dx)
 {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++)
@@ -783,10 +817,11 @@ static void cpu_gap_backward(const float *dy, int C, int N, int HW, float *dx)
             for (int i = 0; i < HW; i++)
                 dxp[i] = v;
         }
+    return CX_OK;
 }
 
-static void cpu_linear_backward(const float *x, int N, int F, const float *w, int M,
-                                const float *dy, float *dw, float *db, float *dx)
+static cx_status cpu_linear_backward(cx_backend *be, const float *x, int N, int F, const float *w,
+                                     int M, const float *dy, float *dw, float *db, float *dx)
 {
     for (int n = 0; n < N; n++)
         for (int m = 0; m < M; m++)
@@ -795,11 +830,70 @@ static void cpu_linear_backward(const float *x, int N, int F, const float *w, in
     cx_sgemm(1, 0, M, F, N, dy, M, x, F, 1, dw, F);
     if (dx) /* dx[N][F] = dy[N][M] w[M][F] */
         cx_sgemm(0, 0, N, F, M, dy, M, w, F, 0, dx, F);
+    return CX_OK;
 }
 
+/* bf16: packing (kernels/cpu/bf16.c) in the layouts of kernels/bf16_layout.h */
+static size_t cpu_bf16_act_size(const cx_backend *be, int K, int64_t P)
+{
+    return (size_t)(cx_bf16_kpad(K) * cx_bf16_ppad(P));
+}
+
+static size_t cpu_bf16_grid_size(const cx_backend *be, int K, int N, int H, int W, int k)
+{
+    return (size_t)(cx_bf16_kpad(K) * cx_bf16_grid_of(N, H, W, k).Qp);
+}
+
+static size_t cpu_bf16_weights_size(const cx_backend *be, int Cout, int Cin, int k)
+{
+    return (size_t)cx_bf16_mpad((int64_t)k * k * Cout) * (size_t)cx_bf16_kpad(Cin);
+}
+
+static cx_status cpu_pack_bf16_weights(cx_backend *be, const float *w, int Cout, int Cin, int k,
+                                       uint16_t *out)
+{
+    cx_bf16_pack_conv_weights(w, Cout, Cin, k, out);
+    return CX_OK;
+}
+
+static cx_status cpu_pack_bf16(cx_backend *be, const float *x, int K, int64_t P, const float *scale,
+                               const float *shift, uint16_t *out)
+{
+    cpu_bf16_pack(x, K, P, scale, shift, out);
+    return CX_OK;
+}
+
+static cx_status cpu_pack_bf16_grid(cx_backend *be, const float *x, int K, int N, int H, int W,
+                                    const float *scale, const float *shift, int k, uint16_t *out)
+{
+    cpu_bf16_pack_grid(x, K, N, H, W, scale, shift, k, out);
+    return CX_OK;
+}
+
+static const char *cpu_gemm_kernel(const cx_backend *be) { return cx_sgemm_kernel(); }
+
+static const char *cpu_bf16_kernel_name(const cx_backend *be) { return cpu_bf16_kernel(); }
+
+static int cpu_gemm_depth(const cx_backend *be, int K) { return cx_sgemm_depth(K); }
+
+/* The variant's op table: its own kernels above; the per-channel
+ * bookkeeping from the reference (kernels/ref/ref.h); memory, threads and
+ * the optimiser from kernels/cpu/backend_cpu.c. */
 static const cx_ops OPS = {
     .name = "cpu",
+    .host_memory = 1,
+    .bind = cx_cpu_bind,
+    .alloc = cx_host_alloc,
+    .free = cx_host_free,
+    .zero = cx_host_zero,
+    .upload = cx_host_copy,
+    .download = cx_host_copy,
+    .nchw_to_cnhw = cx_ref_nchw_to_cnhw,
+    .cnhw_to_nchw = cx_ref_cnhw_to_nchw,
+    .bn_fold = cx_ref_bn_fold,
     .bn_relu = cpu_bn_relu,
+    .bn_stats = cpu_bn_stats,
+    .bn_running_update = cx_ref_bn_running_update,
     .conv2d = cpu_conv2d,
     .conv_scratch = cpu_conv_scratch,
     .maxpool = cpu_maxpool,
@@ -807,27 +901,35 @@ static const cx_ops OPS = {
     .gap = cpu_gap,
     .linear = cpu_linear,
     .conv1x1_bn_relu = cpu_conv1x1_bn_relu,
-    .conv1x1_bn_relu_backward = cpu_conv1x1_bn_relu_backward,
-    .conv1x1_bn_relu_backward_deferred = cpu_conv1x1_bn_relu_backward_deferred,
     .conv2d_bn_relu = cpu_conv2d_bn_relu,
-    .conv2d_bn_relu_backward = cpu_conv2d_bn_relu_backward,
-    .bn_backward_finish = cpu_bn_backward_finish,
-    .bn_stats = cpu_bn_stats,
+    .bce_loss = cx_ref_bce_loss,
     .bn_relu_backward = cpu_bn_relu_backward,
     .conv2d_backward = cpu_conv2d_backward,
     .conv_bwd_scratch = cpu_conv_bwd_scratch,
+    .conv1x1_bn_relu_backward = cpu_conv1x1_bn_relu_backward,
+    .conv2d_bn_relu_backward = cpu_conv2d_bn_relu_backward,
+    .conv1x1_bn_relu_backward_deferred = cpu_conv1x1_bn_relu_backward_deferred,
+    .bn_deferred_terms = cx_ref_bn_deferred_terms,
+    .bn_backward_finish = cpu_bn_backward_finish,
     .maxpool_backward = cpu_maxpool_backward,
     .avgpool_backward = cpu_avgpool_backward,
     .gap_backward = cpu_gap_backward,
     .linear_backward = cpu_linear_backward,
-    .pack_bf16 = cpu_bf16_pack,
+    .find_nonfinite = cx_cpu_find_nonfinite,
+    .adam = cx_cpu_adam,
+    .bf16_act_size = cpu_bf16_act_size,
+    .bf16_grid_size = cpu_bf16_grid_size,
+    .bf16_weights_size = cpu_bf16_weights_size,
+    .pack_bf16_weights = cpu_pack_bf16_weights,
+    .pack_bf16 = cpu_pack_bf16,
     .conv2d_bf16 = cpu_conv2d_bf16,
     .conv_bf16_scratch = cpu_conv_bf16_scratch,
-    .pack_bf16_grid = cpu_bf16_pack_grid,
+    .pack_bf16_grid = cpu_pack_bf16_grid,
     .conv2d_grid_bf16 = cpu_conv2d_grid_bf16,
     .conv_grid_bf16_scratch = cpu_conv_grid_bf16_scratch,
-    .gemm_kernel = cx_sgemm_kernel,
-    .bf16_kernel = cpu_bf16_kernel,
+    .gemm_kernel = cpu_gemm_kernel,
+    .gemm_depth = cpu_gemm_depth,
+    .bf16_kernel = cpu_bf16_kernel_name,
 };
 
 static const cx_cpu_variant VARIANT = {

@@ -70,8 +70,6 @@ int cx_cpu_variant_all(const cx_cpu_variant **out, int max)
 /* the last variant (the build's baseline) runs everywhere: never NULL */
 static const cx_cpu_variant *best(void) { return cx_cpu_variant_at(0); }
 
-const cx_ops *cx_ops_cpu(void) { return best()->ops; }
-
 void cx_sgemm(int transA, int transB, int M, int N, int K, const float *A, int lda,
               const float *B, int ldb, int accumulate, float *C, int ldc)
 {

@@ -1,9 +1,10 @@
 /* Reference bf16 inference ops: plain loops over the packed layouts of
- * kernels/backend.h. Products of two bf16 values are exact in fp32; sums are
+ * kernels/bf16_layout.h. Products of two bf16 values are exact in fp32; sums are
  * fp32. The BatchNorm before packing is one fused multiply-add (fmaf), as in
  * every faster kernel, so packing is bit-identical everywhere. Faster
  * backends are tested against these. */
 #include "kernels/backend.h"
+#include "kernels/bf16_layout.h"
 #include "kernels/ref/ref_bf16.h"
 
 #include <math.h>

@@ -19,6 +19,12 @@ static const cx_ops64 REF64_OPS = {
     .avgpool_backward = ref64_avgpool_backward,
     .gap_backward = ref64_gap_backward,
     .linear_backward = ref64_linear_backward,
+    .nchw_to_cnhw = ref64_nchw_to_cnhw,
+    .cnhw_to_nchw = ref64_cnhw_to_nchw,
+    .bn_fold = ref64_bn_fold,
+    .bn_running_update = ref64_bn_running_update,
+    .bn_deferred_terms = ref64_bn_deferred_terms,
+    .bce_loss = ref64_bce_loss,
 };
 
 const cx_ops64 *cx_ops_ref64(void) { return &REF64_OPS; }

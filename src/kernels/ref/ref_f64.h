@@ -32,6 +32,17 @@ typedef struct cx_ops64 {
     void (*gap_backward)(const double *dy, int C, int N, int HW, double *dx);
     void (*linear_backward)(const double *x, int N, int F, const double *w, int M,
                             const double *dy, double *dw, double *db, double *dx);
+    void (*nchw_to_cnhw)(const double *x, int N, int C, int64_t HW, double *y);
+    void (*cnhw_to_nchw)(const double *x, int C, int N, int64_t HW, int n0, int n, double *y);
+    void (*bn_fold)(int C, const double *weight, const double *bias, const double *mean,
+                    const double *var, double eps, double *scale, double *shift, double *invstd);
+    void (*bn_running_update)(int C, int64_t P, double momentum, const double *mean,
+                              const double *var, double *run_mean, double *run_var,
+                              const double *loss);
+    void (*bn_deferred_terms)(int C, int64_t P, const double *scale, const double *dgamma,
+                              const double *dbeta, double *a, double *b);
+    void (*bce_loss)(const double *logits, const double *labels, int n, int K, const double *wpos,
+                     const double *wneg, double *loss, double *dlogits);
 } cx_ops64;
 
 const cx_ops64 *cx_ops_ref64(void);

@@ -1,0 +1,207 @@
+/* The CPU backend's own GEMMs (kernels/cpu/sgemm.h), below its ops, once per
+ * instruction-set variant this CPU can run (kernels/cpu/variant.h; lowered
+ * with CHEXNET_ISA): the plain GEMM against double-precision products, the
+ * kn2row "same" convolution and the BatchNorm-gradient epilogue. Every
+ * result is held to the rounding-error bound of the kernel's summation
+ * depth (cx_sgemm_depth), which holds on any CPU. The ops built on them are
+ * tested against the reference by the conformance harness
+ * (test_backend_ops.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chexnet.h"
+#include "cx_bounds.h"
+#include "cx_testutil.h"
+#include "kernels/cpu/sgemm.h"
+#include "kernels/cpu/variant.h"
+#include "util/rng.h"
+
+/* The variant under test, and the reference backend */
+static const cx_cpu_variant *V;
+static cx_backend *REF;
+
+/* The variant's GEMM against a double-precision product: every transpose,
+ * overwrite and accumulate, tails in M, N and K, few and many column panels
+ * (A read in place or packed), K past one chunk. Each element must be
+ * within the rounding-error bound of the kernel's summation,
+ *     |C - fl(C)| <= gamma_n (|op(A)| |op(B)| + |C0|), n = gemm_depth(K),
+ * which holds for any CPU (with or without FMA) and any summation order of
+ * that depth; a wrong element breaks it by orders of magnitude. */
+static void sgemm_case(int ta, int tb, int M, int N, int K, int acc, uint64_t seed)
+{
+    cx_rng r;
+    cx_rng_seed(&r, seed);
+    int lda = ta ? M + 3 : K + 1, ldb = tb ? K + 2 : N + 5, ldc = N + 7;
+    float *A = rand_buf(&r, (size_t)(ta ? K : M) * lda, -1, 1);
+    float *B = rand_buf(&r, (size_t)(tb ? N : K) * ldb, -1, 1);
+    float *C = rand_buf(&r, (size_t)M * ldc, -1, 1);
+    double *ref = malloc(sizeof(double) * (size_t)M * N);
+    double *mag = malloc(sizeof(double) * (size_t)M * N);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double c0 = acc ? C[(size_t)m * ldc + n] : 0.0, v = c0, a = fabs(c0);
+            for (int k = 0; k < K; k++) {
+                double p = (double)(ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k]) *
+                           (tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+                v += p;
+                a += fabs(p);
+            }
+            ref[(size_t)m * N + n] = v;
+            mag[(size_t)m * N + n] = a;
+        }
+    float guard = C[(size_t)(M - 1) * ldc + N]; /* padding column: must stay */
+    V->sgemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, ldc);
+    double g = gamma_n(V->gemm_depth(K)), worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            size_t i = (size_t)m * N + n;
+            double q = fabs(C[(size_t)m * ldc + n] - ref[i]) / (g * mag[i] + 1e-300);
+            if (!(q <= worst))
+                worst = q; /* NaN too */
+        }
+    if (!(worst <= 1.0) || C[(size_t)(M - 1) * ldc + N] != guard)
+        fail_msg("sgemm %s%s %dx%dx%d acc %d (%s): error %.3g x the bound gamma_%d", ta ? "T" : "N",
+                 tb ? "T" : "N", M, N, K, acc, V->gemm_kernel(), worst, V->gemm_depth(K));
+    free(A), free(B), free(C), free(ref), free(mag);
+}
+
+static void test_sgemm(void **state)
+{
+    uint64_t seed = 100;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int acc = 0; acc < 2; acc++) {
+                sgemm_case(ta, tb, 37, 45, 29, acc, seed++);   /* all tails, small */
+                sgemm_case(ta, tb, 128, 49, 300, acc, seed++); /* few panels, K > one chunk */
+                sgemm_case(ta, tb, 20, 1100, 70, acc, seed++); /* many panels: A packed */
+                sgemm_case(ta, tb, 8, 32, 1, acc, seed++);     /* K = 1 */
+            }
+    sgemm_case(0, 1, 64, 96, 5000, 1, seed++); /* long K (weight gradients) */
+}
+
+/* cx_sgemm_conv_same (the kn2row GEMM with the shifted planes summed in
+ * its epilogue) against the reference convolution of the stored BN-ReLU,
+ * with and without the BN-ReLU, on shapes whose 32-column panels straddle
+ * rows and images, and with fewer output channels than threads. */
+static void test_conv_same(void **state)
+{
+    static const int shapes[][7] = {/* Cin N H W Cout k bn */
+                                    {37, 2, 9, 7, 20, 3, 1},    {16, 3, 5, 6, 8, 5, 0},
+                                    {128, 2, 14, 14, 32, 3, 1}, {8, 3, 11, 40, 16, 3, 1},
+                                    {5, 1, 3, 3, 9, 3, 0},      {12, 2, 6, 5, 7, 1, 1},
+                                    {3, 1, 4, 4, 1, 3, 1}}; /* one output channel */
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
+        int Cout = shapes[t][4], k = shapes[t][5], bn = shapes[t][6], pad = (k - 1) / 2;
+        int64_t P = (int64_t)N * H * W;
+        size_t nx = (size_t)Cin * P, ny = (size_t)Cout * P;
+        cx_rng r;
+        cx_rng_seed(&r, 130 + t);
+        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin * k * k, -1, 1);
+        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
+        float *a = malloc(sizeof(float) * nx), *y1 = malloc(sizeof(float) * ny);
+        float *y2 = rand_buf(&r, ny + 1, -9, 9), guard = y2[ny];
+        /* the reference backend computes in host memory */
+        if (bn)
+            assert_int_equal(REF->ops->bn_relu(REF, x, a, Cin, P, sc, sh), CX_OK);
+        else
+            memcpy(a, x, sizeof(float) * nx);
+        assert_int_equal(REF->ops->conv2d(REF, a, Cin, N, H, W, w, Cout, k, 1, pad, y1, NULL, 0),
+                         CX_OK);
+        V->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
+        double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
+        double *mag = conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
+        char what[96];
+        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d", k, k, Cin, N,
+                 H, W, Cout, bn);
+        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny, V->gemm_depth(Cin) + k * k, bn);
+        assert_true(y2[ny] == guard);
+        free(xm), free(mag);
+        free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
+    }
+}
+
+/* cx_sgemm_bnrelu_grad against double-precision loops, transposed A or not. */
+static void test_sgemm_bnrelu_grad(void **state)
+{
+    static const int shapes[][3] = {{37, 45, 29}, {24, 1100, 70}, {9, 40, 700}};
+    for (int ta = 0; ta < 2; ta++)
+        for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+            int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2], ld = N + 3;
+            cx_rng r;
+            cx_rng_seed(&r, 90 + t + 10 * ta);
+            float *A = rand_buf(&r, (size_t)M * K, -1, 1), *B = rand_buf(&r, (size_t)K * N, -1, 1);
+            float *x = rand_buf(&r, (size_t)M * ld, -2, 2),
+                  *dx = rand_buf(&r, (size_t)M * ld, -1, 1);
+            float *sc = rand_buf(&r, M, -1.5f, 1.5f), *sh = rand_buf(&r, M, -1, 1);
+            float *mu = rand_buf(&r, M, -0.5f, 0.5f), *is = rand_buf(&r, M, 0.5f, 2);
+            float *dg = calloc(M, 4), *db = calloc(M, 4);
+            double *ex = malloc(sizeof(double) * M * ld), edg[64], edb[64]; /* M <= 64 */
+            for (int m = 0; m < M; m++) {
+                edg[m] = edb[m] = 0.0;
+                for (int n = 0; n < ld; n++) {
+                    size_t i = (size_t)m * ld + n;
+                    ex[i] = dx[i];
+                    if (n >= N)
+                        continue;
+                    double g = 0.0;
+                    for (int k = 0; k < K; k++)
+                        g += (double)(ta ? A[(size_t)k * M + m] : A[(size_t)m * K + k]) *
+                             B[(size_t)k * N + n];
+                    double d = x[i] * sc[m] + sh[m] > 0.0f ? g : 0.0;
+                    ex[i] += sc[m] * d;
+                    edb[m] += d;
+                    edg[m] += d * ((x[i] - mu[m]) * is[m]);
+                }
+            }
+            cx_bnrelu_grad e = {x, sc, sh, mu, is, dg, db};
+            V->sgemm_bnrelu_grad(ta, M, N, K, A, ta ? M : K, B, N, &e, dx, ld);
+            double md = 0, mx = 0, mg = 0, mgx = 0;
+            for (size_t i = 0; i < (size_t)M * ld; i++) {
+                md = fmax(md, fabs(dx[i] - ex[i]));
+                mx = fmax(mx, fabs(ex[i]));
+            }
+            for (int m = 0; m < M; m++) {
+                mg = fmax(mg, fmax(fabs(dg[m] - edg[m]), fabs(db[m] - edb[m])));
+                mgx = fmax(mgx, fmax(fabs(edg[m]), fabs(edb[m])));
+            }
+            if (!(md / (1 + mx) < 1e-5) || !(mg / (1 + mgx) < 1e-5))
+                fail_msg("sgemm_bnrelu_grad ta %d %dx%dx%d (%s): dx %g, sums %g", ta, M, N, K,
+                         V->gemm_kernel(), md / (1 + mx), mg / (1 + mgx));
+            free(A), free(B), free(x), free(dx), free(sc), free(sh), free(mu), free(is);
+            free(dg), free(db), free(ex);
+        }
+}
+
+int main(void)
+{
+    cx_set_threads(2);
+    cx_err err = {0};
+    if (cx_backend_new(CX_BACKEND_REF, &REF, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    const struct CMUnitTest per_variant[] = {
+        cmocka_unit_test(test_sgemm),
+        cmocka_unit_test(test_conv_same),
+        cmocka_unit_test(test_sgemm_bnrelu_grad),
+    };
+    int fails = 0;
+    for (int i = 0; i < cx_cpu_variant_count(); i++) {
+        V = cx_cpu_variant_at(i);
+        char name[64];
+        snprintf(name, sizeof name, "cpu variant %s (%s)", V->name, V->gemm_kernel());
+        fails += _cmocka_run_group_tests(name, per_variant,
+                                         sizeof per_variant / sizeof *per_variant, NULL, NULL);
+    }
+    cx_backend_free(REF);
+    return fails ? 1 : 0;
+}
