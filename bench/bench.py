@@ -4,6 +4,7 @@ in one run, with the machine's own GEMM peak as the yardstick.
 
   bench/bench.py [--chexnet build/chexnet] [--repeat 10] [--rounds 3] [--threads N]
                  [--quick] [--isa avx2|baseline] [--no-torch] [--no-onnx] [--json FILE]
+                 [--compare OTHER_CHEXNET]
 
 Each configuration runs in its own process (so peak RSS is per process):
   GEMM peak        oneDNN's sgemm on a 3072^3 square (libdnnl from Debian)
@@ -30,6 +31,10 @@ ONNX Runtime is installed on first use into bench/.cache with
 `npm install --ignore-scripts onnxruntime-node@1.30.0` (skipped with a message
 where Node.js or npm is absent). The targets printed at the end are the
 project's (README, "Performance").
+
+--compare runs a second chexnet binary (another build or version) as one
+more system in every row and round, and prints its time over chexnet's: a
+before/after comparison under the same drift.
 """
 import argparse
 import ctypes
@@ -260,6 +265,8 @@ def main():
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     ap.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
     ap.add_argument("--json", help="also write every figure to this JSON file")
+    ap.add_argument("--compare", metavar="OTHER_CHEXNET",
+                    help="another chexnet binary to run beside --chexnet (before/after)")
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -290,6 +297,9 @@ def main():
         r_rep = max(3, rep // 3) if what == "train" else rep
         jobs.append((i, "chexnet", lambda w=what, b=batch, n=r_rep:
                      run_chexnet(a.chexnet, w, b, a.threads, n, wu, env)))
+        if a.compare:
+            jobs.append((i, "chexnet --compare", lambda w=what, b=batch, n=r_rep:
+                         run_chexnet(a.compare, w, b, a.threads, n, wu, env)))
         if not a.no_torch:
             variants = {"forward": ["eager", "channels_last", "jit"],
                         "bf16": ["bf16 eager", "bf16 channels_last"],
@@ -327,6 +337,8 @@ def main():
     kern = next((r["chexnet"].get("kernel") for r in rows if "kernel" in r["chexnet"]), "?")
     print("machine: %s, %d CPUs; chexnet fp32 GEMM: %s%s" % (
         cpu_name(), os.cpu_count(), kern, "; capped to " + a.isa if a.isa else ""))
+    if a.compare:
+        print("chexnet: %s; chexnet --compare: %s" % (a.chexnet, a.compare))
     if "error" in peak:
         print("GEMM peak: not measured (%s)" % peak["error"])
     else:
@@ -369,6 +381,11 @@ def main():
             row["speedup_vs_torch"] = tv[best] / ours["median_s"]
             print("%-23s %-27s PyTorch best (%s) / chexnet: %.2fx" % (
                 name, "", best[6:], row["speedup_vs_torch"]))
+        c = row["others"].get("chexnet --compare", {})
+        if "median_s" in c:
+            row["compare_over_chexnet"] = c["median_s"] / ours["median_s"]
+            print("%-23s %-27s --compare / chexnet: %.3f" % (name, "",
+                                                            row["compare_over_chexnet"]))
         o = row["others"].get("onnxruntime", {})
         if "median_s" in o:
             row["speedup_vs_onnxruntime"] = o["median_s"] / ours["median_s"]

@@ -465,9 +465,27 @@ bool inflate_all(const uint8_t *p, size_t n, size_t cap, std::vector<uint8_t> &o
     return true; /* a corrupt stream: DCMTK reports it */
 }
 
+/* DCMTK's guess of a bare dataset's encoding (DcmItem::checkTransferSyntax,
+ * from the first tag and the two bytes after it). */
+struct XferProbe : public DcmItem {
+    E_TransferSyntax guess(DcmInputStream &in) { return checkTransferSyntax(in); }
+};
+
+E_TransferSyntax bare_guess(const uint8_t *b, size_t n)
+{
+    if (n < 6)
+        return EXS_LittleEndianImplicit;
+    DcmInputBufferStream in;
+    in.setBuffer(b, (offile_off_t)n);
+    in.setEos();
+    XferProbe probe;
+    E_TransferSyntax x = probe.guess(in);
+    return x == EXS_Unknown ? EXS_LittleEndianImplicit : x;
+}
+
 /* true when DCMTK may read the file; false (why set) when it must not.
- * *xfer: what DCMTK must assume for a bare dataset (DCMTK's own guess
- * could differ from the one checked here), EXS_Unknown with a meta header. */
+ * *xfer: what DCMTK must assume for a bare dataset (DCMTK's own guess, checked
+ * here), EXS_Unknown with a meta header. */
 bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &why)
 {
     *xfer = EXS_Unknown;
@@ -526,12 +544,13 @@ bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &wh
             return false;
         }
     } else {
-        /* a bare dataset: explicit VR little endian when a known VR follows
-         * the first tag, else implicit VR little endian; DCMTK is told */
-        w.explicit_vr = n >= 6 && DcmVR(std::string(reinterpret_cast<const char *>(b + 4), 2)
-                                            .c_str())
-                                      .isStandard();
-        *xfer = w.explicit_vr ? EXS_LittleEndianExplicit : EXS_LittleEndianImplicit;
+        /* a bare dataset: DCMTK guesses its encoding from the first tag and
+         * VR (byte order included, whatever it is told), so the walk checks
+         * the encoding DCMTK's own guess gives, and DCMTK is told it too */
+        *xfer = bare_guess(b, n);
+        DcmXfer gx(*xfer);
+        w.explicit_vr = gx.isExplicitVR();
+        w.big = gx.isBigEndian();
     }
     if (ts == "1.2.840.10008.1.2")
         w.explicit_vr = false;

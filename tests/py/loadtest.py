@@ -209,7 +209,15 @@ def run(model, n_requests=10000, clients=16, malformed=0.1, max_batch=16, max_wa
     # RSS: after warm-up (a fifth of the requests) and at the end
     warm = [v for t, i, v in rss if i >= n_requests // 5]
     batches = None
+    hist = {}
     for line in metrics.decode().splitlines():
+        # the server's own view: forward passes and request latencies
+        for name in ("chexnet_forward_duration_seconds_bucket",
+                     "chexnet_request_duration_seconds_bucket{handler=\"/v1/predict\""):
+            if line.startswith(name):
+                le = line.split('le="')[1].split('"')[0]
+                hist.setdefault(name.split("_bucket")[0].replace("chexnet_", ""), {})[le] = \
+                    float(line.split()[-1])
         if line.startswith("chexnet_batch_size_sum"):
             s_ = float(line.split()[1])
         if line.startswith("chexnet_batch_size_count"):
@@ -227,6 +235,8 @@ def run(model, n_requests=10000, clients=16, malformed=0.1, max_batch=16, max_wa
         "rss_mb_after_warmup": warm[0] / 1024 if warm else None,
         "rss_mb_max_after_warmup": max(warm) / 1024 if warm else None,
         "rss_mb_end": rss[-1][2] / 1024 if rss else None,
+        "server_histograms": hist,
+        "client_slowest_s": sorted(lat_ok)[-5:],
         "examples_wrong": wrong[:5], "examples_errors": errors[:5],
         "server_stderr_tail": err.strip().splitlines()[-3:],
     }
