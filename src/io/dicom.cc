@@ -18,6 +18,7 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/dcmdata/dcistrmf.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
 #include "dcmtk/dcmdata/dcpixel.h"
 #include "dcmtk/dcmdata/dcpixseq.h"
@@ -37,6 +38,10 @@ extern "C" {
 
 #include <zlib.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <ctime>
 #include <cstdarg>
@@ -572,11 +577,72 @@ bool precheck(const void *buf, size_t n, E_TransferSyntax *xfer, std::string &wh
     return true;
 }
 
-OFCondition parse(const void *buf, size_t n, E_TransferSyntax xfer, DcmFileFormat &ff)
+/* The bytes of a DICOM file as a file that DCMTK reads through a file
+ * stream: an anonymous memory file (memfd, opened by its /proc path), else a
+ * temporary file. Through a file stream DCMTK checks every declared length
+ * against the bytes left and leaves long values in the file until they are
+ * used; through a memory buffer it allocates whatever length an element
+ * declares before reading it (a 250-byte file made it ask for 3.6 GB).
+ * Lives as long as the DcmFileFormat read from it. */
+struct MemFile {
+    int fd = -1;
+    std::string path;
+    bool temp = false;
+    MemFile() = default;
+    MemFile(const MemFile &) = delete;
+    MemFile &operator=(const MemFile &) = delete;
+    ~MemFile()
+    {
+        if (fd >= 0)
+            close(fd);
+        if (temp)
+            unlink(path.c_str());
+    }
+    bool open(const void *buf, size_t n)
+    {
+#ifdef MFD_CLOEXEC
+        fd = memfd_create("chexnet-dicom", MFD_CLOEXEC);
+        if (fd >= 0) {
+            path = "/proc/self/fd/" + std::to_string(fd);
+            if (access(path.c_str(), R_OK) != 0) { /* no /proc */
+                close(fd);
+                fd = -1;
+            }
+        }
+#endif
+        if (fd < 0) {
+            const char *dir = getenv("TMPDIR");
+            path = std::string(dir && *dir ? dir : "/tmp") + "/.chexnet-dicom-XXXXXX";
+            std::vector<char> name(path.begin(), path.end());
+            name.push_back('\0');
+            fd = mkstemp(name.data());
+            if (fd < 0)
+                return false;
+            path = name.data();
+            temp = true;
+        }
+        const char *p = static_cast<const char *>(buf);
+        for (size_t done = 0; done < n;) {
+            ssize_t w = write(fd, p + done, n - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return false;
+            done += (size_t)w;
+        }
+        return true;
+    }
+};
+
+OFCondition parse(const void *buf, size_t n, E_TransferSyntax xfer, DcmFileFormat &ff,
+                  MemFile &mf)
 {
-    DcmInputBufferStream in;
-    in.setBuffer(buf, (offile_off_t)n);
-    in.setEos();
+    if (!mf.open(buf, n))
+        return makeOFCondition(OFM_dcmdata, 1, OF_error,
+                               "cannot write the DICOM data to a memory or temporary file");
+    DcmInputFileStream in(mf.path.c_str());
+    if (!in.good())
+        return in.status();
     ff.transferInit();
     OFCondition c = ff.read(in, xfer, EGL_noChange, DCM_MaxReadLength);
     ff.transferEnd();
@@ -697,8 +763,9 @@ cx_status Decoder::run(const void *buf, size_t n, int channels, cx_image *out)
                                          "JPEG-LS and RLE files", why.c_str());
         return fail(CX_EFORMAT, "invalid DICOM file: %s", why.c_str());
     }
+    MemFile mf;
     DcmFileFormat ff;
-    OFCondition c = parse(buf, n, bare_xfer, ff);
+    OFCondition c = parse(buf, n, bare_xfer, ff, mf);
     DcmMetaInfo *meta = ff.getMetaInfo();
     OFString ts_uid;
     if (meta)
@@ -1357,8 +1424,9 @@ extern "C" cx_status cx_dicom_write_results(const void *src, size_t n, const cx_
         E_TransferSyntax bare_xfer;
         if (!precheck(src, n, &bare_xfer, why))
             return cx_seterr(err, CX_EFORMAT, "invalid DICOM file: %s", why.c_str());
+        MemFile mf;
         DcmFileFormat ff;
-        OFCondition c = parse(src, n, bare_xfer, ff);
+        OFCondition c = parse(src, n, bare_xfer, ff, mf);
         if (c.bad())
             return cx_seterr(err, CX_EFORMAT, "invalid DICOM file: %s", c.text());
         Source s;
