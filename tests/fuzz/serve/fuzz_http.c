@@ -14,6 +14,7 @@
 #include "chexnet.h"
 #include "serve/serve.h"
 
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -104,7 +105,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char buf[65536];
     for (;;) {
         struct pollfd p = {sv[1], POLLIN | (wr_open ? POLLOUT : 0), 0};
-        if (poll(&p, 1, 30000) <= 0)
+        int pr = poll(&p, 1, 30000);
+        if (pr < 0 && errno == EINTR)
+            continue; /* libFuzzer's -timeout timer (SIGALRM) */
+        if (pr <= 0)
             abort(); /* no progress for 30 s: a hang */
         if ((p.revents & POLLOUT) && wr_open) {
             ssize_t w = size > sent ? send(sv[1], data + sent, size - sent, MSG_NOSIGNAL) : 0;
