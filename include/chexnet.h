@@ -1028,6 +1028,10 @@ typedef struct {
     uint64_t seed;      /* 0 */
     int threads;        /* worker threads (0: cx_get_threads()) */
     int prefetch;       /* batches made ahead (2) */
+    int shard, shards;  /* 0, 1: of every batch of n images only images
+                           [n*shard/shards, n*(shard+1)/shards) are made
+                           (data-parallel ranks); batch numbering, order and
+                           flips are those of the whole batch */
 } cx_loader_opts;
 void cx_loader_opts_default(cx_loader_opts *o);
 
@@ -1177,9 +1181,32 @@ typedef struct {
     long step;                /* Adam steps done so far */
 } cx_resume_info;
 
+/* Data-parallel training: the collective operations of a group of ranks
+ * (processes) training one model, supplied by the caller (the CLI's comes
+ * from MPI). Every rank calls the same operations in the same order; a
+ * failing operation returns an error and the caller stops the whole group
+ * (the library never waits on a rank that has failed: the caller aborts).
+ * Results must be the same on every rank (MPI_Allreduce's are). */
+typedef struct cx_comm {
+    int rank, size;           /* this rank, number of ranks */
+    void *user;
+    /* v[0..n) = sum over ranks of v[0..n), in place, blocking */
+    cx_status (*allreduce_f64)(void *user, double *v, size_t n, cx_err *err);
+    /* starts the same sum over n floats in place; it completes by wait_all
+     * (the caller does not touch v meanwhile); progress lets started sums
+     * advance and may be called at any time */
+    cx_status (*iallreduce_f32)(void *user, float *v, size_t n, cx_err *err);
+    cx_status (*progress)(void *user, cx_err *err);
+    cx_status (*wait_all)(void *user, cx_err *err);
+    /* bytes of buf from rank root to every rank */
+    cx_status (*bcast)(void *user, void *buf, size_t bytes, int root, cx_err *err);
+} cx_comm;
+
 typedef struct {
     int epochs;               /* 10 */
-    int batch;                /* 16: must equal the loaders' batch */
+    int batch;                /* 16: must equal the loaders' batch (the
+                                 global batch with a comm: each rank's
+                                 loaders make their shard of it) */
     int image_size;           /* 0: the model's input size; must equal the loaders' */
     double lr;                /* 1e-3 */
     double lr_factor;         /* 0.1 */
@@ -1208,6 +1235,16 @@ typedef struct {
     /* Called once when resuming, after the checkpoint is read. May be NULL. */
     void (*on_resume)(void *user, const cx_resume_info *r);
     void *user;
+    /* Data-parallel training (NULL: one process). Each rank computes its
+     * shard of every batch; gradients are summed in buckets of
+     * bucket_bytes (0: 4 MiB) started while the backward pass runs
+     * (overlap = 1) or all at its end (overlap = 0). Rank 0 alone writes
+     * the checkpoints, the log and the best model; on resume it reads the
+     * checkpoint and sends it to the others. */
+    const cx_comm *comm;
+    int sync_bn;              /* BatchNorm statistics over the global batch */
+    int no_overlap;           /* 1: gradient sums after the backward pass */
+    size_t bucket_bytes;
 } cx_trainer_opts;
 void cx_trainer_opts_default(cx_trainer_opts *o);
 

@@ -19,6 +19,7 @@ typedef struct {
     int *ids;
     int batch;      /* batch number held, -1: free */
     int n_items;
+    int first;      /* position in the epoch's order of its first item */
     int claimed, done, inflight;
     cx_status st;
     int err_item;   /* item of the recorded error (smallest) */
@@ -142,7 +143,7 @@ static void *worker(void *arg)
         }
         int j = p->claimed++;
         p->inflight++;
-        int pos = p->batch * l->o.batch + j;
+        int pos = p->first + j;
         int image = l->order[pos];
         pthread_mutex_unlock(&l->mu);
 
@@ -186,7 +187,11 @@ static void assign(cx_loader *l, int b)
         return;
     }
     p->batch = b;
-    p->n_items = batch_items(l, b);
+    int items = batch_items(l, b), k = l->o.shards > 1 ? l->o.shards : 1;
+    int sh = k > 1 ? l->o.shard : 0;
+    int lo = (int)((int64_t)items * sh / k), hi = (int)((int64_t)items * (sh + 1) / k);
+    p->n_items = hi - lo;
+    p->first = b * l->o.batch + lo;
     p->claimed = p->done = 0;
     p->st = CX_OK;
     p->err_item = 0;
@@ -242,6 +247,8 @@ cx_status cx_loader_new(const cx_dataset *ds, const int *idx, int n, const cx_lo
     for (int c = 0; c < 3; c++)
         if (!(o->std[c] > 0) || o->mean[c] != o->mean[c])
             return cx_seterr(err, CX_EARG, "loader: bad mean/std");
+    if (o->shards > 1 && (o->shard < 0 || o->shard >= o->shards))
+        return cx_seterr(err, CX_EARG, "loader: shard %d not in 0..%d", o->shard, o->shards - 1);
     if (o->prefetch < 1 || o->prefetch > 16)
         return cx_seterr(err, CX_EARG, "loader: prefetch %d out of range (1..16)", o->prefetch);
     cx_status st = cx_dataset_check_images(ds, idx, n, err);
