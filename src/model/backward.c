@@ -19,8 +19,21 @@ static cx_status bn_backward(cx_pass *p, const cx_bn_slot *s, const float *x, co
     CX_OP(p->be, err, cx_pass_name(p, bn->idx), bn_relu_backward, x, dy, bn->C, P, s->weight,
           s->bias, s->mean, s->invstd, cx_pass_grad(p, bn->weight), cx_pass_grad(p, bn->bias), dx,
           0);
+    if (p->dist && p->dist->sync_bn)
+        return cx_pass_sync_bn_backward(p, s, x, P, dx, err);
     return CX_OK;
 }
+
+/* Tells the trainer that the gradients from `first` (a tensor's host data,
+ * the lowest of those just finished) to the end are final. */
+static cx_status grads_done(cx_pass *p, const float *first, cx_err *err)
+{
+    if (!p->dist || !p->dist->grads_done)
+        return CX_OK;
+    return p->dist->grads_done(p->dist->user, first - p->m->storage, err);
+}
+
+static const float *lowest(const float *a, const float *b) { return a < b ? a : b; }
 
 cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
 {
@@ -62,6 +75,7 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
     CX_OP(be, err, wc, gap_backward, p->buf[CX_B_DPOOLED], F, n, hwf, dmid);
     TRY(bn_backward(p, &p->bn[p->n_bn - 1], p->buf[CX_B_BLOCK + last], dmid,
                     p->buf[CX_B_DBLOCK + last], Pf, err));
+    TRY(grads_done(p, lowest(lowest(m->fc_w, m->fc_b), p->bn[p->n_bn - 1].bn->weight), err));
 
     for (int b = last; b >= 0; b--) {
         const cx_dense_block *blk = &m->blocks[b];
@@ -100,7 +114,15 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             CX_OP(be, err, w1, conv1x1_bn_relu_backward_deferred, buf, cin, P, s1->scale, s1->shift,
                   s1->mean, s1->invstd, cx_pass_dev(p, L->conv1.w), L->conv1.Cout, dmid,
                   cx_pass_grad(p, L->conv1.w), dg, db, dbuf, act);
-            CX_OP(be, err, w1, bn_deferred_terms, cin, P, s1->scale, dg, db, pa, pb);
+            if (p->dist && p->dist->sync_bn)
+                TRY(cx_pass_sync_deferred_terms(p, s1, cin, P, pa, pb, err));
+            else
+                CX_OP(be, err, w1, bn_deferred_terms, cin, P, s1->scale, dg, db, pa, pb);
+            TRY(grads_done(p,
+                           lowest(lowest(L->norm1.weight, L->norm1.bias),
+                                  lowest(lowest(L->conv1.w, L->conv2.w),
+                                         lowest(L->norm2.weight, L->norm2.bias))),
+                           err));
         }
         CX_OP(be, err, wb, bn_backward_finish, buf, blk->cin, P, mean, is, pa, pb, dbuf);
         if (b > 0) { /* the transition before this block */
@@ -115,6 +137,7 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
                   cx_pass_dev(p, tr->conv.w), tr->conv.Cout, dmid, cx_pass_grad(p, tr->conv.w),
                   dact, 0, act);
             TRY(bn_backward(p, st, prev, dact, p->buf[CX_B_DBLOCK + b - 1], Pp, err));
+            TRY(grads_done(p, lowest(lowest(tr->norm.weight, tr->norm.bias), tr->conv.w), err));
         }
     }
     /* stem: the max-pool's input relu(norm0(conv0)) recomputed */
@@ -128,5 +151,5 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
     CX_OP(be, err, cx_pass_name(p, m->conv0.idx), conv2d_backward, p->buf[CX_B_INPUT],
           cfg->in_channels, n, pl->H, pl->W, cx_pass_dev(p, m->conv0.w), C0, 7, 2, 3, dact,
           cx_pass_grad(p, m->conv0.w), NULL, 0, scr, scr_n);
-    return CX_OK;
+    return grads_done(p, lowest(m->conv0.w, lowest(m->norm0.weight, m->norm0.bias)), err);
 }

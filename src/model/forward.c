@@ -27,6 +27,17 @@ float cx_sigmoid(float x)
 
 /* ---------------------------------------------------------------- the pass */
 
+/* Batch statistics of C channels over P values each; with BatchNorm across
+ * ranks, those of the global batch. */
+static cx_status stats(cx_pass *p, const char *where, const float *x, int C, int64_t P,
+                       float *mean, float *var, cx_err *err)
+{
+    CX_OP(p->be, err, where, bn_stats, x, C, P, mean, var);
+    if (p->dist && p->dist->sync_bn)
+        return cx_pass_sync_stats(p, where, C, P, mean, var, err);
+    return CX_OK;
+}
+
 /* The BatchNorm of slot s ready for its ReLU: in inference its running
  * statistics folded into scale and shift; in training its batch statistics
  * (of x over P values per channel, or the block's, already known) folded,
@@ -40,8 +51,11 @@ static cx_status bn_prepare(cx_pass *p, const cx_bn_slot *s, const float *x, int
               CX_BN_EPS, s->scale, s->shift, NULL);
         return CX_OK;
     }
-    if (x) /* its own statistics (norm0, norm2) */
-        CX_OP(be, err, where, bn_stats, x, s->bn->C, P, s->mean, s->var);
+    if (x) { /* its own statistics (norm0, norm2) */
+        cx_status st = stats(p, where, x, s->bn->C, P, s->mean, s->var, err);
+        if (st)
+            return st;
+    }
     CX_OP(be, err, where, bn_fold, s->bn->C, s->weight, s->bias, s->mean, s->var, CX_BN_EPS,
           s->scale, s->shift, s->invstd);
     return CX_OK;
@@ -111,8 +125,8 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
     CX_OP(be, err, "features.pool0", maxpool, a0, C0, n, pl->H0, pl->W0, 3, 2, 1,
           p->buf[CX_B_BLOCK]);
     if (training)
-        CX_OP(be, err, "features.pool0", bn_stats, p->buf[CX_B_BLOCK], C0,
-              (int64_t)n * pl->Hb[0] * pl->Wb[0], bmean, bvar);
+        TRY(stats(p, "features.pool0", p->buf[CX_B_BLOCK], C0,
+                  (int64_t)n * pl->Hb[0] * pl->Wb[0], bmean, bvar, err));
 
     for (int b = 0; b < cfg->n_blocks; b++) {
         const cx_dense_block *blk = &m->blocks[b];
@@ -138,7 +152,7 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
             CX_OP(be, err, w2, conv2d_bn_relu, bott, L->conv2.Cin, n, h, w, s[1].scale, s[1].shift,
                   cx_pass_dev(p, L->conv2.w), L->conv2.Cout, L->conv2.k, newc, act, scr, scr_n);
             if (training) {
-                CX_OP(be, err, w2, bn_stats, newc, L->conv2.Cout, P, bmean + L->cin, bvar + L->cin);
+                TRY(stats(p, w2, newc, L->conv2.Cout, P, bmean + L->cin, bvar + L->cin, err));
                 mids += (int64_t)L->conv1.Cout * pl->batch * h * w;
             }
         }
@@ -162,8 +176,8 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
             if (training) {
                 bmean += blk->cout;
                 bvar += blk->cout;
-                CX_OP(be, err, wt, bn_stats, next, t->conv.Cout,
-                      (int64_t)n * pl->Hb[b + 1] * pl->Wb[b + 1], bmean, bvar);
+                TRY(stats(p, wt, next, t->conv.Cout, (int64_t)n * pl->Hb[b + 1] * pl->Wb[b + 1],
+                          bmean, bvar, err));
             }
         }
     }

@@ -111,6 +111,23 @@ typedef struct {
     float *mean, *var, *invstd;
 } cx_bn_slot;
 
+/* Data-parallel training as the pass sees it (set by the trainer; NULL:
+ * one process). With sync_bn every batch statistic of the forward and the
+ * per-channel sums of every BatchNorm backward are reduced over the ranks
+ * (sums and sums of squares, in double); grads_done tells the trainer,
+ * as the backward pass goes, that the gradients [lo, n_trainable) are
+ * final, so their sums can start while the rest is computed. */
+typedef struct {
+    int sync_bn;
+    void *user;
+    /* v[0..n) = its sum over the ranks, in place */
+    cx_status (*sum)(void *user, double *v, size_t n, cx_err *err);
+    cx_status (*grads_done)(void *user, int64_t lo, cx_err *err);
+    double *host;             /* host scratch: 2 * Cmax + 1 doubles */
+    float *host_f;            /* host scratch: 4 * Cmax floats */
+    float *dev_a, *dev_b;     /* backend memory: Cmax floats each */
+} cx_pass_dist;
+
 /* A planned pass on a backend. */
 typedef struct {
     const cx_model *m;
@@ -122,7 +139,25 @@ typedef struct {
     cx_bn_slot *bn;
     int n_bn;
     int bf16;                 /* bf16 convolutions (inference) */
+    const cx_pass_dist *dist; /* training over several ranks, or NULL */
 } cx_pass;
+
+/* The widest BatchNorm of the model (channels). */
+int cx_pass_max_channels(const cx_pass *p);
+/* Sync-BN, forward: mean and var [C] (this rank's batch statistics over P
+ * values per channel) become those of the global batch. */
+cx_status cx_pass_sync_stats(cx_pass *p, const char *where, int C, int64_t P, float *mean,
+                             float *var, cx_err *err);
+/* Sync-BN, backward of slot s's BN + ReLU: dx was computed by
+ * bn_relu_backward from this rank's sums (left in the slot's weight and bias
+ * gradients, which held zero before); it is corrected to the global sums'. */
+cx_status cx_pass_sync_bn_backward(cx_pass *p, const cx_bn_slot *s, const float *x, int64_t P,
+                                   float *dx, cx_err *err);
+/* Sync-BN, backward of a block reader (norm1): bn_deferred_terms with the
+ * global sums of the slot's weight and bias gradients (this rank's, which
+ * held zero before) over the global count. */
+cx_status cx_pass_sync_deferred_terms(cx_pass *p, const cx_bn_slot *s, int C, int64_t P,
+                                      float *pa, float *pb, cx_err *err);
 
 /* Plans and allocates a pass; the backend object is the pass's from now on
  * (freed by cx_pass_free, also on failure). The model's weights are uploaded
@@ -154,6 +189,14 @@ cx_status cx_train_new_on(cx_model *m, int batch, int height, int width, cx_back
 /* The trainer's copy of the weights from the model again (after a
  * checkpoint was loaded into it); cx_train_sync_model is the other way. */
 cx_status cx_train_reload_model(cx_train *t, cx_err *err);
+
+/* Data-parallel training on a trainer (NULL: one process). */
+cx_status cx_train_set_comm(cx_train *t, const cx_comm *comm, int sync_bn, int overlap,
+                            size_t bucket_bytes, cx_err *err);
+/* cx_train_step over this rank's n images of a global batch of n_global
+ * (with a comm; the loss returned is the global batch's). */
+cx_status cx_train_step_global(cx_train *t, const float *input, const float *labels, int n,
+                               int n_global, double *loss, cx_err *err);
 
 /* A model tensor's data, and its gradient, in the backend's memory. */
 static inline float *cx_pass_dev(const cx_pass *p, const float *host)

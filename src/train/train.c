@@ -17,6 +17,15 @@ struct cx_train {
     const double *loss; /* the last step's loss and logits, on the host */
     const float *logits;
     void *out_host; /* their host copy (a backend with its own memory) */
+    float *wbase;       /* the loss weights as set: wpos [K], wneg [K] */
+    double loss_scale;  /* the factor they were uploaded with */
+    /* data-parallel training */
+    const cx_comm *comm;
+    int overlap;
+    int64_t bucket;     /* floats per gradient bucket */
+    int64_t pending_hi; /* gradients [0, pending_hi) not yet sent */
+    int sent;           /* sums started since the last wait */
+    cx_pass_dist dist;
 };
 
 void cx_train_opts_default(cx_train_opts *o)
@@ -93,6 +102,13 @@ void cx_train_free(cx_train *t)
 {
     if (!t)
         return;
+    if (t->dist.dev_a)
+        t->p.be->ops->free(t->p.be, t->dist.dev_a);
+    if (t->dist.dev_b)
+        t->p.be->ops->free(t->p.be, t->dist.dev_b);
+    free(t->dist.host);
+    free(t->dist.host_f);
+    free(t->wbase);
     if (t->p.be && !t->p.be->ops->host_memory)
         free(t->out_host);
     cx_pass_free(&t->p);
@@ -101,25 +117,129 @@ void cx_train_free(cx_train *t)
 
 size_t cx_train_arena_bytes(const cx_train *t) { return cx_plan_bytes(&t->p.plan, 0); }
 
-cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg, cx_err *err)
+/* The loss weights times `scale` go up (a rank's share of the global
+ * batch's mean: its loss and gradients then add up over the ranks). */
+static cx_status upload_loss_weights(cx_train *t, double scale, cx_err *err)
 {
     int K = t->p.m->cfg.num_classes;
     float *w = malloc(sizeof(float) * 2 * (size_t)K);
     if (!w)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
-    for (int k = 0; k < K; k++) {
-        float a = wpos ? wpos[k] : 1.0f, b = wneg ? wneg[k] : 1.0f;
-        if (!isfinite(a) || !isfinite(b) || a < 0 || b < 0) {
-            free(w);
-            return cx_seterr(err, CX_EARG, "loss weights of class %d must be finite and >= 0", k);
-        }
-        w[k] = a;
-        w[K + k] = b;
-    }
+    for (int k = 0; k < 2 * K; k++)
+        w[k] = scale == 1.0 ? t->wbase[k] : (float)(t->wbase[k] * scale);
     cx_backend *be = t->p.be;
     cx_status st = be->ops->upload(be, t->p.buf[CX_B_LOSS_W], w, sizeof(float) * 2 * (size_t)K);
     free(w);
-    return st ? cx_be_fail(be, st, "upload", "the loss weights", err) : CX_OK;
+    if (st)
+        return cx_be_fail(be, st, "upload", "the loss weights", err);
+    t->loss_scale = scale;
+    return CX_OK;
+}
+
+cx_status cx_train_set_loss_weights(cx_train *t, const float *wpos, const float *wneg, cx_err *err)
+{
+    int K = t->p.m->cfg.num_classes;
+    if (!t->wbase && !(t->wbase = malloc(sizeof(float) * 2 * (size_t)K)))
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    for (int k = 0; k < K; k++) {
+        float a = wpos ? wpos[k] : 1.0f, b = wneg ? wneg[k] : 1.0f;
+        if (!isfinite(a) || !isfinite(b) || a < 0 || b < 0)
+            return cx_seterr(err, CX_EARG, "loss weights of class %d must be finite and >= 0", k);
+    }
+    for (int k = 0; k < K; k++) {
+        t->wbase[k] = wpos ? wpos[k] : 1.0f;
+        t->wbase[K + k] = wneg ? wneg[k] : 1.0f;
+    }
+    return upload_loss_weights(t, 1.0, err);
+}
+
+/* ---- data-parallel training ---- */
+
+static cx_status dist_sum(void *user, double *v, size_t n, cx_err *err)
+{
+    const cx_comm *c = ((cx_train *)user)->comm;
+    return c->allreduce_f64(c->user, v, n, err);
+}
+
+/* Starts the sum of gradients [lo, hi). */
+static cx_status send_grads(cx_train *t, int64_t lo, int64_t hi, cx_err *err)
+{
+    const cx_comm *c = t->comm;
+    t->sent++;
+    return c->iallreduce_f32(c->user, (float *)t->p.buf[CX_B_GRAD] + lo, (size_t)(hi - lo), err);
+}
+
+/* The backward pass has finished gradients [lo, n_trainable): with overlap
+ * a bucket starts once bucket floats are ready (the ready range as one
+ * message); otherwise started sums are only moved along. */
+static cx_status dist_grads_done(void *user, int64_t lo, cx_err *err)
+{
+    cx_train *t = user;
+    if (t->overlap && lo < t->pending_hi && t->pending_hi - lo >= t->bucket) {
+        cx_status st = send_grads(t, lo, t->pending_hi, err);
+        t->pending_hi = lo;
+        return st;
+    }
+    return t->sent ? t->comm->progress(t->comm->user, err) : CX_OK;
+}
+
+/* After the backward pass: what is left goes (without overlap: all of it,
+ * in buckets). */
+static cx_status flush_grads(cx_train *t, cx_err *err)
+{
+    cx_status st = CX_OK;
+    while (!st && t->pending_hi > 0) {
+        int64_t lo = t->overlap || t->pending_hi <= t->bucket ? 0 : t->pending_hi - t->bucket;
+        st = send_grads(t, lo, t->pending_hi, err);
+        t->pending_hi = lo;
+    }
+    return st;
+}
+
+static cx_status wait_grads(cx_train *t, cx_err *err)
+{
+    if (!t->sent)
+        return CX_OK;
+    t->sent = 0;
+    return t->comm->wait_all(t->comm->user, err);
+}
+
+cx_status cx_train_set_comm(cx_train *t, const cx_comm *comm, int sync_bn, int overlap,
+                            size_t bucket_bytes, cx_err *err)
+{
+    cx_pass *p = &t->p;
+    if (!comm) {
+        p->dist = NULL;
+        t->comm = NULL;
+        return CX_OK;
+    }
+    if (!p->be->ops->host_memory)
+        return cx_seterr(err, CX_EARG,
+                         "training over several ranks needs a backend that computes in host "
+                         "memory (ref or cpu)");
+    int C = cx_pass_max_channels(p);
+    if (!t->dist.host) {
+        t->dist.host = malloc(sizeof(double) * (2 * (size_t)C + 1));
+        t->dist.host_f = malloc(sizeof(float) * 4 * (size_t)C);
+        if (!t->dist.host || !t->dist.host_f)
+            return cx_seterr(err, CX_ENOMEM, "out of memory");
+        cx_status st = p->be->ops->alloc(p->be, sizeof(float) * (size_t)C, (void **)&t->dist.dev_a);
+        if (!st)
+            st = p->be->ops->alloc(p->be, sizeof(float) * (size_t)C, (void **)&t->dist.dev_b);
+        if (st)
+            return cx_be_fail(p->be, st, "alloc", "the BatchNorm sums", err);
+    }
+    t->comm = comm;
+    t->overlap = overlap;
+    t->bucket = (int64_t)((bucket_bytes ? bucket_bytes : (size_t)4 << 20) / sizeof(float));
+    if (t->bucket < 1)
+        t->bucket = 1;
+    t->dist.sync_bn = sync_bn;
+    t->dist.user = t;
+    t->dist.sum = dist_sum;
+    t->dist.grads_done = dist_grads_done;
+    p->dist = &t->dist;
+    return CX_OK;
 }
 
 const float *cx_train_logits(const cx_train *t) { return t->logits; }
@@ -167,6 +287,7 @@ static cx_status commit_bn(cx_train *t, int i, int64_t P, const double *loss, cx
     return CX_OK;
 }
 
+/* n: the images the batch statistics are over (all ranks' with sync-BN) */
 static cx_status commit_running(cx_train *t, int n, const double *loss, cx_err *err)
 {
     const cx_model *m = t->p.m;
@@ -185,10 +306,21 @@ static cx_status commit_running(cx_train *t, int n, const double *loss, cx_err *
 cx_status cx_train_step(cx_train *t, const float *input, const float *labels, int n,
                         double *loss_out, cx_err *err)
 {
+    return cx_train_step_global(t, input, labels, n, n, loss_out, err);
+}
+
+cx_status cx_train_step_global(cx_train *t, const float *input, const float *labels, int n,
+                               int n_global, double *loss_out, cx_err *err)
+{
     cx_pass *p = &t->p;
-    if (n < 2 || n > p->plan.batch)
-        return cx_seterr(err, CX_EARG, "training step on %d images (context planned for 2..%d)", n,
-                         p->plan.batch);
+    int sync_bn = t->comm && t->dist.sync_bn;
+    if (!t->comm)
+        n_global = n;
+    if (n < (sync_bn ? 1 : 2) || n > p->plan.batch || n_global < 2)
+        return cx_seterr(err, CX_EARG,
+                         "training step on %d images (context planned for %d..%d, BatchNorm "
+                         "needs 2 in its batch)",
+                         n, sync_bn ? 1 : 2, p->plan.batch);
     const cx_config *cfg = &p->m->cfg;
     cx_backend *be = p->be;
     int K = cfg->num_classes;
@@ -202,6 +334,13 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
     cx_status st = cx_be_bind(be, err);
     if (st)
         return st;
+    if (t->comm) {
+        /* this rank's share of the global batch's mean loss */
+        double scale = (double)n / n_global;
+        if (scale != t->loss_scale && (st = upload_loss_weights(t, scale, err)))
+            return st;
+        t->pending_hi = p->m->n_trainable;
+    }
     /* the batch and its labels go up */
     const void *x, *y;
     size_t in_bytes = sizeof(float) * (size_t)n * cfg->in_channels * p->plan.H * p->plan.W;
@@ -214,17 +353,28 @@ cx_status cx_train_step(cx_train *t, const float *input, const float *labels, in
     if ((st = cx_pass_forward(p, x, n, logits, err)))
         return st;
     CX_OP(be, err, "the loss", bce_loss, logits, y, n, K, lw, lw + K, loss, p->buf[CX_B_DLOGITS]);
-    if ((st = commit_running(t, n, loss, err)) || (st = cx_pass_backward(p, n, err)))
+    if ((st = commit_running(t, sync_bn ? n_global : n, loss, err)) ||
+        (st = cx_pass_backward(p, n, err)))
+        return st;
+    if (t->comm && (st = flush_grads(t, err)))
         return st;
     /* the loss and logits come down */
     if ((st = cx_be_out_done(be, t->out_host, p->buf[CX_B_OUT], 64 + sizeof(float) * n * K)))
         return cx_be_fail(be, st, "download", "the loss", err);
-    *loss_out = *t->loss;
-    if (!isfinite(*t->loss))
+    double total = *t->loss;
+    if (t->comm) { /* the global batch's loss: every rank decides alike */
+        if ((st = t->comm->allreduce_f64(t->comm->user, &total, 1, err)))
+            return st;
+    }
+    *loss_out = total;
+    if (!isfinite(total)) {
+        if (t->comm && (st = wait_grads(t, err)))
+            return st;
         return cx_seterr(err, CX_ENUMERIC,
                          "loss is %g (non-finite): stopping before any weight or running "
                          "statistic changes",
-                         *t->loss);
+                         total);
+    }
     return CX_OK;
 }
 
@@ -249,6 +399,8 @@ cx_status cx_adam_step(cx_train *t, float lr, cx_err *err)
                        t->opt.beta2,      t->opt.eps,       t->opt.weight_decay};
     int64_t nt = m->n_trainable, *flag = p->buf[CX_B_FLAG], bad;
     float *g = p->buf[CX_B_GRAD];
+    if (t->comm && (st = wait_grads(t, err))) /* the gradients summed over the ranks */
+        return st;
     CX_OP(be, err, "the gradients", find_nonfinite, g, nt, flag);
     CX_OP(be, err, "the parameters", adam, p->w, g, p->buf[CX_B_ADAM_M], p->buf[CX_B_ADAM_V], nt,
           &h, flag);

@@ -207,6 +207,32 @@ static cx_status load_checkpoint(cx_model *m, cx_train *t, run_state *rs, const 
     return st;
 }
 
+/* Rank 0's training state (weights, running statistics, Adam's moments and
+ * steps, schedule and position) to every rank. */
+static cx_status bcast_state(cx_model *m, cx_train *t, run_state *rs, const cx_comm *c,
+                             cx_err *err)
+{
+    cx_status st = c->bcast(c->user, m->storage, sizeof(float) * (size_t)m->storage_n, 0, err);
+    int first = -1; /* the trainable tensor at offset 0: Adam's moments start there */
+    for (int i = 0; i < m->n_tensors && first < 0; i++)
+        if (m->tensors[i].trainable && m->tensors[i].data == m->storage)
+            first = i;
+    if (first < 0)
+        return cx_seterr(err, CX_EARG, "the model's storage does not start with a parameter");
+    size_t nt = sizeof(float) * (size_t)m->n_trainable;
+    if (!st)
+        st = c->bcast(c->user, cx_adam_m(t, first), nt, 0, err);
+    if (!st)
+        st = c->bcast(c->user, cx_adam_v(t, first), nt, 0, err);
+    int64_t steps = cx_adam_steps(t);
+    if (!st)
+        st = c->bcast(c->user, &steps, sizeof steps, 0, err);
+    if (!st)
+        st = c->bcast(c->user, rs, sizeof *rs, 0, err);
+    cx_adam_set_steps(t, steps);
+    return st;
+}
+
 /* Appends a line to the log and syncs it. */
 static cx_status log_append(const char *path, const char *line, cx_err *err)
 {
@@ -250,22 +276,33 @@ static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_tra
                           cx_err *err)
 {
     int K = m->cfg.num_classes;
+    const cx_comm *c = o->comm;
     cx_status st = cx_loader_start_epoch(val, 0, 0, err);
     if (st)
         return st;
+    /* with ranks, each scores its shard of every batch into the places its
+     * images have in the whole set, and the sums bring them together (in
+     * the order of one process) */
     size_t cap = 1024, n_all = 0;
     double *score = malloc(cap * K * sizeof *score);
-    int8_t *lab = malloc(cap * K);
+    double *lab = malloc(cap * K * sizeof *lab);
     double loss_sum = 0.0;
     if (!score || !lab) {
         free(score);
         free(lab);
         return cx_seterr(err, CX_ENOMEM, "out of memory");
     }
-    for (;;) {
+    int nb = cx_loader_num_batches(val);
+    for (int b = 0; c ? b < nb : 1; b++) {
         int n = 0;
-        if ((st = cx_loader_next(val, x, y, NULL, &n, err)) || n == 0)
+        if ((st = cx_loader_next(val, x, y, NULL, &n, err)))
             break;
+        double items = n;
+        if (c && (st = c->allreduce_f64(c->user, &items, 1, err)))
+            break;
+        if (items == 0)
+            break;
+        size_t lo = c ? (size_t)((int64_t)items * c->rank / c->size) : 0;
         /* eval-mode forward in chunks of the (small) validation context */
         size_t side = (size_t)(o->image_size > 0 ? o->image_size : m->input_size);
         size_t per = (size_t)m->cfg.in_channels * side * side;
@@ -274,12 +311,13 @@ static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_tra
                             logits + (size_t)i0 * K, err);
         if (st)
             break;
-        loss_sum += cx_bce_loss(logits, y, n, K, o->wpos, o->wneg, NULL) * n;
-        if (n_all + n > cap) {
-            while (n_all + n > cap)
+        if (n > 0)
+            loss_sum += cx_bce_loss(logits, y, n, K, o->wpos, o->wneg, NULL) * n;
+        if (n_all + (size_t)items > cap) {
+            while (n_all + (size_t)items > cap)
                 cap *= 2;
             double *ns = realloc(score, cap * K * sizeof *ns);
-            int8_t *nl = realloc(lab, cap * K);
+            double *nl = realloc(lab, cap * K * sizeof *nl);
             if (ns)
                 score = ns;
             if (nl)
@@ -289,12 +327,19 @@ static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_tra
                 break;
             }
         }
+        for (size_t i = 0; i < (size_t)items * K; i++)
+            score[n_all * K + i] = lab[n_all * K + i] = 0.0;
         for (int i = 0; i < n; i++)
             for (int k = 0; k < K; k++) {
-                score[(size_t)k * 0 + (n_all + i) * K + k] = logits[i * K + k];
-                lab[(n_all + i) * K + k] = (int8_t)(y[i * K + k] > 0.5f);
+                score[(n_all + lo + i) * K + k] = logits[i * K + k];
+                lab[(n_all + lo + i) * K + k] = y[i * K + k] > 0.5f;
             }
-        n_all += n;
+        n_all += (size_t)items;
+    }
+    if (!st && c) {
+        if (!(st = c->allreduce_f64(c->user, &loss_sum, 1, err)) &&
+            !(st = c->allreduce_f64(c->user, score, n_all * K, err)))
+            st = c->allreduce_f64(c->user, lab, n_all * K, err);
     }
     if (!st) {
         *loss_out = n_all ? loss_sum / n_all : NAN;
@@ -303,7 +348,7 @@ static cx_status validate(cx_model *m, cx_ctx *ctx, cx_loader *val, const cx_tra
         for (int k = 0; k < K && s1 && l1; k++) {
             for (size_t i = 0; i < n_all; i++) {
                 s1[i] = score[i * K + k];
-                l1[i] = lab[i * K + k];
+                l1[i] = (int8_t)(lab[i * K + k] > 0.5);
             }
             if (!cx_auroc(s1, l1, n_all, &auroc[k]))
                 auroc[k] = NAN;
@@ -334,7 +379,12 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     if (o->epochs < 1 || !(o->lr > 0) || !(o->lr_factor > 0 && o->lr_factor < 1) ||
         o->patience < 0)
         return cx_seterr(err, CX_EARG, "invalid training options (epochs, lr, factor, patience)");
-    cx_status mst = cx_mkdir_p(o->out_dir, err);
+    const cx_comm *c = o->comm;
+    if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size))
+        return cx_seterr(err, CX_EARG, "rank %d of %d ranks", c->rank, c->size);
+    const int root = !c || c->rank == 0; /* writes checkpoints, logs, the best model */
+    const int ranks = c ? c->size : 1;
+    cx_status mst = root ? cx_mkdir_p(o->out_dir, err) : CX_OK;
     if (mst)
         return mst;
     int K = m->cfg.num_classes, C = m->cfg.in_channels;
@@ -363,10 +413,19 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     cx_plateau_init(&rs.plateau, o->lr, o->lr_factor, o->patience, o->threshold);
 
     B = o->batch > 0 ? o->batch : 16;
+    if (B < ranks) {
+        st = cx_seterr(err, CX_EARG, "batch %d is smaller than the number of ranks (%d)", B,
+                       ranks);
+        goto done;
+    }
     int side = o->image_size > 0 ? o->image_size : m->input_size;
-    if ((st = cx_train_new(m, B, side, side, o->backend, &o->train, &t, err)))
+    /* each rank plans for the largest shard of a batch */
+    int Bl = (B + ranks - 1) / ranks;
+    if ((st = cx_train_new(m, Bl, side, side, o->backend, &o->train, &t, err)))
         goto done;
     if ((st = cx_train_set_loss_weights(t, o->wpos, o->wneg, err)))
+        goto done;
+    if (c && (st = cx_train_set_comm(t, c, o->sync_bn, !o->no_overlap, o->bucket_bytes, err)))
         goto done;
     if (val && (st = cx_ctx_new(m, B < CX_VAL_CHUNK ? B : CX_VAL_CHUNK, side, side, o->backend,
                                 &ctx, err)))
@@ -384,12 +443,14 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         classes[k] = cx_model_class_name(m, k);
 
     if (o->resume) {
-        if (access(last_path, R_OK)) {
+        /* rank 0 reads the checkpoint and sends it (no shared file system
+         * is assumed; a failure there stops the group) */
+        if (root && access(last_path, R_OK)) {
             st = cx_seterr(err, CX_EMISSING, "%s: no checkpoint to resume from", last_path);
             goto done;
         }
-        if ((st = load_checkpoint(m, t, &rs, last_path, err)) ||
-            (st = cx_train_reload_model(t, err)))
+        if ((root && (st = load_checkpoint(m, t, &rs, last_path, err))) ||
+            (c && (st = bcast_state(m, t, &rs, c, err))) || (st = cx_train_reload_model(t, err)))
             goto done;
         if (o->on_resume) {
             cx_resume_info ri = {last_path, rs.epoch, o->epochs, rs.next_batch, nb,
@@ -398,16 +459,22 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         }
         /* re-append the last completed epoch's line if the run died between
          * the checkpoint and the log */
-        if (rs.last_log[0] && rs.epoch > 0 && log_last_epoch(log_path) < rs.epoch)
+        if (root && rs.last_log[0] && rs.epoch > 0 && log_last_epoch(log_path) < rs.epoch)
             if ((st = log_append(log_path, rs.last_log, err)))
                 goto done;
     } else {
-        unlink(log_path);
+        if (root)
+            unlink(log_path);
+        /* every rank starts from rank 0's weights */
+        if (c && ((st = c->bcast(c->user, m->storage, sizeof(float) * (size_t)m->storage_n, 0,
+                                 err)) ||
+                  (st = cx_train_reload_model(t, err))))
+            goto done;
     }
 
     long steps_this_run = 0;
     int stop = 0; /* a stop was asked for (on_step) or max_steps reached */
-    if (o->log_steps && !(steplog = fopen(log_path, "a"))) {
+    if (root && o->log_steps && !(steplog = fopen(log_path, "a"))) {
         st = cx_seterr(err, CX_EIO, "%s: cannot open for appending: %s", log_path,
                        strerror(errno));
         goto done;
@@ -425,12 +492,22 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             int n = 0;
             if ((st = cx_loader_next(train, x, y, NULL, &n, err)))
                 goto done;
-            if (n == 0)
+            int ng = n; /* images of the global batch (this rank has n of them) */
+            if (c) {
+                double v = n;
+                if ((st = c->allreduce_f64(c->user, &v, 1, err)))
+                    goto done;
+                ng = (int)v;
+            }
+            if (ng == 0)
                 break;
-            if (n < 2) /* BatchNorm needs two images: skip a last batch of one */
+            /* BatchNorm needs two images: skip a last batch of one (with
+             * ranks, one where a rank would get less than BatchNorm needs:
+             * one image with sync-BN, two without) */
+            if (ng < 2 || (c && ng / ranks < (o->sync_bn ? 1 : 2)))
                 continue;
             double loss;
-            if ((st = cx_train_step(t, x, y, n, &loss, err))) {
+            if ((st = cx_train_step_global(t, x, y, n, ng, &loss, err))) {
                 if (st == CX_ENUMERIC) {
                     int have = access(last_path, R_OK) == 0;
                     cx_seterr(err, CX_ENUMERIC,
@@ -444,11 +521,11 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             }
             if ((st = cx_adam_step(t, (float)rs.lr, err)))
                 goto done;
-            rs.loss_sum += loss * n;
-            rs.loss_count += n;
+            rs.loss_sum += loss * ng;
+            rs.loss_count += ng;
             rs.next_batch = b + 1;
             steps_this_run++;
-            imgs_this_run += n;
+            imgs_this_run += ng;
             if (steplog) {
                 char a[64];
                 json_double(a, sizeof a, loss);
@@ -467,8 +544,14 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             }
             if (o->max_steps > 0 && steps_this_run >= o->max_steps)
                 stop = 1;
+            if (c) { /* a stop asked on any rank (a signal) stops them all here */
+                double v = stop;
+                if ((st = c->allreduce_f64(c->user, &v, 1, err)))
+                    goto done;
+                stop = v > 0;
+            }
             int periodic = o->checkpoint_every > 0 && steps_this_run % o->checkpoint_every == 0;
-            if ((stop || periodic) && rs.next_batch < nb) {
+            if (root && (stop || periodic) && rs.next_batch < nb) {
                 if ((st = save_checkpoint(m, t, &rs, last_path, err)))
                     goto done;
             }
@@ -488,7 +571,16 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         double train_s = now_s() - t0;
         double train_loss = rs.loss_count ? rs.loss_sum / rs.loss_count : NAN;
         /* the epoch's weights into the model, and into the validation context */
-        if ((st = cx_train_sync_model(t, err)) || (ctx && (st = cx_ctx_sync_weights(ctx, err))))
+        if ((st = cx_train_sync_model(t, err)))
+            goto done;
+        /* the running statistics are rank 0's (without sync-BN each rank's
+         * are of its own shards, as PyTorch DDP keeps rank 0's) */
+        if (c && ((st = c->bcast(c->user, m->storage + m->n_trainable,
+                                 sizeof(float) * (size_t)(m->storage_n - m->n_trainable), 0,
+                                 err)) ||
+                  (st = cx_train_reload_model(t, err))))
+            goto done;
+        if (ctx && (st = cx_ctx_sync_weights(ctx, err)))
             goto done;
         double val_loss = NAN, mean_auc = NAN;
         for (int k = 0; k < K; k++)
@@ -525,21 +617,21 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                 snprintf(buf, sizeof buf, "%.6f", mean_auc);
                 cx_model_set_meta(m, "val_mean_auroc", buf, NULL);
             }
-            if ((st = cx_model_save(m, best_path, o->best_dtype, err)))
+            if (root && (st = cx_model_save(m, best_path, o->best_dtype, err)))
                 goto done;
         }
         int reduced = cx_plateau_step(&rs.plateau, crit);
         rs.lr = rs.plateau.lr;
         double total_s = now_s() - t0;
         /* the log line */
-        char line[4096], a[64], b2[64], c[64];
+        char line[4096], a[64], b2[64], c3[64];
         json_double(a, sizeof a, train_loss);
         json_double(b2, sizeof b2, val_loss);
-        json_double(c, sizeof c, mean_auc);
+        json_double(c3, sizeof c3, mean_auc);
         int k0 = snprintf(line, sizeof line,
                           "{\"epoch\": %d, \"train_loss\": %s, \"val_loss\": %s, "
                           "\"val_mean_auroc\": %s, \"val_auroc\": {",
-                          rs.epoch + 1, a, b2, c);
+                          rs.epoch + 1, a, b2, c3);
         for (int k = 0; k < K && k0 < (int)sizeof line - 200; k++) {
             char esc[256];
             cx_json_escape_buf(esc, sizeof esc, classes[k]);
@@ -560,9 +652,8 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         next.next_batch = 0;
         next.loss_sum = 0;
         next.loss_count = 0;
-        if ((st = save_checkpoint(m, t, &next, last_path, err)))
-            goto done;
-        if ((st = log_append(log_path, line, err)))
+        if (root && ((st = save_checkpoint(m, t, &next, last_path, err)) ||
+                     (st = log_append(log_path, line, err))))
             goto done;
         if (o->on_epoch) {
             cx_epoch_report r = {rs.epoch, train_loss, val_loss, K, classes, auroc, mean_auc,
