@@ -2,6 +2,7 @@
  * or a pack, with the paper's recipe as defaults. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "cli_mpi.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -63,10 +64,19 @@ static void usage(FILE *f)
 "  --log-steps           also write every step's loss to log.jsonl (lines\n"
 "                        {\"step\": ..., \"loss\": ...} between the epoch lines)\n"
 "  --version             print the version\n"
+"several processes (mpirun -np K chexnet train ..., srun chexnet train ...):\n"
+"                        each rank trains on its shard of every batch; --batch\n"
+"                        stays the global batch, rank 0 writes every file\n"
+"  --sync-bn             BatchNorm statistics over the global batch (then K\n"
+"                        ranks compute the step of one process); without it\n"
+"                        each rank normalises its shard with its own statistics\n"
+"  --no-overlap          sum the gradients after the backward pass instead of\n"
+"                        while it runs (for measuring the overlap)\n"
 "\n"
 "%s\n"
 "Ctrl-C saves a checkpoint and exits with status 130; rerun with --resume to\n"
-"continue (it says where it resumes).\n",
+"continue (it says where it resumes). Under mpirun, SIGUSR1 to mpirun (which\n"
+"it forwards) or SIGTERM/SIGINT to the ranks does the same.\n",
             cli_limits_help());
 }
 
@@ -81,6 +91,10 @@ typedef struct {
     cli_progress bar;
     int epoch_started;
     int json;
+    int quiet;        /* not rank 0: nothing on the terminal */
+    cli_mpi *mpi;     /* several processes: the time spent waiting for sums */
+    long steps;
+    double t_first, w_first, t_last, w_last;
     long log_every;   /* a line every N steps when there is no progress bar */
     int first_batch;  /* batch the epoch started at in this run (resume) */
 } train_ui;
@@ -88,6 +102,16 @@ typedef struct {
 static int ui_step(void *user, const cx_train_progress *p)
 {
     train_ui *u = user;
+    if (u->mpi) {
+        u->t_last = cli_now();
+        u->w_last = cli_mpi_wait_seconds(u->mpi);
+        if (u->steps++ == 0) {
+            u->t_first = u->t_last;
+            u->w_first = u->w_last;
+        }
+    }
+    if (u->quiet)
+        return g_stop != 0;
     if (u->epoch_started != p->epoch + 1) {
         static char label[64];
         snprintf(label, sizeof label, "epoch %d/%d", p->epoch + 1, p->epochs);
@@ -112,7 +136,8 @@ static int ui_step(void *user, const cx_train_progress *p)
 
 static void ui_resume(void *user, const cx_resume_info *r)
 {
-    (void)user;
+    if (((train_ui *)user)->quiet)
+        return;
     if (r->epoch >= r->epochs)
         fprintf(stderr, "resuming from %s: all %d epochs are done (step %ld)\n", r->path,
                 r->epochs, r->step);
@@ -127,6 +152,8 @@ static void ui_resume(void *user, const cx_resume_info *r)
 static void ui_epoch(void *user, const cx_epoch_report *r)
 {
     train_ui *u = user;
+    if (u->quiet)
+        return;
     cli_progress_end(&u->bar);
     u->epoch_started = 0;
     fprintf(stderr,
@@ -154,7 +181,8 @@ int cmd_train(int argc, char **argv)
     enum { O_LABELS = CLI_OPT_FIRST_FREE, O_IMAGES, O_TASK, O_CLASSES, O_PATIENT, O_FRACTIONS, O_SPLITDIR,
            O_TRAINL, O_VALL, O_TESTL, O_SEED, O_NOAUG, O_WEIGHTS, O_ARCH, O_INCH, O_EPOCHS,
            O_BATCH, O_LR, O_FACTOR, O_PATIENCE, O_THRESH, O_WD, O_LOSS, O_OUT, O_RESUME,
-           O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON, O_LOGEVERY, O_LOGSTEPS };
+           O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON, O_LOGEVERY, O_LOGSTEPS, O_SYNCBN,
+           O_NOOVERLAP };
     static const struct option opts[] = {
         {"labels", required_argument, 0, O_LABELS}, {"images", required_argument, 0, O_IMAGES},
         {"task", required_argument, 0, O_TASK}, {"classes", required_argument, 0, O_CLASSES},
@@ -177,7 +205,8 @@ int cmd_train(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS},
         {"loader-threads", required_argument, 0, O_LTHREADS},
         {"json", no_argument, 0, O_JSON}, {"log-every", required_argument, 0, O_LOGEVERY},
-        {"log-steps", no_argument, 0, O_LOGSTEPS}, {0, 0, 0, 0}};
+        {"log-steps", no_argument, 0, O_LOGSTEPS}, {"sync-bn", no_argument, 0, O_SYNCBN},
+        {"no-overlap", no_argument, 0, O_NOOVERLAP}, {0, 0, 0, 0}};
     const char *labels = NULL, *images = NULL, *task = NULL, *patient = NULL, *split_dir = NULL;
     const char *train_l = NULL, *val_l = NULL, *test_l = NULL, *weights = NULL;
     const char *arch = "densenet121", *loss_kind = NULL, *out = NULL;
@@ -185,7 +214,7 @@ int cmd_train(int argc, char **argv)
     long seed = 0, in_ch = 3, epochs = 10, batch = 16, patience = 0, ckpt = 100, max_steps = 0;
     long threads = 0, lthreads = 0, log_every = 50;
     double lr = 1e-3, factor = 0.1, thresh = 1e-4, wd = 0;
-    int augment = 1, resume = 0, json = 0, log_steps = 0, c;
+    int augment = 1, resume = 0, json = 0, log_steps = 0, sync_bn = 0, no_overlap = 0, c;
     cli_getopt g;
     cli_getopt_init(&g, "train", argc, argv, "", opts, CLI_LIMITS, usage);
     while ((c = cli_getopt_next(&g)) != -1) {
@@ -224,6 +253,8 @@ int cmd_train(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_LOGEVERY: bad = cli_parse_int(optarg, 0, 1000000000, &log_every); break;
         case O_LOGSTEPS: log_steps = 1; break;
+        case O_SYNCBN: sync_bn = 1; break;
+        case O_NOOVERLAP: no_overlap = 1; break;
         default: return 2;
         }
         if (bad) {
@@ -259,8 +290,35 @@ int cmd_train(int argc, char **argv)
             s = end + 1;
         }
     }
-    cx_set_threads((int)threads);
+    /* several processes: MPI when a launcher started this one as a rank */
+    int rank = 0, ranks = 1;
+    int launched = cli_mpi_launched(&rank, &ranks);
+    if (launched && ranks > 1 && !cli_mpi_available()) {
+        cli_error("train",
+                  "started as rank %d of %d processes, but this chexnet was built without MPI: "
+                  "rebuild it with MPI (Debian: libopenmpi-dev) to train over several "
+                  "processes, or run one process",
+                  rank, ranks);
+        return 2;
+    }
+    if (sync_bn && !cli_mpi_available()) {
+        cli_error("train", "--sync-bn needs a chexnet built with MPI (Debian: libopenmpi-dev)");
+        return 2;
+    }
     cx_err err = {0};
+    cli_mpi *mpi = NULL;
+    if (launched && cli_mpi_available()) {
+        if (!(mpi = cli_mpi_init(&argc, &argv, &err))) {
+            cli_fail("train", &err);
+            return 1;
+        }
+        rank = cli_mpi_comm(mpi)->rank;
+        ranks = cli_mpi_comm(mpi)->size;
+        if (threads == 0) /* the machine's cores shared by its ranks */
+            threads = cli_mpi_default_threads(mpi);
+    }
+    const int r0 = rank == 0; /* prints progress and writes files */
+    cx_set_threads((int)threads);
     int rc = 1;
     cx_dataset *ds = NULL;
     cx_split sp;
@@ -285,7 +343,7 @@ int cmd_train(int argc, char **argv)
     dopt.patient_column = patient;
     if (cx_dataset_load(&dopt, &ds, &err))
         goto fail;
-    for (int i = 0; i < cx_dataset_num_warnings(ds); i++)
+    for (int i = 0; r0 && i < cx_dataset_num_warnings(ds); i++)
         cli_error("train", "warning: %s", cx_dataset_warning(ds, i));
     int K = cx_dataset_num_classes(ds);
     char pathbuf[4096];
@@ -305,16 +363,19 @@ int cmd_train(int argc, char **argv)
         goto fail;
     }
     have_split = 1;
-    for (int i = 0; i < sp.n_warnings; i++)
+    for (int i = 0; r0 && i < sp.n_warnings; i++)
         cli_error("train", "warning: %s", sp.warnings[i]);
-    if (cx_mkdir_p(out, &err))
-        goto fail;
-    snprintf(pathbuf, sizeof pathbuf, "%s", cli_path_in(out, "split"));
-    mkdir(pathbuf, 0777);
-    if (cx_split_write(ds, &sp, pathbuf, &err))
-        goto fail;
+    if (r0) {
+        if (cx_mkdir_p(out, &err))
+            goto fail;
+        snprintf(pathbuf, sizeof pathbuf, "%s", cli_path_in(out, "split"));
+        mkdir(pathbuf, 0777);
+        if (cx_split_write(ds, &sp, pathbuf, &err))
+            goto fail;
+    }
     int ntr = sp.count[CX_SPLIT_TRAIN], nva = sp.count[CX_SPLIT_VAL];
-    fprintf(stderr, "data: %s, %s; train %d (%s), val %d (%s), test %d; split written to %s\n",
+    if (r0)
+        fprintf(stderr, "data: %s, %s; train %d (%s), val %d (%s), test %d; split written to %s\n",
             cli_plural(cx_dataset_size(ds), "image", "images"), cli_plural(K, "class", "classes"),
             ntr, cli_plural(sp.patients[0], "patient", "patients"), nva,
             cli_plural(sp.patients[1], "patient", "patients"), sp.count[CX_SPLIT_TEST],
@@ -344,7 +405,8 @@ int cmd_train(int argc, char **argv)
         if (cx_model_load(weights, &w, &err))
             goto fail;
         if (cx_model_num_classes(w) != K) {
-            fprintf(stderr, "weights: %s has %s; replacing the head with %s\n", weights,
+            if (r0)
+                fprintf(stderr, "weights: %s has %s; replacing the head with %s\n", weights,
                     cli_plural(cx_model_num_classes(w), "output", "outputs"),
                     cli_plural(K, "fresh one", "fresh ones"));
             if (cx_model_with_head(w, K, (uint64_t)seed, &m, &err)) {
@@ -388,8 +450,9 @@ int cmd_train(int argc, char **argv)
             double P = sp.positives[CX_SPLIT_TRAIN * K + k], N = ntr - P;
             wpos[k] = (float)(N / (P + N));
             wneg[k] = (float)(P / (P + N));
-            fprintf(stderr, "loss: %s w+ = %.4f, w- = %.4f (%d positives of %d)\n",
-                    cx_dataset_class(ds, k), wpos[k], wneg[k], (int)P, ntr);
+            if (r0)
+                fprintf(stderr, "loss: %s w+ = %.4f, w- = %.4f (%d positives of %d)\n",
+                        cx_dataset_class(ds, k), wpos[k], wneg[k], (int)P, ntr);
         }
     }
 
@@ -404,6 +467,8 @@ int cmd_train(int argc, char **argv)
     lo.threads = (int)(lthreads ? lthreads : threads);
     lo.augment = augment;
     lo.shuffle = 1;
+    lo.shard = rank; /* each rank makes its shard of every batch */
+    lo.shards = ranks;
     if (cx_loader_new(ds, sp.index[CX_SPLIT_TRAIN], ntr, &lo, &tr, &err))
         goto fail;
     if (nva > 0) {
@@ -411,7 +476,7 @@ int cmd_train(int argc, char **argv)
         lo.shuffle = 0;
         if (cx_loader_new(ds, sp.index[CX_SPLIT_VAL], nva, &lo, &va, &err))
             goto fail;
-    } else {
+    } else if (r0) {
         fprintf(stderr, "warning: no validation split; the best model is chosen on the "
                         "training loss\n");
     }
@@ -434,8 +499,17 @@ int cmd_train(int argc, char **argv)
     to.train.weight_decay = (float)wd;
     to.wpos = wpos;
     to.wneg = wneg;
+    to.comm = mpi ? cli_mpi_comm(mpi) : NULL;
+    to.sync_bn = sync_bn;
+    to.no_overlap = no_overlap;
     train_ui ui = {0};
     ui.json = json;
+    ui.quiet = !r0;
+    ui.mpi = mpi;
+    if (mpi && r0)
+        fprintf(stderr, "ranks: %d (%d on this machine), %s each%s\n", ranks,
+                cli_mpi_local_size(mpi), cli_plural(cx_get_threads(), "thread", "threads"),
+                sync_bn ? ", BatchNorm across ranks" : "");
     ui.log_every = log_every;
     to.on_step = ui_step;
     to.on_epoch = ui_epoch;
@@ -446,25 +520,42 @@ int cmd_train(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); /* what mpirun forwards to the ranks */
     cx_status st = cx_trainer_run(m, tr, va, &to, &err);
     cli_progress_end(&ui.bar);
-    if (st == CX_EINTERRUPTED) {
-        if (g_stop) { /* Ctrl-C or SIGTERM */
-            cli_error("train", "%s", err.msg);
+    if (mpi && r0 && ui.steps > 1 && ui.t_last > ui.t_first)
+        fprintf(stderr,
+                "gradient sums (%s): waited %.3f s of %.3f s over steps 2..%ld (%.1f%% of a "
+                "step)\n",
+                no_overlap ? "after the backward pass" : "overlapped with it",
+                ui.w_last - ui.w_first, ui.t_last - ui.t_first, ui.steps,
+                100.0 * (ui.w_last - ui.w_first) / (ui.t_last - ui.t_first));
+    if (st == CX_EINTERRUPTED) { /* every rank stopped at the same step */
+        if (g_stop || (mpi && max_steps == 0)) { /* Ctrl-C or SIGTERM (on any rank) */
+            if (r0)
+                cli_error("train", "%s", err.msg);
             rc = 130;
         } else { /* --max-steps: a requested stop is a success */
-            fprintf(stderr, "--max-steps %ld reached: %s\n", max_steps, err.msg);
+            if (r0)
+                fprintf(stderr, "--max-steps %ld reached: %s\n", max_steps, err.msg);
             rc = 0;
         }
         goto done;
     }
     if (st)
         goto fail;
-    fprintf(stderr, "done: best model %s, log %s\n", cli_path_in(out, "best.safetensors"),
-            cli_path_in(out, "log.jsonl"));
+    if (r0)
+        fprintf(stderr, "done: best model %s, log %s\n", cli_path_in(out, "best.safetensors"),
+                cli_path_in(out, "log.jsonl"));
     rc = 0;
     goto done;
 fail:
+    if (mpi && ranks > 1) {
+        /* the rank at fault says why, and the whole job ends (the others may
+         * be waiting for it in a collective operation) */
+        cli_error("train", "rank %d of %d: %s", rank, ranks, err.msg[0] ? err.msg : "error");
+        cli_mpi_abort(mpi, 1);
+    }
     cli_fail("train", &err);
     rc = 1;
 done:
@@ -476,5 +567,6 @@ done:
     cx_dataset_free(ds);
     free(wpos);
     free(wneg);
+    cli_mpi_finalize(mpi);
     return rc;
 }
