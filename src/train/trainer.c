@@ -233,6 +233,28 @@ static cx_status bcast_state(cx_model *m, cx_train *t, run_state *rs, const cx_c
     return st;
 }
 
+/* Every rank must hold rank 0's parameters (they start equal and take the
+ * same summed gradients): a cheap hash compared at checkpoints catches a
+ * reduction that gave different results on different ranks. */
+static cx_status check_same_weights(const cx_model *m, const cx_comm *c, cx_err *err)
+{
+    const unsigned char *b = (const unsigned char *)m->storage;
+    uint64_t h = 1469598103934665603ULL, h0;
+    for (size_t i = 0; i < sizeof(float) * (size_t)m->n_trainable; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    h0 = h;
+    cx_status st = c->bcast(c->user, &h0, sizeof h0, 0, err);
+    double differ = h != h0;
+    if (!st)
+        st = c->allreduce_f64(c->user, &differ, 1, err);
+    if (!st && differ > 0)
+        st = cx_seterr(err, CX_ENUMERIC,
+                       "the parameters of %.0f rank%s differ from rank 0's (the gradient sums "
+                       "were not the same on every rank)",
+                       differ, differ == 1 ? "" : "s");
+    return st;
+}
+
 /* Appends a line to the log and syncs it. */
 static cx_status log_append(const char *path, const char *line, cx_err *err)
 {
@@ -551,6 +573,8 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                 stop = v > 0;
             }
             int periodic = o->checkpoint_every > 0 && steps_this_run % o->checkpoint_every == 0;
+            if (c && (stop || periodic) && (st = check_same_weights(m, c, err)))
+                goto done;
             if (root && (stop || periodic) && rs.next_batch < nb) {
                 if ((st = save_checkpoint(m, t, &rs, last_path, err)))
                     goto done;
@@ -579,6 +603,8 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                                  sizeof(float) * (size_t)(m->storage_n - m->n_trainable), 0,
                                  err)) ||
                   (st = cx_train_reload_model(t, err))))
+            goto done;
+        if (c && (st = check_same_weights(m, c, err)))
             goto done;
         if (ctx && (st = cx_ctx_sync_weights(ctx, err)))
             goto done;
