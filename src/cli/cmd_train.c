@@ -58,6 +58,8 @@ static void usage(FILE *f)
 "                        epoch's end, with a checkpoint (exit status 0)\n"
 "  --threads T           (default: all cores)\n"
 "  --loader-threads T    image decoding threads (default: as --threads)\n"
+"  --backend B           cpu (default) or ref (plain C, slow: a second summation\n"
+"                        order for checking)\n"
 "  --json                print each epoch's log line on stdout\n"
 "  --log-every N         without a terminal (no progress bar), print the loss\n"
 "                        every N steps on stderr (default 50; 0: never)\n"
@@ -182,7 +184,7 @@ int cmd_train(int argc, char **argv)
            O_TRAINL, O_VALL, O_TESTL, O_SEED, O_NOAUG, O_WEIGHTS, O_ARCH, O_INCH, O_EPOCHS,
            O_BATCH, O_LR, O_FACTOR, O_PATIENCE, O_THRESH, O_WD, O_LOSS, O_OUT, O_RESUME,
            O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON, O_LOGEVERY, O_LOGSTEPS, O_SYNCBN,
-           O_NOOVERLAP };
+           O_NOOVERLAP, O_BACKEND };
     static const struct option opts[] = {
         {"labels", required_argument, 0, O_LABELS}, {"images", required_argument, 0, O_IMAGES},
         {"task", required_argument, 0, O_TASK}, {"classes", required_argument, 0, O_CLASSES},
@@ -206,7 +208,8 @@ int cmd_train(int argc, char **argv)
         {"loader-threads", required_argument, 0, O_LTHREADS},
         {"json", no_argument, 0, O_JSON}, {"log-every", required_argument, 0, O_LOGEVERY},
         {"log-steps", no_argument, 0, O_LOGSTEPS}, {"sync-bn", no_argument, 0, O_SYNCBN},
-        {"no-overlap", no_argument, 0, O_NOOVERLAP}, {0, 0, 0, 0}};
+        {"no-overlap", no_argument, 0, O_NOOVERLAP}, {"backend", required_argument, 0, O_BACKEND},
+        {0, 0, 0, 0}};
     const char *labels = NULL, *images = NULL, *task = NULL, *patient = NULL, *split_dir = NULL;
     const char *train_l = NULL, *val_l = NULL, *test_l = NULL, *weights = NULL;
     const char *arch = "densenet121", *loss_kind = NULL, *out = NULL;
@@ -215,6 +218,7 @@ int cmd_train(int argc, char **argv)
     long threads = 0, lthreads = 0, log_every = 50;
     double lr = 1e-3, factor = 0.1, thresh = 1e-4, wd = 0;
     int augment = 1, resume = 0, json = 0, log_steps = 0, sync_bn = 0, no_overlap = 0, c;
+    cx_backend_id backend = CX_BACKEND_CPU;
     cli_getopt g;
     cli_getopt_init(&g, "train", argc, argv, "", opts, CLI_LIMITS, usage);
     while ((c = cli_getopt_next(&g)) != -1) {
@@ -255,6 +259,14 @@ int cmd_train(int argc, char **argv)
         case O_LOGSTEPS: log_steps = 1; break;
         case O_SYNCBN: sync_bn = 1; break;
         case O_NOOVERLAP: no_overlap = 1; break;
+        case O_BACKEND:
+            if (!strcmp(optarg, "cpu"))
+                backend = CX_BACKEND_CPU;
+            else if (!strcmp(optarg, "ref"))
+                backend = CX_BACKEND_REF;
+            else
+                bad = 1;
+            break;
         default: return 2;
         }
         if (bad) {
@@ -501,6 +513,7 @@ int cmd_train(int argc, char **argv)
     to.wneg = wneg;
     to.comm = mpi ? cli_mpi_comm(mpi) : NULL;
     to.sync_bn = sync_bn;
+    to.backend = backend;
     to.no_overlap = no_overlap;
     train_ui ui = {0};
     ui.json = json;
