@@ -104,13 +104,11 @@ typedef struct {
 static int ui_step(void *user, const cx_train_progress *p)
 {
     train_ui *u = user;
-    if (u->mpi) {
-        u->t_last = cli_now();
-        u->w_last = cli_mpi_wait_seconds(u->mpi);
-        if (u->steps++ == 0) {
-            u->t_first = u->t_last;
-            u->w_first = u->w_last;
-        }
+    u->t_last = cli_now();
+    u->w_last = cli_mpi_wait_seconds(u->mpi);
+    if (u->steps++ == 0) {
+        u->t_first = u->t_last;
+        u->w_first = u->w_last;
     }
     if (u->quiet)
         return g_stop != 0;
@@ -544,10 +542,14 @@ int cmd_train(int argc, char **argv)
                 ui.w_last - ui.w_first, ui.t_last - ui.t_first, ui.steps,
                 100.0 * (ui.w_last - ui.w_first) / (ui.t_last - ui.t_first));
     if (st == CX_EINTERRUPTED) { /* every rank stopped at the same step */
-        if (g_stop || (mpi && max_steps == 0)) { /* Ctrl-C or SIGTERM (on any rank) */
+        /* Ctrl-C or SIGTERM (on this rank or another), or the step budget */
+        if (g_stop || max_steps == 0 || ui.steps < max_steps) {
             if (r0)
                 cli_error("train", "%s", err.msg);
-            rc = 130;
+            /* rank 0 carries the status: a rank ending non-zero first
+             * would make mpirun kill the others, rank 0 writing and
+             * printing included */
+            rc = r0 ? 130 : 0;
         } else { /* --max-steps: a requested stop is a success */
             if (r0)
                 fprintf(stderr, "--max-steps %ld reached: %s\n", max_steps, err.msg);

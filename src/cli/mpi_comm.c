@@ -43,13 +43,12 @@ int cli_mpi_launched(int *rank, int *size)
                 *size = atoi(s);
         }
     }
-    /* srun without an MPI plugin: Slurm's own variables */
-    if (!found && getenv("SLURM_STEP_ID") && getenv("SLURM_PROCID")) {
-        const char *n = getenv("SLURM_STEP_NUM_TASKS");
-        if (!n)
-            n = getenv("SLURM_NTASKS");
+    /* srun without an MPI plugin: Slurm's own variables (a job step of
+     * several tasks; a batch script's own step has one) */
+    const char *tasks = getenv("SLURM_STEP_NUM_TASKS");
+    if (!found && tasks && atoi(tasks) > 1 && getenv("SLURM_PROCID")) {
         *rank = atoi(getenv("SLURM_PROCID"));
-        *size = n ? atoi(n) : 1;
+        *size = atoi(tasks);
         found = 1;
     }
     if (*size < 1)
@@ -187,7 +186,7 @@ cli_mpi *cli_mpi_init(int *argc, char ***argv, cx_err *err)
 
 const cx_comm *cli_mpi_comm(const cli_mpi *m) { return &m->comm; }
 int cli_mpi_local_size(const cli_mpi *m) { return m->local_size; }
-double cli_mpi_wait_seconds(const cli_mpi *m) { return m->wait_s; }
+double cli_mpi_wait_seconds(const cli_mpi *m) { return m ? m->wait_s : 0.0; }
 
 int cli_mpi_default_threads(const cli_mpi *m)
 {
@@ -209,6 +208,9 @@ void cli_mpi_finalize(cli_mpi *m)
 {
     if (!m)
         return;
+    /* no rank leaves before the others are done (rank 0's files and
+     * messages) */
+    MPI_Barrier(m->blocking);
     MPI_Comm_free(&m->blocking);
     MPI_Comm_free(&m->grads);
     free(m);

@@ -2,7 +2,8 @@
 (a small subset, a small DenseNet at 64 px, and one step of DenseNet-121):
 
   - K = 2 and K = 3 ranks with --sync-bn against one process at the same
-    global batch, step by step over 6 steps: every step starts from the
+    global batch, step by step over 6 steps (K = 4, with unequal shards,
+    for two of them): every step starts from the
     one-process run's checkpoint (so K ranks resume a one-process checkpoint)
     and its loss, gradients (Adam's moments), BatchNorm running statistics
     and weights are compared with the one-process step;
@@ -269,8 +270,9 @@ def main():
         copy_state(one, states[-1])
 
     # ---- 2. K = 2, 3 with --sync-bn: each step from the one-process state
-    for k in (2, 3):
-        for s in range(6):
+    # (K = 4: shards of 1, 2, 1, 2 images, unequal, one image on a rank)
+    for k, which in ((2, range(6)), (3, range(6)), (4, (0, 5))):
+        for s in which:
             out = os.path.join(TMP, "k%d_s%d" % (k, s + 1))
             if s:
                 copy_state(states[s - 1], out)
