@@ -13,7 +13,7 @@
   - mpirun -np 1 --sync-bn is bit for bit the one-process run;
   - a rank killed with SIGKILL mid-run ends the job within seconds with a
     message, leaving a checkpoint that loads and resumes; a bad image on a
-    rank does the same; SIGINT to mpirun stops every rank with a checkpoint;
+    rank does the same; a NaN loss stops every rank without a checkpoint; SIGINT to mpirun stops every rank with a checkpoint;
   - a build without MPI refuses multi-rank runs and --sync-bn.
 
 Tolerances (u = 2^-24, fp32's unit roundoff). K ranks compute the same
@@ -217,23 +217,24 @@ def identical(name, a_out, b_out):
     check(name, not diff and la == lb, "differ: %s; losses %s vs %s" % (diff[:3], la, lb))
 
 
-def rank_pids(mpirun_pid, rank):
-    out = []
+def rank_pids(out_dir, rank):
+    """The chexnet processes training into out_dir as MPI rank `rank`."""
+    pids = []
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % p) as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid != mpirun_pid:
+            with open("/proc/%s/cmdline" % p, "rb") as f:
+                cmd = f.read().split(b"\0")
+            if not cmd[0].endswith(b"chexnet") or out_dir.encode() not in cmd:
                 continue
             with open("/proc/%s/environ" % p, "rb") as f:
                 env = f.read().split(b"\0")
             if ("OMPI_COMM_WORLD_RANK=%d" % rank).encode() in env:
-                out.append(int(p))
-        except (OSError, IndexError, ValueError):
+                pids.append(int(p))
+        except OSError:
             pass
-    return out
+    return pids
 
 
 def no_mpi_build():
@@ -332,7 +333,7 @@ def main():
     while time.time() - t0 < 60 and (not os.path.exists(os.path.join(out, "log.jsonl")) or
                                      len(steps(out)) < 8):
         time.sleep(0.2)
-    pids = rank_pids(p.pid, 1)
+    pids = rank_pids(out, 1)
     if not pids:
         p.kill()
         check("kill -9 a rank", False, "no rank 1 process found")
@@ -358,6 +359,18 @@ def main():
         check("... the checkpoint loads", loads)
         r = run(2, out, ["--max-steps", "1", "--resume", "--sync-bn", "--epochs", "1000"])
         check("... and resumes", r.returncode == 0, r.stderr[-300:])
+
+    # a non-finite loss: every rank sees the global loss, all stop, no checkpoint
+    wnan = os.path.join(TMP, "nan.safetensors")
+    sd, meta = cxtest.load_safetensors(E.weights)
+    sd["classifier.bias"][:] = float("nan")
+    cxtest.save_safetensors(wnan, sd, meta)
+    out = os.path.join(TMP, "nan")
+    t0 = time.time()
+    r = run(2, out, ["--sync-bn"], weights=wnan, timeout=120)
+    check("a NaN loss stops every rank with the message, no checkpoint",
+          r.returncode != 0 and "loss is NaN" in r.stderr and time.time() - t0 < 60 and
+          not os.path.exists(os.path.join(out, "last.safetensors")), r.stderr.strip()[-300:])
 
     # SIGINT to mpirun (which sends SIGTERM to the ranks, SIGKILL one second
     # later: these steps are short) and SIGUSR1 (forwarded as is): every rank
