@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +59,17 @@ cx_status cx_seterr(cx_err *err, cx_status code, const char *fmt, ...)
 /* Creates a folder and any missing parents (like mkdir -p); an existing
  * folder is fine, an existing non-folder is an error naming it. */
 cx_status cx_mkdir_p(const char *dir, cx_err *err);
+
+/* ------------------------------------------------------------ text output */
+
+/* Writes s as a quoted JSON string that is always valid JSON: '"' and '\\'
+ * escaped, control characters (U+0000..U+001F and DEL) escaped as \n, \r,
+ * \t, \b, \f or \u00XX, and every byte that is not part of valid UTF-8
+ * replaced by U+FFFD (written as UTF-8). NULL prints as null. */
+void cx_json_escape(FILE *f, const char *s);
+/* Writes s as one CSV field (RFC 4180): quoted when it holds a comma, a
+ * quote, CR or LF, with the quotes inside doubled; otherwise as it is. */
+void cx_csv_field(FILE *f, const char *s);
 
 /* ----------------------------------------------------------------- limits */
 

@@ -14,21 +14,6 @@ static void usage(FILE *f)
                "  -h, --help  this help\n");
 }
 
-static void json_str(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            printf("\\%c", ch);
-        else if (ch < 0x20)
-            printf("\\u%04x", ch);
-        else
-            putchar(ch);
-    }
-    putchar('"');
-}
-
 int cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -68,9 +53,9 @@ int cmd_info(int argc, char **argv)
     int nc = cx_model_num_classes(m);
     if (json) {
         printf("{\"file\": ");
-        json_str(path);
+        cx_json_escape(stdout, path);
         printf(", \"arch\": ");
-        json_str(cfg->arch);
+        cx_json_escape(stdout, cfg->arch);
         printf(", \"growth_rate\": %d, \"block_config\": [", cfg->growth_rate);
         for (int b = 0; b < cfg->n_blocks; b++)
             printf("%s%d", b ? ", " : "", cfg->block_config[b]);
@@ -84,16 +69,16 @@ int cmd_info(int argc, char **argv)
         for (int i = 0; i < nc; i++) {
             if (i)
                 printf(", ");
-            json_str(cx_model_class_name(m, i));
+            cx_json_escape(stdout, cx_model_class_name(m, i));
         }
         printf("], \"metadata\": {");
         for (int i = 0; i < cx_model_num_meta(m); i++) {
             const cx_kv *kv = cx_model_meta_at(m, i);
             if (i)
                 printf(", ");
-            json_str(kv->key);
+            cx_json_escape(stdout, kv->key);
             printf(": ");
-            json_str(kv->value);
+            cx_json_escape(stdout, kv->value);
         }
         printf("}}\n");
     } else {

@@ -80,65 +80,6 @@ static void usage(FILE *f)
 
 /* ------------------------------------------------------------ output */
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\b': fputs("\\b", f); break;
-        case '\f': fputs("\\f", f); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                fprintf(f, "\\u%04x", *p);
-            } else if (*p < 0x80) {
-                fputc(*p, f);
-            } else {
-                /* valid UTF-8 passes through; other bytes (paths are bytes)
-                 * become U+FFFD so that the line stays valid JSON */
-                int n = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-                int ok = n > 0 && !(n == 2 && *p < 0xc2) && !(n == 4 && *p > 0xf4);
-                for (int k = 1; ok && k < n; k++)
-                    ok = (p[k] & 0xc0) == 0x80;
-                if (ok && n == 3) {
-                    unsigned cp = (p[0] & 0x0fu) << 12 | (p[1] & 0x3fu) << 6 | (p[2] & 0x3fu);
-                    ok = cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff);
-                }
-                if (ok && n == 4) {
-                    unsigned cp = (p[0] & 0x07u) << 18 | (p[1] & 0x3fu) << 12;
-                    ok = cp >= 0x10000 && cp <= 0x10ffff;
-                }
-                if (ok) {
-                    fwrite(p, 1, n, f);
-                    p += n - 1;
-                } else {
-                    fputs("\\ufffd", f);
-                }
-            }
-        }
-    }
-    fputc('"', f);
-}
-
-static void csv_field(FILE *f, const char *s)
-{
-    if (!strpbrk(s, ",\"\r\n") && s[0] != ' ' && (!*s || s[strlen(s) - 1] != ' ')) {
-        fputs(s, f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 enum { FMT_JSON, FMT_CSV, FMT_TABLE };
 
 /* CSV header: image, then one column per class */
@@ -147,7 +88,7 @@ static void print_csv_header(const cx_model *m)
     fputs("image", stdout);
     for (int c = 0; c < cx_model_num_classes(m); c++) {
         fputc(',', stdout);
-        csv_field(stdout, cx_model_class_name(m, c));
+        cx_csv_field(stdout, cx_model_class_name(m, c));
     }
     fputc('\n', stdout);
 }
@@ -165,23 +106,23 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
         }
     if (fmt == FMT_JSON) {
         fputs("{\"image\": ", stdout);
-        json_str(stdout, path);
+        cx_json_escape(stdout, path);
         fputs(", \"probabilities\": {", stdout);
         for (int c = 0; c < nc; c++) {
             if (c)
                 fputs(", ", stdout);
-            json_str(stdout, cx_model_class_name(m, c));
+            cx_json_escape(stdout, cx_model_class_name(m, c));
             printf(": %.9g", prob[c]);
         }
         fputs("}, \"warnings\": [", stdout);
         for (int w = 0; info && w < info->n_warnings; w++) {
             if (w)
                 fputs(", ", stdout);
-            json_str(stdout, info->warnings[w]);
+            cx_json_escape(stdout, info->warnings[w]);
         }
         fputs("]}\n", stdout);
     } else if (fmt == FMT_CSV) {
-        csv_field(stdout, path);
+        cx_csv_field(stdout, path);
         for (int c = 0; c < nc; c++)
             printf(",%.9g", prob[c]);
         fputc('\n', stdout);

@@ -28,21 +28,6 @@ static void usage(FILE *f)
             data_args_help(), cli_limits_help());
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 int cmd_split(int argc, char **argv)
 {
     const char *cmd = "split";
@@ -103,9 +88,9 @@ int cmd_split(int argc, char **argv)
     int used = sp.count[0] + sp.count[1] + sp.count[2];
     if (json) {
         printf("{\"source\":");
-        json_str(stdout, cx_dataset_source(ds));
+        cx_json_escape(stdout, cx_dataset_source(ds));
         printf(",\"file\":");
-        json_str(stdout, a.pack ? a.pack : a.labels ? a.labels : a.lists[0]);
+        cx_json_escape(stdout, a.pack ? a.pack : a.labels ? a.labels : a.lists[0]);
         printf(",\"method\":\"%s\",\"seed\":%ld", a.lists[0] ? "lists" : "random", a.seed);
         if (!a.lists[0])
             printf(",\"fractions\":[%.17g,%.17g,%.17g]", a.fractions[0], a.fractions[1],
@@ -115,7 +100,7 @@ int cmd_split(int argc, char **argv)
         for (int k = 0; k < K; k++) {
             if (k)
                 putchar(',');
-            json_str(stdout, cx_dataset_class(ds, k));
+            cx_json_escape(stdout, cx_dataset_class(ds, k));
         }
         printf("],\"splits\":{");
         for (int p = 0; p < 3; p++) {
@@ -125,7 +110,7 @@ int cmd_split(int argc, char **argv)
             for (int k = 0; k < K; k++) {
                 if (k)
                     putchar(',');
-                json_str(stdout, cx_dataset_class(ds, k));
+                cx_json_escape(stdout, cx_dataset_class(ds, k));
                 printf(":%d", sp.positives[p * K + k]);
             }
             printf("}}");
@@ -135,11 +120,11 @@ int cmd_split(int argc, char **argv)
         for (int i = 0; i < sp.n_warnings; i++) {
             if (i)
                 putchar(',');
-            json_str(stdout, sp.warnings[i]);
+            cx_json_escape(stdout, sp.warnings[i]);
         }
         printf("],\"out\":");
         if (out)
-            json_str(stdout, out);
+            cx_json_escape(stdout, out);
         else
             printf("null");
         printf("}\n");

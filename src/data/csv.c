@@ -446,3 +446,35 @@ int cx_csv_parse_double(const char *s, double *out)
     *out = v;
     return 0;
 }
+
+/* ----------------------------------------------------------------- writer */
+
+void cx_csv_field_put(cx_text_put put, void *ctx, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n")) {
+        put(ctx, s, strlen(s));
+        return;
+    }
+    put(ctx, "\"", 1);
+    for (;;) {
+        const char *q = strchr(s, '"');
+        if (!q) {
+            put(ctx, s, strlen(s));
+            break;
+        }
+        put(ctx, s, (size_t)(q - s) + 1);
+        put(ctx, "\"", 1); /* the quote doubled */
+        s = q + 1;
+    }
+    put(ctx, "\"", 1);
+}
+
+static void put_file(void *ctx, const char *s, size_t n)
+{
+    fwrite(s, 1, n, (FILE *)ctx);
+}
+
+void cx_csv_field(FILE *f, const char *s)
+{
+    cx_csv_field_put(put_file, f, s);
+}

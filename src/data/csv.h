@@ -18,6 +18,7 @@
 #define CX_DATA_CSV_H
 
 #include "chexnet.h"
+#include "util/textput.h"
 
 typedef enum { CX_CSV_COMMA = 0, CX_CSV_WHITESPACE = 1 } cx_csv_sep;
 
@@ -67,5 +68,8 @@ int cx_csv_col(const cx_csv *t, const char *name);
 /* Strict number parsing of a field (surrounding blanks allowed); returns 0 on
  * success, -1 if empty/non-numeric/NaN/inf. */
 int cx_csv_parse_double(const char *s, double *out);
+
+/* cx_csv_field (chexnet.h), the one CSV field writer, through put. */
+void cx_csv_field_put(cx_text_put put, void *ctx, const char *s);
 
 #endif

@@ -1,5 +1,7 @@
 /* Growable text buffer (see textbuf.h). */
 #include "eval/textbuf.h"
+#include "data/csv.h"
+#include "io/json.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -72,27 +74,14 @@ void cx_tb_printf(cx_tb *b, const char *fmt, ...)
     b->n += (size_t)n;
 }
 
+static void tb_put(void *ctx, const char *s, size_t n)
+{
+    cx_tb_putn(ctx, s, n);
+}
+
 void cx_tb_json_str(cx_tb *b, const char *s)
 {
-    cx_tb_putn(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"')
-            cx_tb_puts(b, "\\\"");
-        else if (c == '\\')
-            cx_tb_puts(b, "\\\\");
-        else if (c == '\n')
-            cx_tb_puts(b, "\\n");
-        else if (c == '\r')
-            cx_tb_puts(b, "\\r");
-        else if (c == '\t')
-            cx_tb_puts(b, "\\t");
-        else if (c < 0x20)
-            cx_tb_printf(b, "\\u%04x", c);
-        else
-            cx_tb_putn(b, (const char *)&c, 1);
-    }
-    cx_tb_putn(b, "\"", 1);
+    cx_json_escape_put(tb_put, b, s);
 }
 
 void cx_tb_json_num(cx_tb *b, double v)
@@ -118,15 +107,5 @@ void cx_tb_html(cx_tb *b, const char *s)
 
 void cx_tb_csv_field(cx_tb *b, const char *s)
 {
-    if (!strpbrk(s, ",\"\n\r")) {
-        cx_tb_puts(b, s);
-        return;
-    }
-    cx_tb_putn(b, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"')
-            cx_tb_putn(b, "\"", 1);
-        cx_tb_putn(b, s, 1);
-    }
-    cx_tb_putn(b, "\"", 1);
+    cx_csv_field_put(tb_put, b, s);
 }

@@ -20,13 +20,13 @@ void cx_tb_printf(cx_tb *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/* A JSON string literal (quotes included, escaped). */
+/* A JSON string literal (quotes included, escaped: cx_json_escape). */
 void cx_tb_json_str(cx_tb *b, const char *s);
 /* A JSON number with 17 significant digits, or null when not finite. */
 void cx_tb_json_num(cx_tb *b, double v);
 /* HTML/XML text with &, <, >, " escaped. */
 void cx_tb_html(cx_tb *b, const char *s);
-/* A CSV field, quoted when it holds a comma, quote or newline. */
+/* A CSV field (cx_csv_field: RFC 4180 quoting). */
 void cx_tb_csv_field(cx_tb *b, const char *s);
 
 #endif

@@ -685,11 +685,15 @@ typedef struct {
     char *dst;
     size_t cap, len;
     FILE *f;
+    cx_text_put put;
+    void *ctx;
 } sink;
 
 static void emit(sink *k, const char *s, size_t n)
 {
-    if (k->f) {
+    if (k->put) {
+        k->put(k->ctx, s, n);
+    } else if (k->f) {
         fwrite(s, 1, n, k->f);
     } else if (k->dst) {
         for (size_t i = 0; i < n; i++)
@@ -751,15 +755,21 @@ static void escape_to(sink *k, const char *s)
 
 void cx_json_escape(FILE *f, const char *s)
 {
-    sink k = {NULL, 0, 0, f};
+    sink k = {NULL, 0, 0, f, NULL, NULL};
     escape_to(&k, s);
 }
 
 size_t cx_json_escape_buf(char *dst, size_t cap, const char *s)
 {
-    sink k = {dst, cap, 0, NULL};
+    sink k = {dst, cap, 0, NULL, NULL, NULL};
     escape_to(&k, s);
     if (dst && cap)
         dst[k.len < cap ? k.len : cap - 1] = 0;
     return k.len;
+}
+
+void cx_json_escape_put(cx_text_put put, void *ctx, const char *s)
+{
+    sink k = {NULL, 0, 0, NULL, put, ctx};
+    escape_to(&k, s);
 }

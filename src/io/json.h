@@ -14,6 +14,7 @@
 #define CX_IO_JSON_H
 
 #include "chexnet.h"
+#include "util/textput.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -73,12 +74,12 @@ int cx_json_i64(const cx_json *v, int64_t *out);  /* integer in int64 range */
 /* 1 if s[0..n) is valid UTF-8 (the strict definition used by the parser). */
 int cx_utf8_valid(const char *s, size_t n);
 
-/* Writes s as a quoted JSON string: escapes '"', '\\' and control characters
- * and replaces invalid UTF-8 bytes by U+FFFD, so the output is always valid
- * JSON. NULL prints as null. */
-void cx_json_escape(FILE *f, const char *s);
-/* The same into dst (always NUL-terminated when cap > 0); returns the length
- * the full output needs (excluding the NUL), like snprintf. */
+/* cx_json_escape (chexnet.h), the one JSON string writer, into dst (always
+ * NUL-terminated when cap > 0); returns the length the full output needs
+ * (excluding the NUL), like snprintf. */
 size_t cx_json_escape_buf(char *dst, size_t cap, const char *s);
+/* The same through put (called with pieces of the output, in order), for
+ * writers with their own buffers. */
+void cx_json_escape_put(cx_text_put put, void *ctx, const char *s);
 
 #endif

@@ -2,6 +2,7 @@
  * memory (libpng) for the server's responses. */
 #define _GNU_SOURCE
 #include "serve/serve.h"
+#include "io/json.h"
 
 #include <png.h>
 #include <setjmp.h>
@@ -57,38 +58,15 @@ void sb_printf(sbuf *b, const char *fmt, ...)
     b->n += (size_t)n;
 }
 
-/* JSON string: control bytes escaped; bytes that are not valid UTF-8 become
- * U+FFFD so that the document stays valid. */
+static void sb_put_cb(void *ctx, const char *s, size_t n)
+{
+    sb_put(ctx, s, n);
+}
+
+/* JSON string (cx_json_escape: always valid JSON). */
 void sb_json_str(sbuf *b, const char *s)
 {
-    sb_put(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
-        case '"': sb_puts(b, "\\\""); break;
-        case '\\': sb_puts(b, "\\\\"); break;
-        case '\n': sb_puts(b, "\\n"); break;
-        case '\r': sb_puts(b, "\\r"); break;
-        case '\t': sb_puts(b, "\\t"); break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                sb_printf(b, "\\u%04x", *p);
-            } else if (*p < 0x80) {
-                sb_put(b, p, 1);
-            } else {
-                int n = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : (*p & 0xf8) == 0xf0 ? 4 : 0;
-                int ok = n > 0 && !(n == 2 && *p < 0xc2) && !(n == 4 && *p > 0xf4);
-                for (int k = 1; ok && k < n; k++)
-                    ok = (p[k] & 0xc0) == 0x80;
-                if (ok) {
-                    sb_put(b, p, (size_t)n);
-                    p += n - 1;
-                } else {
-                    sb_puts(b, "\\ufffd");
-                }
-            }
-        }
-    }
-    sb_put(b, "\"", 1);
+    cx_json_escape_put(sb_put_cb, b, s);
 }
 
 void sb_base64(sbuf *b, const uint8_t *d, size_t n)
