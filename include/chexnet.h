@@ -346,7 +346,6 @@ cx_status cx_ctx_features(const cx_ctx *c, int i, float *dst, int *C, int *h,
 cx_status cx_ctx_sync_weights(cx_ctx *c, cx_err *err);
 
 /* ------------------------------------------------------------------ images */
-/* BEGIN images (owned by the image/preprocessing work) */
 /*
  * Decoding (Debian's libpng and libjpeg-turbo; format found from the magic
  * bytes, never the file name). Pixels are exactly what PIL's
@@ -456,10 +455,8 @@ cx_status cx_image_load_input(const cx_model *m, const char *path,
 
 /* Writes an 8-bit grey or RGB PNG atomically (temp file, fsync, rename). */
 cx_status cx_image_save_png(const cx_image *im, const char *path, cx_err *err);
-/* END images */
 
 /* ------------------------------------------------------------------ DICOM */
-/* BEGIN dicom */
 /*
  * DICOM input (Debian's DCMTK). cx_image_load and cx_image_load_mem read
  * DICOM files too, found from their content: "DICM" at offset 128 (a Part 10
@@ -555,10 +552,8 @@ cx_status cx_dicom_write_results(const void *src, size_t n, const cx_dicom_resul
                                  size_t *sr_n, cx_err *err);
 /* A new UID: "2.25." and a random (version 4) UUID as a decimal integer. */
 void cx_dicom_new_uid(char uid[65]);
-/* END dicom */
 
 /* --------------------------------------------------------------------- CAM */
-/* BEGIN cam */
 /*
  * Class activation maps (Zhou et al. 2016, as in the CheXNet paper):
  * M_c(y, x) = sum_k w[c][k] f_k(y, x) over the final feature maps f (after
@@ -587,10 +582,8 @@ void cx_cam_colormap(float t, uint8_t rgb[3]);
  * (0.5 is a good default). out: a new RGB image of the X-ray's size. */
 cx_status cx_cam_overlay(const cx_image *xray, const float *cam, int h, int w,
                          float alpha, cx_image *out, cx_err *err);
-/* END cam */
 
 /* -------------------------------------------------------------- evaluation */
-/* BEGIN eval */
 /* Evaluation (src/data/labels.c, src/eval/): label and prediction tables,
  * exact AUROC, ROC curves, operating points, percentile-bootstrap CIs, the
  * reader study of the paper's Table 1, and JSON / HTML reports.
@@ -834,10 +827,8 @@ cx_status cx_readers_write_json(const cx_readers_result *r, const char *path,
  * the differences with their conclusion, and the pairwise F1 matrix. */
 cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
                                   cx_err *err);
-/* END eval */
 
 /* ------------------------------------------------- datasets, splits, loader */
-/* BEGIN data */
 /*
  * Datasets, patient-level splits, packed datasets and the threaded training
  * loader (src/data/dataset.c, split.c, pack.c, loader.c).
@@ -1068,10 +1059,8 @@ cx_status cx_loader_next(cx_loader *l, float *x, float *y, int *ids, int *n,
 int cx_loader_flips(const cx_loader_opts *o, int epoch, int image);
 /* Seconds cx_loader_next spent waiting for workers (loader stalls). */
 double cx_loader_wait_seconds(const cx_loader *l);
-/* END data */
 
 /* ---------------------------------------------------------------- training */
-/* BEGIN train */
 /*
  * Training (src/train/): forward in training mode (BatchNorm with batch
  * statistics, running statistics updated with momentum 0.1 and unbiased
@@ -1268,7 +1257,6 @@ void cx_trainer_opts_default(cx_trainer_opts *o);
  * is kept, nothing newer is written). */
 cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val,
                          const cx_trainer_opts *o, cx_err *err);
-/* END train */
 
 #ifdef __cplusplus
 }
