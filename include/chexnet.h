@@ -255,6 +255,19 @@ cx_status cx_model_set_class_names(cx_model *m, int n, const char *const *names,
                                    cx_err *err);
 int cx_model_input_size(const cx_model *m);           /* 224 */
 void cx_model_normalization(const cx_model *m, float mean[3], float std[3]);
+
+/* What a network takes in: square images of size x size, 1 or 3 channels,
+ * each normalised as (v / 255 - mean[c]) / std[c]. */
+typedef struct {
+    int size;
+    int channels;
+    float mean[3], std[3];
+} cx_input_spec;
+/* The default of models without metadata and of the loader: 224 x 224 RGB
+ * with ImageNet's channel means and standard deviations. */
+void cx_input_spec_default(cx_input_spec *s);
+/* The model's: its input size, in_channels and normalisation. */
+void cx_model_input_spec(const cx_model *m, cx_input_spec *s);
 /* Any "__metadata__" entry (NULL if absent) and setting one. */
 const char *cx_model_meta(const cx_model *m, const char *key);
 cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value,
@@ -436,19 +449,26 @@ cx_status cx_image_to_tensor(const cx_image *in, int channels,
                              const float mean[3], const float std[3],
                              float *dst, cx_err *err);
 
-/* Model input from a decoded image, as the PyTorch pipelines of CheXNet:
+/* Network input from a decoded image, as the PyTorch pipelines of CheXNet:
  *   plain:    Resize((S, S)) -> ToTensor -> Normalize           (1 crop)
  *   ten_crop: Resize(S * 256 / 224) -> TenCrop(S) -> ToTensor -> Normalize
  *             (10 crops, order of cx_image_tencrop; arnoweng/CheXNet)
- * S = cx_model_input_size(m); mean/std = cx_model_normalization(m);
- * channels = the model's in_channels (1: PIL "L" before resizing).
- * dst layout NCHW [crops][in_channels][S][S]; its size in floats is
- * cx_image_input_floats(m, ten_crop). */
+ * S = in->size; mean/std = in->mean/std; channels = in->channels (1: PIL
+ * "L" before resizing). dst layout NCHW [crops][channels][S][S]; its size
+ * in floats is cx_input_floats(in, ten_crop). */
+size_t cx_input_floats(const cx_input_spec *in, int ten_crop);
+cx_status cx_image_to_input(const cx_input_spec *in, const cx_image *im,
+                            int ten_crop, float *dst, cx_err *err);
+/* Load + preprocess (read straight into the resized image when keep is
+ * NULL). If keep is non-NULL it receives the decoded image (as stored: 1 or
+ * 3 channels), e.g. for CAM overlays. */
+cx_status cx_image_load_to_input(const cx_input_spec *in, const char *path,
+                                 int ten_crop, float *dst, cx_image *keep,
+                                 cx_err *err);
+/* The same for a model's input (cx_model_input_spec). */
 size_t cx_image_input_floats(const cx_model *m, int ten_crop);
 cx_status cx_image_preprocess(const cx_model *m, const cx_image *im,
                               int ten_crop, float *dst, cx_err *err);
-/* Load + preprocess. If keep is non-NULL it receives the decoded image (as
- * stored: 1 or 3 channels), e.g. for CAM overlays. */
 cx_status cx_image_load_input(const cx_model *m, const char *path,
                               int ten_crop, float *dst, cx_image *keep,
                               cx_err *err);
@@ -513,7 +533,11 @@ cx_status cx_image_load_info(const char *path, int channels, cx_image *out,
 cx_status cx_image_load_mem_info(const void *buf, size_t n, const char *name,
                                  int channels, cx_image *out,
                                  cx_image_info *info, cx_err *err);
-/* cx_image_load_input that also fills info (may be NULL). */
+/* cx_image_load_to_input and cx_image_load_input that also fill info (may
+ * be NULL). */
+cx_status cx_image_load_to_input_info(const cx_input_spec *in, const char *path,
+                                      int ten_crop, float *dst, cx_image *keep,
+                                      cx_image_info *info, cx_err *err);
 cx_status cx_image_load_input_info(const cx_model *m, const char *path,
                                    int ten_crop, float *dst, cx_image *keep,
                                    cx_image_info *info, cx_err *err);
@@ -845,7 +869,7 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
  *   cx_split_random(ds, f, seed, &sp, &err); // or cx_split_from_lists()
  *   cx_split_write(ds, &sp, "run/", &err);   // run/train.txt val.txt test.txt
  *   cx_loader_opts lo;
- *   cx_loader_opts_default(&lo);             // batch 16, 224, 3 channels
+ *   cx_loader_opts_default(&lo);             // batch 16, cx_input_spec_default
  *   cx_model_normalization(m, lo.mean, lo.std);
  *   lo.augment = 1; lo.seed = seed;          // flips; shuffle is on
  *   cx_loader *tr;                           // fails if images are missing

@@ -46,15 +46,13 @@ struct cx_loader {
 void cx_loader_opts_default(cx_loader_opts *o)
 {
     memset(o, 0, sizeof *o);
+    cx_input_spec in;
+    cx_input_spec_default(&in);
     o->batch = 16;
-    o->size = 224;
-    o->channels = 3;
-    o->mean[0] = 0.485f;
-    o->mean[1] = 0.456f;
-    o->mean[2] = 0.406f;
-    o->std[0] = 0.229f;
-    o->std[1] = 0.224f;
-    o->std[2] = 0.225f;
+    o->size = in.size;
+    o->channels = in.channels;
+    memcpy(o->mean, in.mean, sizeof o->mean);
+    memcpy(o->std, in.std, sizeof o->std);
     o->shuffle = 1;
     o->augment = 0;
     o->drop_last = 0;

@@ -471,130 +471,145 @@ cx_status cx_image_to_tensor(const cx_image *in, int channels, const float mean[
     return CX_OK;
 }
 
-/* ------------------------------------------------------ model input */
+/* ------------------------------------------------------ network input */
 
-static int model_channels(const cx_model *m)
+static cx_status check_spec(const cx_input_spec *in, const char *fn, cx_err *err)
 {
-    const cx_config *cfg = cx_model_config(m);
-    return cfg && cfg->in_channels == 1 ? 1 : 3;
+    if (!in)
+        return cx_seterr(err, CX_EARG, "%s: invalid arguments", fn);
+    if (in->size <= 0 || in->size > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "%s: invalid model input size %d", fn, in->size);
+    if (in->channels != 1 && in->channels != 3)
+        return cx_seterr(err, CX_EARG, "%s: invalid input channels %d", fn, in->channels);
+    return CX_OK;
 }
 
-size_t cx_image_input_floats(const cx_model *m, int ten_crop)
+size_t cx_input_floats(const cx_input_spec *in, int ten_crop)
 {
-    if (!m)
+    if (!in || in->size <= 0)
         return 0;
-    size_t s = (size_t)cx_model_input_size(m);
-    return (ten_crop ? 10 : 1) * (size_t)model_channels(m) * s * s;
+    size_t s = (size_t)in->size;
+    return (ten_crop ? 10 : 1) * (size_t)(in->channels == 1 ? 1 : 3) * s * s;
 }
 
-cx_status cx_image_preprocess(const cx_model *m, const cx_image *im, int ten_crop,
-                              float *dst, cx_err *err)
+/* The crops of a resized image (S x S, or short side S * 256 / 224 for ten
+ * crops) as normalised tensors into dst. */
+static cx_status sized_to_input(const cx_input_spec *in, const cx_image *sized, int ten_crop,
+                                float *dst, cx_err *err)
+{
+    const int S = in->size, C = in->channels;
+    if (!ten_crop)
+        return cx_image_to_tensor(sized, C, in->mean, in->std, dst, err);
+    cx_image crops[10];
+    cx_status st = cx_image_tencrop(sized, S, crops, err);
+    if (!st) {
+        size_t per = (size_t)C * S * S;
+        for (int i = 0; i < 10 && !st; i++)
+            st = cx_image_to_tensor(&crops[i], C, in->mean, in->std, dst + i * per, err);
+        for (int i = 0; i < 10; i++)
+            cx_image_free(&crops[i]);
+    }
+    return st;
+}
+
+cx_status cx_image_to_input(const cx_input_spec *in, const cx_image *im, int ten_crop,
+                            float *dst, cx_err *err)
 {
     cx_status st = check_image(im, "cx_image_preprocess", err);
     if (st)
         return st;
-    if (!m || !dst)
+    if (!dst)
         return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid arguments");
-    int S = cx_model_input_size(m), C = model_channels(m);
-    if (S <= 0 || S > CX_IMAGE_MAX_SIDE)
-        return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid model input size %d", S);
-    float mean[3], std[3];
-    cx_model_normalization(m, mean, std);
+    if ((st = check_spec(in, "cx_image_preprocess", err)))
+        return st;
+    const int S = in->size;
     cx_image grey = {0}, sized = {0};
     const cx_image *src = im;
-    if (C == 1 && im->channels == 3) { /* PIL convert("L") before resizing */
+    if (in->channels == 1 && im->channels == 3) { /* PIL convert("L") before resizing */
         if ((st = cx_image_convert(im, 1, &grey, err)))
             return st;
         src = &grey;
     }
-    if (!ten_crop) {
+    if (!ten_crop)
         st = cx_image_resize(src, S, S, &sized, err);
-        if (!st)
-            st = cx_image_to_tensor(&sized, C, mean, std, dst, err);
-    } else {
-        cx_image crops[10];
-        int R = (int)((long long)S * 256 / 224);
-        st = cx_image_resize_short(src, R, &sized, err);
-        if (!st)
-            st = cx_image_tencrop(&sized, S, crops, err);
-        if (!st) {
-            size_t per = (size_t)C * S * S;
-            for (int i = 0; i < 10 && !st; i++)
-                st = cx_image_to_tensor(&crops[i], C, mean, std, dst + i * per, err);
-            for (int i = 0; i < 10; i++)
-                cx_image_free(&crops[i]);
-        }
-    }
+    else
+        st = cx_image_resize_short(src, (int)((long long)S * 256 / 224), &sized, err);
+    if (!st)
+        st = sized_to_input(in, &sized, ten_crop, dst, err);
     cx_image_free(&sized);
     cx_image_free(&grey);
     return st;
 }
 
-/* Resized model input straight from the file (no decoded image held). */
-static cx_status load_input_streamed(const cx_model *m, const char *path, int ten_crop,
-                                     float *dst, cx_err *err)
+/* Names the file in err: preprocessing messages do not know it. */
+static cx_status name_file(const char *path, cx_status st, cx_err *err)
 {
-    if (!m || !dst)
-        return cx_seterr(err, CX_EARG, "cx_image_load_input: invalid arguments");
-    int S = cx_model_input_size(m), C = model_channels(m);
-    if (S <= 0 || S > CX_IMAGE_MAX_SIDE)
-        return cx_seterr(err, CX_EARG, "cx_image_preprocess: invalid model input size %d", S);
-    float mean[3], std[3];
-    cx_model_normalization(m, mean, std);
-    cx_image sized = {0};
-    /* channels 1: PIL convert("L") before resizing, as cx_image_preprocess */
-    int R = (int)((long long)S * 256 / 224);
-    cx_status st = cx_image_load_resized_ex(path, C == 1 ? 1 : 0, S, S, ten_crop ? R : 0,
-                                            &sized, NULL, err);
-    if (st)
-        return st;
-    if (!ten_crop) {
-        st = cx_image_to_tensor(&sized, C, mean, std, dst, err);
-    } else {
-        cx_image crops[10];
-        st = cx_image_tencrop(&sized, S, crops, err);
-        if (!st) {
-            size_t per = (size_t)C * S * S;
-            for (int i = 0; i < 10 && !st; i++)
-                st = cx_image_to_tensor(&crops[i], C, mean, std, dst + i * per, err);
-            for (int i = 0; i < 10; i++)
-                cx_image_free(&crops[i]);
-        }
-    }
-    cx_image_free(&sized);
     if (st && err) {
-        /* name the file: preprocessing messages do not know it */
         cx_err e2 = *err;
         cx_seterr(err, st, "%s: %s", path, e2.msg);
     }
     return st;
 }
 
-cx_status cx_image_load_input(const cx_model *m, const char *path, int ten_crop,
-                              float *dst, cx_image *keep, cx_err *err)
+/* Resized network input straight from the file (no decoded image held). */
+static cx_status load_input_streamed(const cx_input_spec *in, const char *path, int ten_crop,
+                                     float *dst, cx_err *err)
+{
+    if (!dst)
+        return cx_seterr(err, CX_EARG, "cx_image_load_input: invalid arguments");
+    cx_status st = check_spec(in, "cx_image_preprocess", err);
+    if (st)
+        return st;
+    const int S = in->size;
+    cx_image sized = {0};
+    /* channels 1: PIL convert("L") before resizing, as cx_image_to_input */
+    int R = (int)((long long)S * 256 / 224);
+    st = cx_image_load_resized_ex(path, in->channels == 1 ? 1 : 0, S, S, ten_crop ? R : 0,
+                                  &sized, NULL, err);
+    if (st)
+        return st;
+    st = sized_to_input(in, &sized, ten_crop, dst, err);
+    cx_image_free(&sized);
+    return name_file(path, st, err);
+}
+
+cx_status cx_image_load_to_input_info(const cx_input_spec *in, const char *path, int ten_crop,
+                                      float *dst, cx_image *keep, cx_image_info *info,
+                                      cx_err *err)
 {
     cx_image im;
     if (keep)
         memset(keep, 0, sizeof *keep);
-    else
-        return load_input_streamed(m, path, ten_crop, dst, err);
-    cx_status st = cx_image_load(path, 0, &im, err);
+    cx_status st = cx_image_load_info(path, 0, &im, info, err);
     if (st)
         return st;
-    st = cx_image_preprocess(m, &im, ten_crop, dst, err);
+    st = cx_image_to_input(in, &im, ten_crop, dst, err);
     if (st) {
-        /* name the file: preprocessing messages do not know it */
-        cx_err e2;
-        if (err) {
-            e2 = *err;
-            cx_seterr(err, st, "%s: %s", path, e2.msg);
-        }
         cx_image_free(&im);
-        return st;
+        return name_file(path, st, err);
     }
     if (keep)
         *keep = im;
     else
         cx_image_free(&im);
+    return CX_OK;
+}
+
+cx_status cx_image_load_to_input(const cx_input_spec *in, const char *path, int ten_crop,
+                                 float *dst, cx_image *keep, cx_err *err)
+{
+    if (!keep)
+        return load_input_streamed(in, path, ten_crop, dst, err);
+    memset(keep, 0, sizeof *keep);
+    cx_image im;
+    cx_status st = cx_image_load(path, 0, &im, err);
+    if (st)
+        return st;
+    st = cx_image_to_input(in, &im, ten_crop, dst, err);
+    if (st) {
+        cx_image_free(&im);
+        return name_file(path, st, err);
+    }
+    *keep = im;
     return CX_OK;
 }

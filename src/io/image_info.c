@@ -86,30 +86,3 @@ cx_status cx_image_load_info(const char *path, int channels, cx_image *out,
     free(buf);
     return st;
 }
-
-cx_status cx_image_load_input_info(const cx_model *m, const char *path, int ten_crop,
-                                   float *dst, cx_image *keep, cx_image_info *info,
-                                   cx_err *err)
-{
-    cx_image im;
-    if (keep)
-        memset(keep, 0, sizeof *keep);
-    cx_status st = cx_image_load_info(path, 0, &im, info, err);
-    if (st)
-        return st;
-    st = cx_image_preprocess(m, &im, ten_crop, dst, err);
-    if (st) {
-        /* name the file: preprocessing messages do not know it */
-        if (err) {
-            cx_err e2 = *err;
-            cx_seterr(err, st, "%s: %s", path, e2.msg);
-        }
-        cx_image_free(&im);
-        return st;
-    }
-    if (keep)
-        *keep = im;
-    else
-        cx_image_free(&im);
-    return CX_OK;
-}

@@ -216,12 +216,24 @@ static void build_table(table_builder *tb)
     }
 }
 
+void cx_input_spec_default(cx_input_spec *s)
+{
+    /* ImageNet's channel statistics, which torchvision's DenseNet-121 (and
+     * so CheXNet) was trained with */
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    s->size = 224;
+    s->channels = 3;
+    memcpy(s->mean, mean, sizeof mean);
+    memcpy(s->std, sd, sizeof sd);
+}
+
 static void set_default_meta(cx_model *m)
 {
-    m->input_size = 224;
-    const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
-    memcpy(m->mean, mean, sizeof mean);
-    memcpy(m->std, sd, sizeof sd);
+    cx_input_spec in;
+    cx_input_spec_default(&in);
+    m->input_size = in.size;
+    memcpy(m->mean, in.mean, sizeof m->mean);
+    memcpy(m->std, in.std, sizeof m->std);
     m->file_dtype = CX_DT_F32;
 }
 
@@ -406,6 +418,13 @@ void cx_model_normalization(const cx_model *m, float mean[3], float std[3])
 {
     memcpy(mean, m->mean, sizeof m->mean);
     memcpy(std, m->std, sizeof m->std);
+}
+
+void cx_model_input_spec(const cx_model *m, cx_input_spec *s)
+{
+    s->size = m->input_size;
+    s->channels = m->cfg.in_channels == 1 ? 1 : 3;
+    cx_model_normalization(m, s->mean, s->std);
 }
 
 const char *cx_model_meta(const cx_model *m, const char *key)
