@@ -1,5 +1,7 @@
-/* data_internal.h - the dataset structure shared by dataset.c, split.c,
- * pack.c and loader.c (internal). */
+/* data_internal.h - the dataset structure shared by the data code
+ * (internal). Dependencies run one way: dataset.c (the table, its files and
+ * pixels) <- pack.c (packs written from and opened into datasets) <-
+ * sources.c (cx_dataset_load: label files, lists, packs). */
 #ifndef CX_DATA_INTERNAL_H
 #define CX_DATA_INTERNAL_H
 
@@ -43,6 +45,11 @@ cx_status cx_ds_alloc(cx_dataset **out, int cap, int K, int K_src, cx_err *err);
 int cx_ds_add(cx_dataset *ds, const char *name, const char *patient,
               const uint8_t *labels, const uint8_t *src, const char *file,
               long line, cx_err *err);
+
+/* Pixels of a pack entry as a cx_image view (no copy); ds->map is set. */
+void cx_pack_view(const cx_dataset *ds, int i, cx_image *view);
+/* 1 if path starts with a pack's magic (pack.c). */
+int cx_pack_sniff(const char *path);
 
 /* The patient id of a NIH name "00000001_000.png" -> "00000001" (into buf). */
 void cx_nih_patient(const char *name, char *buf, size_t n);

@@ -84,7 +84,6 @@ static cx_status make_item(const cx_loader *l, int image, float *dst, cx_err *er
     cx_image im = {0}, tmp = {0};
     cx_status st;
     if (ds->map) {
-        extern int cx_pack_view(const cx_dataset *ds, int i, cx_image *view);
         cx_pack_view(ds, image, &im);
         if (im.width != S || im.height != S) {
             if ((st = cx_image_resize(&im, S, S, &tmp, err)))

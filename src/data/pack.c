@@ -50,12 +50,15 @@ void cx_pack_opts_default(cx_pack_opts *o)
     o->threads = 0;
 }
 
-int cx_pack_view(const cx_dataset *ds, int i, cx_image *view)
+int cx_pack_sniff(const char *path)
 {
-    view->width = view->height = ds->pack_size;
-    view->channels = ds->pix_ch[i];
-    view->data = (uint8_t *)(ds->pix + ds->pix_off[i]);
-    return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char m[8];
+    int r = fread(m, 1, 8, f) == 8 && !memcmp(m, MAGIC, 8);
+    fclose(f);
+    return r;
 }
 
 /* One image as it goes into the pack. */
