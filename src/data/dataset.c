@@ -4,6 +4,7 @@
  * packs in pack.c; this file depends on neither. */
 #define _GNU_SOURCE
 #include "data/data_internal.h"
+#include "util/rng.h"
 
 #include <dirent.h>
 #include <errno.h>
