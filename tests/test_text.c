@@ -11,6 +11,7 @@
 
 #include "chexnet.h"
 #include "data/csv.h"
+#include "data/labels.h"
 #include "eval/textbuf.h"
 #include "io/json.h"
 
@@ -208,6 +209,158 @@ static void test_csv_field_quoting(void **state)
     free(row);
 }
 
+
+/* ------------------------------------------------------------ label formats */
+
+static void test_label_pieces(void **state)
+{
+    (void)state;
+    /* the NIH class lookup */
+    assert_int_equal(cx_nih_class_index("Atelectasis"), 0);
+    assert_int_equal(cx_nih_class_index("pleural thickening"), 12);
+    assert_int_equal(cx_nih_class_index("Infiltrate"), 3);
+    assert_int_equal(cx_nih_class_index("Infiltration"), 3);
+    assert_int_equal(cx_nih_class_index("no_finding"), CX_NIH_NO_FINDING);
+    assert_int_equal(cx_nih_class_index("Covid"), -1);
+    /* Finding Labels */
+    uint8_t has[15];
+    cx_err err = {0};
+    assert_int_equal(cx_nih_findings("Effusion| Mass ", has, "f", 3, &err), CX_OK);
+    for (int k = 0; k < 15; k++)
+        assert_int_equal(has[k], k == 2 || k == 4);
+    assert_int_equal(cx_nih_findings("No Finding", has, "f", 3, &err), CX_OK);
+    for (int k = 0; k < 15; k++)
+        assert_int_equal(has[k], k == 14);
+    assert_int_equal(cx_nih_findings("Mass|Covid", has, "f", 7, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "f:7: finding 'Covid'"));
+    assert_int_equal(cx_nih_findings("No Finding|Mass", has, "f", 8, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "f:8: 'No Finding' together with findings"));
+    assert_int_equal(cx_nih_findings(" ", has, "f", 9, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "f:9: empty Finding Labels"));
+    /* label values */
+    assert_int_equal(cx_parse_label(" 1.0 "), 1);
+    assert_int_equal(cx_parse_label("false"), 0);
+    assert_int_equal(cx_parse_label(""), CX_LABEL_MISSING);
+    assert_int_equal(cx_parse_label("-1"), CX_LABEL_MISSING);
+    assert_int_equal(cx_parse_label("2"), -2);
+    assert_int_equal(cx_parse_label01("1"), 1);
+    assert_int_equal(cx_parse_label01("0.0"), 0);
+    assert_int_equal(cx_parse_label01(""), -1);
+    assert_int_equal(cx_parse_label01("nan"), -1);
+    /* layouts */
+    const char *csv = "\xEF\xBB\xBFImage Index,Finding Labels\na.png,Mass\n";
+    const char *split = "\n a_1.png 0 1 0\n";
+    const char *list = "a_1.png\nb_2.png\n";
+    const char *named = "a_1.png yes no\n";
+    assert_int_equal(cx_label_layout_sniff(csv, strlen(csv)), CX_LAYOUT_CSV);
+    assert_int_equal(cx_label_layout_sniff(split, strlen(split)), CX_LAYOUT_SPLIT);
+    assert_int_equal(cx_label_layout_sniff(list, strlen(list)), CX_LAYOUT_LIST);
+    assert_int_equal(cx_label_layout_sniff(named, strlen(named)), CX_LAYOUT_LIST);
+    /* split rows */
+    char f0[] = "x.png", f1[] = "1", f2[] = "0", f3[] = "2";
+    char *fields[] = {f0, f1, f2, f3};
+    cx_csv_row row = {3, fields, 12};
+    uint8_t v[3];
+    assert_int_equal(cx_split_row(&row, 2, v, "l.txt", &err), CX_OK);
+    assert_int_equal(v[0], 1);
+    assert_int_equal(v[1], 0);
+    assert_int_equal(cx_split_row(&row, 3, v, "l.txt", &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "l.txt:12: 3 fields; expected an image and 3 labels"));
+    row.n_fields = 4;
+    assert_int_equal(cx_split_row(&row, 3, v, "l.txt", &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "l.txt:12: label 3 is '2', not 0/1"));
+}
+
+/* Every format read as a label table (evaluation) and as a dataset
+ * (training) through the one parser: the same labels either way. */
+static void check_same(const char *path, const char *format, const char *source, int K,
+                       const char *const *classes, const char *const *ids, const int *want,
+                       int n)
+{
+    cx_err err = {0};
+    cx_labels *l = NULL;
+    if (cx_labels_load(path, K, classes, &l, &err))
+        fail_msg("%s: %s", path, err.msg);
+    assert_string_equal(cx_labels_format(l), format);
+    assert_int_equal(cx_labels_num_images(l), n);
+    assert_int_equal(cx_labels_num_classes(l), K);
+    cx_dataset_opts o;
+    cx_dataset_opts_default(&o);
+    o.labels = path;
+    o.n_classes = K;
+    o.classes = classes;
+    cx_dataset *ds = NULL;
+    if (cx_dataset_load(&o, &ds, &err))
+        fail_msg("%s: %s", path, err.msg);
+    assert_string_equal(cx_dataset_source(ds), source);
+    assert_int_equal(cx_dataset_size(ds), n);
+    assert_int_equal(cx_dataset_num_classes(ds), K);
+    const uint8_t *y = cx_dataset_labels(ds);
+    for (int i = 0; i < n; i++) {
+        int li = cx_labels_find(l, ids[i]), di = cx_dataset_find(ds, ids[i]);
+        assert_true(li >= 0);
+        assert_true(di >= 0);
+        for (int k = 0; k < K; k++) {
+            assert_int_equal(cx_labels_get(l, li, k), want[i * K + k]);
+            assert_int_equal(y[(size_t)di * K + k], want[i * K + k]);
+        }
+    }
+    cx_dataset_free(ds);
+    cx_labels_free(l);
+}
+
+static void test_label_formats(void **state)
+{
+    (void)state;
+    static const char *const cls[] = {"Effusion", "Pneumonia", "Mass"};
+    static const char *const ids[] = {"00000001_000.png", "00000001_001.png",
+                                      "00000002_000.png"};
+    static const int want[] = {1, 0, 1, /**/ 0, 0, 0, /**/ 0, 1, 0};
+    /* ChestX-ray14 metadata */
+    const char *meta = tmp_path("Data_Entry.csv");
+    write_file(meta, "Image Index,Finding Labels,Follow-up #,Patient ID\n"
+                     "00000001_000.png,Effusion|Mass,0,1\n"
+                     "00000001_001.png,No Finding,1,1\n"
+                     "00000002_000.png, Pneumonia ,0,2\n");
+    check_same(meta, "chestxray14-metadata", "chestxray14-metadata", 3, cls, ids, want, 3);
+    /* a split list: 14 labels in CheXNet's order */
+    const char *split = tmp_path("split.txt");
+    write_file(split, "00000001_000.png 0 0 1 0 1 0 0 0 0 0 0 0 0 0\n"
+                      "00000001_001.png 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+                      "00000002_000.png 0 0 0 0 0 0 1 0 0 0 0 0 0 0\n");
+    check_same(split, "split-list", "split-list", 3, cls, ids, want, 3);
+    /* a CSV with class columns (the dataset's manifest) */
+    const char *csv = tmp_path("manifest.csv");
+    write_file(csv, "path,patient,Mass,Pneumonia,Effusion\n"
+                    "00000001_000.png,1,1,0,1\n"
+                    "00000001_001.png,1,0,0,0.0\n"
+                    "00000002_000.png,2,0,1.0,0\n");
+    check_same(csv, "csv", "manifest", 3, cls, ids, want, 3);
+
+    /* a finding that is not a label fails both ways, naming the line */
+    write_file(meta, "Image Index,Finding Labels,Patient ID\n"
+                     "a.png,Mass,1\n"
+                     "b.png,Mass|Covid,2\n");
+    cx_err err = {0};
+    cx_labels *l = NULL;
+    assert_int_equal(cx_labels_load(meta, 3, cls, &l, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "Data_Entry.csv:3: finding 'Covid'"));
+    cx_dataset_opts o;
+    cx_dataset_opts_default(&o);
+    o.labels = meta;
+    cx_dataset *ds = NULL;
+    assert_int_equal(cx_dataset_load(&o, &ds, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "Data_Entry.csv:3: finding 'Covid'"));
+    /* a split-list value that is not 0/1, both ways */
+    write_file(split, "00000001_000.png 0 0 1 0 1 0 0 0 0 0 0 0 0 0\n"
+                      "00000001_001.png 0 0 0 0 0 0 0 0 0 0 0 0 0 7\n");
+    assert_int_equal(cx_labels_load(split, 3, cls, &l, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "split.txt:2: label 14 is '7', not 0/1"));
+    o.labels = split;
+    assert_int_equal(cx_dataset_load(&o, &ds, &err), CX_EFORMAT);
+    assert_non_null(strstr(err.msg, "split.txt:2: label 14 is '7', not 0/1"));
+}
+
 int main(void)
 {
     const char *t = getenv("CX_TMP");
@@ -216,12 +369,12 @@ int main(void)
     snprintf(parent, sizeof parent, "%s", t && *t ? t : "/tmp");
     mkdir(parent, 0777);
     mkdir(g_tmp, 0777);
-    (void)tmp_path;
-    (void)write_file;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_escape_bad_utf8),
         cmocka_unit_test(test_json_escape_controls),
         cmocka_unit_test(test_csv_field_quoting),
+        cmocka_unit_test(test_label_pieces),
+        cmocka_unit_test(test_label_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

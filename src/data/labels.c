@@ -247,6 +247,116 @@ int cx_parse_label(const char *s)
     return -2;
 }
 
+int cx_parse_label01(const char *s)
+{
+    int v = cx_parse_label(s);
+    return v == 0 || v == 1 ? v : -1;
+}
+
+/* ------------------------------------------------- the label-format parser */
+
+int cx_nih_class_index(const char *name)
+{
+    for (int k = 0; k < 14; k++)
+        if (cx_class_name_eq(name, CX_CHESTXRAY14_CLASSES[k]))
+            return k;
+    if (cx_class_name_eq(name, "Infiltrate"))
+        return 3;
+    if (cx_class_name_eq(name, CX_NO_FINDING))
+        return CX_NIH_NO_FINDING;
+    return -1;
+}
+
+cx_status cx_nih_findings(const char *field, uint8_t has[15], const char *path, long line,
+                          cx_err *err)
+{
+    memset(has, 0, 15);
+    if (!field[strspn(field, " \t")])
+        return cx_seterr(err, CX_EFORMAT, "%s:%ld: empty Finding Labels", path, line);
+    int any = 0, nofind = 0;
+    const char *s = field;
+    for (;;) {
+        const char *e = strchr(s, '|');
+        size_t tl = e ? (size_t)(e - s) : strlen(s);
+        char tok[128];
+        if (tl >= sizeof tok)
+            tl = sizeof tok - 1;
+        memcpy(tok, s, tl);
+        tok[tl] = 0;
+        const char *t = tok;
+        while (*t == ' ' || *t == '\t')
+            t++;
+        size_t n = strlen(t);
+        while (n && (t[n - 1] == ' ' || t[n - 1] == '\t'))
+            tok[(size_t)(t - tok) + --n] = 0;
+        int ci = cx_nih_class_index(t);
+        if (ci < 0)
+            return cx_seterr(err, CX_EFORMAT,
+                             "%s:%ld: finding '%s' (in '%s') is not a ChestX-ray14 label nor "
+                             "'No Finding'",
+                             path, line, t, field);
+        if (ci == CX_NIH_NO_FINDING)
+            nofind = 1;
+        else
+            any = 1;
+        has[ci] = 1;
+        if (!e)
+            break;
+        s = e + 1;
+    }
+    if (nofind && any)
+        return cx_seterr(err, CX_EFORMAT, "%s:%ld: 'No Finding' together with findings ('%s')",
+                         path, line, field);
+    return CX_OK;
+}
+
+cx_label_layout cx_label_layout_sniff(const char *text, size_t len)
+{
+    size_t i = 0;
+    if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
+        (unsigned char)text[2] == 0xBF)
+        i = 3;
+    while (i < len && (text[i] == '\n' || text[i] == '\r' || text[i] == ' '))
+        i++;
+    size_t e = i;
+    while (e < len && text[e] != '\n' && text[e] != '\r')
+        e++;
+    if (memchr(text + i, ',', e - i))
+        return CX_LAYOUT_CSV;
+    /* tokens after the first must all be 0/1 */
+    int ntok = 0, ok = 1;
+    size_t j = i;
+    while (j < e) {
+        while (j < e && (text[j] == ' ' || text[j] == '\t'))
+            j++;
+        if (j >= e)
+            break;
+        size_t s = j;
+        while (j < e && text[j] != ' ' && text[j] != '\t')
+            j++;
+        if (ntok > 0 && !((j - s == 1) && (text[s] == '0' || text[s] == '1')))
+            ok = 0;
+        ntok++;
+    }
+    return ok && ntok >= 2 ? CX_LAYOUT_SPLIT : CX_LAYOUT_LIST;
+}
+
+cx_status cx_split_row(const cx_csv_row *row, int k, uint8_t *out, const char *path,
+                       cx_err *err)
+{
+    if (row->n_fields != k + 1)
+        return cx_seterr(err, CX_EFORMAT, "%s:%ld: %d fields; expected an image and %d labels",
+                         path, row->line, row->n_fields, k);
+    for (int j = 0; j < k; j++) {
+        int v = cx_parse_label01(row->fields[1 + j]);
+        if (v < 0)
+            return cx_seterr(err, CX_EFORMAT, "%s:%ld: label %d is '%s', not 0/1", path,
+                             row->line, j + 1, row->fields[1 + j]);
+        out[j] = (uint8_t)v;
+    }
+    return CX_OK;
+}
+
 /* Class names of a list as one string for messages. */
 static void join_names(char *dst, size_t n, int k, const char *const *names)
 {
@@ -260,18 +370,6 @@ static void join_names(char *dst, size_t n, int k, const char *const *names)
     }
     if (used >= n - 4)
         strcpy(dst + n - 4, "...");
-}
-
-static int nih_class_index(const char *name)
-{
-    for (int k = 0; k < 14; k++)
-        if (cx_class_name_eq(name, CX_CHESTXRAY14_CLASSES[k]))
-            return k;
-    if (cx_class_name_eq(name, "Infiltrate"))
-        return 3;
-    if (cx_class_name_eq(name, "No Finding"))
-        return 14;
-    return -1;
 }
 
 /* Adds one image row: handles duplicates. vals has l->n_classes entries. */
@@ -313,37 +411,6 @@ static cx_status add_row(cx_labels *l, const char *path, long line, long *lines,
     return CX_OK;
 }
 
-static int looks_like_split_list(const char *text, size_t len)
-{
-    size_t i = 0;
-    if (len >= 3 && (unsigned char)text[0] == 0xEF && (unsigned char)text[1] == 0xBB &&
-        (unsigned char)text[2] == 0xBF)
-        i = 3;
-    while (i < len && (text[i] == '\n' || text[i] == '\r'))
-        i++;
-    size_t e = i;
-    while (e < len && text[e] != '\n' && text[e] != '\r')
-        e++;
-    if (memchr(text + i, ',', e - i))
-        return 0;
-    /* tokens after the first must all be 0/1 */
-    int ntok = 0, ok = 1;
-    size_t j = i;
-    while (j < e) {
-        while (j < e && (text[j] == ' ' || text[j] == '\t'))
-            j++;
-        if (j >= e)
-            break;
-        size_t s = j;
-        while (j < e && text[j] != ' ' && text[j] != '\t')
-            j++;
-        if (ntok > 0 && !((j - s == 1) && (text[s] == '0' || text[s] == '1')))
-            ok = 0;
-        ntok++;
-    }
-    return ok && ntok >= 2;
-}
-
 cx_status cx_labels_load(const char *path, int n_classes, const char *const *classes,
                          cx_labels **out, cx_err *err)
 {
@@ -365,7 +432,7 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
         free(text);
         return cx_seterr(err, CX_ENOMEM, "out of memory");
     }
-    int split = looks_like_split_list(text, len);
+    int split = cx_label_layout_sniff(text, len) == CX_LAYOUT_SPLIT;
     cx_csv_opts o = {split ? CX_CSV_WHITESPACE : CX_CSV_COMMA, split ? 0 : 1, 0};
     st = cx_csv_parse(text, len, path, &o, &t, err);
     free(text);
@@ -450,7 +517,7 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
                     src[k] = c;
                 }
         } else {
-            src[k] = nih_class_index(names[k]);
+            src[k] = cx_nih_class_index(names[k]);
         }
         if (src[k] < 0) {
             char have[600];
@@ -491,68 +558,20 @@ cx_status cx_labels_load(const char *path, int n_classes, const char *const *cla
             goto fail;
         }
         if (fmt == F_SPLIT) {
-            if (row->n_fields != 15) {
-                st = cx_seterr(err, CX_EFORMAT, "%s:%ld: %d fields; expected an image and 14 labels",
-                               path, row->line, row->n_fields);
+            uint8_t v14[14];
+            if ((st = cx_split_row(row, 14, v14, path, err)))
                 goto fail;
-            }
-            for (int k = 0; k < nc; k++) {
-                int v;
-                if (src[k] == 14) { /* No Finding */
-                    v = 1;
-                    for (int j = 0; j < 14; j++) {
-                        int x = cx_parse_label(row->fields[1 + j]);
-                        if (x == 1)
-                            v = 0;
-                    }
-                } else {
-                    v = cx_parse_label(row->fields[1 + src[k]]);
-                    if (v != 0 && v != 1) {
-                        st = cx_seterr(err, CX_EFORMAT, "%s:%ld: label %d is '%s', not 0/1",
-                                       path, row->line, src[k] + 1, row->fields[1 + src[k]]);
-                        goto fail;
-                    }
-                }
-                vals[k] = (int8_t)v;
-            }
-        } else if (fmt == F_META) {
-            int8_t has[15] = {0};
-            const char *s = row->fields[finding_col];
-            char tok[128];
-            int any = 0, nofind = 0;
-            while (*s) {
-                const char *e = strchr(s, '|');
-                size_t tl = e ? (size_t)(e - s) : strlen(s);
-                if (tl >= sizeof tok)
-                    tl = sizeof tok - 1;
-                memcpy(tok, s, tl);
-                tok[tl] = 0;
-                int ci = nih_class_index(tok);
-                if (ci < 0) {
-                    st = cx_seterr(err, CX_EFORMAT, "%s:%ld: unknown finding '%s' in '%s'", path,
-                                   row->line, tok, row->fields[finding_col]);
-                    goto fail;
-                }
-                if (ci == 14)
-                    nofind = 1;
-                else {
-                    has[ci] = 1;
-                    any = 1;
-                }
-                s = e ? e + 1 : s + strlen(s);
-            }
-            if (nofind && any) {
-                st = cx_seterr(err, CX_EFORMAT, "%s:%ld: 'No Finding' together with findings",
-                               path, row->line);
-                goto fail;
-            }
-            if (!nofind && !any) {
-                st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty Finding Labels", path, row->line);
-                goto fail;
-            }
-            has[14] = (int8_t)!any;
+            int anyf = 0;
+            for (int j = 0; j < 14; j++)
+                anyf |= v14[j];
             for (int k = 0; k < nc; k++)
-                vals[k] = has[src[k]];
+                vals[k] = (int8_t)(src[k] == CX_NIH_NO_FINDING ? !anyf : v14[src[k]]);
+        } else if (fmt == F_META) {
+            uint8_t has[15];
+            if ((st = cx_nih_findings(row->fields[finding_col], has, path, row->line, err)))
+                goto fail;
+            for (int k = 0; k < nc; k++)
+                vals[k] = (int8_t)has[src[k]];
         } else {
             for (int k = 0; k < nc; k++) {
                 int v = cx_parse_label(row->fields[src[k]]);

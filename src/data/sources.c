@@ -12,20 +12,6 @@
 
 /* -------------------------------------------------------------- classes */
 
-/* Index of a ChestX-ray14 finding name (CheXNet order), 14 = No Finding,
- * -1 unknown. */
-static int nih_index(const char *name)
-{
-    for (int k = 0; k < 14; k++)
-        if (cx_class_name_eq(name, CX_CHESTXRAY14_CLASSES[k]))
-            return k;
-    if (cx_class_name_eq(name, "Infiltrate"))
-        return 3;
-    if (cx_class_name_eq(name, "No Finding"))
-        return 14;
-    return -1;
-}
-
 /* The wanted classes (names) from task/classes; *n = -1 means "automatic". */
 static cx_status wanted_classes(const cx_dataset_opts *o, int *n, const char *const **names,
                                 cx_err *err)
@@ -69,8 +55,8 @@ static cx_status nih_selection(const char *path, int n, const char *const *names
                                cx_err *err)
 {
     for (int k = 0; k < n; k++) {
-        sel[k] = nih_index(names[k]);
-        if (sel[k] < 0 || sel[k] == 14)
+        sel[k] = cx_nih_class_index(names[k]);
+        if (sel[k] < 0 || sel[k] == CX_NIH_NO_FINDING)
             return cx_seterr(err, CX_EMISSING,
                              "%s: class '%s' is not a ChestX-ray14 finding (Atelectasis, "
                              "Cardiomegaly, Effusion, Infiltration, Mass, Nodule, Pneumonia, "
@@ -89,23 +75,6 @@ static cx_status set_classes(cx_dataset *ds, int n, const char *const *names, cx
             return cx_seterr(err, CX_ENOMEM, "out of memory");
     }
     return CX_OK;
-}
-
-/* Strict 0/1: "0", "1", "0.0", "1.0", true/false. -1 otherwise. */
-static int parse01(const char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-        n--;
-    if ((n == 1 && s[0] == '1') || (n == 3 && !strncmp(s, "1.0", 3)) ||
-        (n == 4 && !strncasecmp(s, "true", 4)))
-        return 1;
-    if ((n == 1 && s[0] == '0') || (n == 3 && !strncmp(s, "0.0", 3)) ||
-        (n == 5 && !strncasecmp(s, "false", 5)))
-        return 0;
-    return -1;
 }
 
 static char *trim(char *s)
@@ -162,41 +131,8 @@ static cx_status load_metadata(cx_dataset **out, const cx_csv *t, const char *pa
             st = cx_seterr(err, CX_EFORMAT, "%s:%ld: empty 'Patient ID'", path, row->line);
             goto fail;
         }
-        memset(src, 0, sizeof src);
-        const char *s = row->fields[fl];
-        int any = 0, nofind = 0;
-        for (;;) {
-            const char *e = strchr(s, '|');
-            size_t tl = e ? (size_t)(e - s) : strlen(s);
-            char tok[128];
-            if (tl >= sizeof tok)
-                tl = sizeof tok - 1;
-            memcpy(tok, s, tl);
-            tok[tl] = 0;
-            char *tt = trim(tok);
-            int ci = nih_index(tt);
-            if (ci < 0) {
-                st = cx_seterr(err, CX_EFORMAT,
-                               "%s:%ld: finding '%s' (in '%s') is not a ChestX-ray14 label "
-                               "nor 'No Finding'",
-                               path, row->line, tt, row->fields[fl]);
-                goto fail;
-            }
-            if (ci == 14)
-                nofind = 1;
-            else {
-                src[ci] = 1;
-                any = 1;
-            }
-            if (!e)
-                break;
-            s = e + 1;
-        }
-        if (nofind && any) {
-            st = cx_seterr(err, CX_EFORMAT, "%s:%ld: 'No Finding' together with findings ('%s')",
-                           path, row->line, row->fields[fl]);
+        if ((st = cx_nih_findings(row->fields[fl], src, path, row->line, err)))
             goto fail;
-        }
         for (int k = 0; k < n; k++)
             lab[k] = src[sel[k]];
         if (cx_ds_add(ds, id, pid, lab, src, path, row->line, err) < 0) {
@@ -270,16 +206,8 @@ static cx_status load_split_rows(cx_dataset **pds, const cx_csv *t, const char *
     uint8_t lab[512], src[512];
     for (long r = 0; r < t->n_rows; r++) {
         const cx_csv_row *row = &t->rows[r];
-        if (row->n_fields != kf + 1)
-            return cx_seterr(err, CX_EFORMAT, "%s:%ld: %d fields; expected an image and %d labels",
-                             path, row->line, row->n_fields, kf);
-        for (int j = 0; j < kf; j++) {
-            int v = parse01(row->fields[1 + j]);
-            if (v < 0)
-                return cx_seterr(err, CX_EFORMAT, "%s:%ld: label %d is '%s', not 0/1", path,
-                                 row->line, j + 1, row->fields[1 + j]);
-            src[j] = (uint8_t)v;
-        }
+        if ((st = cx_split_row(row, kf, src, path, err)))
+            return st;
         for (int k = 0; k < n; k++)
             lab[k] = src[sel[k]];
         char pid[256];
@@ -331,7 +259,7 @@ static cx_status load_manifest(cx_dataset **out, const cx_csv *t, const char *pa
                 continue;
             int ok = t->n_rows > 0;
             for (long r = 0; r < t->n_rows && ok; r++)
-                if (parse01(t->rows[r].fields[c]) < 0)
+                if (cx_parse_label01(t->rows[r].fields[c]) < 0)
                     ok = 0;
             if (ok) {
                 col[n] = c;
@@ -393,7 +321,7 @@ static cx_status load_manifest(cx_dataset **out, const cx_csv *t, const char *pa
             }
         }
         for (int k = 0; k < n; k++) {
-            int v = parse01(row->fields[col[k]]);
+            int v = cx_parse_label01(row->fields[col[k]]);
             if (v < 0) {
                 st = cx_seterr(err, CX_EFORMAT, "%s:%ld: column '%s' has '%s', not 0/1", path,
                                row->line, t->header[col[k]], row->fields[col[k]]);
@@ -411,18 +339,6 @@ static cx_status load_manifest(cx_dataset **out, const cx_csv *t, const char *pa
 fail:
     cx_dataset_free(ds);
     return st ? st : CX_EFORMAT;
-}
-
-/* Is the first non-empty line comma separated? */
-static int first_line_has_comma(const char *text, size_t len)
-{
-    size_t i = 0;
-    while (i < len && (text[i] == '\n' || text[i] == '\r' || text[i] == ' '))
-        i++;
-    for (; i < len && text[i] != '\n' && text[i] != '\r'; i++)
-        if (text[i] == ',')
-            return 1;
-    return 0;
 }
 
 /* Reads a whitespace list file (image names, optionally labels). */
@@ -509,7 +425,7 @@ cx_status cx_dataset_load(const cx_dataset_opts *o, cx_dataset **out, cx_err *er
         size_t len = 0;
         if ((st = cx_read_text_file(o->labels, &text, &len, err)))
             return st;
-        int csv = first_line_has_comma(text, len);
+        int csv = cx_label_layout_sniff(text, len) == CX_LAYOUT_CSV;
         cx_csv_opts op = {csv ? CX_CSV_COMMA : CX_CSV_WHITESPACE, csv, !csv};
         cx_csv *t = NULL;
         st = cx_csv_parse(text, len, o->labels, &op, &t, err);
