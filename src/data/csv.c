@@ -2,6 +2,7 @@
  * gzip (see csv.h). */
 #define _GNU_SOURCE
 #include "data/csv.h"
+#include "io/fileutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -9,24 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <zlib.h>
 
 typedef struct {
     char *pool;
     char **ptrs;
 } csv_impl;
-
-/* Counts newlines in p[0..n). */
-static uint64_t count_lines(const char *p, size_t n)
-{
-    uint64_t c = 0;
-    const char *e = p + n;
-    while (p < e && (p = memchr(p, '\n', (size_t)(e - p)))) {
-        c++;
-        p++;
-    }
-    return c;
-}
 
 cx_status cx_text_limit_error(const char *path, int rows, cx_err *err)
 {
@@ -45,76 +33,18 @@ cx_status cx_text_limit_error(const char *path, int rows, cx_err *err)
 cx_status cx_read_text_file(const char *path, char **buf, size_t *len,
                             cx_err *err)
 {
-    *buf = NULL;
-    *len = 0;
     cx_limits lim;
     cx_limits_get(&lim);
-    /* a header line is not counted */
-    const uint64_t max_lines = lim.max_rows + 1;
-    const size_t max_bytes = (size_t)lim.max_bytes;
-    errno = 0;
-    gzFile f = gzopen(path, "rb");
-    if (!f)
-        return cx_seterr(err, CX_EIO, "%s: cannot open: %s", path,
-                         errno ? strerror(errno) : "gzopen failed");
-    gzbuffer(f, 1 << 17);
-    size_t cap = 1 << 16, n = 0;
-    uint64_t lines = 0;
-    char *b = malloc(cap);
-    if (!b) {
-        gzclose(f);
-        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (cap - n < (1 << 15) + 1) {
-            size_t nc = cap * 2;
-            if (nc > max_bytes + (1 << 15) + 1)
-                nc = max_bytes + (1 << 15) + 1;
-            char *nb = nc > cap ? realloc(b, nc) : NULL;
-            if (!nb) {
-                free(b);
-                gzclose(f);
-                return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-            }
-            b = nb;
-            cap = nc;
-        }
-        int r = gzread(f, b + n, (unsigned)(1 << 15));
-        if (r < 0) {
-            int zerr;
-            const char *m = gzerror(f, &zerr);
-            cx_seterr(err, zerr == Z_ERRNO ? CX_EIO : CX_EFORMAT,
-                      "%s: read error (%s)", path, zerr == Z_ERRNO ? strerror(errno) : m);
-            free(b);
-            gzclose(f);
-            return err ? err->code : CX_EIO;
-        }
-        if (r == 0)
-            break;
-        lines += count_lines(b + n, (size_t)r);
-        n += (size_t)r;
-        if (n > max_bytes || lines > max_lines) {
-            free(b);
-            gzclose(f);
-            return cx_text_limit_error(path, lines > max_lines, err);
-        }
-    }
-    /* gzread stops quietly on a truncated gzip stream: check for it. */
-    int zerr = Z_OK;
-    gzerror(f, &zerr);
-    gzclose(f);
-    if (zerr != Z_OK && zerr != Z_BUF_ERROR) {
-        free(b);
-        return cx_seterr(err, CX_EFORMAT, "%s: corrupt gzip data", path);
-    }
-    if (zerr == Z_BUF_ERROR) {
-        free(b);
-        return cx_seterr(err, CX_EFORMAT, "%s: truncated gzip data", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return CX_OK;
+    cx_read_opts o = {0};
+    o.max_bytes = (size_t)lim.max_bytes;
+    o.max_lines = lim.max_rows + 1; /* a header line is not counted */
+    o.gunzip = 1;
+    o.missing = CX_EIO;
+    cx_read_limit hit;
+    cx_status st = cx_read_file_ex(path, &o, buf, len, &hit, err);
+    if (st == CX_ELIMIT && hit != CX_READ_WITHIN)
+        return cx_text_limit_error(path, hit == CX_READ_OVER_LINES, err);
+    return st;
 }
 
 void cx_csv_free(cx_csv *t)

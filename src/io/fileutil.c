@@ -356,197 +356,193 @@ cx_status cx_write_file_atomic(const char *path, const void *data, size_t n, cx_
 
 /* ---------------------------------------------------------------- reading */
 
-static cx_status check_not_dir(const char *path, cx_err *err)
+typedef struct {
+    int fd;
+    gzFile gz; /* when decompressing: reads through fd */
+} source;
+
+/* Up to n bytes; 0 at the end; -1 on an error (err set). */
+static long src_read(source *s, char *buf, size_t n, const char *path, cx_err *err)
 {
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : CX_EIO, "%s: %s", path,
-                         strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return cx_seterr(err, CX_EIO, "%s: is a folder, not a file", path);
+    if (s->gz) {
+        if (n > (1u << 30))
+            n = 1u << 30;
+        int r = gzread(s->gz, buf, (unsigned)n);
+        if (r < 0) {
+            int errnum;
+            const char *msg = gzerror(s->gz, &errnum);
+            cx_seterr(err, errnum == Z_ERRNO ? CX_EIO : CX_EFORMAT, "%s: %s%s", path,
+                      errnum == Z_ERRNO ? "read failed: " : "corrupt gzip data: ",
+                      errnum == Z_ERRNO ? strerror(errno) : msg);
+            return -1;
+        }
+        return r;
+    }
+    for (;;) {
+        ssize_t r = read(s->fd, buf, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            cx_seterr(err, CX_EIO, "%s: read failed: %s", path, strerror(errno));
+        return (long)r;
+    }
+}
+
+static uint64_t count_lines(const char *p, size_t n)
+{
+    uint64_t c = 0;
+    const char *e = p + n;
+    while (p < e && (p = memchr(p, '\n', (size_t)(e - p)))) {
+        c++;
+        p++;
+    }
+    return c;
+}
+
+cx_status cx_read_file_ex(const char *path, const cx_read_opts *o, char **data, size_t *n,
+                          cx_read_limit *hit, cx_err *err)
+{
+    *data = NULL;
+    *n = 0;
+    if (hit)
+        *hit = CX_READ_WITHIN;
+    if (!path || !*path)
+        return cx_seterr(err, CX_EARG, "read: empty path");
+    size_t max_bytes = o->max_bytes > SIZE_MAX / 2 ? SIZE_MAX / 2 : o->max_bytes;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cx_seterr(err, errno == ENOENT && o->missing ? o->missing
+                              : errno == ENOENT ? CX_EMISSING : CX_EIO,
+                         "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        close(fd);
+        return cx_seterr(err, CX_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        close(fd);
+        return cx_seterr(err, CX_EIO, "%s: is a directory, not a file", path);
+    }
+    if (o->regular_only && !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return cx_seterr(err, CX_EIO, "%s: not a regular file", path);
+    }
+    size_t cap = 1 << 16;
+    if (S_ISREG(sb.st_mode) && !o->gunzip) {
+        if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
+            close(fd);
+            if (hit)
+                *hit = CX_READ_OVER_BYTES;
+            return cx_seterr(err, CX_ELIMIT,
+                             "%s: file of %lld bytes is beyond the limit of %zu bytes", path,
+                             (long long)sb.st_size, max_bytes);
+        }
+        cap = (size_t)sb.st_size + 1; /* exact: the end is found by a probe */
+    }
+    source src = {fd, NULL};
+    if (o->gunzip) {
+        /* zlib reads plain content through as it is */
+        if (!(src.gz = gzdopen(fd, "rb"))) {
+            close(fd);
+            return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+        }
+        gzbuffer(src.gz, 1 << 17);
+    }
+    cx_status st = CX_OK;
+    uint64_t lines = 0;
+    size_t len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        st = cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
+        long r;
+        if (len + 1 >= cap) {
+            /* full: probe for the end before growing */
+            char probe;
+            if ((r = src_read(&src, &probe, 1, path, err)) < 0) {
+                st = err ? err->code : CX_EIO;
+                goto out;
+            }
+            if (r == 0)
+                break;
+            /* (len < cap <= max_bytes + 2 here: more was over the limit) */
+            size_t nc = cap * 2;
+            if (nc > max_bytes + 2 || nc < cap)
+                nc = max_bytes + 2;
+            char *nb = realloc(buf, nc);
+            if (!nb) {
+                st = cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
+                goto out;
+            }
+            buf = nb;
+            cap = nc;
+            buf[len] = probe;
+            r = 1;
+        } else if ((r = src_read(&src, buf + len, cap - 1 - len, path, err)) < 0) {
+            st = err ? err->code : CX_EIO;
+            goto out;
+        }
+        if (r == 0)
+            break;
+        if (o->max_lines)
+            lines += count_lines(buf + len, (size_t)r);
+        len += (size_t)r;
+        if ((o->max_lines && lines > o->max_lines) || len > max_bytes) {
+            int by_lines = o->max_lines && lines > o->max_lines;
+            if (hit)
+                *hit = by_lines ? CX_READ_OVER_LINES : CX_READ_OVER_BYTES;
+            st = by_lines ? cx_seterr(err, CX_ELIMIT, "%s: more than %llu lines", path,
+                                      (unsigned long long)o->max_lines)
+                          : cx_seterr(err, CX_ELIMIT,
+                                      "%s: %scontents larger than the limit of %zu bytes", path,
+                                      o->gunzip ? "(decompressed) " : "", max_bytes);
+            goto out;
+        }
+    }
+    if (src.gz) {
+        /* gzread stops quietly on a truncated stream: check for it */
+        int errnum = Z_OK;
+        const char *msg = gzerror(src.gz, &errnum);
+        if (errnum == Z_BUF_ERROR)
+            st = cx_seterr(err, CX_EFORMAT, "%s: truncated gzip data", path);
+        else if (errnum != Z_OK && errnum != Z_STREAM_END)
+            st = cx_seterr(err, CX_EFORMAT, "%s: corrupt gzip data: %s", path, msg);
+    }
+out:
+    if (src.gz) {
+        if (gzclose(src.gz) != Z_OK && !st)
+            st = cx_seterr(err, CX_EIO, "%s: error closing the file", path);
+    } else {
+        close(fd);
+    }
+    if (st) {
+        free(buf);
+        return st;
+    }
+    buf[len] = 0;
+    *data = buf;
+    *n = len;
     return CX_OK;
 }
 
 cx_status cx_read_file(const char *path, size_t max_bytes, char **data, size_t *n,
                        cx_err *err)
 {
-    *data = NULL;
-    *n = 0;
-    if (!path || !*path)
-        return cx_seterr(err, CX_EARG, "read: empty path");
-    if (max_bytes > SIZE_MAX / 2)
-        max_bytes = SIZE_MAX / 2;
-    cx_status st = check_not_dir(path, err);
-    if (st)
-        return st;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : CX_EIO, "%s: %s", path,
-                         strerror(errno));
-    struct stat sb;
-    size_t cap = 1 << 16;
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
-        if ((uint64_t)sb.st_size > (uint64_t)max_bytes) {
-            close(fd);
-            return cx_seterr(err, CX_ELIMIT, "%s: file is %lld bytes, more than the limit of %zu",
-                             path, (long long)sb.st_size, max_bytes);
-        }
-        cap = (size_t)sb.st_size + 1;
-    }
-    char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-    }
-    size_t len = 0;
-    for (;;) {
-        if (len + 1 >= cap) {
-            /* Full: probe for EOF before growing (a regular file's buffer is
-             * sized exactly). */
-            char probe;
-            ssize_t r = read(fd, &probe, 1);
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                int e = errno;
-                free(buf);
-                close(fd);
-                return cx_seterr(err, CX_EIO, "%s: read failed: %s", path, strerror(e));
-            }
-            if (r == 0)
-                break;
-            if (len + 1 > max_bytes) {
-                free(buf);
-                close(fd);
-                return cx_seterr(err, CX_ELIMIT, "%s: file is larger than the limit of %zu bytes",
-                                 path, max_bytes);
-            }
-            size_t nc = cap * 2;
-            if (nc > max_bytes + 2 || nc < cap)
-                nc = max_bytes + 2;
-            char *nb = realloc(buf, nc);
-            if (!nb) {
-                free(buf);
-                close(fd);
-                return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-            }
-            buf = nb;
-            cap = nc;
-            buf[len++] = probe;
-            continue;
-        }
-        ssize_t r = read(fd, buf + len, cap - 1 - len);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            free(buf);
-            close(fd);
-            return cx_seterr(err, CX_EIO, "%s: read failed: %s", path, strerror(e));
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len > max_bytes) {
-            free(buf);
-            close(fd);
-            return cx_seterr(err, CX_ELIMIT, "%s: file is larger than the limit of %zu bytes",
-                             path, max_bytes);
-        }
-    }
-    close(fd);
-    buf[len] = 0;
-    *data = buf;
-    *n = len;
-    return CX_OK;
+    cx_read_opts o = {0};
+    o.max_bytes = max_bytes;
+    return cx_read_file_ex(path, &o, data, n, NULL, err);
 }
 
 cx_status cx_read_file_gz(const char *path, size_t max_bytes, char **data, size_t *n,
                           cx_err *err)
 {
-    *data = NULL;
-    *n = 0;
-    if (!path || !*path)
-        return cx_seterr(err, CX_EARG, "read: empty path");
-    if (max_bytes > SIZE_MAX / 2)
-        max_bytes = SIZE_MAX / 2;
-    cx_status st = check_not_dir(path, err);
-    if (st)
-        return st;
-    errno = 0;
-    gzFile gz = gzopen(path, "rb");
-    if (!gz)
-        return cx_seterr(err, errno == ENOENT ? CX_EMISSING : errno ? CX_EIO : CX_ENOMEM,
-                         "%s: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(gz, 1 << 17);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        gzclose(gz);
-        return cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-    }
-    for (;;) {
-        if (len + 1 >= cap) {
-            if (cap > max_bytes + 1) {
-                st = cx_seterr(err, CX_ELIMIT,
-                               "%s: (decompressed) contents larger than the limit of %zu bytes",
-                               path, max_bytes);
-                goto fail;
-            }
-            size_t nc = cap * 2;
-            if (nc > max_bytes + 2)
-                nc = max_bytes + 2;
-            char *nb = realloc(buf, nc);
-            if (!nb) {
-                st = cx_seterr(err, CX_ENOMEM, "%s: out of memory", path);
-                goto fail;
-            }
-            buf = nb;
-            cap = nc;
-        }
-        size_t want = cap - 1 - len;
-        if (want > (1u << 30))
-            want = 1u << 30;
-        int r = gzread(gz, buf + len, (unsigned)want);
-        if (r < 0) {
-            int errnum;
-            const char *msg = gzerror(gz, &errnum);
-            st = cx_seterr(err, errnum == Z_ERRNO ? CX_EIO : CX_EFORMAT, "%s: %s", path,
-                           errnum == Z_ERRNO ? strerror(errno) : msg);
-            goto fail;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-        if (len > max_bytes) {
-            st = cx_seterr(err, CX_ELIMIT,
-                           "%s: (decompressed) contents larger than the limit of %zu bytes",
-                           path, max_bytes);
-            goto fail;
-        }
-    }
-    {
-        int errnum = Z_OK;
-        const char *msg = gzerror(gz, &errnum);
-        if (errnum != Z_OK && errnum != Z_STREAM_END) {
-            st = cx_seterr(err, CX_EFORMAT, "%s: corrupt or truncated gzip data: %s", path, msg);
-            goto fail;
-        }
-    }
-    if (gzclose(gz) != Z_OK) {
-        gz = NULL;
-        st = cx_seterr(err, CX_EIO, "%s: error closing the file", path);
-        goto fail;
-    }
-    buf[len] = 0;
-    *data = buf;
-    *n = len;
-    return CX_OK;
-fail:
-    free(buf);
-    if (gz)
-        gzclose(gz);
-    return st;
+    cx_read_opts o = {0};
+    o.max_bytes = max_bytes;
+    o.gunzip = 1;
+    return cx_read_file_ex(path, &o, data, n, NULL, err);
 }
 
 cx_status cx_mkdir_p(const char *dir, cx_err *err)

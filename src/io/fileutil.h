@@ -1,4 +1,4 @@
-/* fileutil.h - atomic file writing and whole-file reading.
+/* fileutil.h - atomic file writing and the whole-file reader.
  *
  * Atomic writer: the data goes to a temporary file in the target's folder
  * (".NAME.tmp-PID-N"), which is flushed, fsync'ed and renamed over the
@@ -27,6 +27,7 @@
 #include "chexnet.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef struct cx_atomic_file cx_atomic_file;
@@ -42,14 +43,28 @@ cx_status cx_atomic_commit(cx_atomic_file *f, cx_err *err);
 /* Discards everything written; the target is untouched. Frees f. NULL ok. */
 void cx_atomic_abort(cx_atomic_file *f);
 
-/* Reads a whole regular file (or FIFO) into a malloc'd buffer with a NUL
- * appended (not counted in *n). Files larger than max_bytes give CX_ELIMIT.
- * The caller frees *data. */
+/* The one whole-file reader: the file into a malloc'd buffer with a NUL
+ * appended (not counted in *n); the caller frees *data. Regular files and
+ * FIFOs (unless regular_only); a directory is an error (CX_EIO). Contents
+ * beyond max_bytes (after decompression) or with more than max_lines line
+ * ends give CX_ELIMIT, found while reading (a gzip bomb fails early), and
+ * *hit (may be NULL) says which limit. A truncated or corrupt gzip stream is
+ * an error (CX_EFORMAT). A file that does not exist gives missing
+ * (CX_EMISSING when 0). */
+typedef struct {
+    size_t max_bytes;
+    uint64_t max_lines;  /* 0: no limit */
+    int gunzip;          /* decompress gzip content (plain read as it is) */
+    int regular_only;    /* refuse FIFOs and devices */
+    cx_status missing;   /* status of a missing file (0: CX_EMISSING) */
+} cx_read_opts;
+typedef enum { CX_READ_WITHIN = 0, CX_READ_OVER_BYTES, CX_READ_OVER_LINES } cx_read_limit;
+cx_status cx_read_file_ex(const char *path, const cx_read_opts *o, char **data,
+                          size_t *n, cx_read_limit *hit, cx_err *err);
+/* Plain (cx_read_file) or gzip-decompressing (cx_read_file_gz), with only a
+ * byte limit. */
 cx_status cx_read_file(const char *path, size_t max_bytes, char **data,
                        size_t *n, cx_err *err);
-/* The same, transparently decompressing gzip files (plain files are read as
- * they are); max_bytes limits the decompressed size. A truncated or corrupt
- * gzip stream is an error. */
 cx_status cx_read_file_gz(const char *path, size_t max_bytes, char **data,
                           size_t *n, cx_err *err);
 

@@ -32,7 +32,6 @@
 
 /* Encoded files larger than this are refused (a 16384^2 RGBA PNG stored
  * uncompressed is ~1 GiB). */
-#define CX_IMAGE_MAX_FILE_BYTES ((size_t)1 << 31)
 
 static const uint8_t PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -577,64 +576,27 @@ cx_status cx_image_load_mem(const void *buf, size_t n, const char *name,
     return st;
 }
 
-/* Reads an image file whole (the encoded bytes; checked: regular file, size
- * limit). */
-static cx_status read_image_file(const char *path, uint8_t **data, size_t *len, cx_err *err)
+/* Reads an image file whole (the encoded bytes): a regular file within the
+ * size limit, not empty. */
+cx_status cx_image_read_file(const char *path, uint8_t **data, size_t *len, cx_err *err)
 {
     *data = NULL;
     *len = 0;
     if (!path || !*path)
         return cx_seterr(err, CX_EARG, "cx_image_load: empty path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return cx_seterr(err, CX_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return cx_seterr(err, CX_EIO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        close(fd);
-        return cx_seterr(err, CX_EIO, "%s: is a directory, not an image", path);
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return cx_seterr(err, CX_EIO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > CX_IMAGE_MAX_FILE_BYTES) {
-        close(fd);
-        return cx_seterr(err, CX_ELIMIT, "%s: file of %lld bytes is beyond the %zu-byte limit",
-                         path, (long long)sb.st_size, CX_IMAGE_MAX_FILE_BYTES);
-    }
-    size_t size = (size_t)sb.st_size;
-    if (size == 0) {
-        close(fd);
+    cx_read_opts o = {0};
+    o.max_bytes = CX_IMAGE_MAX_FILE_BYTES;
+    o.regular_only = 1;
+    o.missing = CX_EIO;
+    char *buf;
+    cx_status st = cx_read_file_ex(path, &o, &buf, len, NULL, err);
+    if (st)
+        return st;
+    if (*len == 0) {
+        free(buf);
         return cx_seterr(err, CX_EFORMAT, "%s: empty file, not an image", path);
     }
-    uint8_t *buf = malloc(size);
-    if (!buf) {
-        close(fd);
-        return cx_seterr(err, CX_ENOMEM, "%s: cannot allocate %zu bytes", path, size);
-    }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return cx_seterr(err, CX_EIO, "%s: read error: %s", path, strerror(e));
-        }
-        if (r == 0)
-            break; /* shrank while reading: decode what is there */
-        got += (size_t)r;
-    }
-    close(fd);
-    *data = buf;
-    *len = got;
+    *data = (uint8_t *)buf;
     return CX_OK;
 }
 
@@ -643,7 +605,7 @@ cx_status cx_image_decode_file(const char *path, int channels, cx_row_sink *sink
 {
     uint8_t *buf;
     size_t n;
-    cx_status st = read_image_file(path, &buf, &n, err);
+    cx_status st = cx_image_read_file(path, &buf, &n, err);
     if (st)
         return st;
     st = cx_image_decode_mem(buf, n, path, channels, sink, err);

@@ -6,7 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "chexnet.h"
 #include "io/dicom.h"
-#include "io/fileutil.h"
+#include "io/image_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,8 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* as cx_image_load's limit on encoded files */
-#define CX_IMAGE_INFO_MAX_FILE_BYTES ((size_t)1 << 31)
 
 static void info_format(cx_image_info *info, int kind)
 {
@@ -77,9 +75,9 @@ cx_status cx_image_load_info(const char *path, int channels, cx_image *out,
     }
     if (!cx_dicom_decode)
         return cx_seterr(err, CX_EUNSUPPORTED, "%s: %s", path, CX_DICOM_NOT_LINKED);
-    char *buf = NULL;
+    uint8_t *buf = NULL;
     size_t n = 0;
-    cx_status st = cx_read_file(path, CX_IMAGE_INFO_MAX_FILE_BYTES, &buf, &n, err);
+    cx_status st = cx_image_read_file(path, &buf, &n, err);
     if (st)
         return st;
     st = cx_dicom_decode(buf, n, path, channels, out, info, err);

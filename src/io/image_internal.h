@@ -27,6 +27,12 @@ struct cx_row_sink {
  * The pixel limit (cx_limits) is checked from the header, before begin. */
 cx_status cx_image_decode_mem(const void *buf, size_t n, const char *name, int channels,
                               cx_row_sink *sink, cx_err *err);
+/* The limit on an image file's size (encoded bytes). */
+#define CX_IMAGE_MAX_FILE_BYTES ((size_t)1 << 31)
+/* An image file's bytes, as every image reader reads them (the one
+ * whole-file reader): a regular file within CX_IMAGE_MAX_FILE_BYTES, not
+ * empty; a missing file is CX_EIO. The caller frees *data. */
+cx_status cx_image_read_file(const char *path, uint8_t **data, size_t *len, cx_err *err);
 /* The same from a file (checked and read as cx_image_load does). */
 cx_status cx_image_decode_file(const char *path, int channels, cx_row_sink *sink,
                                cx_err *err);
