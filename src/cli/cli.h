@@ -117,4 +117,46 @@ int cli_is_image_name(const char *name);
  * as "chexnet CMD: ..." and counted in *nerr. Returns -1 when out of memory. */
 int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *out, int *nerr);
 
+/* The inference batch loop (predict on files and packs, evaluate --model).
+ * Inputs are image files, decoded in parallel per_pass at a time (as
+ * cx_image_load_input, or cx_image_load_input_info when images or infos are
+ * wanted), or the batches of a loader; each batch of readable inputs goes
+ * through one forward pass of ctx (made for per_pass * crops images) and
+ * on_batch gets its sigmoid probabilities, averaged over the crops, in
+ * input order. */
+typedef struct {
+    int n;                      /* readable inputs in this batch */
+    const size_t *index;        /* [n] file index, or dataset index (loader) */
+    const double *prob;         /* [n][classes] */
+    cx_image *keep;             /* [n] decoded images (keep_images), freed after */
+    const cx_image_info *info;  /* [n] what the loader saw (keep_images/want_info) */
+    const float *plain;         /* [n] single-crop inputs (plain_too and ten_crop) */
+} cli_batch;
+typedef struct {
+    const cx_model *m;
+    cx_ctx *ctx;
+    int per_pass, ten_crop;
+    char *const *files;         /* the inputs: files ... */
+    size_t n_files;
+    cx_loader *loader;          /* ... or a loader (one crop; files unused) */
+    int keep_images, want_info, plain_too;
+    /* an unreadable file: 1 stops the run (CLI_INFER_BAD_INPUT, err set),
+     * 0 reports it to on_bad (may be NULL) and goes on */
+    int stop_on_bad;
+    void (*on_bad)(void *user, size_t i, const cx_err *e);
+    int (*on_batch)(void *user, const cli_batch *b); /* nonzero stops */
+    void *user;
+    long *done;                 /* inputs done, counted up (may be NULL) */
+    cli_progress *progress;     /* updated with *done (may be NULL) */
+} cli_infer;
+typedef enum {
+    CLI_INFER_OK = 0,
+    CLI_INFER_NOMEM,            /* err set */
+    CLI_INFER_SOURCE,           /* the loader failed: err set */
+    CLI_INFER_BAD_INPUT,        /* stop_on_bad: err says which file and why */
+    CLI_INFER_FORWARD,          /* the forward pass failed: err set */
+    CLI_INFER_STOPPED           /* on_batch asked to stop */
+} cli_infer_status;
+cli_infer_status cli_infer_run(const cli_infer *o, cx_err *err);
+
 #endif

@@ -67,6 +67,27 @@ static void usage(FILE *f)
 
 /* ----------------------------------------------------------- prediction */
 
+/* The scores of a batch into the prediction table. */
+typedef struct {
+    cx_pred_table *p;
+    char *const *files;
+    cx_err err;
+} store_ctx;
+
+static int store_scores(void *user, const cli_batch *b)
+{
+    store_ctx *sc = user;
+    const int nc = sc->p->n_classes;
+    for (int j = 0; j < b->n; j++) {
+        size_t i = b->index[j];
+        for (int k = 0; k < nc; k++)
+            sc->p->scores[i * nc + k] = b->prob[(size_t)j * nc + k];
+        if (cx_pred_set_image(sc->p, (int)i, sc->files[i], &sc->err))
+            return 1;
+    }
+    return 0;
+}
+
 static int predict_dir(const char *model_path, const char *dir, int ten_crop, int batch,
                        cx_precision prec, cx_pred_table **out)
 {
@@ -100,14 +121,7 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
     cx_pred_table *p = NULL;
     cx_ctx *ctx = NULL;
     int crops = ten_crop ? 10 : 1;
-    size_t inf = cx_image_input_floats(m, ten_crop);
-    float *input = malloc((size_t)batch * inf * sizeof(float));
-    float *logits = malloc((size_t)batch * crops * nc * sizeof(float));
     int rc = 1;
-    if (!input || !logits) {
-        cli_error(CMD, "out of memory");
-        goto out;
-    }
     if (cx_precision_effective(CX_BACKEND_CPU, prec) != prec)
         cli_error(CMD, "warning: this CPU has neither AMX nor AVX512-BF16, where bf16 would be "
                        "slower than fp32: running fp32");
@@ -119,52 +133,32 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
     }
     cli_progress pr;
     cli_progress_start(&pr, "predicting", "img", (long)files.n);
-    for (size_t b0 = 0; b0 < files.n; b0 += (size_t)batch) {
-        int nb = (int)(files.n - b0 < (size_t)batch ? files.n - b0 : (size_t)batch);
-        int bad = 0;
-        cx_err e2 = {0};
-#pragma omp parallel for schedule(dynamic)
-        for (int i = 0; i < nb; i++) {
-            cx_err ei = {0};
-            if (cx_image_load_input(m, files.v[b0 + i], ten_crop, input + (size_t)i * inf, NULL,
-                                    &ei)) {
-#pragma omp critical
-                {
-                    if (!bad)
-                        e2 = ei;
-                    bad = 1;
-                }
-            }
-        }
-        if (bad) {
-            rc = cli_fail(CMD, &e2);
-            goto out;
-        }
-        if (cx_forward(ctx, input, nb * crops, logits, &err)) {
-            rc = cli_fail(CMD, &err);
-            goto out;
-        }
-        for (int i = 0; i < nb; i++) {
-            for (int k = 0; k < nc; k++) {
-                double s = 0;
-                for (int c = 0; c < crops; c++)
-                    s += cx_sigmoid(logits[((size_t)i * crops + c) * nc + k]);
-                p->scores[(b0 + i) * nc + k] = s / crops;
-            }
-            if (cx_pred_set_image(p, (int)(b0 + i), files.v[b0 + i], &err)) {
-                rc = cli_fail(CMD, &err);
-                goto out;
-            }
-        }
-        cli_progress_update(&pr, (long)(b0 + nb));
+    store_ctx sc = {p, files.v, {0}};
+    long done = 0;
+    cli_infer in = {0};
+    in.m = m;
+    in.ctx = ctx;
+    in.per_pass = batch;
+    in.ten_crop = ten_crop;
+    in.files = files.v;
+    in.n_files = files.n;
+    in.stop_on_bad = 1;
+    in.on_batch = store_scores;
+    in.user = &sc;
+    in.done = &done;
+    in.progress = &pr;
+    cli_infer_status is = cli_infer_run(&in, &err);
+    if (is == CLI_INFER_STOPPED)
+        err = sc.err;
+    if (is) {
+        rc = cli_fail(CMD, &err);
+        goto out;
     }
     cli_progress_end(&pr);
     *out = p;
     p = NULL;
     rc = 0;
 out:
-    free(input);
-    free(logits);
     cx_ctx_free(ctx);
     cx_pred_free(p);
     cx_model_free(m);

@@ -212,14 +212,34 @@ static int is_pack_arg(const char *a)
 /* Every image of a pack made by 'chexnet prepare': the threaded loader
  * (prefetching, no decoding) feeds the network; rows are named by the
  * pack's image names. */
+/* Printing the results of a batch of pack images. */
+typedef struct {
+    const cx_model *m;
+    const cx_dataset *ds;
+    int fmt;
+    float *prob; /* [classes] */
+} pack_out;
+
+static int print_pack_batch(void *user, const cli_batch *b)
+{
+    pack_out *po = user;
+    const int nc = cx_model_num_classes(po->m);
+    for (int j = 0; j < b->n; j++) {
+        for (int c = 0; c < nc; c++)
+            po->prob[c] = (float)b->prob[(size_t)j * nc + c];
+        print_result(po->fmt, po->m, cx_dataset_name(po->ds, (int)b->index[j]), po->prob, NULL);
+    }
+    fflush(stdout);
+    return 0;
+}
+
 static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_ctx *ctx,
                         int batch, int fmt, long *done, cli_progress *prog)
 {
     cx_err err = {0};
     cx_loader *ld = NULL;
-    float *x = NULL, *y = NULL, *logits = NULL, *prob = NULL;
-    int *ids = NULL, *all = NULL, rc = 1;
-    int nc = cx_model_num_classes(m);
+    int *all = NULL, rc = 1;
+    float *prob = NULL;
     cx_loader_opts lo;
     cx_loader_opts_default(&lo);
     lo.batch = batch;
@@ -229,19 +249,10 @@ static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_
     lo.shuffle = 0;
     lo.augment = 0;
     lo.drop_last = 0;
-    int K = cx_dataset_num_classes(ds);
-    x = malloc(sizeof(float) * (size_t)batch * lo.channels * lo.size * lo.size);
-    y = malloc(sizeof(float) * (size_t)batch * (K > 0 ? K : 1));
-    ids = malloc(sizeof(int) * (size_t)batch);
-    logits = malloc(sizeof(float) * (size_t)batch * nc);
-    prob = malloc(sizeof(float) * (size_t)nc);
-    if (!x || !y || !ids || !logits || !prob) {
-        cli_error(CMD, "out of memory");
-        goto out;
-    }
     int nimg = cx_dataset_size(ds);
     all = malloc(sizeof(int) * (size_t)(nimg > 0 ? nimg : 1));
-    if (!all) {
+    prob = malloc(sizeof(float) * (size_t)cx_model_num_classes(m));
+    if (!all || !prob) {
         cli_error(CMD, "out of memory");
         goto out;
     }
@@ -251,34 +262,29 @@ static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_
         cli_error(CMD, "%s: %s", path, err.msg);
         goto out;
     }
-    int n;
-    cx_status st;
-    while (!(st = cx_loader_next(ld, x, y, ids, &n, &err)) && n > 0) {
-        if (cx_forward(ctx, x, n, logits, &err)) {
-            cli_error(CMD, "%s", err.msg);
-            goto out;
-        }
-        for (int j = 0; j < n; j++) {
-            for (int c = 0; c < nc; c++)
-                prob[c] = cx_sigmoid(logits[(size_t)j * nc + c]);
-            print_result(fmt, m, cx_dataset_name(ds, ids[j]), prob, NULL);
-        }
-        fflush(stdout);
-        *done += n;
-        cli_progress_update(prog, *done);
-    }
-    if (st) {
+    pack_out po = {m, ds, fmt, prob};
+    cli_infer in = {0};
+    in.m = m;
+    in.ctx = ctx;
+    in.per_pass = batch;
+    in.loader = ld;
+    in.on_batch = print_pack_batch;
+    in.user = &po;
+    in.done = done;
+    in.progress = prog;
+    switch (cli_infer_run(&in, &err)) {
+    case CLI_INFER_OK:
+        rc = 0;
+        break;
+    case CLI_INFER_SOURCE:
         cli_error(CMD, "%s: %s", path, err.msg);
-        goto out;
+        break;
+    default:
+        cli_error(CMD, "%s", err.msg);
     }
-    rc = 0;
 out:
     cx_loader_free(ld);
-    free(x);
-    free(y);
-    free(ids);
     free(all);
-    free(logits);
     free(prob);
     return rc;
 }
@@ -324,6 +330,88 @@ out:
         cx_dataset_free(ds[i]);
     free(ds);
     return rc;
+}
+
+/* ------------------------------------------------------------ files */
+
+/* Printing (and CAM maps of) a batch of image files. */
+typedef struct {
+    const cx_model *m;
+    const cli_strvec *files;
+    int fmt;
+    cx_ctx *ctx, *cam_ctx; /* cam_ctx: single-crop pass for CAM after ten crops */
+    const char *cam_dir;
+    int cam_cls;           /* -1: most probable; -2: all */
+    double alpha;
+    float *cam;
+    int cam_h, cam_w;
+    float *prob;           /* [per_pass][classes] */
+    float *cam_logits;     /* [per_pass][classes] (cam_ctx's pass) */
+    int rc;
+} files_out;
+
+static void report_bad(void *user, size_t i, const cx_err *e)
+{
+    files_out *fo = user;
+    fflush(stdout);
+    cli_error(CMD, "%s", e->msg[0] ? e->msg : fo->files->v[i]);
+    fo->rc = 1;
+}
+
+static int print_files_batch(void *user, const cli_batch *b)
+{
+    files_out *fo = user;
+    const cx_model *m = fo->m;
+    const int nc = cx_model_num_classes(m);
+    float *prob = fo->prob;
+    for (size_t k = 0; k < (size_t)b->n * nc; k++)
+        prob[k] = (float)b->prob[k];
+    for (int j = 0; j < b->n; j++)
+        print_result(fo->fmt, m, fo->files->v[b->index[j]], prob + (size_t)j * nc, &b->info[j]);
+    fflush(stdout);
+    if (!fo->cam_dir)
+        return 0;
+    cx_err err = {0};
+    if (fo->cam_ctx && cx_forward(fo->cam_ctx, b->plain, b->n, fo->cam_logits, &err)) {
+        fo->rc = cli_fail(CMD, &err);
+        return 1;
+    }
+    for (int j = 0; j < b->n; j++) {
+        const char *path = fo->files->v[b->index[j]];
+        int c0 = fo->cam_cls, c1 = fo->cam_cls + 1;
+        if (fo->cam_cls == -2) {
+            c0 = 0;
+            c1 = nc;
+        } else if (fo->cam_cls == -1) {
+            c0 = 0;
+            for (int c = 1; c < nc; c++)
+                if (prob[(size_t)j * nc + c] > prob[(size_t)j * nc + c0])
+                    c0 = c;
+            c1 = c0 + 1;
+        }
+        for (int c = c0; c < c1; c++) {
+            cx_image ov = {0};
+            char *out = cam_path(fo->cam_dir, path, cx_model_class_name(m, c));
+            cx_status st = out ? CX_OK : CX_ENOMEM;
+            /* image j of the single-crop pass (with ten crops, cam_ctx's) */
+            if (!st)
+                st = cx_cam_compute(fo->cam_ctx ? fo->cam_ctx : fo->ctx, m, j, c, fo->cam,
+                                    &fo->cam_h, &fo->cam_w, &err);
+            if (!st)
+                st = cx_cam_overlay(&b->keep[j], fo->cam, fo->cam_h, fo->cam_w,
+                                    (float)fo->alpha, &ov, &err);
+            if (!st)
+                st = cx_image_save_png(&ov, out, &err);
+            if (st) {
+                cli_error(CMD, "%s: CAM: %s", path,
+                          st == CX_ENOMEM && !out ? "out of memory" : err.msg);
+                fo->rc = 1;
+            }
+            cx_image_free(&ov);
+            free(out);
+        }
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------ main */
@@ -562,8 +650,6 @@ int cmd_predict(int argc, char **argv)
         per_pass = (int)files.n;
     if (per_pass < 1)
         per_pass = 1;
-    const size_t in_floats = cx_image_input_floats(m, ten_crop);
-    const size_t plain_floats = cx_image_input_floats(m, 0);
     int rc = nerr ? 1 : 0;
 
     if (fmt == FMT_CSV) {
@@ -579,11 +665,7 @@ int cmd_predict(int argc, char **argv)
     }
 
     cx_ctx *ctx = NULL, *cam_ctx = NULL;
-    float *input = NULL, *plain = NULL, *logits = NULL, *prob = NULL, *cam = NULL;
-    cx_image *keep = NULL;
-    cx_status *status = NULL;
-    cx_err *errs = NULL;
-    cx_image_info *infos = NULL;
+    float *cam = NULL;
     int cam_h = 0, cam_w = 0;
     if (cx_ctx_new(m, per_pass * crops, S, S, backend, &ctx, &err) ||
         cx_ctx_set_precision(ctx, (cx_precision)prec, &err)) {
@@ -596,17 +678,11 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail(CMD, &err);
         goto done;
     }
-    input = malloc(sizeof(float) * in_floats * per_pass);
-    logits = malloc(sizeof(float) * (size_t)nc * per_pass * crops);
-    prob = malloc(sizeof(float) * (size_t)nc * per_pass);
-    keep = calloc(per_pass, sizeof *keep);
-    status = calloc(per_pass, sizeof *status);
-    errs = calloc(per_pass, sizeof *errs);
-    infos = calloc(per_pass, sizeof *infos);
-    if (cam_dir && ten_crop)
-        plain = malloc(sizeof(float) * plain_floats * per_pass);
-    if (!input || !logits || !prob || !keep || !status || !errs || !infos ||
-        (cam_dir && ten_crop && !plain)) {
+    float *prob = malloc(sizeof(float) * (size_t)nc * per_pass);
+    float *cam_logits = malloc(sizeof(float) * (size_t)nc * per_pass);
+    if (!prob || !cam_logits) {
+        free(prob);
+        free(cam_logits);
         cli_error(CMD, "out of memory for a batch of %d", per_pass);
         rc = 1;
         goto done;
@@ -616,6 +692,8 @@ int cmd_predict(int argc, char **argv)
         cam = malloc(sizeof(float) * (size_t)(cam_h > 0 ? cam_h : 1) * (cam_w > 0 ? cam_w : 1));
         if (!cam) {
             cli_error(CMD, "out of memory");
+            free(prob);
+            free(cam_logits);
             rc = 1;
             goto done;
         }
@@ -623,119 +701,32 @@ int cmd_predict(int argc, char **argv)
 
     cli_progress prog;
     cli_progress_start(&prog, "predict", "img", (long)files.n);
-    for (size_t start = 0; start < files.n; start += per_pass) {
-        int nb = (int)(files.n - start < (size_t)per_pass ? files.n - start : (size_t)per_pass);
-        /* decode + preprocess in parallel */
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int i = 0; i < nb; i++) {
-            const char *path = files.v[start + i];
-            errs[i].msg[0] = 0;
-            status[i] = cx_image_load_input_info(m, path, ten_crop, input + (size_t)i * in_floats,
-                                                 cam_dir ? &keep[i] : NULL, &infos[i], &errs[i]);
-            if (!status[i] && plain)
-                status[i] = cx_image_preprocess(m, &keep[i], 0, plain + (size_t)i * plain_floats,
-                                                &errs[i]);
-        }
-        /* compact the good ones to the front (input order kept) */
-        int idx[1024], ng = 0;
-        for (int i = 0; i < nb; i++) {
-            if (status[i]) {
-                fflush(stdout);
-                cli_error(CMD, "%s", errs[i].msg[0] ? errs[i].msg : files.v[start + i]);
-                rc = 1;
-                cx_image_free(&keep[i]);
-                continue;
-            }
-            if (ng != i) {
-                memmove(input + (size_t)ng * in_floats, input + (size_t)i * in_floats,
-                        sizeof(float) * in_floats);
-                if (plain)
-                    memmove(plain + (size_t)ng * plain_floats, plain + (size_t)i * plain_floats,
-                            sizeof(float) * plain_floats);
-                keep[ng] = keep[i];
-                memset(&keep[i], 0, sizeof keep[i]);
-                infos[ng] = infos[i];
-            }
-            idx[ng++] = i;
-        }
-        if (ng > 0) {
-            if (cx_forward(ctx, input, ng * crops, logits, &err)) {
-                rc = cli_fail(CMD, &err);
-                for (int j = 0; j < ng; j++)
-                    cx_image_free(&keep[j]);
-                goto done_progress;
-            }
-            for (int j = 0; j < ng; j++)
-                for (int c = 0; c < nc; c++) {
-                    double s = 0;
-                    for (int k = 0; k < crops; k++)
-                        s += cx_sigmoid(logits[((size_t)j * crops + k) * nc + c]);
-                    prob[(size_t)j * nc + c] = (float)(s / crops);
-                }
-            for (int j = 0; j < ng; j++)
-                print_result(fmt, m, files.v[start + idx[j]], prob + (size_t)j * nc, &infos[j]);
-            fflush(stdout);
-            if (cam_dir) {
-                if (cam_ctx && cx_forward(cam_ctx, plain, ng, logits, &err)) {
-                    rc = cli_fail(CMD, &err);
-                    for (int j = 0; j < ng; j++)
-                        cx_image_free(&keep[j]);
-                    goto done_progress;
-                }
-                for (int j = 0; j < ng; j++) {
-                    const char *path = files.v[start + idx[j]];
-                    int c0 = cam_cls, c1 = cam_cls + 1;
-                    if (cam_cls == -2) {
-                        c0 = 0;
-                        c1 = nc;
-                    } else if (cam_cls == -1) {
-                        c0 = 0;
-                        for (int c = 1; c < nc; c++)
-                            if (prob[(size_t)j * nc + c] > prob[(size_t)j * nc + c0])
-                                c0 = c;
-                        c1 = c0 + 1;
-                    }
-                    for (int c = c0; c < c1; c++) {
-                        cx_image ov = {0};
-                        char *out = cam_path(cam_dir, path, cx_model_class_name(m, c));
-                        cx_status st = out ? CX_OK : CX_ENOMEM;
-                        if (!st)
-                            st = cx_cam_compute(cam_ctx ? cam_ctx : ctx, m,
-                                                cam_ctx ? j : j * crops, c, cam, &cam_h, &cam_w,
-                                                &err);
-                        if (!st)
-                            st = cx_cam_overlay(&keep[j], cam, cam_h, cam_w, (float)alpha, &ov,
-                                                &err);
-                        if (!st)
-                            st = cx_image_save_png(&ov, out, &err);
-                        if (st) {
-                            cli_error(CMD, "%s: CAM: %s", path,
-                                      st == CX_ENOMEM && !out ? "out of memory" : err.msg);
-                            rc = 1;
-                        }
-                        cx_image_free(&ov);
-                        free(out);
-                    }
-                    cx_image_free(&keep[j]);
-                }
-            }
-        }
-        cli_progress_update(&prog, (long)(start + nb));
-    }
-done_progress:
+    files_out fo = {m, &files, fmt, ctx, cam_ctx, cam_dir, cam_cls, alpha, cam, cam_h, cam_w,
+                    prob, cam_logits, rc};
+    long done_n = 0;
+    cli_infer in = {0};
+    in.m = m;
+    in.ctx = ctx;
+    in.per_pass = per_pass;
+    in.ten_crop = ten_crop;
+    in.files = files.v;
+    in.n_files = files.n;
+    in.keep_images = cam_dir != NULL;
+    in.want_info = 1;
+    in.plain_too = cam_dir != NULL;
+    in.on_bad = report_bad;
+    in.on_batch = print_files_batch;
+    in.user = &fo;
+    in.done = &done_n;
+    in.progress = &prog;
+    cli_infer_status is = cli_infer_run(&in, &err);
+    rc = fo.rc;
+    if (is != CLI_INFER_OK && is != CLI_INFER_STOPPED)
+        rc = cli_fail(CMD, &err);
     cli_progress_end(&prog);
-done:
-    if (keep)
-        for (int i = 0; i < per_pass; i++)
-            cx_image_free(&keep[i]);
-    free(keep);
-    free(status);
-    free(errs);
-    free(infos);
-    free(input);
-    free(plain);
-    free(logits);
     free(prob);
+    free(cam_logits);
+done:
     free(cam);
     cx_ctx_free(cam_ctx);
     cx_ctx_free(ctx);
