@@ -209,9 +209,6 @@ static int is_pack_arg(const char *a)
     return n > 7 && !strcmp(a + n - 7, ".cxpack");
 }
 
-/* Every image of a pack made by 'chexnet prepare': the threaded loader
- * (prefetching, no decoding) feeds the network; rows are named by the
- * pack's image names. */
 /* Printing the results of a batch of pack images. */
 typedef struct {
     const cx_model *m;
@@ -233,6 +230,9 @@ static int print_pack_batch(void *user, const cli_batch *b)
     return 0;
 }
 
+/* Every image of a pack made by 'chexnet prepare': the threaded loader
+ * (prefetching, no decoding) feeds the network; rows are named by the
+ * pack's image names. */
 static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_ctx *ctx,
                         int batch, int fmt, long *done, cli_progress *prog)
 {
