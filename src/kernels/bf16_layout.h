@@ -13,6 +13,7 @@
 #ifndef CX_BF16_LAYOUT_H
 #define CX_BF16_LAYOUT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 static inline int64_t cx_bf16_kpad(int64_t K) { return (K + 31) & ~(int64_t)31; }
@@ -41,6 +42,21 @@ static inline cx_bf16_grid cx_bf16_grid_of(int N, int H, int W, int k)
     g.G = (int64_t)p * g.Wq + p;
     g.Qp = (2 * g.G + g.Q + 32 + 31) & ~(int64_t)31;
     return g;
+}
+
+/* Elements (uint16) of each packed buffer: activations K x P, the grid of a
+ * k x k convolution, and a convolution's weights (k*k*Cout rows of Cin). */
+static inline size_t cx_bf16_act_elems(int K, int64_t P)
+{
+    return (size_t)(cx_bf16_kpad(K) * cx_bf16_ppad(P));
+}
+static inline size_t cx_bf16_grid_elems(int K, int N, int H, int W, int k)
+{
+    return (size_t)(cx_bf16_kpad(K) * cx_bf16_grid_of(N, H, W, k).Qp);
+}
+static inline size_t cx_bf16_weights_elems(int Cout, int Cin, int k)
+{
+    return (size_t)cx_bf16_mpad((int64_t)k * k * Cout) * (size_t)cx_bf16_kpad(Cin);
 }
 
 /* Round to nearest even; NaN stays NaN (quiet). */

@@ -836,17 +836,17 @@ static cx_status cpu_linear_backward(cx_backend *be, const float *x, int N, int 
 /* bf16: packing (kernels/cpu/bf16.c) in the layouts of kernels/bf16_layout.h */
 static size_t cpu_bf16_act_size(const cx_backend *be, int K, int64_t P)
 {
-    return (size_t)(cx_bf16_kpad(K) * cx_bf16_ppad(P));
+    return cx_bf16_act_elems(K, P);
 }
 
 static size_t cpu_bf16_grid_size(const cx_backend *be, int K, int N, int H, int W, int k)
 {
-    return (size_t)(cx_bf16_kpad(K) * cx_bf16_grid_of(N, H, W, k).Qp);
+    return cx_bf16_grid_elems(K, N, H, W, k);
 }
 
 static size_t cpu_bf16_weights_size(const cx_backend *be, int Cout, int Cin, int k)
 {
-    return (size_t)cx_bf16_mpad((int64_t)k * k * Cout) * (size_t)cx_bf16_kpad(Cin);
+    return cx_bf16_weights_elems(Cout, Cin, k);
 }
 
 static cx_status cpu_pack_bf16_weights(cx_backend *be, const float *w, int Cout, int Cin, int k,

@@ -249,17 +249,17 @@ static cx_status radam(cx_backend *be, float *w, const float *g, float *m, float
 
 static size_t rbf16_act_size(const cx_backend *be, int K, int64_t P)
 {
-    return (size_t)(cx_bf16_kpad(K) * cx_bf16_ppad(P));
+    return cx_bf16_act_elems(K, P);
 }
 
 static size_t rbf16_grid_size(const cx_backend *be, int K, int N, int H, int W, int k)
 {
-    return (size_t)(cx_bf16_kpad(K) * cx_bf16_grid_of(N, H, W, k).Qp);
+    return cx_bf16_grid_elems(K, N, H, W, k);
 }
 
 static size_t rbf16_weights_size(const cx_backend *be, int Cout, int Cin, int k)
 {
-    return (size_t)cx_bf16_mpad((int64_t)k * k * Cout) * (size_t)cx_bf16_kpad(Cin);
+    return cx_bf16_weights_elems(Cout, Cin, k);
 }
 
 static cx_status rpack_bf16_weights(cx_backend *be, const float *w, int Cout, int Cin, int k,
