@@ -10,7 +10,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: chexnet split --labels FILE [--task pneumonia|all14] [--fractions 0.7,0.1,0.2]\n"
-            "                     [--seed S] [--out DIR] [--json]\n"
+            "                     [--seed S] [--out DIR] [--json | --tsv]\n"
             "       chexnet split --train A [--val B] [--test C] [--labels FILE]\n"
             "       chexnet split --manifest manifest.csv [--patient-column patient_key]\n\n"
             "Splits a dataset by patient (no patient in two splits) and prints, per split,\n"
@@ -18,29 +18,70 @@ static void usage(FILE *f)
             "shuffled patients (seeded) into train/val/test by the cumulative fractions of\n"
             "their images. With --train/--val/--test the lists define the split.\n"
             "--out DIR writes DIR/train.txt, val.txt, test.txt ('IMAGE L1 ... LK', the 14\n"
-            "ChestX-ray14 labels for ChestX-ray14 sources), reusable with --train/--val/--test.\n\n"
+            "ChestX-ray14 labels for ChestX-ray14 sources), reusable with --train/--val/--test.\n"
+            "Each class's weights for 'chexnet train --loss weighted' come from the train\n"
+            "part: w+ = |N|/(|P|+|N|), w- = |P|/(|P|+|N|) (shown in the table for one class;\n"
+            "always in --json and --tsv).\n\n"
             "%s"
             "output:\n"
             "  --out DIR            write the split files (atomically)\n"
             "  --json               print JSON instead of a table\n"
+            "  --tsv                print tab-separated lines 'WHAT PART CLASS VALUE' (a\n"
+            "                       header line first; empty fields where they do not\n"
+            "                       apply), for shell scripts: patients, images,\n"
+            "                       positives, w_pos, w_neg (train), unassigned_images,\n"
+            "                       crossing_patients\n"
             "  --version            print the version\n\n"
             "%s",
             data_args_help(), cli_limits_help());
 }
 
+/* The weighted loss's weights of class k, as 'chexnet train' computes them
+ * from the train part: w+ = |N|/(|P|+|N|), w- = |P|/(|P|+|N|). 0 when the
+ * train part is empty. */
+static int loss_weights(const cx_split *sp, int K, int k, double *wpos, double *wneg)
+{
+    double P = sp->positives[CX_SPLIT_TRAIN * K + k], N = sp->count[CX_SPLIT_TRAIN] - P;
+    if (P + N <= 0)
+        return 0;
+    *wpos = N / (P + N);
+    *wneg = P / (P + N);
+    return 1;
+}
+
+/* A TSV field: tabs and line breaks (which a manifest's column name could
+ * hold) become spaces. */
+static void tsv_field(const char *s)
+{
+    for (; *s; s++)
+        putchar(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s);
+}
+
+static void tsv_line(const char *what, const char *part, const char *cls, const char *fmt,
+                     double v)
+{
+    printf("%s\t%s\t", what, part ? part : "");
+    if (cls)
+        tsv_field(cls);
+    putchar('\t');
+    printf(fmt, v);
+    putchar('\n');
+}
+
 int cmd_split(int argc, char **argv)
 {
     const char *cmd = "split";
-    enum { O_JSON = CLI_OPT_FIRST_FREE, O_OUT };
+    enum { O_JSON = CLI_OPT_FIRST_FREE, O_OUT, O_TSV };
     static const struct option opts[] = {
         DATA_ARGS_OPTIONS,
         {"json", no_argument, 0, O_JSON},
         {"out", required_argument, 0, O_OUT},
+        {"tsv", no_argument, 0, O_TSV},
         {0, 0, 0, 0}};
     data_args a;
     data_args_init(&a);
     const char *out = NULL;
-    int json = 0;
+    int json = 0, tsv = 0;
     cli_getopt g;
     int opt;
     cli_getopt_init(&g, cmd, argc, argv, "o:", opts, CLI_LIMITS, usage);
@@ -54,12 +95,19 @@ int cmd_split(int argc, char **argv)
             continue;
         if (opt == O_JSON) {
             json = 1;
+        } else if (opt == O_TSV) {
+            tsv = 1;
         } else if (opt == O_OUT || opt == 'o') {
             out = optarg;
         } else {
             data_args_free(&a);
             return 2;
         }
+    }
+    if (json && tsv) {
+        cli_error(cmd, "give --json or --tsv, not both");
+        data_args_free(&a);
+        return 2;
     }
     if (optind < argc) {
         cli_error(cmd, "unexpected argument '%s' (see --help)", argv[optind]);
@@ -115,6 +163,17 @@ int cmd_split(int argc, char **argv)
             }
             printf("}}");
         }
+        printf("},\"loss_weights\":{");
+        for (int k = 0; k < K; k++) {
+            double wp, wn;
+            if (k)
+                putchar(',');
+            cx_json_escape(stdout, cx_dataset_class(ds, k));
+            if (loss_weights(&sp, K, k, &wp, &wn))
+                printf(":{\"w_pos\":%.17g,\"w_neg\":%.17g}", wp, wn);
+            else
+                printf(":null");
+        }
         printf("},\"unassigned_images\":%d,\"crossing_patients\":%d,\"warnings\":[",
                N - used, sp.crossing_patients);
         for (int i = 0; i < sp.n_warnings; i++) {
@@ -128,6 +187,24 @@ int cmd_split(int argc, char **argv)
         else
             printf("null");
         printf("}\n");
+    } else if (tsv) {
+        printf("what\tpart\tclass\tvalue\n");
+        for (int p = 0; p < 3; p++) {
+            tsv_line("patients", CX_SPLIT_NAMES[p], NULL, "%.0f", sp.patients[p]);
+            tsv_line("images", CX_SPLIT_NAMES[p], NULL, "%.0f", sp.count[p]);
+            for (int k = 0; k < K; k++)
+                tsv_line("positives", CX_SPLIT_NAMES[p], cx_dataset_class(ds, k), "%.0f",
+                         sp.positives[p * K + k]);
+        }
+        for (int k = 0; k < K; k++) {
+            double wp, wn;
+            if (!loss_weights(&sp, K, k, &wp, &wn))
+                continue;
+            tsv_line("w_pos", "train", cx_dataset_class(ds, k), "%.17g", wp);
+            tsv_line("w_neg", "train", cx_dataset_class(ds, k), "%.17g", wn);
+        }
+        tsv_line("unassigned_images", NULL, NULL, "%.0f", N - used);
+        tsv_line("crossing_patients", NULL, NULL, "%.0f", sp.crossing_patients);
     } else {
         printf("dataset: %s (%s), %s, %s, %s\n",
                a.pack ? a.pack : a.labels ? a.labels : a.lists[0], cx_dataset_source(ds),
@@ -159,6 +236,9 @@ int cmd_split(int argc, char **argv)
             printf("%-*s %10d %10d %10d\n", w, name, sp.positives[k], sp.positives[K + k],
                    sp.positives[2 * K + k]);
         }
+        double wp, wn;
+        if (K == 1 && loss_weights(&sp, K, 0, &wp, &wn))
+            printf("weighted loss (train): w+ = %.4f, w- = %.4f\n", wp, wn);
         if (N - used)
             printf("images in no split: %d\n", N - used);
         printf("patients in more than one split: %d\n", sp.crossing_patients);
