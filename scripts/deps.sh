@@ -15,7 +15,8 @@ if [ "${1:-}" = "--test" ]; then
          python3-sklearn python3-pil qemu-user
          dcmtk libgdcm-tools python3-pydicom python3-prometheus-client
          chromium orthanc dicom3tools
-         clang libclang-rt-dev libomp-dev llvm)  # the clang build and the fuzzers
+         clang libclang-rt-dev libomp-dev llvm  # the clang build and the fuzzers
+         shellcheck)  # lints scripts/reproduce-chexnet.sh
   # node and npm drive chromium in the viewer test; a node from elsewhere
   # (nodesource) brings its own npm
   command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
