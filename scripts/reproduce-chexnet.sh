@@ -43,6 +43,10 @@ options:
                      split of public re-implementations
                      (default: random 70/10/20 by patient)
   --epochs N         training epochs of each model (default 10)
+  --weights FILE     start both models from these weights, e.g. torchvision's
+                     ImageNet DenseNet-121 converted with tools/convert.py,
+                     as CheXNet did (the 1000-class head is replaced);
+                     without it the models train from scratch
   --skip-pneumonia   train and evaluate only the 14-finding model
   --readers DIR      reader study: every DIR/*.csv is one radiologist's 0/1
                      labels (named by the file's stem) except truth.csv or
@@ -94,6 +98,7 @@ BOOTSTRAP=10000
 MAX_STEPS=""
 BATCH=16
 CHEXNET=${CHEXNET:-}
+WEIGHTS=""
 BENCH=0
 DRY=0
 
@@ -112,6 +117,7 @@ while [ $# -gt 0 ]; do
     --official-lists) OFFICIAL=1; shift ;;
     --split-dir) need_arg "$@"; SPLIT_DIR=$2; shift 2 ;;
     --epochs) need_arg "$@"; EPOCHS=$2; shift 2 ;;
+    --weights) need_arg "$@"; WEIGHTS=$2; shift 2 ;;
     --skip-pneumonia) SKIP_PNEUMONIA=1; shift ;;
     --readers) need_arg "$@"; READERS=$2; shift 2 ;;
     --readers-class) need_arg "$@"; READERS_CLASS=$2; shift 2 ;;
@@ -150,6 +156,9 @@ done
 [ $OFFICIAL = 0 ] || [ -z "$SPLIT_DIR" ] || usage_error "give --official-lists or --split-dir, not both"
 [ $BENCH = 0 ] || [ $DRY = 1 ] || usage_error "--bench goes with --dry-run"
 [ -z "$THREADS" ] && THREADS=$(nproc 2>/dev/null || echo 1)
+if [ -n "$WEIGHTS" ] && [ ! -f "$WEIGHTS" ]; then
+  die "--weights: no file '$WEIGHTS'"
+fi
 
 # ---------------------------------------------------------------- the binary
 if [ -z "$CHEXNET" ]; then
@@ -329,6 +338,7 @@ for task in "${MODELS[@]}"; do
   tcmd=("$X" train --labels "$PACK/trainval.cxpack" --train-list "$SPLIT/train.txt"
         --val-list "$SPLIT/val.txt" --task "$task" --epochs "$EPOCHS" --batch "$BATCH"
         --seed "$SEED" --out "$run")
+  [ -z "$WEIGHTS" ] || tcmd+=(--weights "$WEIGHTS")
   [ -z "$MAX_STEPS" ] || tcmd+=(--max-steps "$MAX_STEPS")
   nkey=${#tcmd[@]}
   tcmd+=(--threads "$THREADS")
@@ -376,6 +386,7 @@ paper_auroc() {
 if [ $DRY = 0 ]; then
   echo
   echo "== results on the test part ($N_TEST images, $P_TEST patients; split: $SPLIT_DESC)"
+  echo "initial weights: ${WEIGHTS:-none, from scratch}"
   for task in "${MODELS[@]}"; do
     ev=$OUT/$task/test-eval.txt
     [ -f "$ev" ] || continue
@@ -408,6 +419,11 @@ else
   echo "images:  none under $DATA (images/ or images_001 ... images_012); the dry run does not need them, the full run does"
 fi
 echo "chexnet: $X"
+if [ -n "$WEIGHTS" ]; then
+  echo "initial weights: $WEIGHTS"
+else
+  echo "initial weights: none, from scratch (CheXNet started from ImageNet weights: see --weights)"
+fi
 echo
 echo "== split: $SPLIT_DESC -> $SPLIT/{train,val,test}.txt"
 printf '%-20s %10s %10s %10s %10s\n' "" train val test total

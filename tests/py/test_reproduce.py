@@ -309,7 +309,12 @@ def test_tiny_run():
             f.write("Image Index,%s\n" % cls)
             for i, n in enumerate(test):
                 f.write("%s,%d\n" % (n, truth[i] ^ (i == flip)))
-    base += ["--readers", rd, "--readers-class", cls]
+    # initial weights with another head, as ImageNet's 1000 classes (a
+    # freshly initialised model stands in for the converted ImageNet file)
+    w = os.path.join(root, "init-1000.safetensors")
+    subprocess.run([CHEXNET, "init", "--classes", "1000", "--seed", "1", "-o", w], check=True,
+                   capture_output=True)
+    base += ["--readers", rd, "--readers-class", cls, "--weights", w]
 
     p = script(*base)
     check(p, "tiny run")
@@ -334,6 +339,8 @@ def test_tiny_run():
             ev = json.load(f)
         assert ev["n_images"] == len(test) and set(ev["auroc"]) == set(classes)
         assert os.path.exists(os.path.join(out, m, "report", "report.html"))
+    assert p.stderr.count("has 1000 outputs; replacing the head") == 2, p.stderr
+    assert "initial weights: %s" % w in p.stdout
     assert "mean AUROC" in p.stdout and "0.841 (public re-implementations: 0.838-0.843)" in p.stdout
     with open(os.path.join(out, "readers", "readers.json")) as f:
         json.load(f)
@@ -358,7 +365,8 @@ def test_tiny_run():
     os.remove(os.path.join(out, ".steps", "train-all14"))
     p = script(*base)
     check(p, "resume")
-    assert "--out %s/all14 --max-steps 1 --threads 2 --resume\n" % out in p.stdout, p.stdout
+    assert "--out %s/all14 --weights %s --max-steps 1 --threads 2 --resume\n" % (out, w) \
+        in p.stdout, p.stdout
     assert "resuming from" in p.stdout + p.stderr
     # (the readers' finding is not pneumonia: their model is the 14-finding one)
     for st in ("train-all14", "predict-all14", "evaluate-all14", "readers"):
