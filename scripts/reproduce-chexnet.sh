@@ -483,7 +483,7 @@ if [ $BENCH = 1 ]; then
   bt=$("$X" bench --train --batch 16 --repeat 3 --warmup 1 --threads "$THREADS" --json | median)
   bi=$("$X" bench --batch 16 --repeat 3 --warmup 1 --threads "$THREADS" --json | median)
   if [ -z "$bt" ] || [ -z "$bi" ]; then die "chexnet bench gave no timing"; fi
-  HW+=("this|this machine, $THREADS threads|$bt|$bi|$THREADS|chexnet bench --train / chexnet bench --batch 16 --repeat 3, now")
+  HW+=("here|this machine, measured now|$bt|$bi|$THREADS|chexnet bench --train and chexnet bench, batch 16, --repeat 3")
 fi
 
 NTV=$((N_TRAIN + N_VAL))

@@ -197,6 +197,18 @@ def test_dry_run():
     w = weights(s)
     assert abs(w["w+"] - want["w_pos"]) < 1e-15 and abs(w["w-"] - want["w_neg"]) < 1e-15, \
         (w, want["w_pos"], want["w_neg"])
+    # chexnet split --json gives every class's weights the same way
+    js = json.loads(subprocess.run([CHEXNET, "split", "--labels", META, "--json"], check=True,
+                                   capture_output=True, text=True).stdout)
+    for c in CLASSES14:
+        P = want["train"]["positives"][c]
+        N = want["train"]["images"] - P
+        lw = js["loss_weights"][c]
+        assert abs(lw["w_pos"] - N / (P + N)) < 1e-15 and abs(lw["w_neg"] - P / (P + N)) < 1e-15, \
+            (c, lw)
+    r = subprocess.run([CHEXNET, "split", "--labels", META, "--json", "--tsv"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not both" in r.stderr, (r.returncode, r.stderr)
     exp = expected_plan(out, META, data, "--fractions 0.7,0.1,0.2", 10, ("all14", "pneumonia"),
                         2, True)
     assert plan(s) == exp, "\n".join(["got:"] + plan(s) + ["expected:"] + exp)
