@@ -234,6 +234,9 @@ if [ -n "$READERS" ]; then
   [ $nr -ge 2 ] || die "--readers: the reader study needs at least 2 readers' *.csv files in '$READERS' (found $nr)"
 fi
 
+if [ $DRY = 0 ] && [ -z "$IMAGES" ]; then
+  die "no images in '$DATA' (images/ or images_001 ... images_012); --dry-run needs only the metadata"
+fi
 mkdir -p "$OUT/.steps" || die "cannot create '$OUT'"
 
 # ---------------------------------------------------------------- steps
@@ -383,22 +386,41 @@ paper_auroc() {
   esac
 }
 
+# auroc_of EVAL.json KEY: "V [LO, HI]" of a class's AUROC (KEY: its name) or
+# of the mean (KEY: mean_auroc) in chexnet evaluate's JSON; "undefined" for
+# null. Line breaks and spaces in the JSON do not matter.
+auroc_of() {
+  awk -v key="$2" 'BEGIN { RS = "\001" } { s = s $0 } END {
+    if (key != "mean_auroc") {
+      i = index(s, "\"auroc\""); if (!i) exit 1; s = substr(s, i + 7)
+    }
+    i = index(s, "\"" key "\""); if (!i) exit 1; s = substr(s, i + length(key) + 2)
+    if (!match(s, /"value": *[^,}]*/)) exit 1
+    v = substr(s, RSTART, RLENGTH); sub(/"value": */, "", v)
+    if (v == "null") { print "undefined"; exit 0 }
+    if (!match(s, /"ci95": *\[[^]]*\]/)) { printf "%.4f\n", v; exit 0 }
+    ci = substr(s, RSTART, RLENGTH); sub(/"ci95": *\[/, "", ci); sub(/\]/, "", ci)
+    split(ci, lh, / *, */)
+    if (lh[1] == "null") printf "%.4f\n", v
+    else printf "%.4f [%.4f, %.4f]\n", v, lh[1], lh[2]
+  }' "$1"
+}
+
 if [ $DRY = 0 ]; then
   echo
   echo "== results on the test part ($N_TEST images, $P_TEST patients; split: $SPLIT_DESC)"
   echo "initial weights: ${WEIGHTS:-none, from scratch}"
   for task in "${MODELS[@]}"; do
-    ev=$OUT/$task/test-eval.txt
+    ev=$OUT/$task/test-eval.json
     [ -f "$ev" ] || continue
     echo
     echo "-- $task model ($OUT/$task/best.safetensors); report: $OUT/$task/report/report.html"
     printf '%-20s %-30s %s\n' class "AUROC [95% CI]" "CheXNet (paper, 14 findings)"
     for c in "${CLASSES[@]}"; do
-      a=$(awk -v c="$c" '$1 == c && NF >= 4 { if ($4 == "undefined") print $4; else print $4, $5, $6; exit }' "$ev")
-      [ -n "$a" ] || continue
+      a=$(auroc_of "$ev" "$c") || continue
       printf '%-20s %-30s %s\n' "$c" "$a" "$(paper_auroc "$c")"
     done
-    m=$(awk '$1 == "mean" && $2 == "AUROC" { print $3, $4, $5; exit }' "$ev")
+    m=$(auroc_of "$ev" mean_auroc) || m=""
     if [ "$task" = all14 ]; then
       printf '%-20s %-30s %s\n' "mean AUROC" "${m:-see $ev}" "0.841 (public re-implementations: 0.838-0.843)"
     fi

@@ -174,6 +174,10 @@ def test_lint_and_usage():
         assert p.returncode == 2, (args, p.returncode, p.stderr)
     p = script(os.path.join(TMP, "no-such-folder"), "--chexnet", CHEXNET, "--dry-run")
     assert p.returncode == 1 and "not a folder" in p.stderr, p.stderr
+    if os.path.exists(META):  # metadata without images: only the dry run
+        p = script(os.path.dirname(META), "--chexnet", CHEXNET, "--out",
+                   os.path.join(OUT, "no-images"))
+        assert p.returncode == 1 and "no images in" in p.stderr, p.stderr
     print("usage: ok")
 
 
@@ -351,6 +355,17 @@ def test_tiny_run():
             ev = json.load(f)
         assert ev["n_images"] == len(test) and set(ev["auroc"]) == set(classes)
         assert os.path.exists(os.path.join(out, m, "report", "report.html"))
+    # the summary's AUROCs are those of the evaluation's JSON
+    with open(os.path.join(out, "all14", "test-eval.json")) as f:
+        ev = json.load(f)
+    res = p.stdout[p.stdout.index("-- all14 model"):]
+    for c in CLASSES14 + ["mean AUROC"]:
+        a = ev["mean_auroc"] if c == "mean AUROC" else ev["auroc"][c]
+        if a["value"] is None:
+            want_line = "%-20s %-30s " % (c, "undefined")
+        else:
+            want_line = "%-20s %-30s " % (c, "%.4f [%.4f, %.4f]" % (a["value"], *a["ci95"]))
+        assert want_line in res, (want_line, res)
     assert p.stderr.count("has 1000 outputs; replacing the head") == 2, p.stderr
     assert "initial weights: %s" % w in p.stdout
     assert "mean AUROC" in p.stdout and "0.841 (public re-implementations: 0.838-0.843)" in p.stdout
