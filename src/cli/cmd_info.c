@@ -1,15 +1,87 @@
-/* chexnet info MODEL: describe a model file. */
+/* chexnet info MODEL|PACK: describe a model file or a packed dataset. */
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* A pack: starts with the pack's magic. */
+static int is_pack(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char m[8];
+    int r = fread(m, 1, 8, f) == 8 && !memcmp(m, "CXPACK\r\n", 8);
+    fclose(f);
+    return r;
+}
+
+static int info_pack(const char *path, int json)
+{
+    cx_err err = {0};
+    cx_dataset *ds = NULL;
+    if (cx_pack_open(path, &ds, &err))
+        return cli_fail("info", &err);
+    struct stat st;
+    long long bytes = stat(path, &st) == 0 ? (long long)st.st_size : -1;
+    int n = cx_dataset_size(ds), K = cx_dataset_num_classes(ds);
+    const uint8_t *lab = cx_dataset_labels(ds);
+    long *pos = calloc((size_t)K + 1, sizeof *pos);
+    if (!pos) {
+        cx_dataset_free(ds);
+        cli_error("info", "out of memory");
+        return 1;
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < K; k++)
+            pos[k] += lab[(size_t)i * K + k] != 0;
+    double per = n ? (double)bytes / n : 0;
+    if (json) {
+        printf("{\"file\": ");
+        cx_json_escape(stdout, path);
+        printf(", \"format\": \"cxpack\", \"images\": %d, \"patients\": %d, \"size\": %d, "
+               "\"bytes\": %lld, \"bytes_per_image\": %.17g, \"classes\": [",
+               n, cx_dataset_num_patients(ds), cx_dataset_pack_size(ds), bytes, per);
+        for (int k = 0; k < K; k++) {
+            if (k)
+                printf(", ");
+            cx_json_escape(stdout, cx_dataset_class(ds, k));
+        }
+        printf("], \"positives\": {");
+        for (int k = 0; k < K; k++) {
+            if (k)
+                printf(", ");
+            cx_json_escape(stdout, cx_dataset_class(ds, k));
+            printf(": %ld", pos[k]);
+        }
+        printf("}}\n");
+    } else {
+        printf("file          %s (pack made by chexnet prepare)\n", path);
+        printf("images        %s, %s, %dx%d\n", cli_plural(n, "image", "images"),
+               cli_plural(cx_dataset_num_patients(ds), "patient", "patients"),
+               cx_dataset_pack_size(ds), cx_dataset_pack_size(ds));
+        printf("size          %lld bytes, %.0f per image\n", bytes, per);
+        printf("classes       %d, positive images:", K);
+        for (int k = 0; k < K; k++)
+            printf(" %s %ld%s", cx_dataset_class(ds, k), pos[k], k + 1 < K ? "," : "");
+        printf("\n");
+    }
+    free(pos);
+    cx_dataset_free(ds);
+    return 0;
+}
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: chexnet info [--json] [MODEL.safetensors]\n\n"
+    fprintf(f, "usage: chexnet info [--json] [MODEL.safetensors | PACK.cxpack]\n\n"
                "Prints the architecture, classes, parameter count, input channels and size,\n"
                "normalisation, storage dtype and metadata of a model file (default: the\n"
-               "shipped model that 'chexnet predict' uses without --model).\n\n"
+               "shipped model that 'chexnet predict' uses without --model).\n"
+               "Of a pack made by 'chexnet prepare': its images, patients, image side,\n"
+               "classes with their positive images, and its size on disk in all and per\n"
+               "image.\n\n"
                "  --json      machine-readable output\n"
                "  -h, --help  this help\n");
 }
@@ -43,6 +115,8 @@ int cmd_info(int argc, char **argv)
         cli_error("info", "no model given and no shipped model found (set CHEXNET_MODEL)");
         return 1;
     }
+    if (is_pack(path))
+        return info_pack(path, json);
     cx_err err = {0};
     cx_model *m = NULL;
     if (cx_model_load(path, &m, &err))

@@ -11,7 +11,8 @@
   the shared 70/10/20 lists and --skip-pneumonia;
 - a tiny real run on the 22 NIH images (one training step per model):
   split -> prepare -> train -> predict -> evaluate -> reader study, outputs
-  checked (and a dry run with --official-lists on lists of those images); the disk estimate's bytes per image against the packs it wrote;
+  checked (the packs with chexnet info; and a dry run with --official-lists
+  on lists of those images); the disk estimate's bytes per image against the packs it wrote;
   a rerun skips every step; a training without its record (as after an
   interruption) continues with --resume, and only what depends on it runs
   again.
@@ -372,9 +373,21 @@ def test_tiny_run():
     with open(os.path.join(out, "readers", "readers.json")) as f:
         json.load(f)
     assert "-- reader study (%s)" % cls in p.stdout
-    # the packs: every image once, and the disk estimate's bytes per image
-    size = sum(os.path.getsize(os.path.join(out, "pack", f))
-               for f in ("trainval.cxpack", "test.cxpack"))
+    # the packs (chexnet info): the split's images, and the disk estimate's
+    # bytes per image
+    size = 0
+    for f, pp in (("trainval.cxpack", ("train", "val")), ("test.cxpack", ("test",))):
+        pk = os.path.join(out, "pack", f)
+        r = subprocess.run([CHEXNET, "info", "--json", pk], check=True, capture_output=True,
+                           text=True)
+        js = json.loads(r.stdout)
+        n = sum(len(parts[q]) for q in pp)
+        assert js["format"] == "cxpack" and js["images"] == n and js["size"] == 224, js
+        assert js["bytes"] == os.path.getsize(pk) and js["bytes_per_image"] == js["bytes"] / n
+        assert js["classes"] == CLASSES14
+        for c in CLASSES14:
+            assert js["positives"][c] == sum(want[q]["positives"][c] for q in pp), (c, js)
+        size += js["bytes"]
     per = size / len(names)
     assert abs(per - 50251) / 50251 < 0.005, per
     print("pack bytes per image: %.1f (the estimate uses 50251)" % per)
