@@ -175,6 +175,14 @@ fi
 
 # ---------------------------------------------------------------- the data
 [ -d "$DATA" ] || die "DATA_DIR '$DATA' is not a folder"
+# absolute paths, so that a step's record does not depend on the folder the
+# script is run from
+absdir() { (cd "$1" && pwd); }
+absfile() { echo "$(absdir "$(dirname "$1")")/$(basename "$1")"; }
+DATA=$(absdir "$DATA")
+[ -z "$SPLIT_DIR" ] || [ ! -d "$SPLIT_DIR" ] || SPLIT_DIR=$(absdir "$SPLIT_DIR")
+[ -z "$READERS" ] || [ ! -d "$READERS" ] || READERS=$(absdir "$READERS")
+[ -z "$WEIGHTS" ] || WEIGHTS=$(absfile "$WEIGHTS")
 META=""
 for f in "$DATA"/Data_Entry_2017*.csv "$DATA"/Data_Entry_2017*.csv.gz; do
   [ -f "$f" ] || continue
@@ -237,7 +245,11 @@ fi
 if [ $DRY = 0 ] && [ -z "$IMAGES" ]; then
   die "no images in '$DATA' (images/ or images_001 ... images_012); --dry-run needs only the metadata"
 fi
-mkdir -p "$OUT/.steps" || die "cannot create '$OUT'"
+mkdir -p "$OUT/.steps" || die "cannot create '$OUT/.steps'"
+OUT=$(absdir "$OUT")
+# an output being written when the script stops (an error, Ctrl-C) is removed
+TMPFILE=""
+trap '[ -z "$TMPFILE" ] || rm -f "$TMPFILE"' EXIT
 
 # ---------------------------------------------------------------- steps
 # A step is done when OUT/.steps/NAME holds its command (runtime options such
@@ -293,10 +305,10 @@ run_step() {
   if [ "$outfile" = - ]; then
     "${cmd[@]}" || die "step $name failed (status $?); fix the cause and rerun: finished steps are kept"
   else
-    local tmp
-    tmp="$(dirname "$outfile")/.$(basename "$outfile").tmp-$$"
-    "${cmd[@]}" >"$tmp" || { rm -f "$tmp"; die "step $name failed; fix the cause and rerun: finished steps are kept"; }
-    mv -f "$tmp" "$outfile"
+    TMPFILE="$(dirname "$outfile")/.$(basename "$outfile").tmp-$$"
+    "${cmd[@]}" >"$TMPFILE" || die "step $name failed; fix the cause and rerun: finished steps are kept"
+    mv -f "$TMPFILE" "$outfile"
+    TMPFILE=""
   fi
   printf '%s\n' "$key" >"$OUT/.steps/.$name.tmp-$$"
   mv -f "$OUT/.steps/.$name.tmp-$$" "$OUT/.steps/$name"

@@ -31,10 +31,11 @@ from cxtest import CHEXNET, CLASSES14, DATA, TMP, skip  # noqa: E402
 
 SOURCE = os.environ.get("CX_SOURCE") or os.path.join(os.path.dirname(__file__), "..", "..")
 SCRIPT = os.path.join(SOURCE, "scripts", "reproduce-chexnet.sh")
-OUT = os.path.join(TMP, "py_reproduce")
-META = os.path.join(DATA, "nih", "metadata", "Data_Entry_2017_v2020.csv.gz")
-IMAGES = os.path.join(DATA, "nih", "images")
-SPLIT_DIR = os.path.join(DATA, "nih", "split-70-10-20")
+# absolute and without '..', as the script writes paths in its commands
+OUT = os.path.abspath(os.path.join(TMP, "py_reproduce"))
+META = os.path.abspath(os.path.join(DATA, "nih", "metadata", "Data_Entry_2017_v2020.csv.gz"))
+IMAGES = os.path.abspath(os.path.join(DATA, "nih", "images"))
+SPLIT_DIR = os.path.abspath(os.path.join(DATA, "nih", "split-70-10-20"))
 PARTS = ("train", "val", "test")
 
 
