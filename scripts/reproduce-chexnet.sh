@@ -65,7 +65,7 @@ options:
   --chexnet PATH     the chexnet binary (default: \$CHEXNET, then the build
                      next to this script, then chexnet on PATH)
   --bench            with --dry-run: also time a training step and inference
-                     on this machine (chexnet bench, about a minute) and
+                     on this machine (chexnet bench, a minute or more) and
                      estimate from those
   --dry-run          run only what needs the metadata: the split (written to
                      OUT/split), its counts and the check that no patient is in
