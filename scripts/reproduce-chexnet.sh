@@ -75,7 +75,8 @@ options:
                      images are not needed
   -h, --help         this help
 
-Exit status: 0 done, 1 a step failed, 2 a usage error.
+Exit status: 0 done, 1 a step failed, 2 a usage error, 130 a step was
+interrupted (Ctrl-C or SIGTERM: rerun to continue).
 EOF
 }
 
@@ -302,13 +303,19 @@ run_step() {
   echo "== $name"
   echo "\$ $line"
   local t0=$SECONDS
+  local rc=0
   if [ "$outfile" = - ]; then
-    "${cmd[@]}" || die "step $name failed (status $?); fix the cause and rerun: finished steps are kept"
+    "${cmd[@]}" || rc=$?
   else
     TMPFILE="$(dirname "$outfile")/.$(basename "$outfile").tmp-$$"
-    "${cmd[@]}" >"$TMPFILE" || die "step $name failed; fix the cause and rerun: finished steps are kept"
-    mv -f "$TMPFILE" "$outfile"
-    TMPFILE=""
+    "${cmd[@]}" >"$TMPFILE" || rc=$?
+    [ $rc != 0 ] || { mv -f "$TMPFILE" "$outfile"; TMPFILE=""; }
+  fi
+  if [ $rc = 130 ]; then
+    echo "$PROG: step $name interrupted; rerun the same command to continue (finished steps are kept, a training resumes from its checkpoint)" >&2
+    exit 130
+  elif [ $rc != 0 ]; then
+    die "step $name failed (status $rc); fix the cause and rerun: finished steps are kept"
   fi
   printf '%s\n' "$key" >"$OUT/.steps/.$name.tmp-$$"
   mv -f "$OUT/.steps/.$name.tmp-$$" "$OUT/.steps/$name"
