@@ -539,6 +539,7 @@ awk -v ntv="$NTV" -v nte="$N_TEST" -v pb="$PACK_BYTES" -v ck="$CKPT_BYTES" -v be
 echo
 echo "== time, by hardware class ($EPOCHS epochs, batch $BATCH; train $N_TRAIN, val $N_VAL, test $N_TEST images)"
 echo "figures measured with the project's benchmark (README: Performance); GPU: no GPU backend yet"
+echo "prepare: ${PREP_CPU_S} s of CPU per 1024x1024 PNG (chexnet prepare of the 22 NIH PNGs on the avx512 VM), reading from disk not counted"
 for h in "${HW[@]}"; do
   IFS='|' read -r name machine step inf thr how <<<"$h"
   if [ "$step" = - ]; then st="not measured"; else st="$step s"; fi
@@ -549,16 +550,16 @@ for h in "${HW[@]}"; do
     function ceil(x) { return x == int(x) ? x : int(x) + 1 }
     BEGIN {
       prep = (ntv + nte) * pc / thr
-      printf "  prepare (both packs):            %s\n", hm(prep)
-      if (step == "-") { printf "  training:                        not measured on this class\n"; exit }
+      printf "%-37s%s\n", "  prepare (both packs, decoding):", hm(prep)
+      if (step == "-") { printf "%-37s%s\n", "  training:", "not measured on this class"; exit }
       steps = ceil(ntr / b) * ep
       if (ms != "" && ms + 0 < steps) steps = ms
       # the step time scales with the batch; validation every epoch
       tr = steps * step * b / 16 + ep * ceil(nva / 16) * inf
-      printf "  train, per model:                %s (%d steps; %s per epoch)\n", hm(tr), steps, hm(tr / ep)
+      printf "%-37s%s (%d steps; %s per epoch)\n", "  train, per model:", hm(tr), steps, hm(tr / ep)
       ev = ceil(nte / 16) * inf
-      printf "  predict the test part, per model: %s\n", hm(ev)
-      printf "  total (%d model%s):                %s\n", nm, (nm > 1 ? "s" : " "), hm(prep + nm * (tr + ev))
+      printf "%-37s%s\n", "  predict the test part, per model:", hm(ev)
+      printf "%-37s%s\n", "  total (" nm " model" (nm > 1 ? "s" : "") "):", hm(prep + nm * (tr + ev))
     }'
 done
 echo "(evaluation itself, 10000 bootstrap resamples of 22,424 images and 14 classes: about 13 s)"
