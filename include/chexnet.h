@@ -1034,6 +1034,53 @@ cx_status cx_pack_write(const cx_dataset *ds, const int *idx, int n,
 cx_status cx_pack_open(const char *path, cx_dataset **out, cx_err *err);
 int cx_dataset_pack_size(const cx_dataset *ds);  /* side; 0 if not a pack */
 
+/* Training augmentation beyond the horizontal flip (every field 0: none, the
+ * default). Each image of epoch e goes through, in this order:
+ *   1. crop (crop_scale set): a box of the source image chosen as
+ *      torchvision's RandomResizedCrop(scale, ratio) does (up to 10 draws of
+ *      area fraction s ~ U(scale) and aspect r = exp(U(log ratio)),
+ *      w = round(sqrt(s A r)), h = round(sqrt(s A / r)), kept when it fits,
+ *      position uniform; else the centre box of the nearest allowed aspect).
+ *      From files the box is cut from the decoded image, at full resolution,
+ *      before the resize; from a pack, from the pack's pixels (already at
+ *      the pack's size: a box of a pack at the input size is enlarged back
+ *      to it).
+ *   2. resize of the box (or the image) to size x size, PIL-exact bilinear
+ *      with antialiasing (as without augmentation);
+ *   3. horizontal flip (augment);
+ *   4. rotation by an angle ~ U[-rotate, rotate) degrees, counter-clockwise,
+ *      about the image centre, bilinear, the area outside the source image
+ *      black (0 before Normalize), its edge blended as
+ *      torchvision.transforms.functional.rotate(tensor, angle, BILINEAR)
+ *      (grid_sample, zeros padding, align_corners=False);
+ *   5. on the pixel values x in [0, 1] (v / 255), as torchvision's
+ *      functional adjust_* on float tensors, factors ~ U[lo, hi):
+ *      brightness f in [max(0, 1 - b), 1 + b]: x = clamp(f x, 0, 1);
+ *      contrast f in [max(0, 1 - c), 1 + c]: x = clamp(f x + (1 - f) m, 0, 1),
+ *        m the image's mean grey level (0.2989 R + 0.587 G + 0.114 B for 3
+ *        channels, the plane's mean for 1);
+ *      gamma g in [1 - g, 1 + g]: x = clamp(x^g, 0, 1);
+ *   6. Normalize(mean, std).
+ * Every draw is a function of (seed, epoch, dataset index), one stream per
+ * operation (turning one on does not change another's draws). */
+typedef struct {
+    double crop_scale[2]; /* {0, 0}: no crop; else 0 < lo <= hi <= 1 */
+    double crop_ratio[2]; /* w / h range, 0 < lo <= hi; {0, 0}: 3/4, 4/3 */
+    double rotate;        /* degrees, 0..180; 0: none */
+    double brightness;    /* >= 0; 0: none */
+    double contrast;      /* >= 0; 0: none */
+    double gamma;         /* 0 <= g < 1; 0: none */
+} cx_augment;
+
+/* What is drawn for one image (cx_augment_draw), or given (cx_augment_apply). */
+typedef struct {
+    int flip;
+    int crop;                           /* 1: the box below, in source pixels */
+    int crop_x, crop_y, crop_w, crop_h;
+    double angle;                       /* degrees, counter-clockwise; 0: none */
+    double brightness, contrast, gamma; /* factors; 1: none */
+} cx_augment_params;
+
 /* The training/validation loader: batches of a subset of a dataset, made by
  * background threads ahead of the caller (prefetch). Each image: pixels
  * (decoded, or from the pack), PIL-exact resize to size x size when needed,
@@ -1059,6 +1106,7 @@ typedef struct {
                            [n*shard/shards, n*(shard+1)/shards) are made
                            (data-parallel ranks); batch numbering, order and
                            flips are those of the whole batch */
+    cx_augment aug;     /* the augmentations besides the flip (all off) */
 } cx_loader_opts;
 void cx_loader_opts_default(cx_loader_opts *o);
 
@@ -1083,6 +1131,32 @@ cx_status cx_loader_next(cx_loader *l, float *x, float *y, int *ids, int *n,
 int cx_loader_flips(const cx_loader_opts *o, int epoch, int image);
 /* Seconds cx_loader_next spent waiting for workers (loader stalls). */
 double cx_loader_wait_seconds(const cx_loader *l);
+/* The options the loader was made with. */
+const cx_loader_opts *cx_loader_options(const cx_loader *l);
+
+/* Refuses (CX_EARG, naming the field and the allowed range) values outside
+ * those documented at cx_augment. cx_loader_new checks them too. */
+cx_status cx_augment_check(const cx_augment *a, cx_err *err);
+/* 1 when any augmentation of a besides the flip is on. */
+int cx_augment_active(const cx_augment *a);
+/* The parameters of image `image` (dataset index) in epoch `epoch` under
+ * the loader options o, for a source image of width x height pixels (the
+ * decoded file, or the pack entry): what the loader applies. */
+void cx_augment_draw(const cx_loader_opts *o, int epoch, int image, int width, int height,
+                     cx_augment_params *p);
+/* Applies p to an image (1 or 3 channels; a 1-channel input of RGB pixels
+ * becomes luma after the resize) and writes the network input dst
+ * [in->channels][size][size]: steps 1-6 of cx_augment. The loader's result
+ * for an image equals this on the image's pixels with cx_augment_draw's
+ * parameters, bit for bit. */
+cx_status cx_augment_apply(const cx_image *src, const cx_augment_params *p,
+                           const cx_input_spec *in, float *dst, cx_err *err);
+/* The augmentation of o as one line of JSON (written into buf, at most n
+ * bytes; returns the length it needs), e.g. {"flip": true, "crop_scale":
+ * [0.8, 1], "crop_ratio": [0.9, 1.1], "rotate": 5, "brightness": 0.1,
+ * "contrast": 0, "gamma": 0}; "crop_scale" and "crop_ratio" are null
+ * without a crop. */
+size_t cx_augment_describe(const cx_loader_opts *o, char *buf, size_t n);
 
 /* ---------------------------------------------------------------- training */
 /*
@@ -1174,7 +1248,10 @@ cx_status cx_model_with_head(const cx_model *src, int num_classes, uint64_t seed
  * OUT/last.safetensors (model + Adam moments + schedule + position, one
  * atomic file; cx_model_load ignores its "optimizer." tensors) and a line of
  * OUT/log.jsonl. Resuming from last.safetensors continues exactly: an
- * interrupted run ends with the same weights as an uninterrupted one. */
+ * interrupted run ends with the same weights as an uninterrupted one.
+ * The train loader's augmentation (cx_augment_describe) is written into the
+ * model's metadata as "augmentation" (best.safetensors and the
+ * checkpoint); a resume whose loader augments otherwise is refused. */
 typedef struct {
     int epoch, epochs;        /* 0-based epoch, total */
     int batch, n_batches;     /* batch just done (1-based) */
@@ -1196,6 +1273,16 @@ typedef struct {
     double seconds, images_per_s;
     double peak_rss_mb;
     const char *json;         /* the log.jsonl line */
+    /* where the run stands (also in the log line) */
+    int lr_divisions;         /* times the learning rate was divided so far
+                                 (this epoch's division included) */
+    int best_epoch;           /* 0-based epoch of the lowest loss so far */
+    double best_loss;         /* its validation loss (training loss without
+                                 a validation loader) */
+    int epochs_since_best;    /* epochs ended since then (0: this one) */
+    int stop_met;             /* the stopping condition holds (see
+                                 cx_trainer_opts.stop_decays) */
+    int stopping;             /* ... and the run ends here because of it */
 } cx_epoch_report;
 
 /* Where a resumed run continues. */
@@ -1204,6 +1291,9 @@ typedef struct {
     int epoch, epochs;        /* 0-based epoch it continues (epochs: all done) */
     int batch, n_batches;     /* 0-based next batch of that epoch */
     long step;                /* Adam steps done so far */
+    int stopped;              /* 1: the stopping condition already held at
+                                 the end of epoch `epoch` (with
+                                 stop_when_met: nothing is left to run) */
 } cx_resume_info;
 
 /* Data-parallel training: the collective operations of a group of ranks
@@ -1243,6 +1333,14 @@ typedef struct {
                                  or at an epoch's end (after its validation,
                                  best model, checkpoint and log line); 0: no
                                  limit */
+    /* The stopping condition, checked at each epoch's end and reported in
+     * its log line: the learning rate has been divided stop_decays times
+     * (2), or stop_patience epochs (3) have ended without a lower loss
+     * than the best; 0 leaves that part out. With stop_when_met the run
+     * ends at the end of the epoch where it holds (status CX_OK; the
+     * checkpoint is of the next epoch's start, and a resume with it ends at
+     * once). */
+    int stop_decays, stop_patience, stop_when_met;
     int log_steps;            /* 1: also a line per step in OUT/log.jsonl,
                                  {"step": S, "epoch": E, "batch": B,
                                  "loss": L, "lr": X} (E, B 1-based; epoch

@@ -34,8 +34,34 @@ static void usage(FILE *f)
 "  --fractions T,V,E     random patient-level split (default 0.7,0.1,0.2)\n"
 "  --split-dir DIR       use DIR/train.txt, val.txt (and test.txt if present)\n"
 "  --train-list F --val-list F [--test-list F]   split from list files\n"
-"  --seed S              split, initialisation, shuffling and flips (default 0)\n"
-"  --no-augment          no random horizontal flips\n"
+"  --seed S              split, initialisation, shuffling and augmentation\n"
+"                        (default 0)\n"
+"augmentation (of training images; each drawn per image from (seed, epoch,\n"
+"image), so --resume and several processes see the same; stored in the model\n"
+"as \"augmentation\"; a resume must use the run's own):\n"
+"  --no-augment          no random horizontal flips (the only augmentation by\n"
+"                        default: the paper's recipe; the options below are off)\n"
+"  --crop-scale LO,HI    random resized crop (torchvision RandomResizedCrop): a\n"
+"                        box of LO..HI of the image's area (0 < LO <= HI <= 1),\n"
+"                        aspect w/h from --crop-ratio, cut from the decoded\n"
+"                        image before the resize to the input size (from a pack:\n"
+"                        from its pixels, so a pack at the input size enlarges\n"
+"                        the box; prepare it larger for sharper crops)\n"
+"  --crop-ratio LO,HI    the box's aspect ratio range, log-uniform (default\n"
+"                        0.75,1.3333; needs --crop-scale)\n"
+"  --rotate DEG          rotation by an angle uniform in [-DEG, DEG] (0..180),\n"
+"                        counter-clockwise, about the centre, bilinear, after the\n"
+"                        resize and flip; corners outside the image black (0\n"
+"                        before Normalize), edges blended as torchvision's rotate\n"
+"  --brightness X        x = clamp(f x, 0, 1), f uniform in [max(0, 1-X), 1+X]\n"
+"  --contrast X          x = clamp(f x + (1-f) m, 0, 1), f uniform in\n"
+"                        [max(0, 1-X), 1+X], m the image's mean grey level\n"
+"                        (0.2989 R + 0.587 G + 0.114 B)\n"
+"  --gamma X             x = clamp(x^g, 0, 1), g uniform in [1-X, 1+X], 0 <= X < 1\n"
+"                        (x: pixel values in [0, 1] before Normalize; applied in\n"
+"                        this order: crop, resize, flip, rotate, brightness,\n"
+"                        contrast, gamma, Normalize; torchvision's functional\n"
+"                        adjust_brightness/contrast/gamma on float tensors)\n"
 "model:\n"
 "  --weights FILE        start from these weights (a head of another size is\n"
 "                        replaced by a freshly initialised one)\n"
@@ -48,6 +74,14 @@ static void usage(FILE *f)
 "  --lr-factor X         plateau decay factor (default 0.1)\n"
 "  --patience N          epochs without improvement before decaying (default 0)\n"
 "  --threshold X         relative improvement that counts (default 1e-4)\n"
+"  --stop-after-decays N  end the run at the end of the epoch where the\n"
+"                        stopping condition holds: the learning rate divided N\n"
+"                        times (default 2; 0: not part of it) or the validation\n"
+"                        loss not below its best for --stop-patience epochs\n"
+"  --stop-patience E     (default 3; 0: not part of it). Either option turns the\n"
+"                        stop on; without them the condition is only reported:\n"
+"                        each epoch's log line has lr_divisions, best_epoch,\n"
+"                        best_loss, epochs_since_best, stop_condition_met\n"
 "  --weight-decay X      Adam L2 weight decay (default 0)\n"
 "  --loss weighted|plain (default: weighted for 1 class, plain otherwise)\n"
 "run:\n"
@@ -99,6 +133,8 @@ typedef struct {
     double t_first, w_first, t_last, w_last;
     long log_every;   /* a line every N steps when there is no progress bar */
     int first_batch;  /* batch the epoch started at in this run (resume) */
+    int stop_decays, stop_patience;
+    int stopped_at;   /* 1-based epoch where the stopping condition ended the run */
 } train_ui;
 
 static int ui_step(void *user, const cx_train_progress *p)
@@ -138,7 +174,10 @@ static void ui_resume(void *user, const cx_resume_info *r)
 {
     if (((train_ui *)user)->quiet)
         return;
-    if (r->epoch >= r->epochs)
+    if (r->stopped)
+        fprintf(stderr, "resuming from %s: the stopping condition held at the end of epoch %d "
+                        "(step %ld)\n", r->path, r->epoch, r->step);
+    else if (r->epoch >= r->epochs)
         fprintf(stderr, "resuming from %s: all %d epochs are done (step %ld)\n", r->path,
                 r->epochs, r->step);
     else if (r->batch == 0)
@@ -162,10 +201,78 @@ static void ui_epoch(void *user, const cx_epoch_report *r)
             r->epoch + 1, r->train_loss, r->val_loss, r->mean_val_auroc, r->lr,
             r->next_lr < r->lr ? " (next: reduced)" : "", r->best ? "  [best]" : "", r->seconds,
             r->images_per_s, r->peak_rss_mb);
+    char cond[160];
+    if (u->stop_decays > 0 && u->stop_patience > 0)
+        snprintf(cond, sizeof cond, "lr divided %d times or %d epochs without a lower loss",
+                 u->stop_decays, u->stop_patience);
+    else if (u->stop_decays > 0)
+        snprintf(cond, sizeof cond, "lr divided %d times", u->stop_decays);
+    else if (u->stop_patience > 0)
+        snprintf(cond, sizeof cond, "%d epochs without a lower loss", u->stop_patience);
+    else
+        snprintf(cond, sizeof cond, "none");
+    fprintf(stderr,
+            "epoch %d: lr divided %d time%s; best epoch %d (%s loss %.5f), %d epoch%s since; "
+            "stopping condition (%s): %s\n",
+            r->epoch + 1, r->lr_divisions, r->lr_divisions == 1 ? "" : "s", r->best_epoch + 1,
+            isfinite(r->val_loss) ? "val" : "train", r->best_loss, r->epochs_since_best,
+            r->epochs_since_best == 1 ? "" : "s", cond,
+            r->stopping ? "met, stopping" : r->stop_met ? "met" : "not met");
+    if (r->stopping)
+        u->stopped_at = r->epoch + 1;
     if (u->json) {
         printf("%s\n", r->json);
         fflush(stdout);
     }
+}
+
+/* "LO,HI": two numbers. */
+static int parse_pair(const char *s, double v[2])
+{
+    char *end;
+    v[0] = strtod(s, &end);
+    if (end == s || *end != ',')
+        return 1;
+    s = end + 1;
+    v[1] = strtod(s, &end);
+    return end == s || *end;
+}
+
+/* The command line as a shell would take it back (for the model's metadata). */
+static char *command_line(int argc, char **argv)
+{
+    size_t n = 16;
+    for (int i = 0; i < argc; i++)
+        n += 4 * strlen(argv[i]) + 3;
+    char *s = malloc(n), *p = s;
+    if (!s)
+        return NULL;
+    p += sprintf(p, "chexnet");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int plain = *a != 0;
+        for (const char *c = a; *c; c++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        "-_./=,:+@%", *c))
+                plain = 0;
+        *p++ = ' ';
+        if (plain) {
+            p += sprintf(p, "%s", a);
+            continue;
+        }
+        *p++ = '\'';
+        for (const char *c = a; *c; c++) {
+            if (*c == '\'') {
+                memcpy(p, "'\\''", 4);
+                p += 4;
+            } else {
+                *p++ = *c;
+            }
+        }
+        *p++ = '\'';
+        *p = 0;
+    }
+    return s;
 }
 
 static int split_list(char *s, const char **out, int max)
@@ -182,7 +289,8 @@ int cmd_train(int argc, char **argv)
            O_TRAINL, O_VALL, O_TESTL, O_SEED, O_NOAUG, O_WEIGHTS, O_ARCH, O_INCH, O_EPOCHS,
            O_BATCH, O_LR, O_FACTOR, O_PATIENCE, O_THRESH, O_WD, O_LOSS, O_OUT, O_RESUME,
            O_CKPT, O_MAXSTEPS, O_THREADS, O_LTHREADS, O_JSON, O_LOGEVERY, O_LOGSTEPS, O_SYNCBN,
-           O_NOOVERLAP, O_BACKEND };
+           O_NOOVERLAP, O_BACKEND, O_CROPSCALE, O_CROPRATIO, O_ROTATE, O_BRIGHT, O_CONTRAST,
+           O_GAMMA, O_STOPDECAYS, O_STOPPAT };
     static const struct option opts[] = {
         {"labels", required_argument, 0, O_LABELS}, {"images", required_argument, 0, O_IMAGES},
         {"task", required_argument, 0, O_TASK}, {"classes", required_argument, 0, O_CLASSES},
@@ -207,6 +315,12 @@ int cmd_train(int argc, char **argv)
         {"json", no_argument, 0, O_JSON}, {"log-every", required_argument, 0, O_LOGEVERY},
         {"log-steps", no_argument, 0, O_LOGSTEPS}, {"sync-bn", no_argument, 0, O_SYNCBN},
         {"no-overlap", no_argument, 0, O_NOOVERLAP}, {"backend", required_argument, 0, O_BACKEND},
+        {"crop-scale", required_argument, 0, O_CROPSCALE},
+        {"crop-ratio", required_argument, 0, O_CROPRATIO},
+        {"rotate", required_argument, 0, O_ROTATE}, {"brightness", required_argument, 0, O_BRIGHT},
+        {"contrast", required_argument, 0, O_CONTRAST}, {"gamma", required_argument, 0, O_GAMMA},
+        {"stop-after-decays", required_argument, 0, O_STOPDECAYS},
+        {"stop-patience", required_argument, 0, O_STOPPAT},
         {0, 0, 0, 0}};
     const char *labels = NULL, *images = NULL, *task = NULL, *patient = NULL, *split_dir = NULL;
     const char *train_l = NULL, *val_l = NULL, *test_l = NULL, *weights = NULL;
@@ -217,12 +331,18 @@ int cmd_train(int argc, char **argv)
     double lr = 1e-3, factor = 0.1, thresh = 1e-4, wd = 0;
     int augment = 1, resume = 0, json = 0, log_steps = 0, sync_bn = 0, no_overlap = 0, c;
     cx_backend_id backend = CX_BACKEND_CPU;
+    cx_augment aug;
+    memset(&aug, 0, sizeof aug);
+    long stop_decays = 2, stop_patience = 3;
+    int stop_when_met = 0;
+    const char *why = NULL; /* what a bad value should be */
+    char *cmdline = command_line(argc, argv); /* before getopt permutes argv */
     cli_getopt g;
     cli_getopt_init(&g, "train", argc, argv, "", opts, CLI_LIMITS, usage);
     while ((c = cli_getopt_next(&g)) != -1) {
         int bad = 0;
         switch (c) {
-        case CLI_OPT_EXIT: return g.exit_code;
+        case CLI_OPT_EXIT: free(cmdline); return g.exit_code;
         case O_LABELS: labels = optarg; break;
         case O_IMAGES: images = optarg; break;
         case O_TASK: task = optarg; break;
@@ -265,16 +385,54 @@ int cmd_train(int argc, char **argv)
             else
                 bad = 1;
             break;
-        default: return 2;
+        case O_CROPSCALE:
+            why = "two area fractions LO,HI with 0 < LO <= HI <= 1";
+            bad = parse_pair(optarg, aug.crop_scale) || !(aug.crop_scale[0] > 0) ||
+                  !(aug.crop_scale[0] <= aug.crop_scale[1]) || !(aug.crop_scale[1] <= 1);
+            break;
+        case O_CROPRATIO:
+            why = "two aspect ratios (width / height) LO,HI with 0 < LO <= HI";
+            bad = parse_pair(optarg, aug.crop_ratio) || !(aug.crop_ratio[0] > 0) ||
+                  !(aug.crop_ratio[0] <= aug.crop_ratio[1]) || !isfinite(aug.crop_ratio[1]);
+            break;
+        case O_ROTATE:
+            why = "degrees in 0..180";
+            bad = cli_parse_double(optarg, &aug.rotate) || !(aug.rotate >= 0 && aug.rotate <= 180);
+            break;
+        case O_BRIGHT:
+        case O_CONTRAST:
+            why = "a number >= 0 (the factor is drawn from [max(0, 1-X), 1+X])";
+            bad = cli_parse_double(optarg, c == O_BRIGHT ? &aug.brightness : &aug.contrast) ||
+                  !(aug.brightness >= 0 && aug.brightness <= 1e6) ||
+                  !(aug.contrast >= 0 && aug.contrast <= 1e6);
+            break;
+        case O_GAMMA:
+            why = "a number >= 0 and < 1 (gamma is drawn from [1-X, 1+X])";
+            bad = cli_parse_double(optarg, &aug.gamma) || !(aug.gamma >= 0 && aug.gamma < 1);
+            break;
+        case O_STOPDECAYS:
+            bad = cli_parse_int(optarg, 0, 100000, &stop_decays);
+            stop_when_met = 1;
+            break;
+        case O_STOPPAT:
+            bad = cli_parse_int(optarg, 0, 100000, &stop_patience);
+            stop_when_met = 1;
+            break;
+        default: free(cmdline); return 2;
         }
         if (bad) {
             const char *name = "an option";
             for (int i = 0; opts[i].name; i++)
                 if (opts[i].val == c)
                     name = opts[i].name;
-            cli_error("train", "invalid value '%s' for --%s", optarg, name);
+            if (why)
+                cli_error("train", "invalid value '%s' for --%s: want %s", optarg, name, why);
+            else
+                cli_error("train", "invalid value '%s' for --%s", optarg, name);
+            free(cmdline);
             return 2;
         }
+        why = NULL;
     }
     if (!labels || !out || optind != argc) {
         if (optind != argc)
@@ -282,10 +440,17 @@ int cmd_train(int argc, char **argv)
         else
             cli_error("train", "--labels and --out are required");
         usage(stderr);
+        free(cmdline);
         return 2;
     }
     if (loss_kind && strcmp(loss_kind, "weighted") && strcmp(loss_kind, "plain")) {
         cli_error("train", "--loss wants weighted or plain");
+        free(cmdline);
+        return 2;
+    }
+    if (aug.crop_ratio[1] > 0 && !(aug.crop_scale[1] > 0)) {
+        cli_error("train", "--crop-ratio needs --crop-scale (the crop's area range)");
+        free(cmdline);
         return 2;
     }
     double fractions[3] = {0.7, 0.1, 0.2};
@@ -295,6 +460,7 @@ int cmd_train(int argc, char **argv)
             fractions[i] = strtod(s, &end);
             if (end == s || (i < 2 && *end != ',') || (i == 2 && *end)) {
                 cli_error("train", "--fractions wants three numbers like 0.7,0.1,0.2");
+                free(cmdline);
                 return 2;
             }
             s = end + 1;
@@ -309,10 +475,12 @@ int cmd_train(int argc, char **argv)
                   "rebuild it with MPI (Debian: libopenmpi-dev) to train over several "
                   "processes, or run one process",
                   rank, ranks);
+        free(cmdline);
         return 2;
     }
     if (sync_bn && !cli_mpi_available()) {
         cli_error("train", "--sync-bn needs a chexnet built with MPI (Debian: libopenmpi-dev)");
+        free(cmdline);
         return 2;
     }
     cx_err err = {0};
@@ -320,6 +488,7 @@ int cmd_train(int argc, char **argv)
     if (launched && cli_mpi_available()) {
         if (!(mpi = cli_mpi_init(&argc, &argv, &err))) {
             cli_fail("train", &err);
+            free(cmdline);
             return 1;
         }
         rank = cli_mpi_comm(mpi)->rank;
@@ -449,6 +618,8 @@ int cmd_train(int argc, char **argv)
         cx_model_set_meta(m, "training_data", labels, NULL);
         cx_model_set_meta(m, "training_date", date, NULL);
         cx_model_set_meta(m, "created_by", "chexnet train " CX_VERSION, NULL);
+        if (cmdline)
+            cx_model_set_meta(m, "training_command", cmdline, NULL);
     }
 
     /* ---- loss weights ---- */
@@ -476,13 +647,20 @@ int cmd_train(int argc, char **argv)
     lo.seed = (uint64_t)seed;
     lo.threads = (int)(lthreads ? lthreads : threads);
     lo.augment = augment;
+    lo.aug = aug;
     lo.shuffle = 1;
     lo.shard = rank; /* each rank makes its shard of every batch */
     lo.shards = ranks;
     if (cx_loader_new(ds, sp.index[CX_SPLIT_TRAIN], ntr, &lo, &tr, &err))
         goto fail;
+    if (r0 && cx_augment_active(&aug)) {
+        char desc[512];
+        cx_augment_describe(&lo, desc, sizeof desc);
+        fprintf(stderr, "augmentation: %s\n", desc);
+    }
     if (nva > 0) {
         lo.augment = 0;
+        memset(&lo.aug, 0, sizeof lo.aug);
         lo.shuffle = 0;
         if (cx_loader_new(ds, sp.index[CX_SPLIT_VAL], nva, &lo, &va, &err))
             goto fail;
@@ -513,7 +691,12 @@ int cmd_train(int argc, char **argv)
     to.sync_bn = sync_bn;
     to.backend = backend;
     to.no_overlap = no_overlap;
+    to.stop_decays = (int)stop_decays;
+    to.stop_patience = (int)stop_patience;
+    to.stop_when_met = stop_when_met;
     train_ui ui = {0};
+    ui.stop_decays = (int)stop_decays;
+    ui.stop_patience = (int)stop_patience;
     ui.json = json;
     ui.quiet = !r0;
     ui.mpi = mpi;
@@ -559,6 +742,9 @@ int cmd_train(int argc, char **argv)
     }
     if (st)
         goto fail;
+    if (r0 && ui.stopped_at)
+        fprintf(stderr, "the stopping condition held at the end of epoch %d: the run ends there\n",
+                ui.stopped_at);
     if (r0)
         fprintf(stderr, "done: best model %s, log %s\n", cli_path_in(out, "best.safetensors"),
                 cli_path_in(out, "log.jsonl"));
@@ -582,6 +768,7 @@ done:
     cx_dataset_free(ds);
     free(wpos);
     free(wneg);
+    free(cmdline);
     cli_mpi_finalize(mpi);
     return rc;
 }

@@ -6,7 +6,9 @@
  * is always finished first. Every image's result depends only on (seed,
  * epoch, dataset index): never on the thread that made it. */
 #define _GNU_SOURCE
+#include "data/augment.h"
 #include "data/data_internal.h"
+#include "io/image_internal.h"
 #include "util/rng.h"
 
 #include <pthread.h>
@@ -76,10 +78,64 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The crop box of a file's image, drawn once its size is known. */
+typedef struct {
+    const cx_loader *l;
+    int image;
+    cx_augment_params *p;
+} box_draw;
+
+static void draw_for_size(void *user, int width, int height, int box[4])
+{
+    box_draw *d = user;
+    cx_augment_draw(&d->l->o, d->l->epoch, d->image, width, height, d->p);
+    if (d->p->crop)
+        box[0] = d->p->crop_x, box[1] = d->p->crop_y, box[2] = d->p->crop_w,
+        box[3] = d->p->crop_h;
+}
+
+/* One image with the augmentations besides the flip (cx_augment): the same
+ * result as cx_augment_apply on its pixels with cx_augment_draw's
+ * parameters. From a file, the crop box is cut from the rows as they are
+ * decoded, so the decoded image is never held. */
+static cx_status make_augmented(const cx_loader *l, int image, float *dst, cx_err *err)
+{
+    const cx_dataset *ds = l->ds;
+    int S = l->o.size, C = l->o.channels;
+    cx_augment_params p;
+    cx_image im = {0}, box = {0}, sized = {0};
+    cx_status st;
+    if (ds->map) {
+        cx_pack_view(ds, image, &im);
+        cx_augment_draw(&l->o, l->epoch, image, im.width, im.height, &p);
+        const cx_image *from = &im;
+        if (p.crop) {
+            if ((st = cx_image_crop(&im, p.crop_x, p.crop_y, p.crop_w, p.crop_h, &box, err)))
+                return st;
+            from = &box;
+        }
+        st = cx_image_resize(from, S, S, &sized, err);
+        cx_image_free(&box);
+    } else {
+        if (!ds->paths || !ds->paths[image])
+            return cx_seterr(err, CX_EMISSING, "image '%s' has no file", ds->names[image]);
+        box_draw d = {l, image, &p};
+        st = cx_image_load_box_resized(ds->paths[image], C == 1 ? 1 : 0, S, S, draw_for_size, &d,
+                                       &sized, err);
+    }
+    if (st)
+        return st;
+    st = cx_aug_finish(&sized, &p, C, l->o.mean, l->o.std, dst, err);
+    cx_image_free(&sized);
+    return st;
+}
+
 /* Makes one image: dst layout CHW [C][S][S]. */
 static cx_status make_item(const cx_loader *l, int image, float *dst, cx_err *err)
 {
     const cx_dataset *ds = l->ds;
+    if (cx_augment_active(&l->o.aug))
+        return make_augmented(l, image, dst, err);
     int S = l->o.size, C = l->o.channels;
     cx_image im = {0}, tmp = {0};
     cx_status st;
@@ -248,7 +304,10 @@ cx_status cx_loader_new(const cx_dataset *ds, const int *idx, int n, const cx_lo
         return cx_seterr(err, CX_EARG, "loader: shard %d not in 0..%d", o->shard, o->shards - 1);
     if (o->prefetch < 1 || o->prefetch > 16)
         return cx_seterr(err, CX_EARG, "loader: prefetch %d out of range (1..16)", o->prefetch);
-    cx_status st = cx_dataset_check_images(ds, idx, n, err);
+    cx_status st = cx_augment_check(&o->aug, err);
+    if (st)
+        return st;
+    st = cx_dataset_check_images(ds, idx, n, err);
     if (st)
         return st;
     cx_loader *l = calloc(1, sizeof *l);
@@ -305,6 +364,7 @@ cx_status cx_loader_new(const cx_dataset *ds, const int *idx, int n, const cx_lo
 }
 
 int cx_loader_num_batches(const cx_loader *l) { return l->nb; }
+const cx_loader_opts *cx_loader_options(const cx_loader *l) { return &l->o; }
 double cx_loader_wait_seconds(const cx_loader *l) { return l->wait_s; }
 
 cx_status cx_loader_start_epoch(cx_loader *l, int epoch, int start_batch, cx_err *err)

@@ -103,6 +103,9 @@ typedef struct {
     cx_row_sink base;
     int tw, th;        /* target size (short_side == 0) */
     int short_side;    /* > 0: torchvision Resize(short_side) instead */
+    cx_box_fn box_fn;  /* non-NULL: resize only the box it chooses */
+    void *box_user;
+    int bx, by;        /* the box's corner in the decoded image */
     int track_grey;    /* note whether every RGB row has R = G = B */
     cx_image *out;
     int W, H, C;       /* source */
@@ -143,6 +146,20 @@ static cx_status resize_begin(cx_row_sink *s, int W, int H, int C, cx_err *err)
 {
     resize_sink *r = (resize_sink *)s;
     cx_status st;
+    if (r->box_fn) { /* a box of the decoded image: it is the source from now on */
+        int box[4] = {0, 0, W, H};
+        r->box_fn(r->box_user, W, H, box);
+        if (box[2] <= 0 || box[3] <= 0 || box[0] < 0 || box[1] < 0 || box[0] > W - box[2] ||
+            box[1] > H - box[3])
+            return cx_seterr(err, CX_EARG,
+                             "cx_image_load_box_resized: %dx%d at (%d, %d) does not fit in a "
+                             "%dx%d image",
+                             box[2], box[3], box[0], box[1], W, H);
+        r->bx = box[0];
+        r->by = box[1];
+        W = box[2];
+        H = box[3];
+    }
     if (r->short_side > 0 && (st = short_side_size(W, H, r->short_side, &r->tw, &r->th, err)))
         return st;
     if ((st = cx_image_new(r->tw, r->th, C, r->out, err)))
@@ -207,6 +224,12 @@ static void resize_row(cx_row_sink *s, int y, const uint8_t *px)
 {
     resize_sink *r = (resize_sink *)s;
     const int C = r->C;
+    if (r->box_fn) {
+        if (y < r->by || y >= r->by + r->H)
+            return;
+        y -= r->by;
+        px += (size_t)r->bx * C;
+    }
     if (r->track_grey && r->grey) {
         for (int x = 0; x < r->W; x++)
             if (px[3 * x] != px[3 * x + 1] || px[3 * x] != px[3 * x + 2]) {
@@ -322,6 +345,28 @@ cx_status cx_image_load_resized_ex(const char *path, int channels, int width, in
         info->grey = r.C == 1 || r.grey;
     }
     return CX_OK;
+}
+
+cx_status cx_image_load_box_resized(const char *path, int channels, int width, int height,
+                                   cx_box_fn box_fn, void *user, cx_image *out, cx_err *err)
+{
+    if (!out || !box_fn)
+        return cx_seterr(err, CX_EARG, "cx_image_load_box_resized: invalid arguments");
+    if (width <= 0 || height <= 0 || width > CX_IMAGE_MAX_SIDE || height > CX_IMAGE_MAX_SIDE)
+        return cx_seterr(err, CX_EARG, "cx_image_load_box_resized: invalid size %dx%d", width,
+                         height);
+    resize_sink r;
+    resize_sink_init(&r, width, height, 0, out);
+    r.box_fn = box_fn;
+    r.box_user = user;
+    cx_status st = cx_image_decode_file(path, channels, &r.base, err);
+    if (!st)
+        st = resize_finish(&r, err);
+    if (st) {
+        resize_release(&r);
+        cx_image_free(out);
+    }
+    return st;
 }
 
 cx_status cx_image_load_resized(const char *path, int channels, int width, int height,

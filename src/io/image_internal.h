@@ -50,4 +50,13 @@ cx_status cx_image_load_resized_ex(const char *path, int channels, int width, in
                                    int short_side, cx_image *out, cx_resize_info *info,
                                    cx_err *err);
 
+/* Chooses a box {x, y, w, h} of a decoded image of width x height (box
+ * holds the whole image on entry). */
+typedef void (*cx_box_fn)(void *user, int width, int height, int box[4]);
+/* The box that box_fn chooses once the size is known, cut from the decoded
+ * rows as they arrive and resized to width x height: cx_image_crop then
+ * cx_image_resize, without holding the decoded image (data/preprocess.c). */
+cx_status cx_image_load_box_resized(const char *path, int channels, int width, int height,
+                                    cx_box_fn box_fn, void *user, cx_image *out, cx_err *err);
+
 #endif

@@ -34,6 +34,8 @@ void cx_trainer_opts_default(cx_trainer_opts *o)
     cx_train_opts_default(&o->train);
     o->best_dtype = CX_DT_F32;
     o->batch = 16;
+    o->stop_decays = 2;
+    o->stop_patience = 3;
 }
 
 static double now_s(void)
@@ -60,6 +62,7 @@ typedef struct {
     int best_epoch;
     double loss_sum;    /* sum over the epoch's done batches of loss * n */
     long loss_count;    /* images in those batches */
+    int lr_divisions;   /* times the schedule divided the learning rate */
     char last_log[4096];/* the log line of the last completed epoch */
 } run_state;
 
@@ -110,6 +113,7 @@ static cx_status save_checkpoint(cx_model *m, cx_train *t, const run_state *rs, 
     if (!st) st = meta_num(w, "chexnet.train.best_epoch", rs->best_epoch, err);
     if (!st) st = meta_num(w, "chexnet.train.loss_sum", rs->loss_sum, err);
     if (!st) st = meta_num(w, "chexnet.train.loss_count", (double)rs->loss_count, err);
+    if (!st) st = meta_num(w, "chexnet.train.lr_divisions", rs->lr_divisions, err);
     if (!st && rs->last_log[0])
         st = cx_st_writer_add_meta(w, "chexnet.train.last_log", rs->last_log, err);
     if (!st)
@@ -134,7 +138,7 @@ static cx_status get_num(const cx_st_file *f, const char *key, double *v, cx_err
 }
 
 static cx_status load_checkpoint(cx_model *m, cx_train *t, run_state *rs, const char *path,
-                                 cx_err *err)
+                                 const cx_trainer_opts *o, const char *aug, cx_err *err)
 {
     cx_model *ck = NULL;
     cx_status st = cx_model_load(path, &ck, err);
@@ -159,6 +163,17 @@ static cx_status load_checkpoint(cx_model *m, cx_train *t, run_state *rs, const 
     cx_st_file *f = NULL;
     if ((st = cx_st_open(path, &f, err)))
         return st;
+    /* the augmentation is part of the run: a resume does not change it */
+    const char *was = cx_st_meta(f, "augmentation");
+    if (was && strcmp(was, aug)) {
+        st = cx_seterr(err, CX_EARG,
+                       "%s: this run was started with augmentation %s, and these options ask "
+                       "for %s: resume with the run's augmentation options (or start a new run "
+                       "in another folder)",
+                       path, was, aug);
+        cx_st_close(f);
+        return st;
+    }
     char name[160];
     for (int i = 0; i < m->n_tensors && !st; i++) {
         cx_param *p = &m->tensors[i];
@@ -200,6 +215,14 @@ static cx_status load_checkpoint(cx_model *m, cx_train *t, run_state *rs, const 
         st = get_num(f, "chexnet.train.loss_sum", &rs->loss_sum, err);
     if (!st && !(st = get_num(f, "chexnet.train.loss_count", &v, err)))
         rs->loss_count = (long)v;
+    /* older checkpoints: the divisions from the learning rate */
+    if (!st && cx_st_meta(f, "chexnet.train.lr_divisions")) {
+        if (!(st = get_num(f, "chexnet.train.lr_divisions", &v, err)))
+            rs->lr_divisions = (int)v;
+    } else if (!st) {
+        double k = rs->plateau.lr > 0 ? log(rs->plateau.lr / o->lr) / log(o->lr_factor) : 0;
+        rs->lr_divisions = isfinite(k) && k > 0 ? (int)floor(k + 0.5) : 0;
+    }
     const char *ll = cx_st_meta(f, "chexnet.train.last_log");
     if (!st && ll)
         snprintf(rs->last_log, sizeof rs->last_log, "%s", ll);
@@ -393,14 +416,23 @@ static void json_double(char *buf, size_t n, double v)
         snprintf(buf, n, "null");
 }
 
+/* The stopping condition on the state at the end of epoch `epoch`. */
+static int stop_met(const cx_trainer_opts *o, const run_state *rs, int epoch)
+{
+    int since = rs->best_epoch >= 0 ? epoch - rs->best_epoch : epoch + 1;
+    return (o->stop_decays > 0 && rs->lr_divisions >= o->stop_decays) ||
+           (o->stop_patience > 0 && since >= o->stop_patience);
+}
+
 cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx_trainer_opts *o,
                          cx_err *err)
 {
     if (!o->out_dir || !*o->out_dir)
         return cx_seterr(err, CX_EARG, "training needs an output folder");
     if (o->epochs < 1 || !(o->lr > 0) || !(o->lr_factor > 0 && o->lr_factor < 1) ||
-        o->patience < 0)
-        return cx_seterr(err, CX_EARG, "invalid training options (epochs, lr, factor, patience)");
+        o->patience < 0 || o->stop_decays < 0 || o->stop_patience < 0)
+        return cx_seterr(err, CX_EARG, "invalid training options (epochs, lr, factor, patience, "
+                                       "stopping condition)");
     const cx_comm *c = o->comm;
     if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size))
         return cx_seterr(err, CX_EARG, "rank %d of %d ranks", c->rank, c->size);
@@ -463,7 +495,13 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
     }
     for (int k = 0; k < K; k++)
         classes[k] = cx_model_class_name(m, k);
+    /* how the images were augmented, in the model it trains */
+    char aug[512];
+    cx_augment_describe(cx_loader_options(train), aug, sizeof aug);
+    if ((st = cx_model_set_meta(m, "augmentation", aug, err)))
+        goto done;
 
+    int stopped = 0; /* the stopping condition ended the run */
     if (o->resume) {
         /* rank 0 reads the checkpoint and sends it (no shared file system
          * is assumed; a failure there stops the group) */
@@ -471,14 +509,18 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             st = cx_seterr(err, CX_EMISSING, "%s: no checkpoint to resume from", last_path);
             goto done;
         }
-        if ((root && (st = load_checkpoint(m, t, &rs, last_path, err))) ||
+        if ((root && (st = load_checkpoint(m, t, &rs, last_path, o, aug, err))) ||
             (c && (st = bcast_state(m, t, &rs, c, err))) || (st = cx_train_reload_model(t, err)))
             goto done;
+        /* a run that the stopping condition ended (at an epoch's end) */
+        int met = rs.epoch > 0 && rs.next_batch == 0 && stop_met(o, &rs, rs.epoch - 1);
         if (o->on_resume) {
             cx_resume_info ri = {last_path, rs.epoch, o->epochs, rs.next_batch, nb,
-                                 (long)cx_adam_steps(t)};
+                                 (long)cx_adam_steps(t), met};
             o->on_resume(o->user, &ri);
         }
+        if (met && o->stop_when_met)
+            stopped = 1;
         /* re-append the last completed epoch's line if the run died between
          * the checkpoint and the log */
         if (root && rs.last_log[0] && rs.epoch > 0 && log_last_epoch(log_path) < rs.epoch)
@@ -501,7 +543,7 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                        strerror(errno));
         goto done;
     }
-    for (; rs.epoch < o->epochs; rs.epoch++, rs.next_batch = 0) {
+    for (; !stopped && rs.epoch < o->epochs; rs.epoch++, rs.next_batch = 0) {
         double t0 = now_s();
         long imgs_this_run = 0;
         if ((st = cx_loader_start_epoch(train, rs.epoch, rs.next_batch, err)))
@@ -648,9 +690,13 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         }
         int reduced = cx_plateau_step(&rs.plateau, crit);
         rs.lr = rs.plateau.lr;
+        rs.lr_divisions += reduced;
+        int since = rs.epoch - rs.best_epoch;
+        int met = stop_met(o, &rs, rs.epoch);
+        stopped = met && o->stop_when_met && rs.epoch + 1 < o->epochs;
         double total_s = now_s() - t0;
         /* the log line */
-        char line[4096], a[64], b2[64], c3[64];
+        char line[4096], a[64], b2[64], c3[64], d4[64];
         json_double(a, sizeof a, train_loss);
         json_double(b2, sizeof b2, val_loss);
         json_double(c3, sizeof c3, mean_auc);
@@ -664,13 +710,19 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
             json_double(a, sizeof a, auroc[k]);
             k0 += snprintf(line + k0, sizeof line - k0, "%s%s: %s", k ? ", " : "", esc, a);
         }
+        json_double(d4, sizeof d4, rs.best_val);
         snprintf(line + k0, sizeof line - k0,
                  "}, \"lr\": %.10g, \"next_lr\": %.10g, \"lr_reduced\": %s, \"best\": %s, "
                  "\"steps\": %lld, \"train_seconds\": %.1f, \"seconds\": %.1f, "
-                 "\"train_images_per_s\": %.2f, \"peak_rss_mb\": %.0f}",
+                 "\"train_images_per_s\": %.2f, \"peak_rss_mb\": %.0f, "
+                 "\"lr_divisions\": %d, \"best_epoch\": %d, \"best_loss\": %s, "
+                 "\"epochs_since_best\": %d, \"stop_after_decays\": %d, "
+                 "\"stop_patience\": %d, \"stop_condition_met\": %s, \"stopping\": %s}",
                  lr_now, rs.lr, reduced ? "true" : "false", best ? "true" : "false",
                  (long long)cx_adam_steps(t), train_s, total_s,
-                 imgs_this_run / fmax(train_s, 1e-9), peak_rss_mb());
+                 imgs_this_run / fmax(train_s, 1e-9), peak_rss_mb(), rs.lr_divisions,
+                 rs.best_epoch + 1, d4, since, o->stop_decays, o->stop_patience,
+                 met ? "true" : "false", stopped ? "true" : "false");
         snprintf(rs.last_log, sizeof rs.last_log, "%s", line);
         /* checkpoint at the start of the next epoch, then the log */
         run_state next = rs;
@@ -684,10 +736,11 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
         if (o->on_epoch) {
             cx_epoch_report r = {rs.epoch, train_loss, val_loss, K, classes, auroc, mean_auc,
                                  lr_now, rs.lr, best, total_s, imgs_this_run / fmax(train_s, 1e-9),
-                                 peak_rss_mb(), line};
+                                 peak_rss_mb(), line, rs.lr_divisions, rs.best_epoch,
+                                 rs.best_val, since, met, stopped};
             o->on_epoch(o->user, &r);
         }
-        if (stop && rs.epoch + 1 < o->epochs) {
+        if (stop && !stopped && rs.epoch + 1 < o->epochs) {
             st = cx_seterr(err, CX_EINTERRUPTED,
                            "stopped at the end of epoch %d after %ld step%s; checkpoint %s "
                            "(resume with --resume)",

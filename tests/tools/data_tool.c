@@ -9,7 +9,10 @@
  *       prints images/s of the loader alone (shuffled, augmented).
  * SOURCE: --labels FILE [--image-dir DIR] | --pack FILE.
  * opts: --size S --channels C --augment 0|1 --seed S --epoch E --threads T
- *       --batch B --task T --shuffle 0|1 */
+ *       --batch B --task T --shuffle 0|1
+ *       --crop-scale LO,HI --crop-ratio LO,HI --rotate D --brightness X
+ *       --contrast X --gamma X (cx_augment), --raw 1 (mean 0, std 1: the
+ *       pixel values in [0, 1]), --shard K --shards N (a part of each batch) */
 #include "chexnet.h"
 
 #include <stdio.h>
@@ -54,6 +57,20 @@ int main(int argc, char **argv)
         else if (!strcmp(o, "--batch")) lo.batch = atoi(v);
         else if (!strcmp(o, "--batches")) batches = atoi(v);
         else if (!strcmp(o, "--shuffle")) shuffle = atoi(v);
+        else if (!strcmp(o, "--crop-scale"))
+            sscanf(v, "%lf,%lf", &lo.aug.crop_scale[0], &lo.aug.crop_scale[1]);
+        else if (!strcmp(o, "--crop-ratio"))
+            sscanf(v, "%lf,%lf", &lo.aug.crop_ratio[0], &lo.aug.crop_ratio[1]);
+        else if (!strcmp(o, "--rotate")) lo.aug.rotate = atof(v);
+        else if (!strcmp(o, "--shard")) lo.shard = atoi(v);
+        else if (!strcmp(o, "--shards")) lo.shards = atoi(v);
+        else if (!strcmp(o, "--brightness")) lo.aug.brightness = atof(v);
+        else if (!strcmp(o, "--contrast")) lo.aug.contrast = atof(v);
+        else if (!strcmp(o, "--gamma")) lo.aug.gamma = atof(v);
+        else if (!strcmp(o, "--raw")) {
+            for (int c = 0; c < 3 && atoi(v); c++)
+                lo.mean[c] = 0, lo.std[c] = 1;
+        }
         else {
             fprintf(stderr, "data_tool: unknown option %s\n", o);
             return 2;
