@@ -133,7 +133,7 @@ typedef struct {
     double t_first, w_first, t_last, w_last;
     long log_every;   /* a line every N steps when there is no progress bar */
     int first_batch;  /* batch the epoch started at in this run (resume) */
-    int stop_decays, stop_patience;
+    int stop_decays, stop_patience, stop_when_met;
     int stopped_at;   /* 1-based epoch where the stopping condition ended the run */
 } train_ui;
 
@@ -176,7 +176,9 @@ static void ui_resume(void *user, const cx_resume_info *r)
         return;
     if (r->stopped)
         fprintf(stderr, "resuming from %s: the stopping condition held at the end of epoch %d "
-                        "(step %ld)\n", r->path, r->epoch, r->step);
+                        "(step %ld)%s\n", r->path, r->epoch, r->step,
+                ((train_ui *)user)->stop_when_met ? ": nothing left to run" :
+                ": going on (no --stop-after-decays or --stop-patience)");
     else if (r->epoch >= r->epochs)
         fprintf(stderr, "resuming from %s: all %d epochs are done (step %ld)\n", r->path,
                 r->epochs, r->step);
@@ -697,6 +699,7 @@ int cmd_train(int argc, char **argv)
     train_ui ui = {0};
     ui.stop_decays = (int)stop_decays;
     ui.stop_patience = (int)stop_patience;
+    ui.stop_when_met = stop_when_met;
     ui.json = json;
     ui.quiet = !r0;
     ui.mpi = mpi;
