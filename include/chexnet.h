@@ -884,8 +884,9 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
  *   cx_loader_free(tr); cx_split_free(&sp); cx_dataset_free(ds);
  *
  * Determinism: the split depends only on (dataset, fractions, seed); the
- * order of epoch e on (seed, e); the flip of an image on (seed, e, image
- * index): never on the number of threads or on timing.
+ * order of epoch e on (seed, e); the flip and every other augmentation of
+ * an image on (seed, e, image index): never on the number of threads or on
+ * timing.
  */
 
 typedef struct cx_dataset cx_dataset;
@@ -1085,7 +1086,9 @@ typedef struct {
  * background threads ahead of the caller (prefetch). Each image: pixels
  * (decoded, or from the pack), PIL-exact resize to size x size when needed,
  * horizontal flip with p = 0.5 if augment (deterministic in (seed, epoch,
- * image)), ToTensor + Normalize(mean, std). From files this is exactly
+ * image)), ToTensor + Normalize(mean, std); with aug (cx_augment) also a
+ * crop before the resize and rotation, brightness, contrast and gamma
+ * after the flip. From files this is exactly
  * torchvision's Resize((S, S)) -> RandomHorizontalFlip -> ToTensor ->
  * Normalize on PIL's convert("RGB") (or "L" for 1 channel). From a pack of
  * the same size it is the same, except that a 1-channel loader reading RGB
@@ -1105,7 +1108,7 @@ typedef struct {
     int shard, shards;  /* 0, 1: of every batch of n images only images
                            [n*shard/shards, n*(shard+1)/shards) are made
                            (data-parallel ranks); batch numbering, order and
-                           flips are those of the whole batch */
+                           augmentation are those of the whole batch */
     cx_augment aug;     /* the augmentations besides the flip (all off) */
 } cx_loader_opts;
 void cx_loader_opts_default(cx_loader_opts *o);
