@@ -1049,18 +1049,20 @@ int cx_dataset_pack_size(const cx_dataset *ds);  /* side; 0 if not a pack */
  *   2. resize of the box (or the image) to size x size, PIL-exact bilinear
  *      with antialiasing (as without augmentation);
  *   3. horizontal flip (augment);
- *   4. rotation by an angle ~ U[-rotate, rotate) degrees, counter-clockwise,
- *      about the image centre, bilinear, the area outside the source image
- *      black (0 before Normalize), its edge blended as
- *      torchvision.transforms.functional.rotate(tensor, angle, BILINEAR)
- *      (grid_sample, zeros padding, align_corners=False);
- *   5. on the pixel values x in [0, 1] (v / 255), as torchvision's
- *      functional adjust_* on float tensors, factors ~ U[lo, hi):
+ *   4. on the pixel values x in [0, 1] (v / 255, in float), as
+ *      torchvision's functional adjust_* on float tensors, factors
+ *      ~ U[lo, hi):
  *      brightness f in [max(0, 1 - b), 1 + b]: x = clamp(f x, 0, 1);
  *      contrast f in [max(0, 1 - c), 1 + c]: x = clamp(f x + (1 - f) m, 0, 1),
  *        m the image's mean grey level (0.2989 R + 0.587 G + 0.114 B for 3
  *        channels, the plane's mean for 1);
  *      gamma g in [1 - g, 1 + g]: x = clamp(x^g, 0, 1);
+ *   5. rotation by an angle ~ U[-rotate, rotate) degrees, counter-clockwise,
+ *      about the image centre, bilinear, the area outside the source image
+ *      black (x = 0), its edge blended as
+ *      torchvision.transforms.functional.rotate(tensor, angle, BILINEAR)
+ *      (grid_sample, zeros padding, align_corners=False); last, so that
+ *      the corners stay black and the contrast's mean is the image's own;
  *   6. Normalize(mean, std).
  * Every draw is a function of (seed, epoch, dataset index), one stream per
  * operation (turning one on does not change another's draws). */
@@ -1087,7 +1089,7 @@ typedef struct {
  * (decoded, or from the pack), PIL-exact resize to size x size when needed,
  * horizontal flip with p = 0.5 if augment (deterministic in (seed, epoch,
  * image)), ToTensor + Normalize(mean, std); with aug (cx_augment) also a
- * crop before the resize and rotation, brightness, contrast and gamma
+ * crop before the resize and brightness, contrast, gamma and rotation
  * after the flip. From files this is exactly
  * torchvision's Resize((S, S)) -> RandomHorizontalFlip -> ToTensor ->
  * Normalize on PIL's convert("RGB") (or "L" for 1 channel). From a pack of

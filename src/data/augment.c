@@ -135,106 +135,143 @@ void cx_augment_draw(const cx_loader_opts *o, int epoch, int image, int width, i
     }
 }
 
-/* Rotation of one S x S plane about its centre as torchvision's rotate on a
- * float tensor: output pixel (i, j) reads the source at
+/* Rotation of C planes of S x S about their centre as torchvision's rotate
+ * on a float tensor: output pixel (i, j) reads the source at
  *   x = cos(t) (j - c) - sin(t) (i - c) + c,  y = sin(t) (j - c) + cos(t) (i - c) + c,
  * c = (S - 1) / 2, bilinear, neighbours outside the image counting 0. */
-static void rotate_plane(const float *src, float *dst, int S, double cs, double sn)
+static void rotate_planes(const float *src, float *dst, int C, int S, double cs, double sn)
 {
     const double c = (S - 1) * 0.5;
+    const size_t np = (size_t)S * S;
     for (int i = 0; i < S; i++) {
-        double yi = i - c;
+        const double yi = i - c, bx = c - sn * yi, by = c + cs * yi;
         for (int j = 0; j < S; j++) {
-            double xj = j - c;
-            double x = cs * xj - sn * yi + c, y = sn * xj + cs * yi + c;
-            double fx0 = floor(x), fy0 = floor(y);
-            float v = 0.0f;
-            if (fx0 >= -1 && fx0 < S && fy0 >= -1 && fy0 < S) {
-                int x0 = (int)fx0, y0 = (int)fy0;
-                float ax = (float)(x - fx0), ay = (float)(y - fy0);
+            const double xj = j - c, x = cs * xj + bx, y = sn * xj + by;
+            const size_t o = (size_t)i * S + j;
+            /* |x|, |y| < 2 S: the conversions are exact floors */
+            int x0 = (int)x, y0 = (int)y;
+            x0 -= x < x0;
+            y0 -= y < y0;
+            if (x0 < -1 || x0 >= S || y0 < -1 || y0 >= S) {
+                for (int k = 0; k < C; k++)
+                    dst[k * np + o] = 0.0f;
+                continue;
+            }
+            const float ax = (float)(x - x0), ay = (float)(y - y0);
+            const float w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay,
+                        w11 = ax * ay;
+            if (x0 >= 0 && x0 + 1 < S && y0 >= 0 && y0 + 1 < S) {
+                const size_t s0 = (size_t)y0 * S + x0;
+                for (int k = 0; k < C; k++) {
+                    const float *q = src + k * np + s0;
+                    dst[k * np + o] = w00 * q[0] + w01 * q[1] + w10 * q[S] + w11 * q[S + 1];
+                }
+                continue;
+            }
+            const int inx0 = x0 >= 0, inx1 = x0 + 1 < S, iny0 = y0 >= 0, iny1 = y0 + 1 < S;
+            for (int k = 0; k < C; k++) {
+                const float *pl = src + k * np;
                 float p00 = 0, p01 = 0, p10 = 0, p11 = 0;
-                int inx0 = x0 >= 0, inx1 = x0 + 1 < S, iny0 = y0 >= 0, iny1 = y0 + 1 < S;
                 if (iny0) {
-                    const float *row = src + (size_t)y0 * S;
+                    const float *row = pl + (size_t)y0 * S;
                     if (inx0) p00 = row[x0];
                     if (inx1) p01 = row[x0 + 1];
                 }
                 if (iny1) {
-                    const float *row = src + (size_t)(y0 + 1) * S;
+                    const float *row = pl + (size_t)(y0 + 1) * S;
                     if (inx0) p10 = row[x0];
                     if (inx1) p11 = row[x0 + 1];
                 }
-                v = (1 - ax) * (1 - ay) * p00 + ax * (1 - ay) * p01 + (1 - ax) * ay * p10 +
-                    ax * ay * p11;
+                dst[k * np + o] = w00 * p00 + w01 * p01 + w10 * p10 + w11 * p11;
             }
-            dst[(size_t)i * S + j] = v;
         }
     }
 }
 
 static inline float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
 
-cx_status cx_aug_finish(const cx_image *sized, const cx_augment_params *p, int C,
-                         const float mean[3], const float std[3], float *dst, cx_err *err)
+/* The 8-bit value of output channel c of pixel i, as cx_image_to_tensor
+ * reads it (1 -> 3 channels replicates, 3 -> 1 takes the luma). */
+static inline uint8_t pixel(const cx_image *im, int C, int c, size_t i)
 {
-    static const float zero[3] = {0, 0, 0}, one[3] = {1, 1, 1};
+    const uint8_t *p = im->data;
+    if (im->channels == C)
+        return p[i * C + c];
+    if (im->channels == 1)
+        return p[i];
+    const uint8_t *q = p + 3 * i;
+    return (uint8_t)((q[0] * 19595u + q[1] * 38470u + q[2] * 7471u + 0x8000u) >> 16);
+}
+
+/* Before the rotation every step acts on each pixel value alone (the
+ * contrast's mean is the image's, taken first), so brightness, contrast,
+ * gamma (and Normalize, without a rotation) are one table of the 256 8-bit
+ * values per channel: the same float operations as element by element, at
+ * the cost of a lookup. */
+cx_status cx_aug_finish(const cx_image *sized, const cx_augment_params *p, int C,
+                        const float mean[3], const float std[3], float *dst, cx_err *err)
+{
     const int S = sized->width;
     const size_t np = (size_t)S * S;
-    /* the pixel values v / 255 */
-    cx_status st = cx_image_to_tensor(sized, C, zero, one, dst, err);
-    if (st)
-        return st;
-    if (p->flip)
-        for (int r = 0; r < C * S; r++) {
-            float *row = dst + (size_t)r * S;
-            for (int a = 0, b = S - 1; a < b; a++, b--) {
-                float t = row[a];
-                row[a] = row[b];
-                row[b] = t;
-            }
-        }
-    if (p->angle != 0.0) {
-        float *tmp = malloc(np * sizeof *tmp);
-        if (!tmp)
-            return cx_seterr(err, CX_ENOMEM, "out of memory (rotation)");
-        double t = p->angle * (M_PI / 180.0), cs = cos(t), sn = sin(t);
-        for (int c = 0; c < C; c++) {
-            memcpy(tmp, dst + c * np, np * sizeof *tmp);
-            rotate_plane(tmp, dst + c * np, S, cs, sn);
-        }
-        free(tmp);
-    }
-    const size_t n = (size_t)C * np;
-    if (p->brightness != 1.0) {
-        const float f = (float)p->brightness;
-        for (size_t i = 0; i < n; i++)
-            dst[i] = clamp01(f * dst[i]);
+    float lut[3][256];
+    for (int v = 0; v < 256; v++) { /* v / 255 as ToTensor, then brightness */
+        float x = (float)v / 255.0f;
+        if (p->brightness != 1.0)
+            x = clamp01((float)p->brightness * x);
+        lut[0][v] = lut[1][v] = lut[2][v] = x;
     }
     if (p->contrast != 1.0) {
+        /* m: the mean grey level (torchvision: 0.2989 R + 0.587 G + 0.114 B) */
         double sum = 0;
-        if (C == 3) {
-            const float *r = dst, *g = dst + np, *b = dst + 2 * np;
-            for (size_t i = 0; i < np; i++)
-                sum += 0.2989f * r[i] + 0.587f * g[i] + 0.114f * b[i];
-        } else {
-            for (size_t i = 0; i < np; i++)
-                sum += dst[i];
-        }
+        const float *b = lut[0];
+        for (size_t i = 0; i < np; i++)
+            sum += C == 3 ? 0.2989f * b[pixel(sized, C, 0, i)] + 0.587f * b[pixel(sized, C, 1, i)] +
+                                0.114f * b[pixel(sized, C, 2, i)]
+                          : b[pixel(sized, C, 0, i)];
         const float m = (float)(sum / (double)np);
         const float f = (float)p->contrast, g = (float)(1.0 - p->contrast);
-        for (size_t i = 0; i < n; i++)
-            dst[i] = clamp01(f * dst[i] + g * m);
+        for (int v = 0; v < 256; v++)
+            lut[0][v] = lut[1][v] = lut[2][v] = clamp01(f * lut[0][v] + g * m);
     }
     if (p->gamma != 1.0) {
         const float g = (float)p->gamma;
-        for (size_t i = 0; i < n; i++)
-            dst[i] = clamp01(powf(dst[i], g));
+        for (int v = 0; v < 256; v++)
+            lut[0][v] = lut[1][v] = lut[2][v] = clamp01(powf(lut[0][v], g));
+    }
+    const int rotate = p->angle != 0.0;
+    if (!rotate) /* Normalize folded into the tables */
+        for (int c = 0; c < C; c++)
+            for (int v = 0; v < 256; v++)
+                lut[c][v] = (lut[c][v] - mean[c]) / std[c];
+    float *vals = dst, *tmp = NULL;
+    if (rotate) {
+        if (!(tmp = malloc((size_t)C * np * sizeof *tmp)))
+            return cx_seterr(err, CX_ENOMEM, "out of memory (rotation)");
+        vals = tmp;
     }
     for (int c = 0; c < C; c++) {
-        const float m = mean[c], s = std[c];
-        float *d = dst + c * np;
-        for (size_t i = 0; i < np; i++)
-            d[i] = (d[i] - m) / s;
+        float *d = vals + c * np;
+        for (int y = 0; y < S; y++) {
+            float *row = d + (size_t)y * S;
+            size_t i0 = (size_t)y * S;
+            if (p->flip)
+                for (int x = 0; x < S; x++)
+                    row[x] = lut[c][pixel(sized, C, c, i0 + (S - 1 - x))];
+            else
+                for (int x = 0; x < S; x++)
+                    row[x] = lut[c][pixel(sized, C, c, i0 + x)];
+        }
+    }
+    if (rotate) {
+        double t = p->angle * (M_PI / 180.0);
+        rotate_planes(tmp, dst, C, S, cos(t), sin(t));
+        free(tmp);
+        for (int c = 0; c < C; c++) {
+            const float m = mean[c], s = std[c];
+            float *d = dst + c * np;
+            for (size_t i = 0; i < np; i++)
+                d[i] = (d[i] - m) / s;
+        }
     }
     return CX_OK;
 }
