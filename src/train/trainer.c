@@ -704,7 +704,7 @@ cx_status cx_trainer_run(cx_model *m, cx_loader *train, cx_loader *val, const cx
                           "{\"epoch\": %d, \"train_loss\": %s, \"val_loss\": %s, "
                           "\"val_mean_auroc\": %s, \"val_auroc\": {",
                           rs.epoch + 1, a, b2, c3);
-        for (int k = 0; k < K && k0 < (int)sizeof line - 200; k++) {
+        for (int k = 0; k < K && k0 < (int)sizeof line - 900; k++) {
             char esc[256];
             cx_json_escape_buf(esc, sizeof esc, classes[k]);
             json_double(a, sizeof a, auroc[k]);
