@@ -660,6 +660,13 @@ int cmd_train(int argc, char **argv)
         char desc[512];
         cx_augment_describe(&lo, desc, sizeof desc);
         fprintf(stderr, "augmentation: %s\n", desc);
+        int ps = cx_dataset_pack_size(ds);
+        if (aug.crop_scale[1] > 0 && ps > 0 && ps <= lo.size)
+            fprintf(stderr,
+                    "note: the pack holds %d-pixel images: crops from them are enlarged to the "
+                    "input size %d (prepare the pack with a larger --size, or train from the "
+                    "image files, for sharper crops)\n",
+                    ps, lo.size);
     }
     if (nva > 0) {
         lo.augment = 0;

@@ -16,7 +16,9 @@ test_train_cli.py):
     where the learning rate is divided the second time; --resume with it
     ends at once, without it the run goes on;
   - without the options the model says {"flip": true, "crop_scale": null,
-    ...} ("flip": false with --no-augment).
+    ...};
+  - crops from a pack at the input size come with a note (they are
+    enlarged).
 """
 import csv
 import json
@@ -232,6 +234,18 @@ def main():
             "contrast": 0, "gamma": 0}
     check("without augmentation options: metadata augmentation is the flip alone",
           json.loads(meta.get("augmentation", "null")) == want, meta.get("augmentation"))
+
+    # 5. crops from a pack at the input size: said
+    pk = os.path.join(TMP, "small.cxpack")
+    r = subprocess.run([cxtest.CHEXNET, "prepare", "--manifest", manifest, "--image-dir", images,
+                        "-o", pk],
+                       capture_output=True, text=True, timeout=600)
+    pbase = [x if x != manifest else pk for x in base]
+    e = os.path.join(TMP, "pack")
+    r = train(e, ["--crop-scale", "0.8,1", "--max-steps", "1"], pbase)
+    check("a crop from a pack at the input size: a note says it is enlarged",
+          r.returncode == 0 and "note: the pack holds 224-pixel images: crops from them are "
+          "enlarged to the input size 224" in r.stderr, last_line(r))
 
     print("%d passed, %d failed" % (len(passes), len(failures)))
     sys.exit(1 if failures else 0)
