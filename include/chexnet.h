@@ -731,12 +731,52 @@ typedef struct {
     double value, lo, hi;
 } cx_stat;
 
+/* Provenance of a report: the software, the time, the command and every
+ * input file with its SHA-256 (OpenSSL's libcrypto). Reports print it when
+ * their result's `provenance` points to one. */
+typedef struct {
+    char *role;             /* "predictions", "labels", "reader bc4", ...  */
+    char *path;             /* as given                                    */
+    char sha256[65];        /* lowercase hex                               */
+    long long size;         /* bytes                                       */
+} cx_prov_input;
+typedef struct {
+    char version[32];       /* CX_VERSION                                  */
+    char created[32];       /* UTC, ISO 8601: 2026-11-30T15:50:08Z         */
+    char *command_line;     /* the arguments, shell-quoted where needed    */
+    int n_inputs;
+    cx_prov_input *inputs;
+} cx_provenance;
+/* SHA-256 of a file's bytes as 64 lowercase hex digits (+ NUL); *size: bytes
+ * read (may be NULL). */
+cx_status cx_sha256_file(const char *path, char hex[65], long long *size, cx_err *err);
+/* Fills p: version, the current UTC time, and the command line from argv
+ * (each argument quoted for a POSIX shell when it needs it). */
+cx_status cx_provenance_init(cx_provenance *p, int argc, char *const *argv, cx_err *err);
+/* Hashes path and appends it to p's inputs under role. */
+cx_status cx_provenance_add_input(cx_provenance *p, const char *role, const char *path,
+                                  cx_err *err);
+void cx_provenance_free(cx_provenance *p);
+
 typedef struct {
     int n_bootstrap;        /* resamples (10000); 0: no CIs */
     uint64_t seed;          /* 0 by default */
     cx_op_rule rule;        /* how the operating point is chosen          */
     double threshold;       /* CX_OP_THRESHOLD: the threshold (0.5)       */
+    int calib_bins;         /* reliability diagram / ECE: equal-width bins
+                               of [0,1] (10)                               */
+    int band_points;        /* ROC band: FPR grid 0, 1/(G-1), ..., 1 with
+                               G points (101)                              */
 } cx_eval_opts;
+
+/* One bin of a reliability diagram: scores in (lo, hi] (the first bin also
+ * holds lo = 0), as sklearn.calibration.calibration_curve(strategy=
+ * "uniform"); mean_pred and frac_pos NaN when n == 0. */
+typedef struct {
+    double lo, hi;
+    long n, n_pos;
+    double mean_pred, frac_pos;
+} cx_calib_bin;
 void cx_eval_opts_default(cx_eval_opts *o);
 
 typedef struct {
@@ -753,6 +793,20 @@ typedef struct {
     long boot_zero_div[5];            /* per metric (sens..f1)            */
     size_t roc_n;                     /* ROC (drop_intermediate)         */
     double *roc_fpr, *roc_tpr, *roc_thr;
+    /* ROC band: at FPR band_fpr[g] the curve's TPR (band_tpr) and the 2.5th
+     * and 97.5th percentiles over the bootstrap resamples (band_lo, band_hi;
+     * NaN without a bootstrap). TPR at FPR f: the highest TPR of the points
+     * at FPR f, else linear between the neighbouring points. */
+    int band_n;
+    double *band_fpr, *band_tpr, *band_lo, *band_hi;
+    long band_skipped;                /* degenerate resamples            */
+    /* Calibration (labelled images; undefined when a score is outside
+     * [0,1]): ECE = sum over bins of n_b/N |mean score - fraction positive|,
+     * with its percentile-bootstrap CI. */
+    int calib_defined;
+    cx_stat ece;
+    int n_bins;
+    cx_calib_bin *bins;
 } cx_class_eval;
 
 typedef struct {
@@ -768,6 +822,10 @@ typedef struct {
     int threads;
     int n_warnings;
     char **warnings;
+    int calib_bins, band_points;
+    /* set by the caller before writing reports (not owned): */
+    const cx_provenance *provenance;  /* NULL: no provenance section     */
+    int json_roc_bands;               /* 1: the ROC bands in the JSON     */
 } cx_eval_result;
 
 /* Evaluates pred against labels (matched by image id / file name; every
@@ -821,6 +879,14 @@ typedef struct {
     double *pair_f1;             /* [n_readers]: F1 vs reader j (NaN = self) */
     cx_stat f1_truth;            /* vs truth_path (NaN without)             */
     int n_pos;                   /* positive calls                          */
+    /* against truth_path (NaN / empty without): the operating point, and
+     * for a model its ROC curve (sklearn's roc_curve) and AUROC from its
+     * scores (a model of 0/1 decisions has a 3-point curve) */
+    double sens_truth, spec_truth;
+    cx_confusion conf_truth;
+    double auroc_truth;
+    size_t roc_n;
+    double *roc_fpr, *roc_tpr, *roc_thr;
 } cx_rater_result;
 
 typedef struct {
@@ -837,6 +903,10 @@ typedef struct {
     double threshold;
     int n_warnings;
     char **warnings;
+    /* the readers' mean operating point against truth_path (NaN without):
+     * the means of their FPRs (1 - specificity) and TPRs (sensitivity) */
+    double reader_mean_fpr, reader_mean_tpr;
+    const cx_provenance *provenance; /* set by the caller (not owned) */
 } cx_readers_result;
 
 cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out,

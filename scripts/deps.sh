@@ -8,7 +8,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake pkg-config libpng-dev libjpeg-dev zlib1g-dev
-      libdcmtk-dev libmicrohttpd-dev libgd-dev
+      libssl-dev libdcmtk-dev libmicrohttpd-dev libgd-dev
       libopenmpi-dev openmpi-bin)  # multi-process training (optional for the build)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev python3 python3-numpy python3-torch python3-torchvision

@@ -44,9 +44,16 @@ static void usage(FILE *f)
             "  --threshold T       fixed threshold: positive when score >= T (default 0.5\n"
             "                      without --val-pred)\n"
             "  --classes A,B,...   evaluate only these classes (names as in PRED)\n"
-            "  --json OUT.json     write all figures, ROC points and warnings as JSON\n"
-            "  --report DIR        write DIR/report.html (tables, ROC curves as SVG),\n"
-            "                      DIR/roc.svg and DIR/roc_panels.svg\n"
+            "  --json OUT.json     write all figures, ROC points, calibration and warnings\n"
+            "                      as JSON\n"
+            "  --report DIR        write DIR/report.html (tables, ROC curves with bootstrap\n"
+            "                      bands and reliability diagrams as SVG), DIR/roc.svg,\n"
+            "                      DIR/roc_panels.svg and DIR/reliability.svg\n"
+            "  --roc-bands         also write the ROC bands (TPR and its 95%% band on the FPR\n"
+            "                      grid) into the JSON\n"
+            "  --band-points G     ROC band grid: FPR 0, 1/(G-1), ..., 1 (default 101)\n"
+            "  --calibration-bins B  equal-width bins of the reliability diagram and the\n"
+            "                      expected calibration error (default 10)\n"
             "  --title TEXT        report title\n"
             "  --threads T         threads (default: all cores)\n"
             "  --dump-resamples F  write the first --dump-count (default 10) bootstrap\n"
@@ -60,8 +67,9 @@ static void usage(FILE *f)
             "  --version           print the version\n\n"
             "%s\n"
             "An undefined AUROC (a class without positives or negatives) is reported as\n"
-            "undefined (null in JSON), never as a number. Exit status: 0 ok, 1 error,\n"
-            "2 usage.\n",
+            "undefined (null in JSON), never as a number. The JSON and the report record\n"
+            "their provenance: chexnet's version, the time (UTC), the command line and\n"
+            "every input file with its SHA-256. Exit status: 0 ok, 1 error, 2 usage.\n",
             cli_limits_help());
 }
 
@@ -89,7 +97,7 @@ static int store_scores(void *user, const cli_batch *b)
 }
 
 static int predict_dir(const char *model_path, const char *dir, int ten_crop, int batch,
-                       cx_precision prec, cx_pred_table **out)
+                       cx_precision prec, cx_pred_table **out, cx_provenance *prov)
 {
     cx_err err = {0};
     cx_model *m = NULL;
@@ -155,6 +163,18 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
         goto out;
     }
     cli_progress_end(&pr);
+    /* provenance: the model and every image read */
+    if (prov) {
+        if (cx_provenance_add_input(prov, "model", model_path, &err)) {
+            rc = cli_fail(CMD, &err);
+            goto out;
+        }
+        for (size_t i = 0; i < files.n; i++)
+            if (cx_provenance_add_input(prov, "image", files.v[i], &err)) {
+                rc = cli_fail(CMD, &err);
+                goto out;
+            }
+    }
     *out = p;
     p = NULL;
     rc = 0;
@@ -230,7 +250,8 @@ int cmd_evaluate(int argc, char **argv)
 {
     enum { O_PRED = CLI_OPT_FIRST_FREE, O_LABELS, O_VALPRED, O_JSON, O_REPORT, O_CLASSES,
            O_MODEL, O_IMAGES, O_SAVEPRED, O_TITLE, O_DUMP, O_OP, O_BOOT, O_SEED, O_THREADS,
-           O_BATCH, O_DUMPCOUNT, O_THRESHOLD, O_TENCROP, O_PRECISION };
+           O_BATCH, O_DUMPCOUNT, O_THRESHOLD, O_TENCROP, O_PRECISION, O_ROCBANDS, O_BANDPOINTS,
+           O_CALIBBINS };
     static const struct option opts[] = {
         {"pred", required_argument, 0, O_PRED},
         {"labels", required_argument, 0, O_LABELS},
@@ -252,11 +273,16 @@ int cmd_evaluate(int argc, char **argv)
         {"threshold", required_argument, 0, O_THRESHOLD},
         {"ten-crop", no_argument, 0, O_TENCROP},
         {"precision", required_argument, 0, O_PRECISION},
+        {"roc-bands", no_argument, 0, O_ROCBANDS},
+        {"band-points", required_argument, 0, O_BANDPOINTS},
+        {"calibration-bins", required_argument, 0, O_CALIBBINS},
         {0, 0, 0, 0}};
     const char *pred_path = NULL, *labels_path = NULL, *val_path = NULL, *json_path = NULL,
                *report_dir = NULL, *classes = NULL, *model_path = NULL, *images_dir = NULL,
                *save_pred = NULL, *title = NULL, *dump_path = NULL, *op = NULL;
-    long boot = 10000, seed = 0, threads = 0, batch = 16, dump_count = 10;
+    long boot = 10000, seed = 0, threads = 0, batch = 16, dump_count = 10, band_points = 101,
+         calib_bins = 10;
+    int roc_bands = 0;
     double threshold = 0.5;
     int threshold_given = 0, ten_crop = 0, prec = CX_PRECISION_F32, precision_given = 0;
     cli_getopt g;
@@ -289,6 +315,9 @@ int cmd_evaluate(int argc, char **argv)
         case O_THREADS: INT_OPT("--threads", threads, 0, 4096)
         case O_BATCH: INT_OPT("--batch", batch, 1, 4096)
         case O_DUMPCOUNT: INT_OPT("--dump-count", dump_count, 0, 1000000)
+        case O_BANDPOINTS: INT_OPT("--band-points", band_points, 2, 10001)
+        case O_CALIBBINS: INT_OPT("--calibration-bins", calib_bins, 1, 1000)
+        case O_ROCBANDS: roc_bands = 1; break;
         case O_THRESHOLD:
             if (cli_parse_double(optarg, &threshold)) {
                 cli_error(CMD, "--threshold: '%s' is not a number", optarg);
@@ -337,6 +366,8 @@ int cmd_evaluate(int argc, char **argv)
     o.n_bootstrap = (int)boot;
     o.seed = (uint64_t)seed;
     o.threshold = threshold;
+    o.band_points = (int)band_points;
+    o.calib_bins = (int)calib_bins;
     if (op) {
         if (!strcmp(op, "maxf1"))
             o.rule = CX_OP_MAXF1;
@@ -370,9 +401,34 @@ int cmd_evaluate(int argc, char **argv)
     cx_pred_table *pred = NULL, *val = NULL;
     cx_labels *labels = NULL;
     cx_eval_result *res = NULL;
+    /* provenance of the JSON and the report: "chexnet evaluate ..." and the inputs */
+    cx_provenance prov, *pv = NULL;
+    memset(&prov, 0, sizeof prov);
+    if (json_path || report_dir) {
+        char **av = malloc(((size_t)argc + 1) * sizeof *av);
+        if (!av) {
+            cli_error(CMD, "out of memory");
+            return 1;
+        }
+        av[0] = "chexnet";
+        for (int i = 0; i < argc; i++)
+            av[i + 1] = argv[i];
+        cx_status pst = cx_provenance_init(&prov, argc + 1, av, &err);
+        free(av);
+        if (pst)
+            return cli_fail(CMD, &err);
+        pv = &prov;
+        if ((pred_path && cx_provenance_add_input(pv, "predictions", pred_path, &err)) ||
+            cx_provenance_add_input(pv, "labels", labels_path, &err) ||
+            (val_path && o.rule != CX_OP_THRESHOLD &&
+             cx_provenance_add_input(pv, "validation predictions", val_path, &err))) {
+            cli_fail(CMD, &err);
+            goto out;
+        }
+    }
     if (model_path) {
         rc = predict_dir(model_path, images_dir, ten_crop, (int)batch, (cx_precision)prec,
-                         &pred);
+                         &pred, pv);
         if (rc)
             goto out;
         rc = 1;
@@ -415,6 +471,8 @@ int cmd_evaluate(int argc, char **argv)
     }
     for (int i = 0; i < res->n_warnings; i++)
         cli_error(CMD, "warning: %s", res->warnings[i]);
+    res->provenance = pv;
+    res->json_roc_bands = roc_bands;
 
     /* the table */
     printf("%s, %s, labels: %s (%s)\n", cli_plural(res->n_images, "image", "images"),
@@ -460,6 +518,7 @@ int cmd_evaluate(int argc, char **argv)
     }
     rc = 0;
 out:
+    cx_provenance_free(&prov);
     cx_eval_free(res);
     cx_labels_free(labels);
     cx_pred_free(pred);

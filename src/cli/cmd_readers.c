@@ -34,21 +34,26 @@ static void usage(FILE *f)
             "  --reader NAME=FILE  a reader's labels (0/1), K >= 2 readers\n"
             "  --model NAME=FILE   a model's decisions (0/1) or scores (thresholded)\n"
             "  --truth FILE        optional: also report every F1 against this file\n"
-            "                      (e.g. a majority-vote ground truth)\n"
+            "                      (e.g. a majority-vote ground truth), and draw the\n"
+            "                      models' ROC curves with each reader's operating point\n"
+            "                      and the readers' mean against it\n"
             "  --threshold T       model scores >= T are positive (default: 0/1\n"
             "                      decisions are used as they are; scores get 0.5 with a\n"
             "                      warning)\n"
             "  --bootstrap N       resamples (default 10000; 0: no CIs)\n"
             "  --seed S            bootstrap seed (default 0)\n"
             "  --json OUT.json     write every figure as JSON\n"
-            "  --report DIR        write DIR/report.html (the Table 1 equivalent)\n"
+            "  --report DIR        write DIR/report.html (the Table 1 equivalent; with\n"
+            "                      --truth the ROC figure, also DIR/roc_readers.svg)\n"
             "  --threads T         threads (default: all cores)\n"
             "  --version           print the version\n\n"
             "%s\n"
             "Files are CSVs with an id column (Study, Image Index, Image, Path, ... else\n"
             "the first column): rows are matched by id and columns by class name, never\n"
             "by position. Every file must cover the first reader's ids; a reader must\n"
-            "give 0/1 for every image.\n",
+            "give 0/1 for every image. The JSON and the report record their provenance:\n"
+            "chexnet's version, the time (UTC), the command line and every input file\n"
+            "with its SHA-256.\n",
             cli_limits_help());
 }
 
@@ -185,6 +190,35 @@ int cmd_readers(int argc, char **argv)
     cx_readers_result *r = NULL;
     if (cx_readers_run(&o, &r, &err))
         return cli_fail(CMD, &err);
+    /* provenance of the JSON and the report */
+    cx_provenance prov;
+    memset(&prov, 0, sizeof prov);
+    if (json_path || report_dir) {
+        char **av = malloc(((size_t)argc + 1) * sizeof *av);
+        int bad = !av;
+        if (av) {
+            av[0] = "chexnet";
+            for (int i = 0; i < argc; i++)
+                av[i + 1] = argv[i];
+            bad = cx_provenance_init(&prov, argc + 1, av, &err) != CX_OK;
+            free(av);
+        } else
+            cx_seterr(&err, CX_ENOMEM, "out of memory");
+        char role[96];
+        for (int a = 0; !bad && a < o.n_readers + o.n_models; a++) {
+            const cx_rater *x = a < o.n_readers ? &readers[a] : &models[a - o.n_readers];
+            snprintf(role, sizeof role, "%s %s", a < o.n_readers ? "reader" : "model", x->name);
+            bad = cx_provenance_add_input(&prov, role, x->path, &err) != CX_OK;
+        }
+        if (!bad && o.truth_path)
+            bad = cx_provenance_add_input(&prov, "truth", o.truth_path, &err) != CX_OK;
+        if (bad) {
+            cx_provenance_free(&prov);
+            cx_readers_free(r);
+            return cli_fail(CMD, &err);
+        }
+        r->provenance = &prov;
+    }
     for (int i = 0; i < r->n_warnings; i++)
         cli_error(CMD, "warning: %s", r->warnings[i]);
     int K = r->n_readers, M = r->n_models;
@@ -232,5 +266,6 @@ int cmd_readers(int argc, char **argv)
                     cli_path_in(report_dir, "report.html"));
     }
     cx_readers_free(r);
+    cx_provenance_free(&prov);
     return rc;
 }

@@ -8,7 +8,12 @@
  * pre-sorted order, and its confusion matrix at the operating point is the
  * running count at the end of the prefix of scores >= threshold. Resample b
  * draws from its own PRNG stream (cx_bootstrap_indices), so the results do
- * not depend on the number of threads. */
+ * not depend on the number of threads.
+ *
+ * The same walk sums, per calibration bin, the resample's scores and
+ * positives (the ECE's CI). The ROC bands need every resample's TPR at every
+ * grid FPR: they take a second pass over the same resamples (the same PRNG
+ * streams), a block of classes at a time so that their memory stays bounded. */
 #define _GNU_SOURCE
 #include "data/labels.h"
 #include "eval/eval_internal.h"
@@ -28,6 +33,8 @@ void cx_eval_opts_default(cx_eval_opts *o)
     o->seed = 0;
     o->rule = CX_OP_THRESHOLD;
     o->threshold = 0.5;
+    o->calib_bins = 10;
+    o->band_points = 101;
 }
 
 void cx_eval_free(cx_eval_result *r)
@@ -39,6 +46,11 @@ void cx_eval_free(cx_eval_result *r)
             free(r->cls[k].roc_fpr);
             free(r->cls[k].roc_tpr);
             free(r->cls[k].roc_thr);
+            free(r->cls[k].band_fpr);
+            free(r->cls[k].band_tpr);
+            free(r->cls[k].band_lo);
+            free(r->cls[k].band_hi);
+            free(r->cls[k].bins);
         }
     free(r->cls);
     for (int i = 0; i < r->n_warnings; i++)
@@ -138,7 +150,209 @@ typedef struct {
     size_t m;
     size_t thr_len;   /* entries with score >= threshold */
     int defined;
+    int calib;        /* calibration defined: bins and scores below */
+    uint16_t *bin;    /* calibration bin of entry j */
+    double *score;    /* score of entry j */
 } sorted_class;
+
+/* Calibration bin of p in [0,1] among nb equal-width bins with edges
+ * e_i = i * (1/nb) (numpy.linspace): bin i holds (e_i, e_i+1], bin 0 also 0;
+ * that is, the number of inner edges below p (numpy.searchsorted, as
+ * sklearn's calibration_curve). */
+static int calib_bin(double p, int nb)
+{
+    double step = 1.0 / nb;
+    int b = (int)(p * nb);
+    if (b > nb - 1)
+        b = nb - 1;
+    if (b < 0)
+        b = 0;
+    while (b > 0 && p <= b * step)
+        b--;
+    while (b < nb - 1 && p > (b + 1) * step)
+        b++;
+    return b;
+}
+
+/* TPR of the ROC at the FPRs g/(G-1), g = 0..G-1, from the cumulative
+ * negative and positive counts fp[j], tp[j] (j = 0..q-1, nondecreasing,
+ * fp[0] = tp[0] = 0, the last = N and P). At an FPR that points have, the
+ * highest TPR among them; elsewhere linear between the last point below and
+ * the first point above. Grid positions are compared exactly in integers. */
+static void band_eval(const uint64_t *fp, const uint64_t *tp, size_t q, uint64_t N, uint64_t P,
+                      int G, double *out)
+{
+    size_t j = 0;
+    uint64_t G1 = (uint64_t)(G - 1);
+    for (int g = 0; g < G; g++) {
+        uint64_t gn = (uint64_t)g * N; /* f = g/G1 <=> x*G1 vs g*N */
+        while (j < q && fp[j] * G1 < gn)
+            j++;
+        size_t k = j;
+        while (k < q && fp[k] * G1 == gn)
+            k++;
+        if (k > j) {
+            out[g] = (double)tp[k - 1] / (double)P;
+            continue;
+        }
+        /* j >= 1 (fp[0] = 0 < f) and j < q (the last point is at FPR 1) */
+        double f = (double)g / (double)G1;
+        double xa = (double)fp[j - 1] / (double)N, ya = (double)tp[j - 1] / (double)P;
+        double xb = (double)fp[j] / (double)N, yb = (double)tp[j] / (double)P;
+        out[g] = ya + (yb - ya) * ((f - xa) / (xb - xa));
+    }
+}
+
+/* The walk of one class's packed order with multiplicities w (NULL: 1):
+ * cumulative counts at the origin and at each tie group's end into fp, tp
+ * (m + 1 entries); returns their number, and *N, *P. */
+static size_t roc_counts(const sorted_class *s, const uint32_t *w, uint64_t *fp, uint64_t *tp,
+                         uint64_t *N, uint64_t *P)
+{
+    uint64_t cp = 0, cn = 0;
+    size_t q = 0;
+    fp[q] = tp[q] = 0;
+    q++;
+    for (size_t j = 0; j < s->m; j++) {
+        uint32_t e = s->packed[j];
+        uint64_t c = w ? w[e >> 2] : 1;
+        if (e & 1u)
+            cp += c;
+        else
+            cn += c;
+        if (e & 2u) {
+            fp[q] = cn;
+            tp[q] = cp;
+            q++;
+        }
+    }
+    *N = cn;
+    *P = cp;
+    return q;
+}
+
+/* Full-data calibration of class c from its sorted entries. */
+static void calib_full(cx_class_eval *c, const sorted_class *s, int nb)
+{
+    for (int b = 0; b < nb; b++) {
+        c->bins[b].lo = b * (1.0 / nb);
+        c->bins[b].hi = b + 1 == nb ? 1.0 : (b + 1) * (1.0 / nb);
+        c->bins[b].n = c->bins[b].n_pos = 0;
+        c->bins[b].mean_pred = 0;
+    }
+    for (size_t j = 0; j < s->m; j++) {
+        cx_calib_bin *x = &c->bins[s->bin[j]];
+        x->n++;
+        x->n_pos += s->packed[j] & 1u;
+        x->mean_pred += s->score[j];
+    }
+    double ece = 0;
+    long N = 0;
+    for (int b = 0; b < nb; b++) {
+        cx_calib_bin *x = &c->bins[b];
+        N += x->n;
+        if (x->n) {
+            ece += fabs(x->mean_pred - (double)x->n_pos);
+            x->mean_pred /= (double)x->n;
+            x->frac_pos = (double)x->n_pos / (double)x->n;
+        } else {
+            x->mean_pred = x->frac_pos = NAN;
+        }
+    }
+    c->ece.value = N ? ece / (double)N : NAN;
+}
+
+/* The ROC bands: for every resample b (the stream of cx_bootstrap_indices)
+ * and class, the TPR at the grid's FPRs; then per grid point the 2.5th and
+ * 97.5th percentiles over the resamples where the class has positives and
+ * negatives. Classes go in blocks of at most ~64 MiB of results, each block
+ * drawing the same resamples again. */
+static cx_status band_pass(cx_eval_result *r, const sorted_class *sc_k, int n, int B,
+                           uint64_t seed, int G, cx_err *err)
+{
+    int nc = r->n_classes;
+    size_t per_class = (size_t)B * (size_t)G * sizeof(double);
+    int block = (int)((64u << 20) / (per_class ? per_class : 1));
+    if (block < 1)
+        block = 1;
+    if (block > nc)
+        block = nc;
+    double *bt = malloc((size_t)block * per_class);
+    double *tmp = malloc((size_t)B * sizeof *tmp);
+    if (!bt || !tmp) {
+        free(bt);
+        free(tmp);
+        return cx_seterr(err, CX_ENOMEM, "out of memory (ROC bands)");
+    }
+    int oom = 0;
+    for (int k0 = 0; k0 < nc; k0 += block) {
+        int k1 = k0 + block < nc ? k0 + block : nc;
+        int any = 0;
+        for (int k = k0; k < k1; k++)
+            any |= sc_k[k].defined;
+        if (!any)
+            continue;
+#pragma omp parallel num_threads(r->threads)
+        {
+            uint32_t *cnt = malloc((size_t)n * sizeof *cnt);
+            uint64_t *fp = malloc(((size_t)n + 1) * sizeof *fp);
+            uint64_t *tp = malloc(((size_t)n + 1) * sizeof *tp);
+            if (!cnt || !fp || !tp) {
+#pragma omp atomic write
+                oom = 1;
+            }
+#pragma omp for schedule(dynamic, 8)
+            for (int b = 0; b < B; b++) {
+                if (!cnt || !fp || !tp)
+                    continue;
+                memset(cnt, 0, (size_t)n * sizeof *cnt);
+                uint64_t s4[4];
+                cx_eval_rng_seed(s4, seed, (uint64_t)b);
+                for (int i = 0; i < n; i++)
+                    cnt[cx_eval_rng_below(s4, (uint32_t)n)]++;
+                for (int k = k0; k < k1; k++) {
+                    double *o = bt + ((size_t)(k - k0) * B + b) * G;
+                    uint64_t N, P;
+                    size_t q = sc_k[k].defined ? roc_counts(&sc_k[k], cnt, fp, tp, &N, &P) : 0;
+                    if (!q || !N || !P) {
+                        for (int g = 0; g < G; g++)
+                            o[g] = NAN;
+                        continue;
+                    }
+                    band_eval(fp, tp, q, N, P, G, o);
+                }
+            }
+            free(cnt);
+            free(fp);
+            free(tp);
+        }
+        if (oom)
+            break;
+        for (int k = k0; k < k1; k++) {
+            cx_class_eval *c = &r->cls[k];
+            if (!sc_k[k].defined)
+                continue;
+            long skipped = 0;
+            for (int g = 0; g < G; g++) {
+                size_t m = 0;
+                for (int b = 0; b < B; b++) {
+                    double v = bt[((size_t)(k - k0) * B + b) * G + g];
+                    if (isfinite(v))
+                        tmp[m++] = v;
+                }
+                if (g == 0)
+                    skipped = B - (long)m;
+                cx_eval_ci95(tmp, m, &c->band_lo[g], &c->band_hi[g]);
+            }
+            c->band_skipped = skipped;
+        }
+    }
+    free(bt);
+    free(tmp);
+    if (oom)
+        return cx_seterr(err, CX_ENOMEM, "out of memory (ROC bands)");
+    return CX_OK;
+}
 
 cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                       const cx_pred_table *val, const cx_eval_opts *opts,
@@ -164,6 +378,12 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                          cx_op_rule_name(opts->rule));
     if (opts->rule == CX_OP_THRESHOLD && !isfinite(opts->threshold))
         return cx_seterr(err, CX_EARG, "the threshold must be a finite number");
+    int NB = opts->calib_bins ? opts->calib_bins : 10;
+    int G = opts->band_points ? opts->band_points : 101;
+    if (NB < 1 || NB > 1000)
+        return cx_seterr(err, CX_EARG, "calibration bins must be in [1, 1000] (got %d)", NB);
+    if (G < 2 || G > 10001)
+        return cx_seterr(err, CX_EARG, "ROC band grid points must be in [2, 10001] (got %d)", G);
     int n = pred->n_images, nc = pred->n_classes;
     cx_status st = CX_OK;
     cx_eval_result *r = calloc(1, sizeof *r);
@@ -174,7 +394,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
     int8_t *vy = NULL;
     double *vsc = NULL;
     sorted_class *sc_k = calloc((size_t)nc, sizeof *sc_k);
-    double *res = NULL, *res_mean = NULL, *tmp = NULL;
+    double *res = NULL, *res_mean = NULL, *tmp = NULL, *res_ece = NULL;
+    uint64_t *cfp = NULL, *ctp = NULL;
     if (!r || !row || !y || !sc || !sc_k) {
         st = cx_seterr(err, CX_ENOMEM, "out of memory");
         goto done;
@@ -184,7 +405,15 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
     r->n_bootstrap = opts->n_bootstrap;
     r->seed = opts->seed;
     r->rule = opts->rule;
+    r->calib_bins = NB;
+    r->band_points = G;
     r->cls = calloc((size_t)nc, sizeof *r->cls);
+    cfp = malloc(((size_t)n + 1) * sizeof *cfp);
+    ctp = malloc(((size_t)n + 1) * sizeof *ctp);
+    if (!cfp || !ctp) {
+        st = cx_seterr(err, CX_ENOMEM, "out of memory");
+        goto done;
+    }
     if (!r->cls) {
         st = cx_seterr(err, CX_ENOMEM, "out of memory");
         goto done;
@@ -308,6 +537,62 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                 s->thr_len = j + 1;
         }
         s->packed = o;
+        /* calibration: bins of the labelled images' scores, all in [0,1] */
+        c->n_bins = NB;
+        c->ece = (cx_stat){NAN, NAN, NAN};
+        c->bins = calloc((size_t)NB, sizeof *c->bins);
+        s->bin = malloc((m ? m : 1) * sizeof *s->bin);
+        s->score = malloc((m ? m : 1) * sizeof *s->score);
+        if (!c->bins || !s->bin || !s->score) {
+            free(vk);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        int outside = 0;
+        for (size_t j = 0; j < m; j++) {
+            double p = sc[o[j] >> 2];
+            s->score[j] = p;
+            if (!(p >= 0 && p <= 1))
+                outside++;
+            else
+                s->bin[j] = (uint16_t)calib_bin(p, NB);
+        }
+        s->calib = m > 0 && !outside;
+        c->calib_defined = s->calib;
+        if (s->calib)
+            calib_full(c, s, NB);
+        else {
+            for (int b = 0; b < NB; b++)
+                c->bins[b] = (cx_calib_bin){b * (1.0 / NB), b + 1 == NB ? 1.0 : (b + 1) * (1.0 / NB),
+                                            0, 0, NAN, NAN};
+            if (outside)
+                cx_note_add(&r->n_warnings, &r->warnings,
+                            "class %s: %d score%s outside [0,1]: not probabilities, no "
+                            "calibration (reliability diagram, ECE)",
+                            c->name, outside, outside == 1 ? "" : "s");
+        }
+        /* the ROC band's grid and the full data's TPR on it */
+        c->band_n = G;
+        c->band_fpr = malloc((size_t)G * sizeof(double));
+        c->band_tpr = malloc((size_t)G * sizeof(double));
+        c->band_lo = malloc((size_t)G * sizeof(double));
+        c->band_hi = malloc((size_t)G * sizeof(double));
+        if (!c->band_fpr || !c->band_tpr || !c->band_lo || !c->band_hi) {
+            free(vk);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        uint64_t NN, PP;
+        size_t q = roc_counts(s, NULL, cfp, ctp, &NN, &PP);
+        for (int g = 0; g < G; g++) {
+            c->band_fpr[g] = (double)g / (double)(G - 1);
+            c->band_lo[g] = c->band_hi[g] = NAN;
+        }
+        if (NN && PP)
+            band_eval(cfp, ctp, q, NN, PP, G, c->band_tpr);
+        else
+            for (int g = 0; g < G; g++)
+                c->band_tpr[g] = NAN;
     }
     free(vk);
     r->n_mean_classes = n_mean;
@@ -342,10 +627,11 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
     if (B > 0) {
         res = malloc((size_t)B * nc * N_MET * sizeof *res);
         res_mean = malloc((size_t)B * sizeof *res_mean);
+        res_ece = malloc((size_t)B * nc * sizeof *res_ece);
         tmp = malloc((size_t)B * sizeof *tmp);
         long *zd = calloc((size_t)nc * 5, sizeof *zd);
         long *skipped = calloc((size_t)nc, sizeof *skipped);
-        if (!res || !res_mean || !tmp || !zd || !skipped) {
+        if (!res || !res_mean || !res_ece || !tmp || !zd || !skipped) {
             free(zd);
             free(skipped);
             st = cx_seterr(err, CX_ENOMEM, "out of memory");
@@ -357,13 +643,14 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
 #pragma omp parallel num_threads(r->threads) reduction(+ : mean_skipped)
         {
             uint32_t *cnt = malloc((size_t)n * sizeof *cnt);
-            if (!cnt) {
+            double *bsum = malloc(2 * (size_t)NB * sizeof *bsum);
+            if (!cnt || !bsum) {
 #pragma omp atomic write
                 oom = 1;
             }
 #pragma omp for schedule(dynamic, 8)
             for (int b = 0; b < B; b++) {
-                if (!cnt)
+                if (!cnt || !bsum)
                     continue;
                 memset(cnt, 0, (size_t)n * sizeof *cnt);
                 uint64_t s4[4];
@@ -377,6 +664,26 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                     const uint32_t *pk = s->packed;
                     uint64_t P = 0, N = 0, gp = 0, gn = 0, twice = 0, tp = 0, fp = 0;
                     size_t thr = s->thr_len;
+                    /* ECE: per bin, the sums of the drawn scores and labels */
+                    res_ece[(size_t)b * nc + k] = NAN;
+                    if (s->calib) {
+                        memset(bsum, 0, 2 * (size_t)NB * sizeof *bsum);
+                        uint64_t W = 0;
+                        for (size_t j = 0; j < s->m; j++) {
+                            uint32_t w = cnt[pk[j] >> 2];
+                            if (!w)
+                                continue;
+                            W += w;
+                            bsum[2 * s->bin[j]] += w * s->score[j];
+                            bsum[2 * s->bin[j] + 1] += (double)(w * (pk[j] & 1u));
+                        }
+                        if (W) {
+                            double e = 0;
+                            for (int q = 0; q < NB; q++)
+                                e += fabs(bsum[2 * q] - bsum[2 * q + 1]);
+                            res_ece[(size_t)b * nc + k] = e / (double)W;
+                        }
+                    }
                     for (size_t j = 0; j < s->m; j++) {
                         uint32_t e = pk[j];
                         uint64_t w = cnt[e >> 2];
@@ -429,8 +736,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                 }
             }
             free(cnt);
+            free(bsum);
         }
-        r->boot_seconds = now_s() - t0;
         if (oom) {
             free(zd);
             free(skipped);
@@ -438,6 +745,25 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
             goto done;
         }
         r->mean_skipped = mean_skipped;
+        for (int k = 0; k < nc; k++) {
+            cx_class_eval *c = &r->cls[k];
+            if (c->calib_defined) {
+                size_t m = 0;
+                for (int b = 0; b < B; b++) {
+                    double v = res_ece[(size_t)b * nc + k];
+                    if (isfinite(v))
+                        tmp[m++] = v;
+                }
+                cx_eval_ci95(tmp, m, &c->ece.lo, &c->ece.hi);
+            }
+        }
+        st = band_pass(r, sc_k, n, B, opts->seed, G, err);
+        r->boot_seconds = now_s() - t0;
+        if (st) {
+            free(zd);
+            free(skipped);
+            goto done;
+        }
         for (int k = 0; k < nc; k++) {
             cx_class_eval *c = &r->cls[k];
             cx_stat *dst[N_MET] = {&c->auroc, &c->sens, &c->spec, &c->ppv, &c->npv, &c->f1};
@@ -479,8 +805,14 @@ done:
     free(vy);
     free(vsc);
     if (sc_k)
-        for (int k = 0; k < nc; k++)
+        for (int k = 0; k < nc; k++) {
             free(sc_k[k].packed);
+            free(sc_k[k].bin);
+            free(sc_k[k].score);
+        }
+    free(res_ece);
+    free(cfp);
+    free(ctp);
     free(sc_k);
     free(res);
     free(res_mean);

@@ -6,6 +6,11 @@
  * resamples for every figure; the difference is significant when its CI
  * excludes 0.
  *
+ * With a ground truth (truth_path), also the figure of CheXpert's reader
+ * comparison: each labeller's operating point against the truth
+ * (sensitivity, 1 - specificity), the readers' mean point, and each model's
+ * ROC curve and AUROC from its scores.
+ *
  * Files are CSVs with an image/study id column (e.g. "Study") matched by the
  * exact id, and the class column matched by name (never by position). */
 #define _GNU_SOURCE
@@ -25,8 +30,12 @@ void cx_readers_free(cx_readers_result *r)
     if (!r)
         return;
     if (r->raters)
-        for (int i = 0; i < r->n_readers + r->n_models; i++)
+        for (int i = 0; i < r->n_readers + r->n_models; i++) {
             free(r->raters[i].pair_f1);
+            free(r->raters[i].roc_fpr);
+            free(r->raters[i].roc_tpr);
+            free(r->raters[i].roc_thr);
+        }
     free(r->raters);
     free(r->diff);
     free(r->significant);
@@ -161,6 +170,14 @@ out:
     return st;
 }
 
+static int bits_count(const uint8_t *b, int n)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += b[i];
+    return c;
+}
+
 static double f1_of(uint64_t tp, uint64_t fp, uint64_t fn)
 {
     uint64_t d = 2 * tp + fp + fn;
@@ -198,6 +215,8 @@ cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out, cx_e
     uint8_t *bits[MAX_RATERS] = {0};
     uint32_t *pat = NULL, *uid = NULL, *upat = NULL, *hist = NULL;
     double *res = NULL, *tmp = NULL;
+    double *mscore[MAX_RATERS] = {0}; /* the models' scores before thresholding */
+    int8_t *ytruth = NULL;
     cx_readers_result *r = calloc(1, sizeof *r);
     if (!r)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
@@ -208,6 +227,7 @@ cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out, cx_e
     r->seed = o->seed;
     r->threshold = o->threshold_given ? o->threshold : 0.5;
     r->has_truth = o->truth_path != NULL;
+    r->reader_mean_fpr = r->reader_mean_tpr = NAN;
     r->raters = calloc((size_t)(K + M), sizeof *r->raters);
     r->diff = calloc((size_t)M, sizeof *r->diff);
     r->significant = calloc((size_t)M, sizeof *r->significant);
@@ -254,8 +274,16 @@ cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out, cx_e
     }
     int n = ref.n;
     r->n_images = n;
-    /* binarise the models */
+    /* binarise the models (their scores kept for the ROC against the truth) */
     for (int a = K; a < K + M; a++) {
+        if (r->has_truth) {
+            mscore[a] = malloc((size_t)(n ? n : 1) * sizeof *mscore[a]);
+            if (!mscore[a]) {
+                st = cx_seterr(err, CX_ENOMEM, "out of memory");
+                goto done;
+            }
+            memcpy(mscore[a], vals[a], (size_t)n * sizeof *mscore[a]);
+        }
         int binary = 1, outside = 0;
         for (int i = 0; i < n; i++) {
             if (vals[a][i] != 0 && vals[a][i] != 1)
@@ -295,6 +323,60 @@ cx_status cx_readers_run(const cx_readers_opts *o, cx_readers_result **out, cx_e
                         "%s calls no image positive for %s: F1 against it is 0 by sklearn's "
                         "zero_division convention",
                         a < K + M ? r->raters[a].name : "truth", o->class_name);
+    }
+    /* operating points and the models' ROC against the truth */
+    for (int a = 0; a < K + M; a++) {
+        cx_rater_result *x = &r->raters[a];
+        x->sens_truth = x->spec_truth = x->auroc_truth = NAN;
+        x->conf_truth = (cx_confusion){NAN, NAN, NAN, NAN};
+    }
+    if (r->has_truth) {
+        int T = L - 1;
+        ytruth = malloc((size_t)(n ? n : 1));
+        if (!ytruth) {
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < n; i++)
+            ytruth[i] = (int8_t)bits[T][i];
+        double sf = 0, st_ = 0;
+        int ok = 1;
+        for (int a = 0; a < K + M; a++) {
+            cx_rater_result *x = &r->raters[a];
+            cx_confusion c = {0, 0, 0, 0};
+            for (int i = 0; i < n; i++) {
+                int p = bits[a][i], y = bits[T][i];
+                if (p && y)
+                    c.tp++;
+                else if (p)
+                    c.fp++;
+                else if (y)
+                    c.fn++;
+                else
+                    c.tn++;
+            }
+            x->conf_truth = c;
+            x->sens_truth = c.tp + c.fn > 0 ? c.tp / (c.tp + c.fn) : NAN;
+            x->spec_truth = c.tn + c.fp > 0 ? c.tn / (c.tn + c.fp) : NAN;
+            if (a < K) {
+                sf += 1 - x->spec_truth;
+                st_ += x->sens_truth;
+                ok &= isfinite(x->sens_truth) && isfinite(x->spec_truth);
+            } else {
+                cx_auroc(mscore[a], ytruth, (size_t)n, &x->auroc_truth);
+                st = cx_roc_curve(mscore[a], ytruth, (size_t)n, 1, &x->roc_fpr, &x->roc_tpr,
+                                  &x->roc_thr, &x->roc_n, err);
+                if (st)
+                    goto done;
+            }
+        }
+        if (ok) {
+            r->reader_mean_fpr = sf / K;
+            r->reader_mean_tpr = st_ / K;
+        } else
+            cx_note_add(&r->n_warnings, &r->warnings,
+                        "the truth has no %s for %s: sensitivity or specificity undefined",
+                        bits_count(bits[T], n) ? "negatives" : "positives", o->class_name);
     }
     /* distinct bit patterns */
     pat = malloc((size_t)n * sizeof *pat);
@@ -442,7 +524,9 @@ done:
     for (int a = 0; a < MAX_RATERS; a++) {
         free(vals[a]);
         free(bits[a]);
+        free(mscore[a]);
     }
+    free(ytruth);
     free(pat);
     free(uid);
     free(upat);
