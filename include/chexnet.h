@@ -750,9 +750,10 @@ typedef struct {
 /* SHA-256 of a file's bytes as 64 lowercase hex digits (+ NUL); *size: bytes
  * read (may be NULL). */
 cx_status cx_sha256_file(const char *path, char hex[65], long long *size, cx_err *err);
-/* Fills p: version, the current UTC time, and the command line from argv
- * (each argument quoted for a POSIX shell when it needs it). */
-cx_status cx_provenance_init(cx_provenance *p, int argc, char *const *argv, cx_err *err);
+/* Fills p: version, the current UTC time, and the command line: program (if
+ * not NULL) and argv, each quoted for a POSIX shell when it needs it. */
+cx_status cx_provenance_init(cx_provenance *p, const char *program, int argc,
+                             char *const *argv, cx_err *err);
 /* Hashes path and appends it to p's inputs under role. */
 cx_status cx_provenance_add_input(cx_provenance *p, const char *role, const char *path,
                                   cx_err *err);

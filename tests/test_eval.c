@@ -585,6 +585,46 @@ static void test_text_limits(void **state)
     assert_int_equal(cx_limits_set(&saved, &err), CX_OK);
 }
 
+/* SHA-256 against the FIPS 180-2 test vectors, and the provenance's command
+ * line quoting. */
+static void test_provenance(void **state)
+{
+    (void)state;
+    cx_err err = {0};
+    char hex[65];
+    long long n;
+    write_file(tmp_path("abc.txt"), "abc");
+    assert_int_equal(cx_sha256_file(tmp_path("abc.txt"), hex, &n, &err), CX_OK);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_int_equal(n, 3);
+    write_file(tmp_path("empty.txt"), "");
+    assert_int_equal(cx_sha256_file(tmp_path("empty.txt"), hex, &n, &err), CX_OK);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    write_file(tmp_path("two.txt"), "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq");
+    assert_int_equal(cx_sha256_file(tmp_path("two.txt"), hex, NULL, &err), CX_OK);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    assert_int_equal(cx_sha256_file(tmp_path("no-such-file"), hex, NULL, &err), CX_EIO);
+    assert_non_null(strstr(err.msg, "no-such-file"));
+
+    cx_provenance p;
+    char *argv[] = {"evaluate", "--title", "it's a test", "--json", "o.json", ""};
+    assert_int_equal(cx_provenance_init(&p, "chexnet", 6, argv, &err), CX_OK);
+    assert_string_equal(p.command_line,
+                        "chexnet evaluate --title 'it'\\''s a test' --json o.json ''");
+    assert_int_equal(strlen(p.created), 20);
+    assert_int_equal(p.created[10], 'T');
+    assert_int_equal(p.created[19], 'Z');
+    assert_string_equal(p.version, CX_VERSION);
+    assert_int_equal(cx_provenance_add_input(&p, "labels", tmp_path("abc.txt"), &err), CX_OK);
+    assert_int_equal(cx_provenance_add_input(&p, "x", tmp_path("no-such-file"), &err), CX_EIO);
+    assert_int_equal(p.n_inputs, 1);
+    assert_string_equal(p.inputs[0].role, "labels");
+    assert_int_equal(p.inputs[0].size, 3);
+    assert_string_equal(p.inputs[0].sha256,
+                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    cx_provenance_free(&p);
+}
+
 int main(void)
 {
     const char *t = getenv("CX_TMP");
@@ -609,6 +649,7 @@ int main(void)
         cmocka_unit_test(test_bootstrap_deterministic),
         cmocka_unit_test(test_bootstrap_matches_naive),
         cmocka_unit_test(test_evaluate_errors),
+        cmocka_unit_test(test_provenance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -246,7 +246,21 @@ static void fmt_stat(char *buf, size_t n, const cx_stat *s, int digits)
         snprintf(buf, n, "%.*f", digits, s->value);
 }
 
+static int evaluate_main(int argc, char **argv, cx_provenance *prov);
+
+/* The provenance's command line is taken before the options are parsed. */
 int cmd_evaluate(int argc, char **argv)
+{
+    cx_provenance prov;
+    cx_err err = {0};
+    if (cx_provenance_init(&prov, "chexnet", argc, argv, &err))
+        return cli_fail(CMD, &err);
+    int rc = evaluate_main(argc, argv, &prov);
+    cx_provenance_free(&prov);
+    return rc;
+}
+
+static int evaluate_main(int argc, char **argv, cx_provenance *prov)
 {
     enum { O_PRED = CLI_OPT_FIRST_FREE, O_LABELS, O_VALPRED, O_JSON, O_REPORT, O_CLASSES,
            O_MODEL, O_IMAGES, O_SAVEPRED, O_TITLE, O_DUMP, O_OP, O_BOOT, O_SEED, O_THREADS,
@@ -401,23 +415,10 @@ int cmd_evaluate(int argc, char **argv)
     cx_pred_table *pred = NULL, *val = NULL;
     cx_labels *labels = NULL;
     cx_eval_result *res = NULL;
-    /* provenance of the JSON and the report: "chexnet evaluate ..." and the inputs */
-    cx_provenance prov, *pv = NULL;
-    memset(&prov, 0, sizeof prov);
+    /* provenance of the JSON and the report: the inputs */
+    cx_provenance *pv = NULL;
     if (json_path || report_dir) {
-        char **av = malloc(((size_t)argc + 1) * sizeof *av);
-        if (!av) {
-            cli_error(CMD, "out of memory");
-            return 1;
-        }
-        av[0] = "chexnet";
-        for (int i = 0; i < argc; i++)
-            av[i + 1] = argv[i];
-        cx_status pst = cx_provenance_init(&prov, argc + 1, av, &err);
-        free(av);
-        if (pst)
-            return cli_fail(CMD, &err);
-        pv = &prov;
+        pv = prov;
         if ((pred_path && cx_provenance_add_input(pv, "predictions", pred_path, &err)) ||
             cx_provenance_add_input(pv, "labels", labels_path, &err) ||
             (val_path && o.rule != CX_OP_THRESHOLD &&
@@ -518,7 +519,6 @@ int cmd_evaluate(int argc, char **argv)
     }
     rc = 0;
 out:
-    cx_provenance_free(&prov);
     cx_eval_free(res);
     cx_labels_free(labels);
     cx_pred_free(pred);

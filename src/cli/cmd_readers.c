@@ -80,7 +80,21 @@ static void fmt_stat(char *buf, size_t n, const cx_stat *s)
         snprintf(buf, n, "%.3f", s->value);
 }
 
+static int readers_main(int argc, char **argv, cx_provenance *prov);
+
+/* The provenance's command line is taken before the options are parsed. */
 int cmd_readers(int argc, char **argv)
+{
+    cx_provenance prov;
+    cx_err err = {0};
+    if (cx_provenance_init(&prov, "chexnet", argc, argv, &err))
+        return cli_fail(CMD, &err);
+    int rc = readers_main(argc, argv, &prov);
+    cx_provenance_free(&prov);
+    return rc;
+}
+
+static int readers_main(int argc, char **argv, cx_provenance *prov)
 {
     enum { O_CLASS = CLI_OPT_FIRST_FREE, O_READER, O_MODEL, O_TRUTH, O_THRESHOLD, O_BOOT, O_SEED,
            O_THREADS, O_JSON, O_REPORT };
@@ -190,34 +204,22 @@ int cmd_readers(int argc, char **argv)
     cx_readers_result *r = NULL;
     if (cx_readers_run(&o, &r, &err))
         return cli_fail(CMD, &err);
-    /* provenance of the JSON and the report */
-    cx_provenance prov;
-    memset(&prov, 0, sizeof prov);
+    /* provenance of the JSON and the report: the inputs */
     if (json_path || report_dir) {
-        char **av = malloc(((size_t)argc + 1) * sizeof *av);
-        int bad = !av;
-        if (av) {
-            av[0] = "chexnet";
-            for (int i = 0; i < argc; i++)
-                av[i + 1] = argv[i];
-            bad = cx_provenance_init(&prov, argc + 1, av, &err) != CX_OK;
-            free(av);
-        } else
-            cx_seterr(&err, CX_ENOMEM, "out of memory");
+        int bad = 0;
         char role[96];
         for (int a = 0; !bad && a < o.n_readers + o.n_models; a++) {
             const cx_rater *x = a < o.n_readers ? &readers[a] : &models[a - o.n_readers];
             snprintf(role, sizeof role, "%s %s", a < o.n_readers ? "reader" : "model", x->name);
-            bad = cx_provenance_add_input(&prov, role, x->path, &err) != CX_OK;
+            bad = cx_provenance_add_input(prov, role, x->path, &err) != CX_OK;
         }
         if (!bad && o.truth_path)
-            bad = cx_provenance_add_input(&prov, "truth", o.truth_path, &err) != CX_OK;
+            bad = cx_provenance_add_input(prov, "truth", o.truth_path, &err) != CX_OK;
         if (bad) {
-            cx_provenance_free(&prov);
             cx_readers_free(r);
             return cli_fail(CMD, &err);
         }
-        r->provenance = &prov;
+        r->provenance = prov;
     }
     for (int i = 0; i < r->n_warnings; i++)
         cli_error(CMD, "warning: %s", r->warnings[i]);
@@ -266,6 +268,5 @@ int cmd_readers(int argc, char **argv)
                     cli_path_in(report_dir, "report.html"));
     }
     cx_readers_free(r);
-    cx_provenance_free(&prov);
     return rc;
 }

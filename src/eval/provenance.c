@@ -72,7 +72,30 @@ static int needs_quotes(const char *a)
     return 0;
 }
 
-cx_status cx_provenance_init(cx_provenance *p, int argc, char *const *argv, cx_err *err)
+static void put_arg(char *s, size_t *pn, const char *a)
+{
+    size_t n = *pn;
+    if (!needs_quotes(a)) {
+        size_t l = strlen(a);
+        memcpy(s + n, a, l);
+        *pn = n + l;
+        return;
+    }
+    /* '...' with each ' written as '\'' */
+    s[n++] = '\'';
+    for (const char *c = a; *c; c++) {
+        if (*c == '\'') {
+            memcpy(s + n, "'\\''", 4);
+            n += 4;
+        } else
+            s[n++] = *c;
+    }
+    s[n++] = '\'';
+    *pn = n;
+}
+
+cx_status cx_provenance_init(cx_provenance *p, const char *program, int argc,
+                             char *const *argv, cx_err *err)
 {
     memset(p, 0, sizeof *p);
     snprintf(p->version, sizeof p->version, "%s", CX_VERSION);
@@ -80,33 +103,19 @@ cx_status cx_provenance_init(cx_provenance *p, int argc, char *const *argv, cx_e
     struct tm tmv;
     if (gmtime_r(&now, &tmv))
         strftime(p->created, sizeof p->created, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-    size_t cap = 1;
+    size_t cap = 1 + (program ? 4 * strlen(program) + 3 : 0);
     for (int i = 0; i < argc; i++)
         cap += 4 * strlen(argv[i]) + 3;
     char *s = malloc(cap);
     if (!s)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
     size_t n = 0;
+    if (program)
+        put_arg(s, &n, program);
     for (int i = 0; i < argc; i++) {
-        if (i)
+        if (n)
             s[n++] = ' ';
-        const char *a = argv[i];
-        if (!needs_quotes(a)) {
-            size_t l = strlen(a);
-            memcpy(s + n, a, l);
-            n += l;
-            continue;
-        }
-        /* '...' with each ' written as '\'' */
-        s[n++] = '\'';
-        for (const char *c = a; *c; c++) {
-            if (*c == '\'') {
-                memcpy(s + n, "'\\''", 4);
-                n += 4;
-            } else
-                s[n++] = *c;
-        }
-        s[n++] = '\'';
+        put_arg(s, &n, argv[i]);
     }
     s[n] = 0;
     p->command_line = s;

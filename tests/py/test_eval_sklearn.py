@@ -459,7 +459,7 @@ def test_report(rng):
     run(["evaluate", "--pred", p, "--labels", lab, "--bootstrap", "100", "--report", d])
     html = open(os.path.join(d, "report.html")).read()
     check("Wang et al. 2017" in html and "0.9371" in html, "paper's Table 2 beside ours")
-    check(html.count("<svg") == 2, "two inline SVG plots")
+    check(html.count("<svg") == 3, "three inline SVG plots (ROC panels, all ROC curves, reliability)")
     for f in ("roc.svg", "roc_panels.svg"):
         root = ET.parse(os.path.join(d, f)).getroot()
         check(root.tag.endswith("svg"), f + " is SVG")
