@@ -13,6 +13,9 @@ uint32_t *cx_eval_sort_desc(const double *score, const int8_t *label, size_t n,
 void cx_eval_rng_seed(uint64_t s[4], uint64_t seed, uint64_t b);
 uint32_t cx_eval_rng_below(uint64_t s[4], uint32_t n);
 
+/* cx_percentile of v[0..m) already sorted ascending. */
+double cx_eval_percentile_sorted(const double *v, size_t m, double q);
+
 /* 2.5 and 97.5 percentiles of the finite values of v[0..m) (v is reordered);
  * NaN when none. */
 void cx_eval_ci95(double *v, size_t m, double *lo, double *hi);

@@ -76,8 +76,8 @@ void cx_eval_ci95(double *v, size_t m, double *lo, double *hi)
         return;
     }
     qsort(v, k, sizeof *v, cmp_d);
-    *lo = cx_percentile(v, k, 2.5);
-    *hi = cx_percentile(v, k, 97.5);
+    *lo = cx_eval_percentile_sorted(v, k, 2.5);
+    *hi = cx_eval_percentile_sorted(v, k, 97.5);
 }
 
 static double now_s(void)
@@ -153,7 +153,45 @@ typedef struct {
     int calib;        /* calibration defined: bins and scores below */
     uint16_t *bin;    /* calibration bin of entry j */
     double *score;    /* score of entry j */
+    size_t *run;      /* [n_runs + 1]: bin runs, entries [run[r], run[r+1]) */
+    int n_runs;
 } sorted_class;
+
+/* The ECE of one resample (multiplicities w) from the class's bin runs:
+ * sum over bins of |sum w*score - sum w*label| / sum w (NaN if no weight).
+ * Four partial sums keep the floating-point additions independent. */
+static double ece_resample(const sorted_class *s, const uint32_t *w)
+{
+    const uint32_t *pk = s->packed;
+    const double *sc = s->score;
+    uint64_t W = 0;
+    double e = 0;
+    for (int r = 0; r < s->n_runs; r++) {
+        size_t j = s->run[r], end = s->run[r + 1];
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        uint64_t y = 0, n = 0;
+        for (; j + 4 <= end; j += 4) {
+            uint32_t e0 = pk[j], e1 = pk[j + 1], e2 = pk[j + 2], e3 = pk[j + 3];
+            uint32_t w0 = w[e0 >> 2], w1 = w[e1 >> 2], w2 = w[e2 >> 2], w3 = w[e3 >> 2];
+            a0 += (double)w0 * sc[j];
+            a1 += (double)w1 * sc[j + 1];
+            a2 += (double)w2 * sc[j + 2];
+            a3 += (double)w3 * sc[j + 3];
+            n += (uint64_t)w0 + w1 + w2 + w3;
+            y += (uint64_t)(w0 & (0u - (e0 & 1u))) + (w1 & (0u - (e1 & 1u))) +
+                 (w2 & (0u - (e2 & 1u))) + (w3 & (0u - (e3 & 1u)));
+        }
+        for (; j < end; j++) {
+            uint32_t w0 = w[pk[j] >> 2];
+            a0 += (double)w0 * sc[j];
+            n += w0;
+            y += w0 & (0u - (pk[j] & 1u));
+        }
+        W += n;
+        e += fabs((a0 + a1) + (a2 + a3) - (double)y);
+    }
+    return W ? e / (double)W : NAN;
+}
 
 /* Calibration bin of p in [0,1] among nb equal-width bins with edges
  * e_i = i * (1/nb) (numpy.linspace): bin i holds (e_i, e_i+1], bin 0 also 0;
@@ -265,18 +303,51 @@ static void calib_full(cx_class_eval *c, const sorted_class *s, int nb)
 /* The ROC bands: for every resample b (the stream of cx_bootstrap_indices)
  * and class, the TPR at the grid's FPRs; then per grid point the 2.5th and
  * 97.5th percentiles over the resamples where the class has positives and
- * negatives. Classes go in blocks of at most ~64 MiB of results, each block
- * drawing the same resamples again. */
-static cx_status band_pass(cx_eval_result *r, const sorted_class *sc_k, int n, int B,
-                           uint64_t seed, int G, cx_err *err)
+ * negatives. Classes go in blocks of at most ~64 MiB of results: the first
+ * block in the main bootstrap loop, the others here, each block drawing the
+ * same resamples again. */
+static int band_block(int nc, int B, int G)
 {
-    int nc = r->n_classes;
     size_t per_class = (size_t)B * (size_t)G * sizeof(double);
     int block = (int)((64u << 20) / (per_class ? per_class : 1));
     if (block < 1)
         block = 1;
-    if (block > nc)
-        block = nc;
+    return block > nc ? nc : block;
+}
+
+/* Band percentiles of classes [k0, k1) from their resamples' TPRs in bt
+ * ([k - k0][b][g]). */
+static void band_ci(cx_eval_result *r, const sorted_class *sc_k, const double *bt, int k0, int k1,
+                    int B, int G, double *tmp)
+{
+    for (int k = k0; k < k1; k++) {
+        cx_class_eval *c = &r->cls[k];
+        if (!sc_k[k].defined)
+            continue;
+        long skipped = 0;
+        for (int g = 0; g < G; g++) {
+            size_t m = 0;
+            for (int b = 0; b < B; b++) {
+                double v = bt[((size_t)(k - k0) * B + b) * G + g];
+                if (isfinite(v))
+                    tmp[m++] = v;
+            }
+            if (g == 0)
+                skipped = B - (long)m;
+            cx_eval_ci95(tmp, m, &c->band_lo[g], &c->band_hi[g]);
+        }
+        c->band_skipped = skipped;
+    }
+}
+
+static cx_status band_pass(cx_eval_result *r, const sorted_class *sc_k, int n, int B,
+                           uint64_t seed, int G, int k_first, cx_err *err)
+{
+    int nc = r->n_classes;
+    if (k_first >= nc)
+        return CX_OK;
+    size_t per_class = (size_t)B * (size_t)G * sizeof(double);
+    int block = band_block(nc, B, G);
     double *bt = malloc((size_t)block * per_class);
     double *tmp = malloc((size_t)B * sizeof *tmp);
     if (!bt || !tmp) {
@@ -285,7 +356,7 @@ static cx_status band_pass(cx_eval_result *r, const sorted_class *sc_k, int n, i
         return cx_seterr(err, CX_ENOMEM, "out of memory (ROC bands)");
     }
     int oom = 0;
-    for (int k0 = 0; k0 < nc; k0 += block) {
+    for (int k0 = k_first; k0 < nc; k0 += block) {
         int k1 = k0 + block < nc ? k0 + block : nc;
         int any = 0;
         for (int k = k0; k < k1; k++)
@@ -328,24 +399,7 @@ static cx_status band_pass(cx_eval_result *r, const sorted_class *sc_k, int n, i
         }
         if (oom)
             break;
-        for (int k = k0; k < k1; k++) {
-            cx_class_eval *c = &r->cls[k];
-            if (!sc_k[k].defined)
-                continue;
-            long skipped = 0;
-            for (int g = 0; g < G; g++) {
-                size_t m = 0;
-                for (int b = 0; b < B; b++) {
-                    double v = bt[((size_t)(k - k0) * B + b) * G + g];
-                    if (isfinite(v))
-                        tmp[m++] = v;
-                }
-                if (g == 0)
-                    skipped = B - (long)m;
-                cx_eval_ci95(tmp, m, &c->band_lo[g], &c->band_hi[g]);
-            }
-            c->band_skipped = skipped;
-        }
+        band_ci(r, sc_k, bt, k0, k1, B, G, tmp);
     }
     free(bt);
     free(tmp);
@@ -394,7 +448,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
     int8_t *vy = NULL;
     double *vsc = NULL;
     sorted_class *sc_k = calloc((size_t)nc, sizeof *sc_k);
-    double *res = NULL, *res_mean = NULL, *tmp = NULL, *res_ece = NULL;
+    double *res = NULL, *res_mean = NULL, *tmp = NULL, *res_ece = NULL, *bt0 = NULL;
+    int band0 = 0; /* classes [0, band0) get their ROC band in the main loop */
     uint64_t *cfp = NULL, *ctp = NULL;
     if (!r || !row || !y || !sc || !sc_k) {
         st = cx_seterr(err, CX_ENOMEM, "out of memory");
@@ -559,6 +614,20 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         }
         s->calib = m > 0 && !outside;
         c->calib_defined = s->calib;
+        s->run = malloc(((size_t)NB + 1) * sizeof *s->run);
+        if (!s->run) {
+            free(vk);
+            st = cx_seterr(err, CX_ENOMEM, "out of memory");
+            goto done;
+        }
+        s->n_runs = 0;
+        if (s->calib) {
+            /* scores descend, so each bin is one run of entries */
+            for (size_t j = 0; j < m; j++)
+                if (j == 0 || s->bin[j] != s->bin[j - 1])
+                    s->run[s->n_runs++] = j;
+            s->run[s->n_runs] = m;
+        }
         if (s->calib)
             calib_full(c, s, NB);
         else {
@@ -628,10 +697,12 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         res = malloc((size_t)B * nc * N_MET * sizeof *res);
         res_mean = malloc((size_t)B * sizeof *res_mean);
         res_ece = malloc((size_t)B * nc * sizeof *res_ece);
+        band0 = band_block(nc, B, G);
+        bt0 = malloc((size_t)band0 * B * G * sizeof *bt0);
         tmp = malloc((size_t)B * sizeof *tmp);
         long *zd = calloc((size_t)nc * 5, sizeof *zd);
         long *skipped = calloc((size_t)nc, sizeof *skipped);
-        if (!res || !res_mean || !res_ece || !tmp || !zd || !skipped) {
+        if (!res || !res_mean || !res_ece || !bt0 || !tmp || !zd || !skipped) {
             free(zd);
             free(skipped);
             st = cx_seterr(err, CX_ENOMEM, "out of memory");
@@ -643,14 +714,15 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
 #pragma omp parallel num_threads(r->threads) reduction(+ : mean_skipped)
         {
             uint32_t *cnt = malloc((size_t)n * sizeof *cnt);
-            double *bsum = malloc(2 * (size_t)NB * sizeof *bsum);
-            if (!cnt || !bsum) {
+            uint64_t *bfp = malloc(((size_t)n + 1) * sizeof *bfp);
+            uint64_t *btp = malloc(((size_t)n + 1) * sizeof *btp);
+            if (!cnt || !bfp || !btp) {
 #pragma omp atomic write
                 oom = 1;
             }
 #pragma omp for schedule(dynamic, 8)
             for (int b = 0; b < B; b++) {
-                if (!cnt || !bsum)
+                if (!cnt || !bfp || !btp)
                     continue;
                 memset(cnt, 0, (size_t)n * sizeof *cnt);
                 uint64_t s4[4];
@@ -664,32 +736,21 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                     const uint32_t *pk = s->packed;
                     uint64_t P = 0, N = 0, gp = 0, gn = 0, twice = 0, tp = 0, fp = 0;
                     size_t thr = s->thr_len;
-                    /* ECE: per bin, the sums of the drawn scores and labels */
+                    int band = k < band0;
+                    size_t nq = 1;
+                    bfp[0] = btp[0] = 0;
+                    /* ECE: per calibration bin (a run of the sorted
+                     * entries), the sums of the drawn scores and positives */
                     res_ece[(size_t)b * nc + k] = NAN;
-                    if (s->calib) {
-                        memset(bsum, 0, 2 * (size_t)NB * sizeof *bsum);
-                        uint64_t W = 0;
-                        for (size_t j = 0; j < s->m; j++) {
-                            uint32_t w = cnt[pk[j] >> 2];
-                            if (!w)
-                                continue;
-                            W += w;
-                            bsum[2 * s->bin[j]] += w * s->score[j];
-                            bsum[2 * s->bin[j] + 1] += (double)(w * (pk[j] & 1u));
-                        }
-                        if (W) {
-                            double e = 0;
-                            for (int q = 0; q < NB; q++)
-                                e += fabs(bsum[2 * q] - bsum[2 * q + 1]);
-                            res_ece[(size_t)b * nc + k] = e / (double)W;
-                        }
-                    }
+                    if (s->calib)
+                        res_ece[(size_t)b * nc + k] = ece_resample(s, cnt);
                     for (size_t j = 0; j < s->m; j++) {
                         uint32_t e = pk[j];
                         uint64_t w = cnt[e >> 2];
                         uint64_t pos = e & 1u;
                         gp += w & (0 - pos);
                         gn += w & (pos - 1);
+
                         if (e & 2u) {
                             twice += gn * (2 * P + gp);
                             P += gp;
@@ -699,7 +760,18 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                                 tp = P;
                                 fp = N;
                             }
+                            bfp[nq] = N;
+                            btp[nq] = P;
+                            nq++;
                         }
+                    }
+                    if (band) {
+                        double *ob = bt0 + ((size_t)k * B + b) * G;
+                        if (s->defined && P && N)
+                            band_eval(bfp, btp, nq, N, P, G, ob);
+                        else
+                            for (int g = 0; g < G; g++)
+                                ob[g] = NAN;
                     }
                     double *o = res + ((size_t)b * nc + k) * N_MET;
                     if (P == 0 || N == 0) {
@@ -736,7 +808,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                 }
             }
             free(cnt);
-            free(bsum);
+            free(bfp);
+            free(btp);
         }
         if (oom) {
             free(zd);
@@ -757,7 +830,10 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                 cx_eval_ci95(tmp, m, &c->ece.lo, &c->ece.hi);
             }
         }
-        st = band_pass(r, sc_k, n, B, opts->seed, G, err);
+        band_ci(r, sc_k, bt0, 0, band0, B, G, tmp);
+        free(bt0);
+        bt0 = NULL;
+        st = band_pass(r, sc_k, n, B, opts->seed, G, band0, err);
         r->boot_seconds = now_s() - t0;
         if (st) {
             free(zd);
@@ -809,8 +885,10 @@ done:
             free(sc_k[k].packed);
             free(sc_k[k].bin);
             free(sc_k[k].score);
+            free(sc_k[k].run);
         }
     free(res_ece);
+    free(bt0);
     free(cfp);
     free(ctp);
     free(sc_k);

@@ -316,6 +316,13 @@ double cx_percentile(double *v, size_t m, double q)
     if (m == 0)
         return NAN;
     qsort(v, m, sizeof *v, cmp_double);
+    return cx_eval_percentile_sorted(v, m, q);
+}
+
+double cx_eval_percentile_sorted(const double *v, size_t m, double q)
+{
+    if (m == 0)
+        return NAN;
     double qf = q / 100.0;
     /* numpy's method="linear": virtual index n*q + (1 - q) - 1 */
     double vi = (double)m * qf + (1.0 - qf) - 1.0;
