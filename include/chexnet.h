@@ -768,6 +768,8 @@ typedef struct {
                                of [0,1] (10)                               */
     int band_points;        /* ROC band: FPR grid 0, 1/(G-1), ..., 1 with
                                G points (101)                              */
+    int roc_bands;          /* 1: bootstrap the ROC bands (default); 0: the
+                               curve on the grid only (saves time)         */
 } cx_eval_opts;
 
 /* One bin of a reliability diagram: scores in (lo, hi] (the first bin also

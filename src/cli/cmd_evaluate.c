@@ -382,6 +382,7 @@ static int evaluate_main(int argc, char **argv, cx_provenance *prov)
     o.threshold = threshold;
     o.band_points = (int)band_points;
     o.calib_bins = (int)calib_bins;
+    o.roc_bands = report_dir || roc_bands; /* the bands' bootstrap where they are shown */
     if (op) {
         if (!strcmp(op, "maxf1"))
             o.rule = CX_OP_MAXF1;

@@ -35,6 +35,7 @@ void cx_eval_opts_default(cx_eval_opts *o)
     o->threshold = 0.5;
     o->calib_bins = 10;
     o->band_points = 101;
+    o->roc_bands = 1;
 }
 
 void cx_eval_free(cx_eval_result *r)
@@ -193,6 +194,55 @@ static double ece_resample(const sorted_class *s, const uint32_t *w)
     return W ? e / (double)W : NAN;
 }
 
+/* One resample's walk of a class's sorted entries with multiplicities w:
+ * the Mann-Whitney sum, the totals, the counts at the operating point and,
+ * when store (a constant, so that each case compiles to its own loop), the
+ * cumulative counts at the origin and at each tie group's end. */
+typedef struct {
+    uint64_t P, N, twice, tp, fp;
+} walk_sums;
+
+static inline __attribute__((always_inline)) size_t
+walk(const sorted_class *s, const uint32_t *cnt, const int store, uint64_t *bfp, uint64_t *btp,
+     walk_sums *out)
+{
+    const uint32_t *pk = s->packed;
+    uint64_t P = 0, N = 0, gp = 0, gn = 0, twice = 0, tp = 0, fp = 0;
+    size_t thr = s->thr_len, nq = 0;
+    if (store) {
+        bfp[0] = btp[0] = 0;
+        nq = 1;
+    }
+    for (size_t j = 0; j < s->m; j++) {
+        uint32_t e = pk[j];
+        uint64_t w = cnt[e >> 2];
+        uint64_t pos = e & 1u;
+        gp += w & (0 - pos);
+        gn += w & (pos - 1);
+        if (e & 2u) {
+            twice += gn * (2 * P + gp);
+            P += gp;
+            N += gn;
+            gp = gn = 0;
+            if (j + 1 == thr) {
+                tp = P;
+                fp = N;
+            }
+            if (store) {
+                bfp[nq] = N;
+                btp[nq] = P;
+                nq++;
+            }
+        }
+    }
+    out->P = P;
+    out->N = N;
+    out->twice = twice;
+    out->tp = tp;
+    out->fp = fp;
+    return nq;
+}
+
 /* Calibration bin of p in [0,1] among nb equal-width bins with edges
  * e_i = i * (1/nb) (numpy.linspace): bin i holds (e_i, e_i+1], bin 0 also 0;
  * that is, the number of inner edges below p (numpy.searchsorted, as
@@ -224,13 +274,27 @@ static void band_eval(const uint64_t *fp, const uint64_t *tp, size_t q, uint64_t
     uint64_t G1 = (uint64_t)(G - 1);
     for (int g = 0; g < G; g++) {
         uint64_t gn = (uint64_t)g * N; /* f = g/G1 <=> x*G1 vs g*N */
-        while (j < q && fp[j] * G1 < gn)
-            j++;
-        size_t k = j;
-        while (k < q && fp[k] * G1 == gn)
-            k++;
-        if (k > j) {
-            out[g] = (double)tp[k - 1] / (double)P;
+        /* j: the first point at FPR >= f (binary search from the last j) */
+        size_t lo = j, hi = q;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (fp[mid] * G1 < gn)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        j = lo;
+        if (j < q && fp[j] * G1 == gn) {
+            /* the last point at FPR f: the highest TPR there */
+            size_t a = j, b = q;
+            while (a + 1 < b) {
+                size_t mid = a + (b - a) / 2;
+                if (fp[mid] * G1 == gn)
+                    a = mid;
+                else
+                    b = mid;
+            }
+            out[g] = (double)tp[a] / (double)P;
             continue;
         }
         /* j >= 1 (fp[0] = 0 < f) and j < q (the last point is at FPR 1) */
@@ -697,8 +761,8 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         res = malloc((size_t)B * nc * N_MET * sizeof *res);
         res_mean = malloc((size_t)B * sizeof *res_mean);
         res_ece = malloc((size_t)B * nc * sizeof *res_ece);
-        band0 = band_block(nc, B, G);
-        bt0 = malloc((size_t)band0 * B * G * sizeof *bt0);
+        band0 = opts->roc_bands ? band_block(nc, B, G) : 0;
+        bt0 = malloc((size_t)(band0 ? band0 : 1) * B * G * sizeof *bt0);
         tmp = malloc((size_t)B * sizeof *tmp);
         long *zd = calloc((size_t)nc * 5, sizeof *zd);
         long *skipped = calloc((size_t)nc, sizeof *skipped);
@@ -733,38 +797,19 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
                 int mdeg = 0;
                 for (int k = 0; k < nc; k++) {
                     const sorted_class *s = &sc_k[k];
-                    const uint32_t *pk = s->packed;
-                    uint64_t P = 0, N = 0, gp = 0, gn = 0, twice = 0, tp = 0, fp = 0;
-                    size_t thr = s->thr_len;
                     int band = k < band0;
-                    size_t nq = 1;
-                    bfp[0] = btp[0] = 0;
                     /* ECE: per calibration bin (a run of the sorted
                      * entries), the sums of the drawn scores and positives */
                     res_ece[(size_t)b * nc + k] = NAN;
                     if (s->calib)
                         res_ece[(size_t)b * nc + k] = ece_resample(s, cnt);
-                    for (size_t j = 0; j < s->m; j++) {
-                        uint32_t e = pk[j];
-                        uint64_t w = cnt[e >> 2];
-                        uint64_t pos = e & 1u;
-                        gp += w & (0 - pos);
-                        gn += w & (pos - 1);
-
-                        if (e & 2u) {
-                            twice += gn * (2 * P + gp);
-                            P += gp;
-                            N += gn;
-                            gp = gn = 0;
-                            if (j + 1 == thr) {
-                                tp = P;
-                                fp = N;
-                            }
-                            bfp[nq] = N;
-                            btp[nq] = P;
-                            nq++;
-                        }
-                    }
+                    walk_sums ws;
+                    size_t nq = 0;
+                    if (band)
+                        nq = walk(s, cnt, 1, bfp, btp, &ws);
+                    else
+                        walk(s, cnt, 0, NULL, NULL, &ws);
+                    uint64_t P = ws.P, N = ws.N, twice = ws.twice, tp = ws.tp, fp = ws.fp;
                     if (band) {
                         double *ob = bt0 + ((size_t)k * B + b) * G;
                         if (s->defined && P && N)
@@ -833,7 +878,7 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         band_ci(r, sc_k, bt0, 0, band0, B, G, tmp);
         free(bt0);
         bt0 = NULL;
-        st = band_pass(r, sc_k, n, B, opts->seed, G, band0, err);
+        st = band_pass(r, sc_k, n, B, opts->seed, G, opts->roc_bands ? band0 : nc, err);
         r->boot_seconds = now_s() - t0;
         if (st) {
             free(zd);
