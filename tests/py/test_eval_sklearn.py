@@ -480,6 +480,9 @@ def test_model_path():
     run(["evaluate", "--pred", saved, "--labels", NIH_META, "--bootstrap", "100", "--json", j2])
     a, b = json.load(open(j1)), json.load(open(j2))
     check(a["n_images"] == 22, "22 NIH images predicted")
+    roles = [x["role"] for x in a["provenance"]["inputs"]]
+    check(roles.count("image") == 22 and "model" in roles and "labels" in roles,
+          "--model: the model, the labels and every image in the provenance")
     for c in a["auroc"]:
         check(abs((a["auroc"][c]["value"] or 0) - (b["auroc"][c]["value"] or 0)) < 1e-6,
               "--model vs --pred of the saved predictions (%s)" % c)
