@@ -842,9 +842,12 @@ void cx_eval_free(cx_eval_result *r);
  *  "mean_auroc":{..},"operating_points":{..},...}: atomic. */
 cx_status cx_eval_write_json(const cx_eval_result *r, const char *path, cx_err *err);
 /* Creates DIR if needed and writes DIR/report.html (self-contained: tables
- * and ROC curves as inline SVG), DIR/roc.svg (all classes, with a legend) and
- * DIR/roc_panels.svg (one panel per class, operating point marked); with
- * ChestX-ray14 classes, the paper's Table 2 beside ours. title may be NULL. */
+ * and ROC curves as inline SVG), DIR/roc.svg (all classes, with a legend),
+ * DIR/roc_panels.svg (one panel per class, operating point marked, bootstrap
+ * band shaded) and DIR/reliability.svg (reliability diagrams); with
+ * ChestX-ray14 classes, the CheXNet paper's Table 2 beside ours (cited); the
+ * provenance when r->provenance is set. title may be NULL. The JSON adds
+ * "calibration", "roc_band" (when r->json_roc_bands) and "provenance". */
 cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir,
                                const char *title, cx_err *err);
 /* Writes the first n_resamples bootstrap resamples' indices (one line each)
@@ -921,7 +924,11 @@ void cx_readers_free(cx_readers_result *r);
 cx_status cx_readers_write_json(const cx_readers_result *r, const char *path,
                                 cx_err *err);
 /* Creates DIR if needed and writes DIR/report.html: the Table 1 equivalent,
- * the differences with their conclusion, and the pairwise F1 matrix. */
+ * the differences with their conclusion, and the pairwise F1 matrix; with a
+ * truth, the operating points against it and the figure of the models' ROC
+ * curves with each reader's point and their mean (also DIR/roc_readers.svg);
+ * the provenance when r->provenance is set. The JSON adds "vs_truth" and
+ * "provenance". */
 cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir,
                                   cx_err *err);
 

@@ -762,11 +762,11 @@ cx_status cx_evaluate(const cx_pred_table *pred, const cx_labels *labels,
         res_mean = malloc((size_t)B * sizeof *res_mean);
         res_ece = malloc((size_t)B * nc * sizeof *res_ece);
         band0 = opts->roc_bands ? band_block(nc, B, G) : 0;
-        bt0 = malloc((size_t)(band0 ? band0 : 1) * B * G * sizeof *bt0);
+        bt0 = band0 ? malloc((size_t)band0 * B * G * sizeof *bt0) : NULL;
         tmp = malloc((size_t)B * sizeof *tmp);
         long *zd = calloc((size_t)nc * 5, sizeof *zd);
         long *skipped = calloc((size_t)nc, sizeof *skipped);
-        if (!res || !res_mean || !res_ece || !bt0 || !tmp || !zd || !skipped) {
+        if (!res || !res_mean || !res_ece || (band0 && !bt0) || !tmp || !zd || !skipped) {
             free(zd);
             free(skipped);
             st = cx_seterr(err, CX_ENOMEM, "out of memory");

@@ -1067,8 +1067,8 @@ cx_status cx_readers_write_report(const cx_readers_result *r, const char *dir, c
     }
     cx_tb_puts(&b,
                "</table>\n<p class=\"ci\">For reference: on 420 frontal chest X-rays "
-               "labelled for pneumonia by 4 radiologists, CheXNet reached an F1 of 0.435 (95% CI "
-               "0.387, 0.481) against a radiologist average of 0.387 (95% CI 0.330, 0.442) "
+               "annotated by 4 radiologists, CheXNet's F1 for pneumonia was 0.435 (95% CI "
+               "0.387, 0.481) and the radiologists' average 0.387 (95% CI 0.330, 0.442) "
                "(P. Rajpurkar, J. Irvin et al., &ldquo;CheXNet: Radiologist-Level Pneumonia "
                "Detection on Chest X-Rays with Deep Learning&rdquo;, arXiv:1711.05225, 2017).</p>\n");
     if (r->has_truth) {
