@@ -164,6 +164,28 @@ def test_calibration_chexpert():
             got = cal["ece"]["ci95"]
             check(close(got[0], lo, 1e-9) and close(got[1], hi, 1e-9),
                   "%s %s ECE CI %r vs numpy %r" % (model, c, got, (lo, hi)))
+    # labels with uncertain (-1) and blank entries: only the labelled images
+    # count, in the resamples too
+    lab = os.path.join(CHEXPERT, "labeler/chexbert_labels.csv")
+    lrows = table(lab)
+    p = PRED % "drnet"
+    preds = list(csv.DictReader(open(p)))
+    out, dump, B = os.path.join(TMP, "cal_chexbert.json"), os.path.join(TMP, "cal_chexbert_rs.txt"), 100
+    run(["evaluate", "--pred", p, "--labels", lab, "--bootstrap", str(B), "--seed", "4", "--json", out,
+         "--dump-resamples", dump, "--dump-count", str(B)])
+    j = json.load(open(out))
+    idx = np.loadtxt(dump, dtype=np.int64)
+    for c, cal in j["calibration"]["classes"].items():
+        v = np.array([lrows[q["Study"]][c] in ("0.0", "1.0") for q in preds])
+        y = np.array([float(lrows[q["Study"]][c]) if ok else -1 for q, ok in zip(preds, v)])
+        s = np.array([float(q[c]) for q in preds])
+        check(sum(b["n"] for b in cal["bins"]) == int(v.sum()), "chexbert %s: labelled images binned" % c)
+        check(close(cal["ece"]["value"], ece_np(y[v], s[v], 10)), "chexbert %s ECE" % c)
+        eces = [ece_weighted(y[v], s[v], np.bincount(idx[b], minlength=len(y))[v].astype(float), 10)
+                for b in range(B)]
+        lo, hi = np.percentile(eces, [2.5, 97.5])
+        got = cal["ece"]["ci95"]
+        check(close(got[0], lo, 1e-9) and close(got[1], hi, 1e-9), "chexbert %s ECE CI" % c)
     # scores > 1 (desmond's): no calibration, a warning, null ECE
     out = os.path.join(TMP, "cal_desmond.json")
     r = run(["evaluate", "--pred", PRED % "desmond", "--labels", GT, "--bootstrap", "20", "--json", out])
