@@ -844,8 +844,9 @@ cx_status cx_eval_write_json(const cx_eval_result *r, const char *path, cx_err *
 /* Creates DIR if needed and writes DIR/report.html (self-contained: tables
  * and ROC curves as inline SVG), DIR/roc.svg (all classes, with a legend),
  * DIR/roc_panels.svg (one panel per class, operating point marked, bootstrap
- * band shaded) and DIR/reliability.svg (reliability diagrams); with
- * ChestX-ray14 classes, the CheXNet paper's Table 2 beside ours (cited); the
+ * band shaded) and DIR/reliability.svg (reliability diagrams); with two or
+ * more classes, all ChestX-ray14's, the CheXNet paper's Table 2 beside ours
+ * (cited); the
  * provenance when r->provenance is set. title may be NULL. The JSON adds
  * "calibration", "roc_band" (when r->json_roc_bands) and "provenance". */
 cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir,

@@ -627,7 +627,9 @@ cx_status cx_eval_write_report(const cx_eval_result *r, const char *dir, const c
     if (st)
         return st;
 
-    int nih = 1;
+    /* the paper's columns beside a multi-finding evaluation of ChestX-ray14
+     * classes (not beside a one-class model, e.g. paediatric pneumonia) */
+    int nih = r->n_classes >= 2;
     for (int k = 0; k < r->n_classes; k++)
         if (paper_row(r->cls[k].name) < 0)
             nih = 0;
