@@ -607,6 +607,76 @@ void cx_cam_colormap(float t, uint8_t rgb[3]);
 cx_status cx_cam_overlay(const cx_image *xray, const float *cam, int h, int w,
                          float alpha, cx_image *out, cx_err *err);
 
+/* Colour scale of a heat map.
+ *  - CX_CAM_SCALE_IMAGE: the map's own minimum and maximum (after
+ *    upsampling) are colours 0 and 1, as cx_cam_upsample: every map has a
+ *    hot spot, even a confident negative's.
+ *  - CX_CAM_SCALE_MODEL: one fixed range per class, raw map values [lo, hi]
+ *    from the model's "cam_range" metadata, clamped: a map below lo is
+ *    colour 0 everywhere, so a negative looks cold and colours compare
+ *    between images. */
+typedef enum { CX_CAM_SCALE_IMAGE = 0, CX_CAM_SCALE_MODEL = 1 } cx_cam_scale;
+const char *cx_cam_scale_name(cx_cam_scale s); /* "image", "model" */
+/* "image" or "model" (case-insensitive) to *out; -1 on anything else. */
+int cx_cam_scale_parse(const char *s, cx_cam_scale *out);
+
+/* The model's "cam_range" metadata: a JSON array of one [lo, hi] pair per
+ * class (in the order of "classes"), finite numbers with lo < hi: the raw
+ * map values (cx_cam_compute's map) of colours 0 and 1 under the model
+ * scale. lo and hi: [n_classes] each. *found = 0 (and CX_OK) when the key
+ * is absent; a malformed value is CX_EFORMAT, the message naming model_name
+ * (the model file, for messages) and the key. */
+cx_status cx_model_cam_range(const cx_model *m, const char *model_name, float *lo,
+                             float *hi, int *found, cx_err *err);
+
+/* Upsampling as cx_cam_upsample (bilinear, half-pixel centres) without the
+ * normalisation; *min and *max (may be NULL) get the upsampled map's range. */
+cx_status cx_cam_upsample_raw(const float *cam, int h, int w, int H, int W, float *dst,
+                              float *min, float *max, cx_err *err);
+/* The map upsampled to [H][W] and put on a colour scale: t in [0, 1].
+ * CX_CAM_SCALE_IMAGE gives cx_cam_upsample's values (lo, hi unused);
+ * CX_CAM_SCALE_MODEL maps raw lo..hi to 0..1, clamped. *range_lo and
+ * *range_hi (may be NULL) get the raw values of colours 0 and 1. */
+cx_status cx_cam_scale_map(const float *cam, int h, int w, int H, int W,
+                           cx_cam_scale scale, float lo, float hi, float *dst,
+                           float *range_lo, float *range_hi, cx_err *err);
+
+/* How an overlay is drawn (cx_cam_overlay_ex). */
+typedef struct {
+    float alpha;            /* opacity in [0, 1] (blend as cx_cam_overlay) */
+    cx_cam_scale scale;
+    float lo, hi;           /* CX_CAM_SCALE_MODEL: the class's raw range   */
+    const char *class_name; /* the legend's class (NULL: not named)        */
+    float probability;      /* the legend's probability (NaN: not shown)   */
+    int legend;             /* 1: add the legend band below the X-ray      */
+} cx_cam_style;
+/* alpha 0.5, image scale, no class, no probability, legend on. */
+void cx_cam_style_default(cx_cam_style *s);
+
+/* Where the legend went (all 0 without a legend); rows and columns of the
+ * output image, ends exclusive. */
+typedef struct {
+    int band_y, band_h;     /* the band: rows [band_y, band_y + band_h)     */
+    int bar_x0, bar_x1;     /* the colour bar: columns [bar_x0, bar_x1) ... */
+    int bar_y0, bar_y1;     /* ... and rows; column x is cx_cam_colormap(
+                               (x - bar_x0) / (bar_x1 - bar_x0 - 1))        */
+    int font_px;            /* the text's size in pixels                    */
+} cx_cam_legend_geom;
+
+/* Heat map overlay with a style. The X-ray region (rows [0, height)) is
+ * cx_cam_overlay's blend with t from cx_cam_scale_map; with the legend, a
+ * dark band is added below the X-ray, so nothing covers the lungs. It holds
+ * the class and probability, the colour bar with the raw map values of its
+ * two ends and the scale's name, and "Research use only - not a medical
+ * device". Its text and bar are sized from the image's width (the text is
+ * 2.5% of it, at least 11 pixels; a line too long for the width wraps), so
+ * the legend reads the same at 224 and at 3000 pixels. out: a new RGB image
+ * of the X-ray's width and its height plus the band's; geom (may be NULL)
+ * gets the legend's place. */
+cx_status cx_cam_overlay_ex(const cx_image *xray, const float *cam, int h, int w,
+                            const cx_cam_style *style, cx_image *out,
+                            cx_cam_legend_geom *geom, cx_err *err);
+
 /* -------------------------------------------------------------- evaluation */
 /* Evaluation (src/data/labels.c, src/eval/): label and prediction tables,
  * exact AUROC, ROC curves, operating points, percentile-bootstrap CIs, the
@@ -758,6 +828,59 @@ cx_status cx_provenance_init(cx_provenance *p, const char *program, int argc,
 cx_status cx_provenance_add_input(cx_provenance *p, const char *role, const char *path,
                                   cx_err *err);
 void cx_provenance_free(cx_provenance *p);
+/* Localisation: heat maps against radiologists' boxes (src/cam/localize.c).
+ * A box is x, y (top left), w, h in the original image's pixels, the frame
+ * of ChestX-ray14's BBox_List_2017.csv; a pixel (px, py) belongs to a box
+ * when its centre (px + 0.5, py + 0.5) lies in [x, x + w) x [y, y + h). An
+ * item is one image and one class with at least one box of that class; its
+ * raw map (cx_cam_compute) is upsampled to the original image's size
+ * (cx_cam_upsample_raw: the network saw the whole image, resized), then:
+ *  - pointing game: the share of the map's maximal pixels that lie in a box
+ *    (1 or 0 for a single peak; with tied maxima, e.g. the plateau that
+ *    upsampling makes at a border, the chance that a peak chosen among them
+ *    falls in a box);
+ *  - IoU: the pixels at or above min + threshold * (max - min) of the
+ *    upsampled map (all of them for a constant map) against the union of
+ *    the boxes: |map & boxes| / |map | boxes|.
+ * Per class and overall, the means over items, with percentile-bootstrap
+ * 95% CIs over images: resample b draws the group's images with
+ * cx_bootstrap_indices(seed, b, number of images in the group) and takes
+ * the mean over the items of the drawn images. */
+typedef struct {
+    double x, y, w, h;
+} cx_box;
+typedef struct {
+    int image;              /* image id: items of one image share it        */
+    int cls;                /* class index in [0, n_classes)                */
+    const float *map;       /* raw map [h][w]                                */
+    int h, w;
+    int width, height;      /* the original image's size (the boxes' frame) */
+    int n_boxes;
+    const cx_box *boxes;
+} cx_loc_item;
+typedef struct {
+    double threshold;       /* fraction of the map's range, in [0, 1] (0.5) */
+    int n_bootstrap;        /* resamples (10000); 0: no CIs                  */
+    uint64_t seed;          /* 0                                             */
+} cx_loc_opts;
+void cx_loc_opts_default(cx_loc_opts *o);
+typedef struct {
+    int n_items, n_images;
+    cx_stat pointing, iou;  /* NaN when the group has no items               */
+} cx_loc_stat;
+typedef struct {
+    int n_classes;
+    cx_loc_stat *per_class; /* [n_classes]                                   */
+    cx_loc_stat overall;
+    int n_items;
+    double *hit, *iou;      /* [n_items]: each item's figures                */
+} cx_loc_result;
+/* One item's pointing-game score and IoU. */
+cx_status cx_loc_item_eval(const cx_loc_item *it, double threshold, double *hit,
+                           double *iou, cx_err *err);
+cx_status cx_localize(const cx_loc_item *items, int n_items, int n_classes,
+                      const cx_loc_opts *opts, cx_loc_result *out, cx_err *err);
+void cx_loc_result_free(cx_loc_result *r);
 
 typedef struct {
     int n_bootstrap;        /* resamples (10000); 0: no CIs */

@@ -9,6 +9,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake pkg-config libpng-dev libjpeg-dev zlib1g-dev
       libssl-dev libdcmtk-dev libmicrohttpd-dev libgd-dev
+      libfreetype-dev fonts-dejavu-core  # the heat map legend's text
       libopenmpi-dev openmpi-bin)  # multi-process training (optional for the build)
 if [ "${1:-}" = "--test" ]; then
   PKGS+=(libcmocka-dev python3 python3-numpy python3-torch python3-torchvision

@@ -15,7 +15,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   $SUDO dpkg --add-architecture arm64
 fi
 PKGS=(crossbuild-essential-arm64 cmake qemu-user libpng-dev:arm64 libjpeg-dev:arm64
-      zlib1g-dev:arm64 libssl-dev:arm64 libcmocka-dev:arm64)
+      zlib1g-dev:arm64 libssl-dev:arm64 libcmocka-dev:arm64 libfreetype-dev:arm64)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
