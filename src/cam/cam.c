@@ -313,7 +313,7 @@ cx_status cx_model_cam_range(const cx_model *m, const char *model_name, float *l
         const cx_json *p = cx_json_at(root, (size_t)k);
         double a, b;
         if (p->type != CX_JSON_ARRAY || cx_json_count(p) != 2 ||
-            !cx_json_double(cx_json_at(p, 0), &a) || !cx_json_double(cx_json_at(p, 1), &b) ||
+            cx_json_double(cx_json_at(p, 0), &a) || cx_json_double(cx_json_at(p, 1), &b) ||
             !isfinite(a) || !isfinite(b) || !isfinite((float)a) || !isfinite((float)b) ||
             !((float)a < (float)b)) {
             st = cx_seterr(err, CX_EFORMAT,

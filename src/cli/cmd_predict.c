@@ -3,6 +3,7 @@
  *   chexnet predict [--model FILE] [--format json|csv|table] [--ten-crop]
  *                   [--batch N] [--threads T] [--cam DIR]
  *                   [--cam-class NAME|all] [--cam-alpha A]
+ *                   [--cam-scale image|model] [--no-cam-legend]
  *                   [--backend cpu|ref] INPUT...
  *
  * INPUT: an image file (PNG/JPEG/DICOM, format from its content), a directory
@@ -44,6 +45,7 @@ static void usage(FILE *f)
             "usage: chexnet predict [--model FILE] [--format json|csv|table] [--ten-crop]\n"
             "                       [--batch N] [--threads T] [--cam DIR]\n"
             "                       [--cam-class NAME|all] [--cam-alpha A]\n"
+            "                       [--cam-scale image|model] [--no-cam-legend]\n"
             "                       [--backend cpu|ref] [--precision fp32|bf16] INPUT...\n\n"
             "Probabilities of each finding for chest X-ray images (PNG, JPEG or DICOM).\n\n"
             "  INPUT             an image, a directory (recursed: *.png, *.jpg, *.jpeg,\n"
@@ -64,6 +66,15 @@ static void usage(FILE *f)
             "  --cam-class C     class for the maps: a class name, or 'all'\n"
             "                    (default: the most probable class of each image)\n"
             "  --cam-alpha A     overlay opacity in [0, 1] (default 0.5)\n"
+            "  --cam-scale S     the maps' colour scale: 'model', one fixed range per\n"
+            "                    class from the model's cam_range metadata, so colours\n"
+            "                    compare between images and a confident negative looks\n"
+            "                    cold; or 'image', each map's own min-max (it always has\n"
+            "                    a hot spot). Default: model, or image (with a warning)\n"
+            "                    when the model has no cam_range\n"
+            "  --no-cam-legend   the overlay alone, at the X-ray's size (default: a band\n"
+            "                    below the X-ray with the colour bar and its scale, the\n"
+            "                    class, the probability and a research-use notice)\n"
             "  --backend B       cpu (BLAS + OpenMP, default) or ref (plain C)\n"
             "  --precision P     fp32 (default, matches PyTorch) or bf16: the dense\n"
             "                    blocks' convolutions in bfloat16 with fp32 sums,\n"
@@ -343,6 +354,9 @@ typedef struct {
     const char *cam_dir;
     int cam_cls;           /* -1: most probable; -2: all */
     double alpha;
+    cx_cam_scale cam_scale;
+    const float *cam_lo, *cam_hi; /* [classes]: the model's cam_range */
+    int cam_legend;
     float *cam;
     int cam_h, cam_w;
     float *prob;           /* [per_pass][classes] */
@@ -397,9 +411,20 @@ static int print_files_batch(void *user, const cli_batch *b)
             if (!st)
                 st = cx_cam_compute(fo->cam_ctx ? fo->cam_ctx : fo->ctx, m, j, c, fo->cam,
                                     &fo->cam_h, &fo->cam_w, &err);
+            cx_cam_style sty;
+            cx_cam_style_default(&sty);
+            sty.alpha = (float)fo->alpha;
+            sty.scale = fo->cam_scale;
+            if (fo->cam_scale == CX_CAM_SCALE_MODEL) {
+                sty.lo = fo->cam_lo[c];
+                sty.hi = fo->cam_hi[c];
+            }
+            sty.class_name = cx_model_class_name(m, c);
+            sty.probability = prob[(size_t)j * nc + c];
+            sty.legend = fo->cam_legend;
             if (!st)
-                st = cx_cam_overlay(&b->keep[j], fo->cam, fo->cam_h, fo->cam_w,
-                                    (float)fo->alpha, &ov, &err);
+                st = cx_cam_overlay_ex(&b->keep[j], fo->cam, fo->cam_h, fo->cam_w, &sty, &ov,
+                                       NULL, &err);
             if (!st)
                 st = cx_image_save_png(&ov, out, &err);
             if (st) {
@@ -419,7 +444,7 @@ static int print_files_batch(void *user, const cli_batch *b)
 int cmd_predict(int argc, char **argv)
 {
     enum { O_MODEL = CLI_OPT_FIRST_FREE, O_FORMAT, O_TENCROP, O_BATCH, O_THREADS, O_CAM,
-           O_CAMCLASS, O_CAMALPHA, O_BACKEND, O_PRECISION };
+           O_CAMCLASS, O_CAMALPHA, O_BACKEND, O_PRECISION, O_CAMSCALE, O_NOCAMLEGEND };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"format", required_argument, 0, O_FORMAT},
@@ -429,6 +454,8 @@ int cmd_predict(int argc, char **argv)
         {"cam", required_argument, 0, O_CAM},
         {"cam-class", required_argument, 0, O_CAMCLASS},
         {"cam-alpha", required_argument, 0, O_CAMALPHA},
+        {"cam-scale", required_argument, 0, O_CAMSCALE},
+        {"no-cam-legend", no_argument, 0, O_NOCAMLEGEND},
         {"backend", required_argument, 0, O_BACKEND},
         {"precision", required_argument, 0, O_PRECISION},
         {0, 0, 0, 0}};
@@ -437,6 +464,8 @@ int cmd_predict(int argc, char **argv)
     int ten_crop = 0;
     long batch = 16, threads = 0;
     double alpha = 0.5;
+    int cam_scale = -1; /* -1: model when the model has a cam_range, else image */
+    int cam_legend = 1;
     cx_backend_id backend = CX_BACKEND_CPU;
     int prec = CX_PRECISION_F32;
     cli_getopt g;
@@ -488,6 +517,18 @@ int cmd_predict(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_CAMSCALE: {
+            cx_cam_scale sc;
+            if (cx_cam_scale_parse(optarg, &sc)) {
+                cli_error(CMD, "unknown --cam-scale '%s' (image or model)", optarg);
+                return 2;
+            }
+            cam_scale = (int)sc;
+            break;
+        }
+        case O_NOCAMLEGEND:
+            cam_legend = 0;
+            break;
         case O_BACKEND:
             if (!strcmp(optarg, "cpu"))
                 backend = CX_BACKEND_CPU;
@@ -529,8 +570,8 @@ int cmd_predict(int argc, char **argv)
         free(args.v);
         return 2;
     }
-    if (cam_class && !cam_dir) {
-        cli_error(CMD, "--cam-class needs --cam DIR");
+    if ((cam_class || cam_scale >= 0 || !cam_legend) && !cam_dir) {
+        cli_error(CMD, "--cam-class, --cam-scale and --no-cam-legend need --cam DIR");
         free(args.v);
         return 2;
     }
@@ -612,8 +653,47 @@ int cmd_predict(int argc, char **argv)
             }
         }
     }
+    /* the colour scale: the model's cam_range, when it has one */
+    float *cam_lo = NULL, *cam_hi = NULL;
+    if (cam_dir) {
+        int found = 0;
+        cam_lo = malloc(sizeof(float) * (size_t)nc);
+        cam_hi = malloc(sizeof(float) * (size_t)nc);
+        if (!cam_lo || !cam_hi || cx_model_cam_range(m, model_path, cam_lo, cam_hi, &found, &err)) {
+            if (!cam_lo || !cam_hi)
+                cli_error(CMD, "out of memory");
+            else
+                cli_fail(CMD, &err);
+            free(cam_lo);
+            free(cam_hi);
+            cx_model_free(m);
+            cli_strvec_free(&files);
+            return 1;
+        }
+        if (!found && cam_scale == CX_CAM_SCALE_MODEL) {
+            cli_error(CMD, "--cam-scale model: %s has no \"cam_range\" metadata (the fixed "
+                           "range of each class's maps; chexnet calibrate adds it); use "
+                           "--cam-scale image",
+                      model_path);
+            free(cam_lo);
+            free(cam_hi);
+            cx_model_free(m);
+            cli_strvec_free(&files);
+            return 1;
+        }
+        if (cam_scale < 0) {
+            cam_scale = found ? CX_CAM_SCALE_MODEL : CX_CAM_SCALE_IMAGE;
+            if (!found)
+                cli_error(CMD, "warning: %s has no \"cam_range\" metadata: the heat maps use "
+                               "each image's own min-max (--cam-scale image), so every map "
+                               "has a hot spot; chexnet calibrate adds the range",
+                          model_path);
+        }
+    }
     if (cam_dir && cx_mkdir_p(cam_dir, &err)) {
         cli_error(CMD, "the CAM folder: %s", err.msg);
+        free(cam_lo);
+        free(cam_hi);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;
@@ -659,6 +739,8 @@ int cmd_predict(int argc, char **argv)
     if (files.n == 0) {
         if (!nerr)
             cli_error(CMD, "no input images");
+        free(cam_lo);
+        free(cam_hi);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;
@@ -701,8 +783,9 @@ int cmd_predict(int argc, char **argv)
 
     cli_progress prog;
     cli_progress_start(&prog, "predict", "img", (long)files.n);
-    files_out fo = {m, &files, fmt, ctx, cam_ctx, cam_dir, cam_cls, alpha, cam, cam_h, cam_w,
-                    prob, cam_logits, rc};
+    files_out fo = {m, &files, fmt, ctx, cam_ctx, cam_dir, cam_cls, alpha,
+                    (cx_cam_scale)(cam_scale < 0 ? 0 : cam_scale), cam_lo, cam_hi, cam_legend,
+                    cam, cam_h, cam_w, prob, cam_logits, rc};
     long done_n = 0;
     cli_infer in = {0};
     in.m = m;
@@ -728,6 +811,8 @@ int cmd_predict(int argc, char **argv)
     free(cam_logits);
 done:
     free(cam);
+    free(cam_lo);
+    free(cam_hi);
     cx_ctx_free(cam_ctx);
     cx_ctx_free(ctx);
     cx_model_free(m);
