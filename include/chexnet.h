@@ -653,9 +653,10 @@ typedef struct {
 /* alpha 0.5, image scale, no class, no probability, legend on. */
 void cx_cam_style_default(cx_cam_style *s);
 
-/* Where the legend went (all 0 without a legend); rows and columns of the
- * output image, ends exclusive. */
+/* The colour scale's ends, and where the legend went (the places are 0
+ * without a legend): rows and columns of the output image, ends exclusive. */
 typedef struct {
+    float lo, hi;           /* the raw map values of colours 0 and 1         */
     int band_y, band_h;     /* the band: rows [band_y, band_y + band_h)     */
     int bar_x0, bar_x1;     /* the colour bar: columns [bar_x0, bar_x1) ... */
     int bar_y0, bar_y1;     /* ... and rows; column x is cx_cam_colormap(

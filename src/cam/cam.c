@@ -537,6 +537,8 @@ cx_status cx_cam_overlay_ex(const cx_image *xray, const float *cam, int h, int w
         }
     }
     free(t);
+    g.lo = rlo;
+    g.hi = rhi;
     if (band) {
         g.band_y = H;
         g.band_h = band;

@@ -10,7 +10,9 @@
  *                      ?cam=CLASS (or "auto": the most probable) adds the
  *                      heat map overlay as a PNG in base64; &layers=1 adds
  *                      the X-ray and the coloured map as separate PNGs (the
- *                      viewer blends them with its opacity slider)
+ *                      viewer blends them with its opacity slider);
+ *                      &cam_scale=image|model the map's colour scale (as
+ *                      chexnet predict --cam-scale; the same default)
  *   POST /v1/dicom     a DICOM X-ray -> the result objects for its study
  *                      (multipart/related of application/dicom parts)
  * Errors are JSON {"error": "..."}: 400 corrupt, 401 token, 404, 405,
@@ -55,6 +57,8 @@ typedef struct {
     float *thresholds;
     serve_batcher *b;
     int cam_h, cam_w;
+    float *cam_lo, *cam_hi;   /* the model's cam_range, or NULL */
+    cx_cam_scale cam_scale;   /* the default: model with a cam_range, else image */
     atomic_int stopping;
     pthread_mutex_t mu;
     pthread_cond_t idle;
@@ -156,7 +160,7 @@ static int class_index(server *S, const char *name)
 /* the X-ray (shrunk to LAYER_MAX_SIDE) and its coloured map with the blend
  * weight of cx_cam_overlay in the alpha channel, as two PNGs in base64 */
 static cx_status add_layers(server *S, sbuf *out, const cx_image *xray, const float *cam,
-                            cx_err *err)
+                            const cx_cam_style *sty, cx_err *err)
 {
     cx_image small = {0};
     const cx_image *x = xray;
@@ -178,7 +182,8 @@ static cx_status add_layers(server *S, sbuf *out, const cx_image *xray, const fl
         st = cx_seterr(err, CX_ENOMEM, "out of memory");
         goto out;
     }
-    if ((st = cx_cam_upsample(cam, S->cam_h, S->cam_w, x->height, x->width, t, err)))
+    if ((st = cx_cam_scale_map(cam, S->cam_h, S->cam_w, x->height, x->width, sty->scale,
+                               sty->lo, sty->hi, t, NULL, NULL, err)))
         goto out;
     for (size_t i = 0; i < np; i++) {
         cx_cam_colormap(t[i], rgba + 4 * i);
@@ -264,6 +269,17 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
 {
     const char *cam_arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam");
     const char *layers_arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "layers");
+    const char *scale_arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "cam_scale");
+    cx_cam_scale scale = S->cam_scale;
+    if (scale_arg && cx_cam_scale_parse(scale_arg, &scale))
+        return send_error(S, c, r, 400, NULL, "unknown cam_scale '%s' (image or model)",
+                          scale_arg);
+    if (scale == CX_CAM_SCALE_MODEL && !S->cam_lo)
+        return send_error(S, c, r, 400, NULL,
+                          "cam_scale=model: the model %s has no \"cam_range\" metadata (the "
+                          "fixed range of each class's maps; chexnet calibrate adds it); use "
+                          "cam_scale=image",
+                          S->model_name);
     int cam_class = -1;
     if (cam_arg) {
         if (!*cam_arg || !strcasecmp(cam_arg, "auto"))
@@ -324,20 +340,33 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
         cx_image ov = {0};
         uint8_t *png = NULL;
         size_t n = 0;
-        st = cx_cam_overlay(&im, cam, S->cam_h, S->cam_w, CAM_ALPHA, &ov, &err);
+        cx_cam_style sty;
+        cx_cam_style_default(&sty);
+        sty.alpha = CAM_ALPHA;
+        sty.scale = scale;
+        if (scale == CX_CAM_SCALE_MODEL) {
+            sty.lo = S->cam_lo[f.cam_used];
+            sty.hi = S->cam_hi[f.cam_used];
+        }
+        sty.class_name = cx_model_class_name(S->m, f.cam_used);
+        sty.probability = cx_sigmoid(logits[f.cam_used]);
+        cx_cam_legend_geom geom;
+        st = cx_cam_overlay_ex(&im, cam, S->cam_h, S->cam_w, &sty, &ov, &geom, &err);
         if (!st)
             st = serve_png_encode(ov.data, ov.width, ov.height, 3, &png, &n, &err);
         cx_image_free(&ov);
         if (!st) {
             sb_puts(&o, ", \"cam_class\": ");
             sb_json_str(&o, cx_model_class_name(S->m, f.cam_used));
+            sb_printf(&o, ", \"cam_scale\": \"%s\", \"cam_range\": [%.9g, %.9g]",
+                      cx_cam_scale_name(scale), geom.lo, geom.hi);
             sb_puts(&o, ", \"cam_png_base64\": \"");
             sb_base64(&o, png, n);
             sb_puts(&o, "\"");
         }
         free(png);
         if (!st && layers)
-            st = add_layers(S, &o, &im, cam, &err);
+            st = add_layers(S, &o, &im, cam, &sty, &err);
         if (st) {
             free(o.p);
             ret = send_error(S, c, r, http_status(st) == 400 ? 500 : http_status(st), NULL,
@@ -377,8 +406,11 @@ static enum MHD_Result handle_model(server *S, struct MHD_Connection *c, req *r)
         sb_json_str(&o, cx_model_class_name(S->m, k));
         sb_printf(&o, ": %.9g", S->thresholds[k]);
     }
-    sb_printf(&o, "}, \"input_size\": %d, \"cam_alpha\": %g, \"colormap\": [",
-              cx_model_input_size(S->m), CAM_ALPHA);
+    sb_printf(&o, "}, \"input_size\": %d, \"cam_alpha\": %g, \"cam_scale\": \"%s\", "
+              "\"cam_scales\": [\"image\"%s]",
+              cx_model_input_size(S->m), CAM_ALPHA, cx_cam_scale_name(S->cam_scale),
+              S->cam_lo ? ", \"model\"" : "");
+    sb_puts(&o, ", \"colormap\": [");
     for (int i = 0; i < 256; i++) {
         uint8_t rgb[3];
         cx_cam_colormap(i / 255.0f, rgb);
@@ -459,8 +491,19 @@ static enum MHD_Result handle_dicom(server *S, struct MHD_Connection *c, req *r)
     const char **lp = malloc(sizeof(char *) * (size_t)(S->nc + 4 + CX_IMAGE_MAX_WARNINGS));
     enum MHD_Result ret;
     cx_status st = prob && names && warn && lines && lp ? CX_OK : CX_ENOMEM;
+    /* the overlay without the legend band: the Secondary Capture keeps the
+     * X-ray's rows and columns (its labels are burned in at the top) */
+    cx_cam_style sty;
+    cx_cam_style_default(&sty);
+    sty.alpha = CAM_ALPHA;
+    sty.legend = 0;
+    sty.scale = S->cam_scale;
+    if (!st && S->cam_scale == CX_CAM_SCALE_MODEL) {
+        sty.lo = S->cam_lo[f.cam_used];
+        sty.hi = S->cam_hi[f.cam_used];
+    }
     if (!st)
-        st = cx_cam_overlay(&f.im, f.cam, S->cam_h, S->cam_w, CAM_ALPHA, &ov, &err);
+        st = cx_cam_overlay_ex(&f.im, f.cam, S->cam_h, S->cam_w, &sty, &ov, NULL, &err);
     if (st) {
         ret = send_error(S, c, r, st == CX_ENOMEM ? 503 : 500, NULL, "heat map: %s",
                          st == CX_ENOMEM ? "out of memory" : err.msg);
@@ -475,7 +518,9 @@ static enum MHD_Result handle_dicom(server *S, struct MHD_Connection *c, req *r)
         snprintf(lines[nl++], 160, "%-20s %.3f%s", names[k], prob[k],
                  prob[k] >= S->thresholds[k] ? "  (at or above threshold)" : "");
     }
-    snprintf(lines[nl++], 160, "heat map: %s", names[f.cam_used]);
+    snprintf(lines[nl++], 160, "heat map: %s (colour scale: %s)", names[f.cam_used],
+             S->cam_scale == CX_CAM_SCALE_MODEL ? "the model's fixed range"
+                                                 : "this image's min-max");
     for (int w = 0; w < f.info.n_warnings; w++) {
         warn[w] = f.info.warnings[w];
         snprintf(lines[nl++], 160, "WARNING: %s", f.info.warnings[w]);
@@ -767,6 +812,8 @@ void serve_stop(serve_server *h, const char *why)
     serve_batcher_free(S->b);
     cx_model_free(S->m);
     free(S->thresholds);
+    free(S->cam_lo);
+    free(S->cam_hi);
     if (h->ai)
         freeaddrinfo(h->ai);
     free(h);
@@ -828,6 +875,26 @@ int serve_start(const serve_opts *o, serve_server **out)
         return 1;
     }
     serve_batcher_cam_size(S->b, &S->cam_h, &S->cam_w);
+    /* the heat maps' colour scale: the model's cam_range when it has one */
+    S->cam_lo = malloc(sizeof(float) * (size_t)S->nc);
+    S->cam_hi = malloc(sizeof(float) * (size_t)S->nc);
+    int found = 0;
+    if (!S->cam_lo || !S->cam_hi ||
+        cx_model_cam_range(S->m, o->model_path, S->cam_lo, S->cam_hi, &found, &err)) {
+        fprintf(stderr, "chexnet serve: %s\n", S->cam_lo && S->cam_hi ? err.msg : "out of memory");
+        serve_stop(h, NULL);
+        return 1;
+    }
+    S->cam_scale = found ? CX_CAM_SCALE_MODEL : CX_CAM_SCALE_IMAGE;
+    if (!found) {
+        free(S->cam_lo);
+        free(S->cam_hi);
+        S->cam_lo = S->cam_hi = NULL;
+        fprintf(stderr, "chexnet serve: warning: %s has no \"cam_range\" metadata: heat maps "
+                        "use each image's own min-max (cam_scale=image); chexnet calibrate "
+                        "adds the range\n",
+                o->model_path);
+    }
     pthread_mutex_init(&S->mu, NULL);
     pthread_cond_init(&S->idle, NULL);
 
