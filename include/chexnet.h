@@ -882,6 +882,24 @@ cx_status cx_loc_item_eval(const cx_loc_item *it, double threshold, double *hit,
 cx_status cx_localize(const cx_loc_item *items, int n_items, int n_classes,
                       const cx_loc_opts *opts, cx_loc_result *out, cx_err *err);
 void cx_loc_result_free(cx_loc_result *r);
+/* A list of radiologists' boxes: ChestX-ray14's BBox_List_2017.csv (plain
+ * or gzip), "Image Index,Finding Label,x,y,w,h" by position (the official
+ * header reads "Bbox [x,y,w,h]" and has trailing empty fields). The label
+ * "Infiltrate" is read as "Infiltration", the class's name everywhere else.
+ * Read with the CSV reader's limits (cx_limits); a bad row is CX_EFORMAT
+ * naming the file and line. */
+typedef struct {
+    char *image;            /* as in the file, e.g. "00002578_000.png"       */
+    char *label;            /* the finding                                   */
+    cx_box box;
+    long line;              /* 1-based line in the file                      */
+} cx_box_entry;
+typedef struct {
+    int n;
+    cx_box_entry *v;
+} cx_box_list;
+cx_status cx_box_list_read(const char *path, cx_box_list *out, cx_err *err);
+void cx_box_list_free(cx_box_list *l);
 
 typedef struct {
     int n_bootstrap;        /* resamples (10000); 0: no CIs */

@@ -20,6 +20,7 @@ int cmd_train(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_localize(int argc, char **argv);
 
 /* The option parser of every subcommand: getopt_long (GNU conventions:
  * --opt value and --opt=value, unambiguous abbreviations, options and

@@ -13,6 +13,7 @@ static const command COMMANDS[] = {
     {"predict", cmd_predict, "probabilities (and CAM heatmaps) for X-ray images"},
     {"evaluate", cmd_evaluate, "AUROC with bootstrap CIs, operating points, ROC report"},
     {"readers", cmd_readers, "reader study: model F1 vs radiologists (paper's Table 1)"},
+    {"localize", cmd_localize, "heat maps against radiologists' boxes (pointing game, IoU)"},
     {"train", cmd_train, "train a DenseNet on ChestX-ray14 or a manifest"},
     {"split", cmd_split, "patient-level train/val/test split and its counts"},
     {"prepare", cmd_prepare, "decode and resize a dataset once into a packed file"},
