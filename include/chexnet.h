@@ -840,9 +840,10 @@ void cx_provenance_free(cx_provenance *p);
  *    (1 or 0 for a single peak; with tied maxima, e.g. the plateau that
  *    upsampling makes at a border, the chance that a peak chosen among them
  *    falls in a box);
- *  - IoU: the pixels at or above min + threshold * (max - min) of the
- *    upsampled map (all of them for a constant map) against the union of
- *    the boxes: |map & boxes| / |map | boxes|.
+ *  - IoU: the pixels of the upsampled map with v - min >= threshold *
+ *    (max - min) (in double: all of them for a constant map, only the peaks
+ *    at threshold 1) against the union of the boxes:
+ *    |map & boxes| / |map | boxes|.
  * Per class and overall, the means over items, with percentile-bootstrap
  * 95% CIs over images: resample b draws the group's images with
  * cx_bootstrap_indices(seed, b, number of images in the group) and takes

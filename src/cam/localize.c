@@ -72,7 +72,10 @@ cx_status cx_loc_item_eval(const cx_loc_item *it, double threshold, double *hit,
         for (int y = y0; y < y1; y++)
             memset(in + (size_t)y * W + x0, 1, (size_t)(x1 - x0));
     }
-    double thr = (double)lo + threshold * ((double)hi - (double)lo);
+    /* v - lo >= threshold * (hi - lo): the differences of floats are exact in
+     * double and there is one rounding (the product), so threshold 1 keeps
+     * exactly the peaks and 0 every pixel */
+    const double range = (double)hi - (double)lo, cut = threshold * range;
     size_t n_max = 0, n_max_in = 0, inter = 0, uni = 0;
     for (size_t p = 0; p < n; p++) {
         float v = up[p];
@@ -80,7 +83,7 @@ cx_status cx_loc_item_eval(const cx_loc_item *it, double threshold, double *hit,
             n_max++;
             n_max_in += in[p];
         }
-        int m = hi > lo ? (double)v >= thr : 1;
+        int m = (double)v - (double)lo >= cut;
         inter += m && in[p];
         uni += m || in[p];
     }
