@@ -134,8 +134,8 @@ def main():
                        capture_output=True, text=True)
     want = json.loads(r.stdout)["probabilities"]
     camdir = os.path.join(TMP, "cam")
-    subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--cam", camdir, frontal],
-                   capture_output=True)
+    subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--cam", camdir,
+                    "--no-cam-legend", frontal], capture_output=True)
     from PIL import Image
     overlay = np.array(Image.open(os.path.join(camdir, "w12_jpegls.Pneumonia.png")))
 

@@ -161,8 +161,9 @@ def main():
     for f in sorted(os.listdir(camdir)):
         im = Image.open(os.path.join(camdir, f))
         src = by_stem.get(f.split(".")[0])
-        check("CAM overlay %s is RGB of the X-ray's size" % f,
-              src is not None and im.mode == "RGB" and im.size == sizes[src])
+        check("CAM overlay %s is RGB: the X-ray with the legend band below" % f,
+              src is not None and im.mode == "RGB" and im.size[0] == sizes[src][0] and
+              im.size[1] > sizes[src][1])
     camall = os.path.join(TMP, "cam_all")
     predict(["--model", mpath, "--format", "csv", "--cam", camall, "--cam-class", "all",
              small_paths[0]])

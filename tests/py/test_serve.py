@@ -141,6 +141,12 @@ def basic(model, files, extra):
             ok = x.shape[:2] == hm.shape[:2] and hm.shape[2] == 4 and \
                 int(hm[:, :, 3].min()) >= 63
         check("?cam=auto&layers=1: the X-ray and an RGBA heat map", ok, "%d" % st)
+        # colour scales: this model has no cam_range, so the image's own
+        check("/v1/model: the image scale only", info.get("cam_scale") == "image" and
+              info.get("cam_scales") == ["image"], str(info.get("cam_scales")))
+        check("?cam=: cam_scale image and the map's range", st == 200 and
+              res.get("cam_scale") == "image" and len(res.get("cam_range", [])) == 2 and
+              res["cam_range"][0] < res["cam_range"][1], str(res.get("cam_range")))
         if "lateral" in extra:
             st, res = s.predict(open(extra["lateral"], "rb").read())
             n_ok += st == 200
@@ -203,6 +209,11 @@ def basic(model, files, extra):
         check("an unknown cam class -> 400", st == 400 and "Pneumonia" in res.get("error", ""),
               str(res))
         codes[st] = codes.get(st, 0) + 1
+        for q in ("?cam=Pneumonia&cam_scale=model", "?cam=Pneumonia&cam_scale=fixed"):
+            st, res = s.predict(png, q)
+            check("%s on a model without cam_range: 400 saying why" % q, st == 400 and
+                  "cam_scale" in res.get("error", ""), "%d %s" % (st, res))
+            codes[st] = codes.get(st, 0) + 1
         st, hd, body = s.request("GET", "/v1/predict")
         check("GET /v1/predict -> 405 with Allow: POST", st == 405 and hd.get("Allow") == "POST",
               "%d %s" % (st, hd.get("Allow")))
@@ -324,11 +335,43 @@ def sigterm(model, png, want):
           "%s %s" % (rc, err.strip()))
 
 
+def cam_scales(model, files):
+    """a model with a cam_range: model scale by default, both on request,
+    each the overlay of chexnet predict --cam-scale"""
+    ranged = os.path.join(TMP, "ranged.safetensors")
+    subprocess.run([cxtest.CHEXNET, "export", model, "-o", ranged, "--meta",
+                    "cam_range=[[-4.5, 9.25]]"], check=True, capture_output=True)
+    path = files["png-1024"]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    with Server("--model", ranged) as s:
+        st, hd, body = s.request("GET", "/v1/model")
+        info = json.loads(body) if st == 200 else {}
+        check("/v1/model with a cam_range: both scales, model by default",
+              info.get("cam_scale") == "model" and info.get("cam_scales") == ["image", "model"],
+              str(info.get("cam_scales")))
+        for q, scale in (("", "model"), ("&cam_scale=model", "model"),
+                         ("&cam_scale=image", "image")):
+            camdir = os.path.join(TMP, "cam_" + scale)
+            subprocess.run([cxtest.CHEXNET, "predict", "--model", ranged, "--cam", camdir,
+                            "--cam-scale", scale, path], capture_output=True)
+            ref = png_pixels(open(os.path.join(camdir, stem + ".Pneumonia.png"), "rb").read())
+            st, res = s.predict(open(path, "rb").read(), "?cam=Pneumonia" + q)
+            got = png_pixels(base64.b64decode(res.get("cam_png_base64", ""))) \
+                if st == 200 else None
+            check("?cam=Pneumonia%s: cam_scale %s, predict --cam-scale %s's overlay"
+                  % (q, scale, scale),
+                  got is not None and res.get("cam_scale") == scale and
+                  got.shape == ref.shape and np.array_equal(got, ref) and
+                  (scale == "image" or res.get("cam_range") == [-4.5, 9.25]),
+                  "%d %s" % (st, res.get("cam_range")))
+
+
 def main():
     os.makedirs(TMP, exist_ok=True)
     model = model_path()
     files, extra = inputs()
     basic(model, files, extra)
+    cam_scales(model, files)
     batching(model, files)
     png = open(files["png-512"], "rb").read()
     token(model, png)

@@ -94,8 +94,8 @@ def main():
                        capture_output=True, text=True)
     want = {json.loads(line)["image"]: json.loads(line) for line in r.stdout.splitlines()}
     camdir = os.path.join(TMP, "cam")
-    subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--cam", camdir] + files,
-                   capture_output=True)
+    subprocess.run([cxtest.CHEXNET, "predict", "--model", model, "--cam", camdir,
+                    "--no-cam-legend"] + files, capture_output=True)
 
     out = os.path.join(TMP, "viewer.json")
     with Server("--model", model) as s:
