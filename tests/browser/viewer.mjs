@@ -5,7 +5,8 @@
 //   node viewer.mjs URL OUT.json FILE...
 //
 // For each FILE it records the probabilities the page shows (text and exact
-// value), the warnings, the status line, and the overlay canvas as PNG data
+// value), the warnings, the status line, the colour scale shown, and the
+// overlay canvas as PNG data
 // at opacity 0.5 (the default), 0 and 1. The checks are in the Python test.
 import { chromium } from "playwright-core";
 import fs from "node:fs";
@@ -63,6 +64,13 @@ try {
       r.rendered = await page.$eval("#overlay", (c) => c.dataset.rendered === "1" &&
                                                      c.style.display === "block");
       r.camClass = await page.$eval("#overlay", (c) => c.dataset.camClass);
+      r.scale = await page.evaluate(() => ({
+        value: document.getElementById("cam-scale").value,
+        options: [...document.getElementById("cam-scale").options].map((o) => [o.value, o.disabled]),
+        caption: document.getElementById("cb-scale").textContent,
+        lo: document.getElementById("cb-lo").textContent,
+        hi: document.getElementById("cb-hi").textContent,
+      }));
       r.canvas = {};
       for (const a of ["0.5", "0", "1"]) {
         await page.$eval("#opacity", (el, v) => {

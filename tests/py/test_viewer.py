@@ -134,6 +134,12 @@ def main():
                   any("lateral" in x for x in got["warnings"]), str(got["warnings"]))
         check("%s: the overlay rendered" % name, got.get("rendered") is True and
               got.get("camClass") == "Pneumonia", str(got.get("rendered")))
+        sc = got.get("scale") or {}
+        check("%s: the colour scale: the image's min-max (no cam_range), its range shown"
+              % name, sc.get("value") == "image" and
+              sc.get("options") == [["model", True], ["image", False]] and
+              "min-max" in sc.get("caption", "") and
+              sc.get("lo", "").split(" ")[0].lstrip("-").replace(".", "").isdigit(), str(sc))
         if not got.get("canvas"):
             continue
         c0, c5, c1 = (pixels(got["canvas"][a]) for a in ("0", "0.5", "1"))
