@@ -407,6 +407,54 @@ static void test_localize_cases(void **state)
     assert_int_equal(cx_localize(items, 3, 3, &o, &r, &err), CX_EARG);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_box_list(void **state)
+{
+    (void)state;
+    cx_err err = {0};
+    char path[1200];
+    snprintf(path, sizeof path, "%s/boxes.csv", g_dir);
+    /* the official header (commas inside, trailing empty fields) */
+    write_text(path, "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                     "a.png,Infiltrate,1.5,2,3,4\n"
+                     "b.png,Nodule,10,20,30,40,,\n");
+    cx_box_list l;
+    assert_int_equal(cx_box_list_read(path, &l, &err), CX_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.v[0].image, "a.png");
+    assert_string_equal(l.v[0].label, "Infiltration");
+    assert_true(l.v[0].box.x == 1.5 && l.v[0].box.y == 2 && l.v[0].box.w == 3 &&
+                l.v[0].box.h == 4);
+    assert_string_equal(l.v[1].label, "Nodule");
+    assert_int_equal(l.v[1].line, 3);
+    cx_box_list_free(&l);
+    static const char *bad[][2] = {
+        {"Image Index,Finding Label,x,y,w,h\na.png,Nodule,1,2,3,4\na.png,Nodule,1,x,3,4\n",
+         "line 3"},
+        {"Image Index,Finding Label,x,y,w,h\na.png,Nodule,1,2,0,4\n", "line 2"},
+        {"Image Index,Finding Label,x,y,w,h\na.png,Nodule,1,2,3\n", "line 2"},
+        {"Image Index,Finding Label,x,y,w,h\na.png,Nodule,1,2,3,4,5\n", "line 2"},
+        {"Image Index,Finding Label,x,y,w,h\n,Nodule,1,2,3,4\n", "line 2"},
+        {"Image Index,Finding Label,x,y,w,h\na.png,Nodule,1,2,3,inf\n", "line 2"},
+        {"image,label,x,y,w,h\na.png,Nodule,1,2,3,4\n", "Image Index"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        write_text(path, bad[k][0]);
+        memset(&err, 0, sizeof err);
+        cx_status st = cx_box_list_read(path, &l, &err);
+        if (st != CX_EFORMAT || !strstr(err.msg, bad[k][1]) || !strstr(err.msg, "boxes.csv"))
+            fail_msg("case %zu: status %d, '%s'", k, st, err.msg);
+        assert_int_equal(l.n, 0);
+    }
+}
+
 int main(void)
 {
     const char *t = getenv("CX_TMP");
@@ -418,7 +466,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_legend),         cmocka_unit_test(test_legend_off_and_errors),
         cmocka_unit_test(test_model_scale),    cmocka_unit_test(test_cam_range_meta),
-        cmocka_unit_test(test_localize_cases),
+        cmocka_unit_test(test_localize_cases), cmocka_unit_test(test_box_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

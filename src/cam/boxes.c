@@ -59,19 +59,20 @@ cx_status cx_box_list_read(const char *path, cx_box_list *out, cx_err *err)
             ok = !cx_csv_parse_double(row->fields[2 + k], &v[k]) && isfinite(v[k]);
         for (int k = 6; ok && k < row->n_fields; k++)
             ok = blank(row->fields[k]);
+        const long line = row->line;
         if (!ok) {
             cx_box_list_free(out);
             cx_csv_free(t);
             return cx_seterr(err, CX_EFORMAT,
                              "%s line %ld: expected IMAGE,FINDING,x,y,w,h (numbers) and "
                              "nothing after",
-                             path, row->line);
+                             path, line);
         }
         if (!(v[2] > 0 && v[3] > 0)) {
             cx_box_list_free(out);
             cx_csv_free(t);
             return cx_seterr(err, CX_EFORMAT, "%s line %ld: the box's width and height must be "
-                             "positive (%g x %g)", path, row->line, v[2], v[3]);
+                             "positive (%g x %g)", path, line, v[2], v[3]);
         }
         cx_box_entry *e = &out->v[out->n];
         const char *lab = row->fields[1];

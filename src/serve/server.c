@@ -274,7 +274,7 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
     if (scale_arg && cx_cam_scale_parse(scale_arg, &scale))
         return send_error(S, c, r, 400, NULL, "unknown cam_scale '%s' (image or model)",
                           scale_arg);
-    if (scale == CX_CAM_SCALE_MODEL && !S->cam_lo)
+    if (scale == CX_CAM_SCALE_MODEL && !S->cam_lo && cam_arg)
         return send_error(S, c, r, 400, NULL,
                           "cam_scale=model: the model %s has no \"cam_range\" metadata (the "
                           "fixed range of each class's maps; chexnet calibrate adds it); use "
