@@ -275,6 +275,64 @@ cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value,
 int cx_model_num_meta(const cx_model *m);
 const cx_kv *cx_model_meta_at(const cx_model *m, int i);
 
+/* The operating point and calibration a model carries (metadata written by
+ * `chexnet calibrate`, checked when the model loads and whenever set):
+ *   "thresholds":  JSON array, one number in (0, 1) per class in the order of
+ *                  "classes": class c is positive when its (temperature-
+ *                  scaled) probability p >= t[c];
+ *   "temperature": JSON array, one positive number per class:
+ *                  p = sigmoid(logit / T[c]).
+ * A malformed value, a wrong count or a value out of range is a load error
+ * naming the file and the key. */
+/* 1 and t[classes] filled when the model has thresholds, else 0 (t may be
+ * NULL to ask). */
+int cx_model_thresholds(const cx_model *m, float *t);
+/* T[classes] (may be NULL) filled with the temperatures, 1 without them;
+ * returns 1 when the model has them. */
+int cx_model_temperature(const cx_model *m, float *T);
+/* Class cls's probability from its logit: cx_sigmoid(logit / T[cls]); without
+ * temperature metadata exactly cx_sigmoid(logit). */
+float cx_model_probability(const cx_model *m, int cls, float logit);
+/* Set them (metadata and parsed values), checked as at load. */
+cx_status cx_model_set_thresholds(cx_model *m, const float *t, cx_err *err);
+cx_status cx_model_set_temperature(cx_model *m, const float *T, cx_err *err);
+
+/* Calibration arithmetic (src/model/calibration.c) for one class over n
+ * images: logits or probabilities with 0/1 labels y. */
+#define CX_CALIB_T_MIN 0.01
+#define CX_CALIB_T_MAX 100.0
+/* Mean binary cross-entropy (NLL) of sigmoid(logit / T). */
+double cx_calib_nll(const float *logit, const uint8_t *y, size_t n, double T);
+/* The T in [CX_CALIB_T_MIN, CX_CALIB_T_MAX] minimising cx_calib_nll: the
+ * NLL is convex in 1/T, and its derivative's zero is found by bisection on
+ * log(1/T) to double precision. *at_bound (may be NULL): the minimum lies at
+ * or beyond a bound (e.g. separable data), which T is then. */
+cx_status cx_calib_fit_temperature(const float *logit, const uint8_t *y, size_t n,
+                                   double *T, int *at_bound, cx_err *err);
+/* Expected calibration error over `bins` equal-width bins of [0, 1]:
+ * sum over bins of (n_b / n) |mean p - fraction positive|. */
+double cx_calib_ece(const float *p, const uint8_t *y, size_t n, int bins);
+/* How an operating threshold is chosen on probabilities p (positive when
+ * p >= t; the candidates are the distinct values of p, as scikit-learn's
+ * roc_curve):
+ *   YOUDEN       max sensitivity + specificity - 1; ties: the highest
+ *   SENSITIVITY  the highest t with sensitivity >= target
+ *   SPECIFICITY  the lowest t with specificity >= target (error if none)
+ *   F1           max F1; ties: the highest
+ *   FIXED        t = target
+ * A chosen value outside (0, 1) (a saturated probability) is moved just
+ * inside. Both positives and negatives are needed but for FIXED. */
+typedef enum { CX_THRESHOLD_YOUDEN, CX_THRESHOLD_SENSITIVITY, CX_THRESHOLD_SPECIFICITY,
+               CX_THRESHOLD_F1, CX_THRESHOLD_FIXED } cx_threshold_rule;
+cx_status cx_calib_threshold(const float *p, const uint8_t *y, size_t n,
+                             cx_threshold_rule rule, double target, float *t, cx_err *err);
+/* Sensitivity and specificity of p >= t (NaN without positives/negatives). */
+void cx_calib_rates(const float *p, const uint8_t *y, size_t n, float t, double *sens,
+                    double *spec);
+/* The q-th percentile (0..100) of v[0..n), linear between order statistics
+ * (numpy.percentile's default); sorts v. */
+double cx_calib_percentile(float *v, size_t n, double q);
+
 /* Classifier: weight [classes][features] and bias [classes]. */
 const float *cx_model_classifier_weight(const cx_model *m);
 const float *cx_model_classifier_bias(const cx_model *m);

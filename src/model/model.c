@@ -326,6 +326,8 @@ void cx_model_free(cx_model *m)
         free(m->meta[i].value);
     }
     free(m->meta);
+    free(m->thresholds);
+    free(m->temperature);
     free(m);
 }
 
@@ -448,6 +450,9 @@ cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value, cx_
 {
     if (!key || !*key || !value)
         return cx_seterr(err, CX_EARG, "metadata key and value must be non-empty");
+    cx_status st = cx_model_parse_calibration(m, key, value, NULL, err);
+    if (st)
+        return st;
     for (int i = 0; i < m->n_meta; i++) {
         if (!strcmp(m->meta[i].key, key)) {
             char *v = strdup(value);

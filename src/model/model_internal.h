@@ -69,7 +69,17 @@ struct cx_model {
     int input_size;
     float mean[3], std[3];
     cx_dtype file_dtype;
+    /* "thresholds" and "temperature" metadata, parsed (model_io.c);
+     * NULL when absent */
+    float *thresholds;  /* [classes] */
+    float *temperature; /* [classes] */
 };
+
+/* Parses and checks the "thresholds" or "temperature" metadata value (a JSON
+ * array of one number per class) into m; other keys are left alone. where
+ * names the file in messages (NULL: "metadata"). */
+cx_status cx_model_parse_calibration(cx_model *m, const char *key, const char *value,
+                                     const char *where, cx_err *err);
 
 /* Offset (in floats) of tensor i inside the storage array. */
 static inline int64_t cx_param_offset(const struct cx_model *m, int i)

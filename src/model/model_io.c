@@ -81,39 +81,177 @@ static named_tensor *find_named(named_tensor *v, int n, const char *name)
     return NULL;
 }
 
+/* "a,b,c": three numbers; a 1-channel model also takes one ("a"), which
+ * stands for all three. */
 static cx_status parse_floats3(const char *path, const char *key, const char *s, float out[3],
-                               cx_err *err)
+                               int one_ok, cx_err *err)
 {
+    const char *what = one_ok ? "1 or 3 comma-separated numbers" : "3 comma-separated numbers";
     char *end;
-    for (int i = 0; i < 3; i++) {
-        out[i] = strtof(s, &end);
+    int n = 0;
+    for (;;) {
+        while (*s == ' ')
+            s++;
+        out[n] = strtof(s, &end);
         if (end == s)
-            return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be 3 numbers, got '%s'",
-                             path, key, s);
+            return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be %s, got '%s'", path,
+                             key, what, s);
+        n++;
         s = end;
         while (*s == ' ')
             s++;
-        if (i < 2) {
-            if (*s != ',')
-                return cx_seterr(err, CX_EFORMAT,
-                                 "%s: metadata '%s' must be 3 comma-separated numbers", path, key);
-            s++;
-        }
-    }
-    while (*s == ' ')
+        if (*s != ',')
+            break;
+        if (n == 3)
+            return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be %s, got more", path,
+                             key, what);
         s++;
+    }
     if (*s)
-        return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be exactly 3 numbers", path,
-                         key);
+        return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be %s, got '%s' after them",
+                         path, key, what, s);
+    if (n == 1 && one_ok)
+        out[1] = out[2] = out[0];
+    else if (n != 3)
+        return cx_seterr(err, CX_EFORMAT, "%s: metadata '%s' must be %s, got %d", path, key,
+                         what, n);
     return CX_OK;
+}
+
+/* ------------------------------------------------ thresholds, temperature */
+
+/* "thresholds": one probability threshold per class in (0, 1) (positive when
+ * p >= t); "temperature": one positive number per class (p = sigmoid(logit /
+ * T)). Both JSON arrays in the order of the classes. */
+cx_status cx_model_parse_calibration(cx_model *m, const char *key, const char *value,
+                                     const char *where, cx_err *err)
+{
+    int is_t = !strcmp(key, "thresholds"), is_temp = !strcmp(key, "temperature");
+    if (!is_t && !is_temp)
+        return CX_OK;
+    const char *w = where ? where : "model";
+    const int nc = m->cfg.num_classes;
+    const char *want = is_t ? "numbers in (0, 1)" : "positive numbers";
+    cx_json *j = NULL;
+    cx_err jerr = {0};
+    if (cx_json_parse(value, strlen(value), 4, &j, &jerr))
+        return cx_seterr(err, CX_EFORMAT,
+                         "%s: metadata '%s' = '%.200s' is not a JSON array of %s: %s", w, key,
+                         value, want, jerr.msg);
+    if (j->type != CX_JSON_ARRAY) {
+        cx_json_free(j);
+        return cx_seterr(err, CX_EFORMAT,
+                         "%s: metadata '%s' = '%.200s' is not a JSON array of %s", w, key,
+                         value, want);
+    }
+    if ((int)cx_json_count(j) != nc) {
+        int n = (int)cx_json_count(j);
+        cx_json_free(j);
+        return cx_seterr(err, CX_ESHAPE,
+                         "%s: metadata '%s' has %d values but the model has %d classes (one "
+                         "per class, in the order of 'classes')",
+                         w, key, n, nc);
+    }
+    float *v = malloc(sizeof(float) * (size_t)(nc > 0 ? nc : 1));
+    if (!v) {
+        cx_json_free(j);
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < nc; i++) {
+        double d;
+        const char *cls = m->class_names && m->class_names[i] ? m->class_names[i] : "";
+        if (cx_json_double(cx_json_at(j, i), &d)) {
+            free(v);
+            cx_json_free(j);
+            return cx_seterr(err, CX_EFORMAT,
+                             "%s: metadata '%s': value %d (class '%s') is not a number", w, key,
+                             i + 1, cls);
+        }
+        float f = (float)d;
+        int ok = isfinite(d) && isfinite(f) && (is_t ? f > 0 && f < 1 : f > 0);
+        if (!ok) {
+            free(v);
+            cx_json_free(j);
+            return cx_seterr(err, CX_ENUMERIC,
+                             "%s: metadata '%s': value %d (class '%s') = %g is not %s", w, key,
+                             i + 1, cls, d, is_t ? "in (0, 1)" : "a finite positive number");
+        }
+        v[i] = f;
+    }
+    cx_json_free(j);
+    float **dst = is_t ? &m->thresholds : &m->temperature;
+    free(*dst);
+    *dst = v;
+    return CX_OK;
+}
+
+int cx_model_thresholds(const cx_model *m, float *t)
+{
+    if (!m->thresholds)
+        return 0;
+    if (t)
+        memcpy(t, m->thresholds, sizeof(float) * (size_t)m->cfg.num_classes);
+    return 1;
+}
+
+int cx_model_temperature(const cx_model *m, float *T)
+{
+    for (int i = 0; T && i < m->cfg.num_classes; i++)
+        T[i] = m->temperature ? m->temperature[i] : 1.0f;
+    return m->temperature != NULL;
+}
+
+float cx_model_probability(const cx_model *m, int cls, float logit)
+{
+    /* without a temperature the logit goes in unchanged: the same bits as
+     * cx_sigmoid(logit) */
+    if (m->temperature && cls >= 0 && cls < m->cfg.num_classes)
+        logit /= m->temperature[cls];
+    return cx_sigmoid(logit);
+}
+
+static void fmt_float(char *buf, size_t n, float v);
+
+/* values as a JSON array, each the shortest form that reads back exactly */
+static cx_status set_float_array(cx_model *m, const char *key, const float *v, cx_err *err)
+{
+    const int nc = m->cfg.num_classes;
+    size_t cap = 3 + (size_t)nc * 34;
+    char *s = malloc(cap);
+    if (!s)
+        return cx_seterr(err, CX_ENOMEM, "out of memory");
+    size_t k = 0;
+    s[k++] = '[';
+    for (int i = 0; i < nc; i++) {
+        char b[32];
+        if (!isfinite(v[i])) {
+            free(s);
+            return cx_seterr(err, CX_ENUMERIC, "%s of class '%s' is not a finite number", key,
+                             m->class_names[i]);
+        }
+        fmt_float(b, sizeof b, v[i]);
+        k += (size_t)snprintf(s + k, cap - k, "%s%s", i ? ", " : "", b);
+    }
+    s[k++] = ']';
+    s[k] = 0;
+    cx_status st = cx_model_set_meta(m, key, s, err); /* checks the values */
+    free(s);
+    return st;
+}
+
+cx_status cx_model_set_thresholds(cx_model *m, const float *t, cx_err *err)
+{
+    return set_float_array(m, "thresholds", t, err);
+}
+
+cx_status cx_model_set_temperature(cx_model *m, const float *T, cx_err *err)
+{
+    return set_float_array(m, "temperature", T, err);
 }
 
 static cx_status apply_metadata(cx_model *m, const cx_st_file *f, const char *path, cx_err *err)
 {
     cx_status st;
-    for (int i = 0; i < f->n_meta; i++)
-        if ((st = cx_model_set_meta(m, f->meta[i].key, f->meta[i].value, err)))
-            return st;
     const char *classes = cx_st_meta(f, "classes");
     if (classes) {
         cx_json *j = NULL;
@@ -150,6 +288,11 @@ static cx_status apply_metadata(cx_model *m, const cx_st_file *f, const char *pa
         if (st)
             return st;
     }
+    /* after the class names, which the messages name */
+    for (int i = 0; i < f->n_meta; i++)
+        if ((st = cx_model_parse_calibration(m, f->meta[i].key, f->meta[i].value, path, err)) ||
+            (st = cx_model_set_meta(m, f->meta[i].key, f->meta[i].value, err)))
+            return st;
     const char *size = cx_st_meta(f, "input_size");
     if (size) {
         char *end;
@@ -160,9 +303,10 @@ static cx_status apply_metadata(cx_model *m, const cx_st_file *f, const char *pa
         m->input_size = (int)v;
     }
     const char *mean = cx_st_meta(f, "mean"), *sd = cx_st_meta(f, "std");
-    if (mean && (st = parse_floats3(path, "mean", mean, m->mean, err)))
+    const int one = m->cfg.in_channels == 1;
+    if (mean && (st = parse_floats3(path, "mean", mean, m->mean, one, err)))
         return st;
-    if (sd && (st = parse_floats3(path, "std", sd, m->std, err)))
+    if (sd && (st = parse_floats3(path, "std", sd, m->std, one, err)))
         return st;
     /* Normalisation maps a pixel v in [0, 1] to (v - mean) / std: every
      * such value must be a finite float, so mean is finite and std finite
