@@ -123,8 +123,9 @@ int cli_add_input(const char *cmd, const char *arg, int allow_list, cli_strvec *
  * cx_image_load_input, or cx_image_load_input_info when images or infos are
  * wanted), or the batches of a loader; each batch of readable inputs goes
  * through one forward pass of ctx (made for per_pass * crops images) and
- * on_batch gets its sigmoid probabilities, averaged over the crops, in
- * input order. */
+ * on_batch gets its probabilities (cx_model_probability: with the model's
+ * temperature), averaged over the crops, in input order, and the raw
+ * logits. */
 typedef struct {
     int n;                      /* readable inputs in this batch */
     const size_t *index;        /* [n] file index, or dataset index (loader) */
@@ -132,6 +133,7 @@ typedef struct {
     cx_image *keep;             /* [n] decoded images (keep_images), freed after */
     const cx_image_info *info;  /* [n] what the loader saw (keep_images/want_info) */
     const float *plain;         /* [n] single-crop inputs (plain_too and ten_crop) */
+    const float *logits;        /* [n][crops][classes] the network's outputs */
 } cli_batch;
 typedef struct {
     const cx_model *m;

@@ -15,6 +15,12 @@
  *   csv:   header image,<class>,...  then one row per image (RFC 4180)
  *   table: per image, the findings sorted by probability with a bar (for
  *          models with up to 3 classes: one row per image)
+ * With operating thresholds (the model's "thresholds" metadata, or
+ * --threshold X for every class) each format gains a flag per class,
+ * positive when p >= the class's threshold: json a last member "positive":
+ * {"<class>": true|false, ...}; csv one more column per class after the
+ * probabilities, "<class>:positive", 1 or 0; table "positive" by the class.
+ * Without thresholds the output is as above, byte for byte.
  * Default: table when stdout is a terminal, json otherwise. Probabilities are
  * printed with 9 significant digits (float round trip).
  * A file that cannot be read or decoded gives one line on stderr naming it and
@@ -43,7 +49,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: chexnet predict [--model FILE] [--format json|csv|table] [--ten-crop]\n"
-            "                       [--batch N] [--threads T] [--cam DIR]\n"
+            "                       [--batch N] [--threads T] [--cam DIR] [--threshold X]\n"
             "                       [--cam-class NAME|all] [--cam-alpha A]\n"
             "                       [--cam-scale image|model] [--no-cam-legend]\n"
             "                       [--backend cpu|ref] [--precision fp32|bf16] INPUT...\n\n"
@@ -80,6 +86,14 @@ static void usage(FILE *f)
             "                    blocks' convolutions in bfloat16 with fp32 sums,\n"
             "                    fast on CPUs with AMX or AVX512-BF16 (probabilities\n"
             "                    differ from fp32 by up to about 1e-2)\n"
+            "  --threshold X     operating threshold in (0, 1) for every class, instead\n"
+            "                    of the model's own (its \"thresholds\" metadata, from\n"
+            "                    chexnet calibrate)\n\n"
+            "Probabilities use the model's temperature when it has one. With thresholds\n"
+            "(the model's or --threshold) each class also gets a positive flag\n"
+            "(probability >= threshold): json \"positive\": {\"<class>\": true|false},\n"
+            "csv columns \"<class>:positive\" (1/0) after the probabilities, table\n"
+            "\"positive\" by the class.\n"
             "  --version         print the version\n\n"
             "%s\n"
             "A file that cannot be read is reported on stderr and skipped; the exit\n"
@@ -93,21 +107,30 @@ static void usage(FILE *f)
 
 enum { FMT_JSON, FMT_CSV, FMT_TABLE };
 
-/* CSV header: image, then one column per class */
-static void print_csv_header(const cx_model *m)
+/* CSV header: image, then one column per class (and with thresholds one
+ * "<class>:positive" column per class) */
+static void print_csv_header(const cx_model *m, const float *thr)
 {
     fputs("image", stdout);
     for (int c = 0; c < cx_model_num_classes(m); c++) {
         fputc(',', stdout);
         cx_csv_field(stdout, cx_model_class_name(m, c));
     }
+    for (int c = 0; thr && c < cx_model_num_classes(m); c++) {
+        char *name = NULL;
+        fputc(',', stdout);
+        if (asprintf(&name, "%s:positive", cx_model_class_name(m, c)) >= 0) {
+            cx_csv_field(stdout, name);
+            free(name);
+        }
+    }
     fputc('\n', stdout);
 }
 
 /* info: what the loader reported (warnings: a lateral or non-chest DICOM...);
- * NULL for packs */
+ * NULL for packs. thr: the operating thresholds, or NULL (no flags). */
 static void print_result(int fmt, const cx_model *m, const char *path, const float *prob,
-                         const cx_image_info *info)
+                         const cx_image_info *info, const float *thr)
 {
     int nc = cx_model_num_classes(m);
     if (fmt != FMT_JSON && info)
@@ -131,18 +154,32 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
                 fputs(", ", stdout);
             cx_json_escape(stdout, info->warnings[w]);
         }
-        fputs("]}\n", stdout);
+        fputs("]", stdout);
+        if (thr) {
+            fputs(", \"positive\": {", stdout);
+            for (int c = 0; c < nc; c++) {
+                if (c)
+                    fputs(", ", stdout);
+                cx_json_escape(stdout, cx_model_class_name(m, c));
+                fputs(prob[c] >= thr[c] ? ": true" : ": false", stdout);
+            }
+            fputs("}", stdout);
+        }
+        fputs("}\n", stdout);
     } else if (fmt == FMT_CSV) {
         cx_csv_field(stdout, path);
         for (int c = 0; c < nc; c++)
             printf(",%.9g", prob[c]);
+        for (int c = 0; thr && c < nc; c++)
+            printf(",%d", prob[c] >= thr[c]);
         fputc('\n', stdout);
     } else if (nc <= 3) {
         /* few classes: one row per image under a header */
         static int header_done = 0;
         if (!header_done) {
             for (int c = 0; c < nc; c++)
-                printf("%12.12s  %-20s  ", cx_model_class_name(m, c), "");
+                printf(thr ? "%12.12s  %-20s  %-8s  " : "%12.12s  %-20s  ",
+                       cx_model_class_name(m, c), "", "");
             printf("image\n");
             header_done = 1;
         }
@@ -152,6 +189,8 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
             for (int b = 0; b < 20; b++)
                 fputc(b < bar ? '#' : '.', stdout);
             printf("  ");
+            if (thr)
+                printf("%-8s  ", prob[c] >= thr[c] ? "positive" : "");
         }
         printf("%s\n", path);
     } else {
@@ -178,6 +217,8 @@ static void print_result(int fmt, const cx_model *m, const char *path, const flo
             printf("  %-*s %6.4f  ", wname, cx_model_class_name(m, order[i]), p);
             for (int b = 0; b < bar; b++)
                 fputc('#', stdout);
+            if (thr && p >= thr[order[i]])
+                printf("%*s  positive", 30 - bar, "");
             fputc('\n', stdout);
         }
     }
@@ -226,6 +267,7 @@ typedef struct {
     const cx_dataset *ds;
     int fmt;
     float *prob; /* [classes] */
+    const float *thr; /* operating thresholds or NULL */
 } pack_out;
 
 static int print_pack_batch(void *user, const cli_batch *b)
@@ -235,7 +277,8 @@ static int print_pack_batch(void *user, const cli_batch *b)
     for (int j = 0; j < b->n; j++) {
         for (int c = 0; c < nc; c++)
             po->prob[c] = (float)b->prob[(size_t)j * nc + c];
-        print_result(po->fmt, po->m, cx_dataset_name(po->ds, (int)b->index[j]), po->prob, NULL);
+        print_result(po->fmt, po->m, cx_dataset_name(po->ds, (int)b->index[j]), po->prob, NULL,
+                     po->thr);
     }
     fflush(stdout);
     return 0;
@@ -245,7 +288,7 @@ static int print_pack_batch(void *user, const cli_batch *b)
  * (prefetching, no decoding) feeds the network; rows are named by the
  * pack's image names. */
 static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_ctx *ctx,
-                        int batch, int fmt, long *done, cli_progress *prog)
+                        int batch, int fmt, const float *thr, long *done, cli_progress *prog)
 {
     cx_err err = {0};
     cx_loader *ld = NULL;
@@ -273,7 +316,7 @@ static int predict_pack(const char *path, const cx_dataset *ds, cx_model *m, cx_
         cli_error(CMD, "%s: %s", path, err.msg);
         goto out;
     }
-    pack_out po = {m, ds, fmt, prob};
+    pack_out po = {m, ds, fmt, prob, thr};
     cli_infer in = {0};
     in.m = m;
     in.ctx = ctx;
@@ -300,7 +343,7 @@ out:
     return rc;
 }
 
-static int predict_packs(cli_strvec *packs, cx_model *m, int batch, int fmt,
+static int predict_packs(cli_strvec *packs, cx_model *m, int batch, int fmt, const float *thr,
                          cx_backend_id backend, int prec)
 {
     cx_err err = {0};
@@ -328,12 +371,12 @@ static int predict_packs(cli_strvec *packs, cx_model *m, int batch, int fmt,
         goto out;
     }
     if (fmt == FMT_CSV)
-        print_csv_header(m);
+        print_csv_header(m, thr);
     cli_progress prog;
     cli_progress_start(&prog, "predict", "img", total);
     rc = 0;
     for (size_t i = 0; i < packs->n && !rc; i++)
-        rc = predict_pack(packs->v[i], ds[i], m, ctx, batch, fmt, &done, &prog);
+        rc = predict_pack(packs->v[i], ds[i], m, ctx, batch, fmt, thr, &done, &prog);
     cli_progress_end(&prog);
 out:
     cx_ctx_free(ctx);
@@ -362,6 +405,7 @@ typedef struct {
     float *prob;           /* [per_pass][classes] */
     float *cam_logits;     /* [per_pass][classes] (cam_ctx's pass) */
     int rc;
+    const float *thr;      /* operating thresholds or NULL */
 } files_out;
 
 static void report_bad(void *user, size_t i, const cx_err *e)
@@ -381,7 +425,8 @@ static int print_files_batch(void *user, const cli_batch *b)
     for (size_t k = 0; k < (size_t)b->n * nc; k++)
         prob[k] = (float)b->prob[k];
     for (int j = 0; j < b->n; j++)
-        print_result(fo->fmt, m, fo->files->v[b->index[j]], prob + (size_t)j * nc, &b->info[j]);
+        print_result(fo->fmt, m, fo->files->v[b->index[j]], prob + (size_t)j * nc, &b->info[j],
+                     fo->thr);
     fflush(stdout);
     if (!fo->cam_dir)
         return 0;
@@ -441,10 +486,33 @@ static int print_files_batch(void *user, const cli_batch *b)
 
 /* ------------------------------------------------------------ main */
 
+/* The operating thresholds of the output: --threshold for every class, else
+ * the model's "thresholds", else none (NULL, and the output has no flags).
+ * *oom set when out of memory. */
+static float *output_thresholds(const cx_model *m, int given, double x, int *oom)
+{
+    const int nc = cx_model_num_classes(m);
+    *oom = 0;
+    if (!given && !cx_model_thresholds(m, NULL))
+        return NULL;
+    float *t = malloc(sizeof(float) * (size_t)(nc > 0 ? nc : 1));
+    if (!t) {
+        *oom = 1;
+        return NULL;
+    }
+    if (!given)
+        cx_model_thresholds(m, t);
+    else
+        for (int c = 0; c < nc; c++)
+            t[c] = (float)x;
+    return t;
+}
+
 int cmd_predict(int argc, char **argv)
 {
     enum { O_MODEL = CLI_OPT_FIRST_FREE, O_FORMAT, O_TENCROP, O_BATCH, O_THREADS, O_CAM,
-           O_CAMCLASS, O_CAMALPHA, O_BACKEND, O_PRECISION, O_CAMSCALE, O_NOCAMLEGEND };
+           O_CAMCLASS, O_CAMALPHA, O_BACKEND, O_PRECISION, O_CAMSCALE, O_NOCAMLEGEND,
+           O_THRESHOLD };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"format", required_argument, 0, O_FORMAT},
@@ -458,8 +526,11 @@ int cmd_predict(int argc, char **argv)
         {"no-cam-legend", no_argument, 0, O_NOCAMLEGEND},
         {"backend", required_argument, 0, O_BACKEND},
         {"precision", required_argument, 0, O_PRECISION},
+        {"threshold", required_argument, 0, O_THRESHOLD},
         {0, 0, 0, 0}};
     const char *model_path = NULL, *cam_dir = NULL, *cam_class = NULL;
+    double threshold = 0;
+    int threshold_given = 0, thr_oom = 0;
     int fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSON;
     int ten_crop = 0;
     long batch = 16, threads = 0;
@@ -545,6 +616,13 @@ int cmd_predict(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_THRESHOLD:
+            if (cli_parse_double(optarg, &threshold) || !(threshold > 0 && threshold < 1)) {
+                cli_error(CMD, "--threshold must be a number in (0, 1), not '%s'", optarg);
+                return 2;
+            }
+            threshold_given = 1;
+            break;
         default:
             return 2;
         }
@@ -607,7 +685,13 @@ int cmd_predict(int argc, char **argv)
             free(args.v);
             return cli_fail(CMD, &perr);
         }
-        int prc = predict_packs(&packs, pm, (int)batch, fmt, backend, prec);
+        float *pthr = output_thresholds(pm, threshold_given, threshold, &thr_oom);
+        int prc = 1;
+        if (thr_oom)
+            cli_error(CMD, "out of memory");
+        else
+            prc = predict_packs(&packs, pm, (int)batch, fmt, pthr, backend, prec);
+        free(pthr);
         cx_model_free(pm);
         free(args.v);
         return prc;
@@ -633,6 +717,13 @@ int cmd_predict(int argc, char **argv)
         return 1;
     }
     const int nc = cx_model_num_classes(m);
+    float *thr = output_thresholds(m, threshold_given, threshold, &thr_oom);
+    if (thr_oom) {
+        cli_error(CMD, "out of memory");
+        cx_model_free(m);
+        cli_strvec_free(&files);
+        return 1;
+    }
     int cam_cls = -1; /* -1: most probable; -2: all */
     if (cam_class) {
         if (!strcasecmp(cam_class, "all"))
@@ -647,6 +738,7 @@ int cmd_predict(int argc, char **argv)
                 for (int c = 0; c < nc; c++)
                     fprintf(stderr, " %s", cx_model_class_name(m, c));
                 fputc('\n', stderr);
+                free(thr);
                 cx_model_free(m);
                 cli_strvec_free(&files);
                 return 2;
@@ -666,6 +758,7 @@ int cmd_predict(int argc, char **argv)
                 cli_fail(CMD, &err);
             free(cam_lo);
             free(cam_hi);
+            free(thr);
             cx_model_free(m);
             cli_strvec_free(&files);
             return 1;
@@ -677,6 +770,7 @@ int cmd_predict(int argc, char **argv)
                       model_path);
             free(cam_lo);
             free(cam_hi);
+            free(thr);
             cx_model_free(m);
             cli_strvec_free(&files);
             return 1;
@@ -694,6 +788,7 @@ int cmd_predict(int argc, char **argv)
         cli_error(CMD, "the CAM folder: %s", err.msg);
         free(cam_lo);
         free(cam_hi);
+        free(thr);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;
@@ -733,7 +828,7 @@ int cmd_predict(int argc, char **argv)
     int rc = nerr ? 1 : 0;
 
     if (fmt == FMT_CSV) {
-        print_csv_header(m);
+        print_csv_header(m, thr);
         fflush(stdout);
     }
     if (files.n == 0) {
@@ -741,6 +836,7 @@ int cmd_predict(int argc, char **argv)
             cli_error(CMD, "no input images");
         free(cam_lo);
         free(cam_hi);
+        free(thr);
         cx_model_free(m);
         cli_strvec_free(&files);
         return 1;
@@ -785,7 +881,7 @@ int cmd_predict(int argc, char **argv)
     cli_progress_start(&prog, "predict", "img", (long)files.n);
     files_out fo = {m, &files, fmt, ctx, cam_ctx, cam_dir, cam_cls, alpha,
                     (cx_cam_scale)(cam_scale < 0 ? 0 : cam_scale), cam_lo, cam_hi, cam_legend,
-                    cam, cam_h, cam_w, prob, cam_logits, rc};
+                    cam, cam_h, cam_w, prob, cam_logits, rc, thr};
     long done_n = 0;
     cli_infer in = {0};
     in.m = m;
@@ -810,6 +906,7 @@ int cmd_predict(int argc, char **argv)
     free(prob);
     free(cam_logits);
 done:
+    free(thr);
     free(cam);
     free(cam_lo);
     free(cam_hi);

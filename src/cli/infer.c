@@ -1,7 +1,8 @@
 /* The inference batch loop of the CLI (predict on files and on packs,
  * evaluate --model): inputs decoded in parallel a batch at a time (or taken
- * from a loader), one forward pass per batch, sigmoid probabilities averaged
- * over the crops, handed to the caller batch by batch in input order. */
+ * from a loader), one forward pass per batch, the model's probabilities
+ * (sigmoid of the logit over the class's temperature) averaged over the
+ * crops, handed to the caller batch by batch in input order. */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -104,10 +105,10 @@ cli_infer_status cli_infer_run(const cli_infer *o, cx_err *err)
                 for (int c = 0; c < nc; c++) {
                     double s = 0;
                     for (int k = 0; k < crops; k++)
-                        s += cx_sigmoid(logits[((size_t)j * crops + k) * nc + c]);
+                        s += cx_model_probability(m, c, logits[((size_t)j * crops + k) * nc + c]);
                     prob[(size_t)j * nc + c] = s / crops;
                 }
-            cli_batch b = {ng, index, prob, keep, infos, plain};
+            cli_batch b = {ng, index, prob, keep, infos, plain, logits};
             int stop = o->on_batch(o->user, &b);
             for (int j = 0; j < ng; j++)
                 cx_image_free(&keep[j]);

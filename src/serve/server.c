@@ -6,7 +6,9 @@
  *   GET  /healthz      200 "ok" (503 while shutting down)
  *   GET  /metrics      Prometheus text format (metrics.c)
  *   GET  /v1/model     the model: file name, classes, thresholds, colour map
- *   POST /v1/predict   image bytes (PNG, JPEG or DICOM) -> JSON probabilities;
+ *   POST /v1/predict   image bytes (PNG, JPEG or DICOM) -> JSON probabilities
+ *                      (with the model's temperature) and "positive" per
+ *                      class (probability >= the class's threshold);
  *                      ?cam=CLASS (or "auto": the most probable) adds the
  *                      heat map overlay as a PNG in base64; &layers=1 adds
  *                      the X-ray and the coloured map as separate PNGs (the
@@ -324,7 +326,7 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
             sb_puts(&o, ", ");
         sb_json_str(&o, cx_model_class_name(S->m, k));
         /* the float chexnet predict prints, with as many digits */
-        float p = cx_sigmoid(logits[k]);
+        float p = cx_model_probability(S->m, k, logits[k]);
         sb_printf(&o, ": %.9g", p);
     }
     sb_puts(&o, "}, \"model\": ");
@@ -335,7 +337,16 @@ static enum MHD_Result handle_predict(server *S, struct MHD_Connection *c, req *
             sb_puts(&o, ", ");
         sb_json_str(&o, info.warnings[w]);
     }
-    sb_puts(&o, "]");
+    /* at or above the class's operating threshold (as /v1/model gives it) */
+    sb_puts(&o, "], \"positive\": {");
+    for (int k = 0; k < S->nc; k++) {
+        if (k)
+            sb_puts(&o, ", ");
+        sb_json_str(&o, cx_model_class_name(S->m, k));
+        sb_puts(&o, cx_model_probability(S->m, k, logits[k]) >= S->thresholds[k] ? ": true"
+                                                                                : ": false");
+    }
+    sb_puts(&o, "}");
     if (cam_class != -1) {
         cx_image ov = {0};
         uint8_t *png = NULL;
@@ -514,7 +525,7 @@ static enum MHD_Result handle_dicom(server *S, struct MHD_Connection *c, req *r)
     snprintf(lines[nl++], 160, "chexnet %s, model %.100s", CX_VERSION, S->model_name);
     for (int k = 0; k < S->nc; k++) {
         names[k] = cx_model_class_name(S->m, k);
-        prob[k] = cx_sigmoid(f.logits[k]);
+        prob[k] = cx_model_probability(S->m, k, f.logits[k]);
         snprintf(lines[nl++], 160, "%-20s %.3f%s", names[k], prob[k],
                  prob[k] >= S->thresholds[k] ? "  (at or above threshold)" : "");
     }
@@ -751,10 +762,13 @@ static int is_loopback(const struct sockaddr *sa)
     return 0;
 }
 
-/* operating thresholds: the number that starts the model's "operating_point"
- * metadata (e.g. "0.5: sensitivity ..."), else 0.5 */
+/* operating thresholds: the model's "thresholds" (one per class), else the
+ * number that starts its "operating_point" metadata (e.g. "0.5: sensitivity
+ * ..."), else 0.5 */
 static void read_thresholds(server *S)
 {
+    if (cx_model_thresholds(S->m, S->thresholds))
+        return;
     double t = 0.5;
     const char *op = cx_model_meta(S->m, "operating_point");
     if (op) {

@@ -56,6 +56,7 @@ try {
       text: row.querySelector(".prob").textContent,
       p: row.querySelector(".prob").dataset.p,
       above: row.classList.contains("above"),
+      positive: row.dataset.positive,
       fill: row.querySelector(".fill").style.width,
       threshold: row.querySelector(".threshold").style.left,
     })));

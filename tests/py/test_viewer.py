@@ -126,7 +126,8 @@ def main():
         for cls, p in w["probabilities"].items():
             row = rows.get(cls, {})
             ok = ok and row.get("text") == js_percent(p) and float(row.get("p", "nan")) == p \
-                and row.get("above") == (p >= 0.5)
+                and row.get("above") == (p >= 0.5) \
+                and row.get("positive") == ("1" if p >= 0.5 else "0")
             detail.append("%s: shown %s (%s), predict %.9g" % (cls, row.get("text"), row.get("p"), p))
         check("%s: the shown probability is chexnet predict's" % name, ok, "; ".join(detail))
         if f == lateral:
