@@ -13,6 +13,7 @@ int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_evaluate(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 int cmd_readers(int argc, char **argv);
 int cmd_split(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);

@@ -12,6 +12,7 @@ typedef struct {
 static const command COMMANDS[] = {
     {"predict", cmd_predict, "probabilities (and CAM heatmaps) for X-ray images"},
     {"evaluate", cmd_evaluate, "AUROC with bootstrap CIs, operating points, ROC report"},
+    {"calibrate", cmd_calibrate, "fit temperature, thresholds and CAM range on validation images"},
     {"readers", cmd_readers, "reader study: model F1 vs radiologists (paper's Table 1)"},
     {"localize", cmd_localize, "heat maps against radiologists' boxes (pointing game, IoU)"},
     {"train", cmd_train, "train a DenseNet on ChestX-ray14 or a manifest"},
