@@ -19,11 +19,22 @@ Tensor names are normalised to torchvision's modern DenseNet names unless
 The safetensors file gets "__metadata__" keys used by chexnet: arch, classes
 (a JSON array of class names), input_size, mean, std, format. Needs only
 torch (and numpy, which torch uses); not the safetensors package.
+
+A torchxrayvision-style checkpoint carries "op_threshs": a per-class
+probability threshold in the model's output order. It becomes the
+"thresholds" metadata of the classes kept (--keep selects outputs; an output
+without a usable threshold, e.g. NaN, must be left out or the thresholds
+dropped with --no-thresholds). Any other tensor chexnet would not load is
+refused unless --drop names it, so the file written is one chexnet loads.
+mean and std (--meta) are three comma-separated numbers, or one for a
+1-channel model (torchxrayvision's scaling to [-1024, 1024] is
+--meta mean=0.5 --meta std=0.00048828125).
 """
 
 import argparse
 import collections
 import json
+import math
 import os
 import re
 import struct
@@ -358,6 +369,98 @@ def parse_classes(text):
     return classes
 
 
+def in_channels(sd):
+    for k, v in sd.items():
+        if normalize_name(k) == "features.conv0.weight" and v.dim() == 4:
+            return int(v.shape[1])
+    return None
+
+
+_LOADED = re.compile(r"^(features\.|classifier\.(weight|bias)$|optimizer\.)")
+_LOADER_PREFIX = re.compile(r"^(densenet121|densenet169|densenet201|densenet161|densenet|model)"
+                            r"\.(?=features\.|classifier\.)")
+
+
+def loader_name(k):
+    """The name chexnet's loader gives a tensor (its accepted variants)."""
+    while k.startswith("module."):
+        k = k[len("module."):]
+    return normalize_name(_LOADER_PREFIX.sub("", k, count=1))
+
+
+def check_tensors(sd, args):
+    """Splits off op_threshs (returned, or None) and refuses any other tensor
+    chexnet's loader would refuse ('unexpected tensor'), unless --drop names
+    it. Returns (state dict without them, op_threshs tensor or None)."""
+    drop = set(args.drop or [])
+    out = collections.OrderedDict()
+    op = None
+    unexpected = []
+    for k, v in sd.items():
+        n = loader_name(k)
+        if k in drop or n in drop:
+            continue
+        if n == "op_threshs" or n.endswith(".op_threshs"):
+            if op is not None:
+                raise ConvertError("two op_threshs tensors")
+            op = v
+            continue
+        if n.endswith(".num_batches_tracked") or _LOADED.match(n):
+            out[k] = v
+        else:
+            unexpected.append(k)
+    if unexpected:
+        raise ConvertError("unexpected tensor%s %s: chexnet loads a DenseNet's features.* and "
+                           "classifier.* tensors only; leave %s out with --drop NAME"
+                           % ("s" if len(unexpected) > 1 else "",
+                              ", ".join(repr(u) for u in unexpected[:5]),
+                              "them" if len(unexpected) > 1 else "it"))
+    return out, op
+
+
+def check_norm(meta, nch):
+    """mean/std as chexnet checks them when it loads the model."""
+    vals = {}
+    for key in ("mean", "std"):
+        parts = meta[key].split(",")
+        if not (len(parts) == 3 or (len(parts) == 1 and nch == 1)):
+            raise ConvertError("metadata %r = %r: give 3 comma-separated numbers%s"
+                               % (key, meta[key], " (or one for this 1-channel model)"
+                                  if nch == 1 else " (one is for 1-channel models only)"))
+        try:
+            v = [float(x) for x in parts]
+        except ValueError:
+            raise ConvertError("metadata %r = %r is not numbers" % (key, meta[key]))
+        if not all(math.isfinite(x) for x in v) or (key == "std" and not all(x > 0 for x in v)):
+            raise ConvertError("metadata %r = %r: %s" % (
+                key, meta[key], "finite positive numbers wanted" if key == "std"
+                else "finite numbers wanted"))
+        vals[key] = v * (3 // len(v))
+    for m, sdv in zip(vals["mean"], vals["std"]):
+        if not (math.isfinite((0 - m) / sdv) and math.isfinite((1 - m) / sdv)
+                and abs((1 - m) / sdv) < 3.4e38 and abs((0 - m) / sdv) < 3.4e38):
+            raise ConvertError("metadata mean/std map pixels to infinity (mean %g, std %g)"
+                               % (m, sdv))
+
+
+def check_array_meta(meta, key, n, lo_open, hi_open):
+    """'thresholds' / 'temperature' given with --meta: one number per class,
+    as chexnet checks them."""
+    if key not in meta:
+        return
+    try:
+        v = json.loads(meta[key])
+    except ValueError as e:
+        raise ConvertError("metadata %r is not a JSON array: %s" % (key, e))
+    if not isinstance(v, list) or len(v) != n or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ConvertError("metadata %r must be a JSON array of %d numbers (one per class)"
+                           % (key, n))
+    for i, x in enumerate(v):
+        if not (math.isfinite(x) and x > lo_open and (hi_open is None or x < hi_open)):
+            raise ConvertError("metadata %r: value %d = %r is out of range" % (key, i + 1, x))
+
+
 def build_metadata(sd, args):
     arch = args.arch or detect_arch(sd)
     if not arch:
@@ -378,7 +481,7 @@ def build_metadata(sd, args):
         raise ConvertError("the classifier has %d outputs; pass --classes with %d names" % (n, n))
     meta = collections.OrderedDict([
         ("arch", arch),
-        ("classes", json.dumps(classes, separators=(",", ":"))),
+        ("classes", json.dumps(classes, separators=(",", ":"), ensure_ascii=False)),
         ("input_size", "224"),
         ("mean", "0.485,0.456,0.406"),
         ("std", "0.229,0.224,0.225"),
@@ -391,7 +494,49 @@ def build_metadata(sd, args):
         if not k:
             raise ConvertError("--meta: empty key")
         meta[k] = v
-    return meta
+    return meta, classes
+
+
+def keep_outputs(sd, classes, keep_arg, op):
+    """--keep A,B: only these outputs (classifier rows, op_threshs entries)."""
+    keep = parse_classes(keep_arg)
+    idx = []
+    for name in keep:
+        if name not in classes:
+            raise ConvertError("--keep: %r is not one of the classes (%s)"
+                               % (name, ", ".join(classes)))
+        idx.append(classes.index(name))
+    torch = _torch()
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        n = loader_name(k)
+        if n in ("classifier.weight", "classifier.bias"):
+            v = v[torch.tensor(idx)].clone()
+        out[k] = v
+    if op is not None:
+        op = op.reshape(-1)[torch.tensor(idx)]
+    return out, keep, op
+
+
+def thresholds_meta(op, classes):
+    """op_threshs of the kept classes as the "thresholds" metadata, or a
+    clear refusal."""
+    op = op.detach().double().reshape(-1)
+    if op.numel() != len(classes):
+        raise ConvertError("op_threshs has %d values but the model keeps %d classes"
+                           % (op.numel(), len(classes)))
+    vals = []
+    bad = []
+    for name, x in zip(classes, op.tolist()):
+        f = struct.unpack("<f", struct.pack("<f", x))[0] if math.isfinite(x) else x
+        if not (math.isfinite(x) and 0 < f < 1):
+            bad.append("%s (%r)" % (name, x))
+        vals.append(f)
+    if bad:
+        raise ConvertError("op_threshs holds no usable threshold (a number in (0, 1)) for %s: "
+                           "keep only classes with one (--keep A,B,...) or leave the thresholds "
+                           "out (--no-thresholds)" % ", ".join(bad))
+    return "[" + ", ".join(repr(v) for v in vals) + "]"
 
 
 def cast_floats(sd, dtype_name):
@@ -410,7 +555,20 @@ def to_safetensors(args):
     sd = extract_state_dict(_load_torch(args.input), args.input)
     if not sd:
         raise ConvertError("%s: the state dict is empty" % args.input)
-    meta = build_metadata(sd, args)
+    sd, op = check_tensors(sd, args)
+    meta, classes = build_metadata(sd, args)
+    if args.keep:
+        sd, classes, op = keep_outputs(sd, classes, args.keep, op)
+        meta["classes"] = json.dumps(classes, separators=(",", ":"), ensure_ascii=False)
+    if op is not None and not args.no_thresholds:
+        if "thresholds" in meta:
+            raise ConvertError("the checkpoint's op_threshs and --meta thresholds=... both give "
+                               "thresholds: pass --no-thresholds to use --meta's")
+        meta["thresholds"] = thresholds_meta(op, classes)
+    nch = in_channels(sd)
+    check_norm(meta, nch)
+    check_array_meta(meta, "thresholds", len(classes), 0, 1)
+    check_array_meta(meta, "temperature", len(classes), 0, None)
     if not args.keep_names:
         sd = normalize_names(sd)
     sd = cast_floats(sd, args.dtype)
@@ -465,7 +623,17 @@ def main(argv=None):
                                      "(default: the 14 ChestX-ray14 findings for 14 outputs, "
                                      "Pneumonia for 1)")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE",
-                   help="extra __metadata__ entry (repeatable; overrides the defaults)")
+                   help="extra __metadata__ entry (repeatable; overrides the defaults). mean "
+                        "and std: 3 comma-separated numbers, or 1 for a 1-channel model")
+    p.add_argument("--keep", metavar="A,B,...",
+                   help="keep only these outputs (class names, in this order): the "
+                        "classifier's rows and op_threshs' entries")
+    p.add_argument("--no-thresholds", action="store_true",
+                   help="leave a checkpoint's op_threshs out instead of carrying them into "
+                        "the \"thresholds\" metadata")
+    p.add_argument("--drop", action="append", metavar="NAME",
+                   help="leave this tensor out (repeatable); other tensors that chexnet "
+                        "would not load are refused")
     args = p.parse_args(argv)
     try:
         n = to_pth(args) if args.to_pth else to_safetensors(args)

@@ -113,6 +113,108 @@ def check_back(st_path, original, label, num_classes=14, dtype=None, skip_nbt=Fa
         check(torch.equal(msd[k], want), "%s: %s differs after round trip" % (label, k))
 
 
+XRV_CLASSES = ["Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema",
+               "Emphysema", "Fibrosis", "Effusion", "Pneumonia", "Pleural_Thickening",
+               "Cardiomegaly", "Nodule", "Mass", "Hernia", "Lung Lesion", "Fracture",
+               "Lung Opacity", "Enlarged Cardiomediastinum"]
+
+
+def chexnet_loads(path):
+    r = subprocess.run([cxtest.CHEXNET, "info", path], capture_output=True, text=True)
+    return r.returncode == 0, r.stdout + r.stderr
+
+
+def test_xrv_style():
+    """A torchxrayvision-style checkpoint: 1-channel conv0, 18 outputs and an
+    op_threshs tensor (NaN for outputs without a threshold)."""
+    torch.manual_seed(3)
+    m = torchvision.models.densenet121(num_classes=18)
+    m.features.conv0 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    sd = m.state_dict()
+    op = torch.rand(18, generator=torch.Generator().manual_seed(4)) * 0.8 + 0.1
+    op[[14, 15, 17]] = float("nan")  # no threshold for these outputs
+    sdx = collections_od(sd)
+    sdx["op_threshs"] = op
+    px = os.path.join(WORK, "xrv.pth")
+    torch.save(sdx, px)
+    cls = ["--classes", ",".join(XRV_CLASSES)]
+    norm1 = ["--meta", "mean=0.5", "--meta", "std=0.00048828125"]
+    out = os.path.join(WORK, "xrv.safetensors")
+
+    # NaN thresholds in the classes kept: refused, nothing written
+    r = convert(px, out, *(cls + norm1), ok=False)
+    check(r.returncode != 0 and "op_threshs" in r.stderr and "Lung Lesion" in r.stderr and
+          "--keep" in r.stderr and "Traceback" not in r.stderr,
+          "xrv: NaN op_threshs not refused clearly: %r" % r.stderr)
+    check(not os.path.exists(out), "xrv: a file written despite the refusal")
+
+    # --keep: the classifier's rows and the thresholds of those classes
+    keep = ["Pneumonia", "Effusion", "Cardiomegaly"]
+    r = convert(px, out, *(cls + norm1 + ["--keep", ",".join(keep)]))
+    idx = [XRV_CLASSES.index(k) for k in keep]
+    expected = collections_od(sd)
+    expected["classifier.weight"] = sd["classifier.weight"][idx]
+    expected["classifier.bias"] = sd["classifier.bias"][idx]
+    d = check_c_view(out, expected, "F32", "xrv --keep")
+    meta = d["metadata"]
+    check(json.loads(meta["classes"]) == keep, "xrv --keep: classes %r" % meta.get("classes"))
+    thr = json.loads(meta.get("thresholds", "null") or "null")
+    want = op[idx].float().tolist()
+    check(thr is not None and np.array_equal(np.float32(thr), np.float32(want)),
+          "xrv --keep: thresholds %r, op_threshs %r" % (thr, want))
+    check(meta.get("mean") == "0.5" and meta.get("std") == "0.00048828125",
+          "xrv: single mean/std kept: %r %r" % (meta.get("mean"), meta.get("std")))
+    ok, text = chexnet_loads(out)
+    check(ok and "thresholds" in text, "xrv --keep: chexnet does not load it: %s" % text[-400:])
+
+    # every output with a threshold: all carried
+    op2 = op.clone()
+    op2[[14, 15, 17]] = 0.5
+    sdx["op_threshs"] = op2
+    torch.save(sdx, px)
+    r = convert(px, out, *(cls + norm1))
+    d = st_dump(out)
+    thr = json.loads(d["metadata"]["thresholds"])
+    check(np.array_equal(np.float32(thr), op2.float().numpy()), "xrv: all 18 thresholds")
+    check(chexnet_loads(out)[0], "xrv: 18 thresholds: chexnet does not load it")
+    # --no-thresholds: left out
+    r = convert(px, out, *(cls + norm1 + ["--no-thresholds"]))
+    d = st_dump(out)
+    check("thresholds" not in d["metadata"] and
+          not any(t["name"] == "op_threshs" for t in d["tensors"]), "xrv: --no-thresholds")
+    check(chexnet_loads(out)[0], "xrv --no-thresholds: chexnet does not load it")
+
+    # any other unexpected tensor: refused unless --drop names it
+    sdx["extra.buffer"] = torch.zeros(3)
+    torch.save(sdx, px)
+    os.unlink(out)
+    r = convert(px, out, *(cls + norm1), ok=False)
+    check(r.returncode != 0 and "extra.buffer" in r.stderr and "--drop" in r.stderr,
+          "xrv: unexpected tensor not refused: %r" % r.stderr)
+    check(not os.path.exists(out), "xrv: written despite an unexpected tensor")
+    r = convert(px, out, *(cls + norm1 + ["--drop", "extra.buffer"]))
+    check(chexnet_loads(out)[0], "xrv --drop: chexnet does not load it")
+
+    # one mean/std value: only for a 1-channel model; bad values refused
+    p3 = os.path.join(WORK, "plain3.pth")
+    torch.save(torchvision.models.densenet121(num_classes=14).state_dict(), p3)
+    bad = os.path.join(WORK, "never3.safetensors")
+    for extra, what in ((["--meta", "mean=0.5"], "one mean for 3 channels"),
+                        (["--meta", "std=0,1,1"], "std 0"),
+                        (["--meta", "mean=a,b,c"], "mean not numbers"),
+                        (["--meta", "thresholds=[0.5]"], "thresholds count"),
+                        (["--meta", "temperature=[%s]" % ",".join(["-1"] * 14)],
+                         "negative temperature")):
+        r = convert(p3, bad, *extra, ok=False)
+        check(r.returncode != 0 and "Traceback" not in r.stderr and not os.path.exists(bad),
+              "convert: %s accepted or unclear: %r" % (what, r.stderr))
+
+
+def collections_od(d):
+    import collections
+    return collections.OrderedDict(d)
+
+
 def main():
     if not os.path.exists(ST_DUMP):
         raise AssertionError("st_dump not built: %s" % ST_DUMP)
@@ -235,6 +337,8 @@ def main():
     check(not [f for f in os.listdir(WORK) if ".tmp-" in f], "temporary files left behind")
     r = convert("--help")
     check(r.returncode == 0 and "--to-pth" in r.stdout, "--help")
+
+    test_xrv_style()
 
     if failures:
         print("%d failure(s)" % len(failures))
