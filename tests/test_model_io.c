@@ -227,6 +227,148 @@ static void test_bad_files(void **state)
     cx_model_free(m);
 }
 
+/* A model file with the model's tensors and one extra metadata entry. */
+static void write_with_meta(cx_model *m, const char *path, const char *key, const char *value)
+{
+    cx_st_writer *w = cx_st_writer_new();
+    cx_err err = {0};
+    assert_int_equal(cx_model_to_writer(m, w, CX_DT_F32, &err), CX_OK);
+    if (key)
+        assert_int_equal(cx_st_writer_add_meta(w, key, value, &err), CX_OK);
+    assert_int_equal(cx_st_writer_write(w, path, &err), CX_OK);
+    cx_st_writer_free(w);
+}
+
+/* "thresholds" and "temperature": checked at load and when set; the
+ * probability is cx_sigmoid(logit / T), bit for bit cx_sigmoid(logit)
+ * without a temperature. */
+static void test_thresholds_temperature(void **state)
+{
+    (void)state;
+    cx_model *m = small_model(3);
+    cx_err err = {0};
+    float t[3], T[3];
+    assert_int_equal(cx_model_thresholds(m, t), 0);
+    assert_int_equal(cx_model_temperature(m, T), 0);
+    assert_true(T[0] == 1.0f && T[1] == 1.0f && T[2] == 1.0f);
+    const float zs[] = {-80.0f, -3.25f, -1e-7f, 0.0f, 0.3f, 7.5f, 88.0f};
+    for (size_t i = 0; i < sizeof zs / sizeof zs[0]; i++) {
+        float a = cx_model_probability(m, 1, zs[i]), b = cx_sigmoid(zs[i]);
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+
+    const float tv[3] = {0.25f, 0.5f, 0.125f}, Tv[3] = {2.0f, 0.5f, 1.3f};
+    assert_int_equal(cx_model_set_thresholds(m, tv, &err), CX_OK);
+    assert_int_equal(cx_model_set_temperature(m, Tv, &err), CX_OK);
+    const float bad_t[3] = {0.5f, 1.0f, 0.5f}, bad_T[3] = {1.0f, -2.0f, 1.0f};
+    assert_int_equal(cx_model_set_thresholds(m, bad_t, &err), CX_ENUMERIC);
+    assert_non_null(strstr(err.msg, "thresholds"));
+    assert_int_equal(cx_model_set_temperature(m, bad_T, &err), CX_ENUMERIC);
+    assert_non_null(strstr(err.msg, "temperature"));
+    assert_int_equal(cx_model_set_meta(m, "thresholds", "[0.5, 0.5]", &err), CX_ESHAPE);
+    /* the refused values left the good ones in place */
+    assert_int_equal(cx_model_thresholds(m, t), 1);
+    assert_memory_equal(t, tv, sizeof t);
+    float p = cx_model_probability(m, 0, 3.0f), q = cx_sigmoid(1.5f);
+    assert_memory_equal(&p, &q, sizeof p);
+
+    /* a round trip through a file keeps them exactly */
+    const char *path = tmp_path("calibrated.safetensors");
+    assert_int_equal(cx_model_save(m, path, CX_DT_F32, &err), CX_OK);
+    cx_model *r = NULL;
+    assert_int_equal(cx_model_load(path, &r, &err), CX_OK);
+    assert_int_equal(cx_model_thresholds(r, t), 1);
+    assert_memory_equal(t, tv, sizeof t);
+    assert_int_equal(cx_model_temperature(r, T), 1);
+    assert_memory_equal(T, Tv, sizeof T);
+    cx_model_free(r);
+    cx_model_free(m);
+
+    /* malformed metadata: load errors naming the file and the key */
+    m = small_model(3);
+    static const struct {
+        const char *key, *value;
+        cx_status code;
+        const char *needle;
+    } bad[] = {
+        {"thresholds", "[0.5, 0.5", CX_EFORMAT, "JSON"},
+        {"thresholds", "{\"a\": 0.5}", CX_EFORMAT, "JSON array"},
+        {"thresholds", "[0.5, 0.5]", CX_ESHAPE, "3 classes"},
+        {"thresholds", "[0.5, 0.5, 0.5, 0.5]", CX_ESHAPE, "3 classes"},
+        {"thresholds", "[0.5, 1, 0.5]", CX_ENUMERIC, "(0, 1)"},
+        {"thresholds", "[0.5, -0.1, 0.5]", CX_ENUMERIC, "(0, 1)"},
+        {"thresholds", "[0.5, 1e-50, 0.5]", CX_ENUMERIC, "(0, 1)"},
+        {"thresholds", "[0.5, 0.99999999999, 0.5]", CX_ENUMERIC, "(0, 1)"},
+        {"thresholds", "[0.5, null, 0.5]", CX_EFORMAT, "not a number"},
+        {"temperature", "[1, 0, 1]", CX_ENUMERIC, "positive"},
+        {"temperature", "[1, 1e39, 1]", CX_ENUMERIC, "positive"},
+        {"temperature", "[1, 1]", CX_ESHAPE, "3 classes"},
+        {"temperature", "2", CX_EFORMAT, "JSON array"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *bp = tmp_path("bad-calibration.safetensors");
+        write_with_meta(m, bp, bad[i].key, bad[i].value);
+        char quoted[64];
+        snprintf(quoted, sizeof quoted, "'%s'", bad[i].key);
+        expect_error(bp, bad[i].code, quoted, bad[i].needle);
+    }
+    cx_model_free(m);
+}
+
+/* mean/std: one value stands for all channels of a 1-channel model only */
+static void test_single_mean_std(void **state)
+{
+    (void)state;
+    cx_config cfg = {.arch = "densenet", .growth_rate = 4, .n_blocks = 2,
+                     .block_config = {2, 2}, .num_init_features = 8, .bn_size = 2,
+                     .num_classes = 1, .in_channels = 1};
+    cx_model *m = NULL, *r = NULL;
+    cx_err err = {0};
+    assert_int_equal(cx_model_new(&cfg, &m, NULL), CX_OK);
+    cx_model_init(m, 2);
+    const char *p = tmp_path("one-channel.safetensors");
+    cx_st_writer *w;
+    /* the tensors with our own mean/std */
+    for (int pass = 0; pass < 2; pass++) {
+        w = cx_st_writer_new();
+        for (int i = 0; i < cx_model_num_tensors(m); i++) {
+            cx_param *t = cx_model_tensor(m, i);
+            assert_int_equal(cx_st_writer_add_f32(w, t->name, CX_DT_F32, t->ndim, t->shape,
+                                                  t->data, &err),
+                             CX_OK);
+        }
+        assert_int_equal(cx_st_writer_add_meta(w, "mean", pass ? "0.5, 0.5" : "0.5", &err),
+                         CX_OK);
+        assert_int_equal(cx_st_writer_add_meta(w, "std", "0.00048828125", &err), CX_OK);
+        assert_int_equal(cx_st_writer_write(w, p, &err), CX_OK);
+        cx_st_writer_free(w);
+        if (pass) {
+            expect_error(p, CX_EFORMAT, "'mean'", "1 or 3");
+            continue;
+        }
+        assert_int_equal(cx_model_load(p, &r, &err), CX_OK);
+        float mean[3], sd[3];
+        cx_model_normalization(r, mean, sd);
+        assert_true(mean[0] == 0.5f && sd[0] == 0.00048828125f);
+        cx_model_free(r);
+    }
+    cx_model_free(m);
+    /* a 3-channel model wants three */
+    m = small_model(1);
+    w = cx_st_writer_new();
+    for (int i = 0; i < cx_model_num_tensors(m); i++) {
+        cx_param *t = cx_model_tensor(m, i);
+        assert_int_equal(
+            cx_st_writer_add_f32(w, t->name, CX_DT_F32, t->ndim, t->shape, t->data, &err), CX_OK);
+    }
+    assert_int_equal(cx_st_writer_add_meta(w, "std", "0.25", &err), CX_OK);
+    p = tmp_path("three-channel-one-std.safetensors");
+    assert_int_equal(cx_st_writer_write(w, p, &err), CX_OK);
+    cx_st_writer_free(w);
+    expect_error(p, CX_EFORMAT, "'std'", "3 comma-separated");
+    cx_model_free(m);
+}
+
 static void test_with_head(void **state)
 {
     cx_model *m = small_model(14), *h = NULL;
@@ -250,6 +392,7 @@ int main(void)
     mkdir(g_dir, 0777);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_canonical_names),
-        cmocka_unit_test(test_bad_files), cmocka_unit_test(test_with_head)};
+        cmocka_unit_test(test_bad_files), cmocka_unit_test(test_with_head),
+        cmocka_unit_test(test_thresholds_temperature), cmocka_unit_test(test_single_mean_std)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

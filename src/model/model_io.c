@@ -173,7 +173,7 @@ cx_status cx_model_parse_calibration(cx_model *m, const char *key, const char *v
             free(v);
             cx_json_free(j);
             return cx_seterr(err, CX_ENUMERIC,
-                             "%s: metadata '%s': value %d (class '%s') = %g is not %s", w, key,
+                             "%s: metadata '%s': value %d (class '%s') = %.12g is not %s", w, key,
                              i + 1, cls, d, is_t ? "in (0, 1)" : "a finite positive number");
         }
         v[i] = f;

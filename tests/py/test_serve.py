@@ -2,8 +2,11 @@
 
   - POST /v1/predict on PNG, RGBA PNG, JPEG and DICOM files gives exactly the
     probabilities of `chexnet predict` (JSON shape pinned: probabilities,
-    model, warnings); ?cam=CLASS gives the overlay `predict --cam` writes,
-    pixel for pixel; a lateral DICOM comes with its warning;
+    model, warnings, positive); ?cam=CLASS gives the overlay `predict --cam`
+    writes, pixel for pixel; a lateral DICOM comes with its warning;
+  - a model with "thresholds" and "temperature": /v1/model gives its
+    thresholds, /v1/predict predict's (scaled) probabilities and positive
+    flags, the DICOM SR each class's threshold;
   - bad input gets the pinned status codes with {"error": ...} (415 not an
     image, 413 too large: declared, chunked or huge dimensions, 400 corrupt,
     404, 405, 401) and the server keeps serving;
@@ -113,7 +116,8 @@ def basic(model, files, extra):
             check("POST /v1/predict %s: the probabilities of chexnet predict" % name,
                   st == 200 and w is not None and res.get("probabilities") == w["probabilities"]
                   and res.get("model") == os.path.basename(model) and res.get("warnings") == []
-                  and list(res) == ["probabilities", "model", "warnings"],
+                  and list(res) == ["probabilities", "model", "warnings", "positive"]
+                  and res.get("positive") == {c: p >= 0.5 for c, p in w["probabilities"].items()},
                   "%d %s vs %s" % (st, res, w and w["probabilities"]))
         # the overlay of ?cam= is the file predict --cam writes
         camdir = os.path.join(TMP, "cam")
@@ -366,12 +370,57 @@ def cam_scales(model, files):
                   "%d %s" % (st, res.get("cam_range")))
 
 
+def calibrated(model, files):
+    """A model carrying thresholds and a temperature (set with chexnet export,
+    which checks them as a load does)."""
+    cal = os.path.join(TMP, "calibrated.safetensors")
+    r = subprocess.run([cxtest.CHEXNET, "export", model, "-o", cal, "--meta",
+                        "thresholds=[0.3125]", "--meta", "temperature=[1.75]"],
+                       capture_output=True, text=True)
+    check("export a model with thresholds and temperature", r.returncode == 0, r.stderr)
+    paths = [files[k] for k in ("png-512", "png-1024", "dicom-8bit") if k in files]
+    want = predict_cli(cal, paths)
+    with Server("--model", cal, "--max-body", "8M") as s:
+        st, hd, body = s.request("GET", "/v1/model")
+        info = json.loads(body) if st == 200 else {}
+        check("calibrated: /v1/model gives the model's thresholds",
+              info.get("thresholds") == {"Pneumonia": 0.3125}, str(info.get("thresholds")))
+        for p in paths:
+            st, res = s.predict(open(p, "rb").read())
+            w = want.get(p, {})
+            check("calibrated: /v1/predict %s: predict's probabilities and flags"
+                  % os.path.basename(p),
+                  st == 200 and res.get("probabilities") == w.get("probabilities") and
+                  res.get("positive") == w.get("positive") and
+                  res.get("positive") == {"Pneumonia": w["probabilities"]["Pneumonia"] >= 0.3125},
+                  "%s vs %s" % (res, w))
+        if "dicom-8bit" in files:
+            import pydicom
+            st, hd, body = s.request("POST", "/v1/dicom", open(files["dicom-8bit"], "rb").read())
+            m = re.search(r"boundary=(\S+)", hd.get("Content-Type", ""))
+            sr = None
+            if st == 200 and m:
+                chunk = body.split(b"--" + m.group(1).encode())[2]
+                sr = pydicom.dcmread(io.BytesIO(chunk.split(b"\r\n\r\n", 1)[1][:-2]))
+            got = {}
+            for i in (sr.ContentSequence if sr else []):
+                if i.ValueType == "NUM":
+                    t = [float(c.MeasuredValueSequence[0].NumericValue)
+                         for c in getattr(i, "ContentSequence", []) if c.ValueType == "NUM"]
+                    got[i.ConceptNameCodeSequence[0].CodeMeaning] = (
+                        float(i.MeasuredValueSequence[0].NumericValue), t)
+            w = want[files["dicom-8bit"]]["probabilities"]["Pneumonia"]
+            check("calibrated: the SR's probability is predict's and its threshold the model's",
+                  got == {"Pneumonia": (w, [0.3125])}, str(got))
+
+
 def main():
     os.makedirs(TMP, exist_ok=True)
     model = model_path()
     files, extra = inputs()
     basic(model, files, extra)
     cam_scales(model, files)
+    calibrated(model, files)
     batching(model, files)
     png = open(files["png-512"], "rb").read()
     token(model, png)
