@@ -272,6 +272,8 @@ void cx_model_input_spec(const cx_model *m, cx_input_spec *s);
 const char *cx_model_meta(const cx_model *m, const char *key);
 cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value,
                             cx_err *err);
+/* Removes an entry (nothing when absent). */
+void cx_model_remove_meta(cx_model *m, const char *key);
 int cx_model_num_meta(const cx_model *m);
 const cx_kv *cx_model_meta_at(const cx_model *m, int i);
 
@@ -296,6 +298,10 @@ float cx_model_probability(const cx_model *m, int cls, float logit);
 /* Set them (metadata and parsed values), checked as at load. */
 cx_status cx_model_set_thresholds(cx_model *m, const float *t, cx_err *err);
 cx_status cx_model_set_temperature(cx_model *m, const float *T, cx_err *err);
+/* What calibrate writes about one set of weights; training from them drops
+ * it (the weights change). */
+extern const char *const CX_MODEL_CALIBRATION_KEYS[4]; /* thresholds, temperature,
+                                                          threshold_method, cam_range */
 
 /* Calibration arithmetic (src/model/calibration.c) for one class over n
  * images: logits or probabilities with 0/1 labels y. */

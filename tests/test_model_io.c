@@ -281,6 +281,16 @@ static void test_thresholds_temperature(void **state)
     assert_memory_equal(t, tv, sizeof t);
     assert_int_equal(cx_model_temperature(r, T), 1);
     assert_memory_equal(T, Tv, sizeof T);
+    /* removing them: the model is back to plain sigmoid, no thresholds */
+    for (int i = 0; i < 4; i++)
+        cx_model_remove_meta(r, CX_MODEL_CALIBRATION_KEYS[i]);
+    assert_int_equal(cx_model_thresholds(r, NULL), 0);
+    assert_int_equal(cx_model_temperature(r, NULL), 0);
+    assert_null(cx_model_meta(r, "thresholds"));
+    assert_null(cx_model_meta(r, "temperature"));
+    p = cx_model_probability(r, 0, 3.0f);
+    q = cx_sigmoid(3.0f);
+    assert_memory_equal(&p, &q, sizeof p);
     cx_model_free(r);
     cx_model_free(m);
 

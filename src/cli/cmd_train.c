@@ -599,6 +599,16 @@ int cmd_train(int argc, char **argv)
         } else {
             m = w;
         }
+        /* a calibration belongs to the weights it was fitted on */
+        int dropped = 0;
+        for (int i = 0; i < 4; i++) {
+            dropped |= cx_model_meta(m, CX_MODEL_CALIBRATION_KEYS[i]) != NULL;
+            cx_model_remove_meta(m, CX_MODEL_CALIBRATION_KEYS[i]);
+        }
+        if (dropped && r0)
+            fprintf(stderr, "weights: %s's calibration (thresholds, temperature, cam_range) "
+                            "is left out of the new model: run chexnet calibrate on it\n",
+                    weights);
     } else {
         cx_config cfg;
         if (cx_config_preset(arch, K, (int)in_ch, &cfg, &err) || cx_model_new(&cfg, &m, &err))

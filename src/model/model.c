@@ -478,6 +478,25 @@ cx_status cx_model_set_meta(cx_model *m, const char *key, const char *value, cx_
     return CX_OK;
 }
 
+void cx_model_remove_meta(cx_model *m, const char *key)
+{
+    for (int i = 0; i < m->n_meta; i++)
+        if (!strcmp(m->meta[i].key, key)) {
+            free(m->meta[i].key);
+            free(m->meta[i].value);
+            memmove(&m->meta[i], &m->meta[i + 1], sizeof *m->meta * (size_t)(m->n_meta - i - 1));
+            m->n_meta--;
+            break;
+        }
+    if (!strcmp(key, "thresholds")) {
+        free(m->thresholds);
+        m->thresholds = NULL;
+    } else if (!strcmp(key, "temperature")) {
+        free(m->temperature);
+        m->temperature = NULL;
+    }
+}
+
 cx_status cx_model_with_head(const cx_model *src, int num_classes, uint64_t seed,
                              cx_model **out, cx_err *err)
 {

@@ -185,6 +185,9 @@ cx_status cx_model_parse_calibration(cx_model *m, const char *key, const char *v
     return CX_OK;
 }
 
+const char *const CX_MODEL_CALIBRATION_KEYS[4] = {"thresholds", "temperature",
+                                                  "threshold_method", "cam_range"};
+
 int cx_model_thresholds(const cx_model *m, float *t)
 {
     if (!m->thresholds)
