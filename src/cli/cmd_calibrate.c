@@ -353,6 +353,8 @@ int cmd_calibrate(int argc, char **argv)
             goto out;
         }
         n = sp.count[CX_SPLIT_TRAIN];
+        for (int i = 0; i < sp.n_warnings; i++)
+            cli_error(CMD, "warning: %s", sp.warnings[i]);
     } else {
         n = cx_dataset_size(ds);
     }
