@@ -50,6 +50,8 @@ int main(int argc, char **argv)
         int at;
         if (cx_calib_fit_temperature(v, y, n, &T, &at, &err)) {
             printf("{\"error\": \"%s\"}\n", err.msg);
+            free(v);
+            free(y);
             return 0;
         }
         printf("{\"T\": %.17g, \"at_bound\": %d, \"nll_1\": %.17g, \"nll_T\": %.17g}\n", T, at,
@@ -67,6 +69,8 @@ int main(int argc, char **argv)
         float t;
         if (cx_calib_threshold(v, y, n, (cx_threshold_rule)rule, x, &t, &err)) {
             printf("{\"error\": \"%s\"}\n", err.msg);
+            free(v);
+            free(y);
             return 0;
         }
         double se, sp;
