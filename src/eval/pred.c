@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void cx_pred_free(cx_pred_table *p)
 {
@@ -69,6 +70,13 @@ cx_status cx_pred_set_image(cx_pred_table *p, int i, const char *image, cx_err *
     return CX_OK;
 }
 
+static int is_flag_column(const char *name)
+{
+    static const char suffix[] = ":positive";
+    size_t n = strlen(name), m = sizeof suffix - 1;
+    return n > m && strcasecmp(name + n - m, suffix) == 0;
+}
+
 cx_status cx_pred_load(const char *path, cx_pred_table **out, cx_err *err)
 {
     *out = NULL;
@@ -87,7 +95,16 @@ cx_status cx_pred_load(const char *path, cx_pred_table **out, cx_err *err)
         cx_csv_free(t);
         return cx_seterr(err, CX_EFORMAT, "%s: no prediction rows", path);
     }
-    int nc = t->n_cols - 1;
+    /* predict's "<class>:positive" columns (a model with thresholds) are
+     * decisions, not scores: left out */
+    int nc = 0;
+    for (int c = 0; c < t->n_cols; c++)
+        if (c != img && !is_flag_column(t->header[c]))
+            nc++;
+    if (nc == 0) {
+        cx_csv_free(t);
+        return cx_seterr(err, CX_EFORMAT, "%s: needs at least one class score column", path);
+    }
     const char *names[1024];
     if (nc > 1024) {
         cx_csv_free(t);
@@ -99,7 +116,7 @@ cx_status cx_pred_load(const char *path, cx_pred_table **out, cx_err *err)
         return cx_seterr(err, CX_ENOMEM, "out of memory");
     }
     for (int c = 0, k = 0; c < t->n_cols; c++) {
-        if (c == img)
+        if (c == img || is_flag_column(t->header[c]))
             continue;
         col[k] = c;
         names[k] = t->header[c];

@@ -22,6 +22,7 @@ import cxtest  # noqa: E402
 from test_calibrate import check, f32, failures, nll, sk_thresholds, SOURCE  # noqa: E402
 
 import numpy as np  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
 
 WORK = os.path.join(cxtest.TMP, "test_calibrate_e2e.%d" % os.getpid())
 
@@ -144,6 +145,17 @@ def test_end_to_end():
     check(csv[0] == "image,Pneumonia,Pneumonia:positive", "csv header: %r" % csv[0])
     check(all(row.split(",")[2] == ("1" if rr["positive"]["Pneumonia"] else "0")
               for row, rr in zip(csv[1:], recs)) and len(csv) == 41, "csv: the positive column")
+    # evaluate --pred reads such a CSV: the flag columns are not classes
+    pred_csv = os.path.join(WORK, "flags.csv")
+    with open(pred_csv, "w") as f:
+        f.write("\n".join(csv) + "\n")
+    ev_json = os.path.join(WORK, "flags-eval.json")
+    run(["evaluate", "--pred", pred_csv, "--labels", manifest, "--bootstrap", "0",
+         "--json", ev_json])
+    ev = json.load(open(ev_json))
+    check(list(ev["auroc"]) == ["Pneumonia"] and
+          abs(ev["auroc"]["Pneumonia"]["value"] - roc_auc_score(y, p)) < 1e-9,
+          "evaluate --pred leaves the :positive column out (AUROC %r)" % ev["auroc"])
     table = predict(out, files, "table").splitlines()
     npos = sum(rr["positive"]["Pneumonia"] for rr in recs)
     check(sum("positive" in t for t in table[1:]) == npos and npos > 0,
