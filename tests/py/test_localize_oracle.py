@@ -106,6 +106,7 @@ def group_figures(items, fig, sel, nboot, seed):
 
 
 def run_tool(items, ncls, thr, nboot, seed, tag):
+    os.makedirs(TMP, exist_ok=True)  # also when imported by another test
     inp = os.path.join(TMP, tag + ".txt")
     with open(inp, "w") as f:
         f.write("%d %d %.17g %d %d\n" % (len(items), ncls, thr, nboot, seed))
