@@ -230,21 +230,28 @@ def basic(model, files, extra):
               res["probabilities"] == want[files["png-512"]]["probabilities"], "%d" % st)
 
         # metrics, parsed by prometheus_client
-        st, hd, body = s.request("GET", "/metrics")
-        check("GET /metrics", st == 200 and hd.get("Content-Type", "").startswith("text/plain"),
-              "%d" % st)
         try:
             from prometheus_client.parser import text_string_to_metric_families
         except ImportError:
             check("prometheus_client available (python3-prometheus-client)", False)
             return
-        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
-        req = {}
-        for smp in fams["chexnet_requests"].samples:
-            if smp.name == "chexnet_requests_total" and smp.labels["handler"] == "/v1/predict":
-                req[int(smp.labels["code"])] = int(smp.value)
         want_codes = dict(codes)
         want_codes[200] = n_ok
+        # a request is counted when the server has finished with its
+        # connection, which may be just after the client has read the answer:
+        # scrape again (up to 5 s) until the last one is in
+        for attempt in range(50):
+            st, hd, body = s.request("GET", "/metrics")
+            fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+            req = {}
+            for smp in fams["chexnet_requests"].samples:
+                if smp.name == "chexnet_requests_total" and smp.labels["handler"] == "/v1/predict":
+                    req[int(smp.labels["code"])] = int(smp.value)
+            if req == want_codes or st != 200:
+                break
+            time.sleep(0.1)
+        check("GET /metrics", st == 200 and hd.get("Content-Type", "").startswith("text/plain"),
+              "%d" % st)
         check("requests counted by status code", req == want_codes, "%s vs %s" %
               (req, want_codes))
         lat = [x for x in fams["chexnet_request_duration_seconds"].samples
