@@ -11,7 +11,7 @@
 #                kept only for the run
 #   --no-build   use build-fuzz as it is
 #   NAME...      harnesses to run (default all: safetensors model png jpeg csv
-#                labels predictions dataset json pack readers dicom http)
+#                labels predictions dataset json pack readers boxes dicom http)
 #
 # Builds build-fuzz with clang (-DCX_FUZZ=ON: the library instrumented with
 # -fsanitize=fuzzer-no-link,address,undefined). A campaign keeps its corpus in
@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$T" ] || T=$([ $SMOKE = 1 ] && echo 15 || echo 600)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(safetensors model png jpeg csv labels predictions dataset json
-                                 pack readers dicom http)
+                                 pack readers boxes dicom http)
 B=build-fuzz
 if [ $BUILD = 1 ]; then
   nice -n 19 cmake -S . -B $B -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -49,7 +49,7 @@ fi
 dict_of() {
   case "$1" in
     safetensors|model) echo safetensors ;;
-    csv|labels|predictions|dataset|readers) echo csv ;;
+    csv|labels|predictions|dataset|readers|boxes) echo csv ;;
     *) echo "$1" ;;
   esac
 }

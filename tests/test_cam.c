@@ -370,6 +370,10 @@ static void test_localize_cases(void **state)
     /* a box partly outside the image is clipped */
     cx_box b5 = {8, 8, 10, 10};
     assert_true(loc1(c, 10, &b5, 1, 0.5, &iou) == 0.04);
+    /* a box wholly past the image (far beyond int range): empty, no pixel */
+    cx_box b6 = {7.2e13, 1e15, 5, 5};
+    assert_true(loc1(c, 10, &b6, 1, 0.5, &iou) == 0);
+    assert_true(iou == 0);
     /* threshold 0: everything; 1: the peaks only */
     assert_true(loc1(m, 10, &b, 1, 0.0, &iou) == 0.5);
     assert_true(iou == 0.25);

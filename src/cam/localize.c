@@ -20,6 +20,8 @@ static void box_span(double x, double w, int n, int *a, int *b)
     double lo = ceil(x - 0.5), hi = ceil(x + w - 0.5);
     if (lo < 0)
         lo = 0;
+    if (lo > n) /* a box wholly past the image: an empty span */
+        lo = n;
     if (hi > n)
         hi = n;
     if (hi < lo)
