@@ -10,7 +10,7 @@
  *                       bit depth, interlaced or not, with tRNS
  *   jpeg                real paediatric JPEGs, and the X-ray re-encoded
  *                       (grey, colour, progressive)
- *   csv, labels, predictions, dataset, readers
+ *   csv, labels, predictions, dataset, readers, boxes
  *                       the first lines of the real label, metadata,
  *                       manifest, split-list and score files (plain and gzip)
  *   json                the headers of the tiny models, and a few documents
@@ -352,7 +352,7 @@ static void tables(void)
         {"nih/labels.csv", 8, "csv labels predictions dataset"},
         {"nih/split-70-10-20/val_list.txt", 10, "labels dataset"},
         {"nih/split-70-10-20/train_list.txt.gz", 6, "labels dataset"},
-        {"nih/metadata/BBox_List_2017.csv.gz", 8, "csv"},
+        {"nih/metadata/BBox_List_2017.csv.gz", 8, "csv boxes"},
         {"nih/metadata/rsna_to_nih_map.csv.gz", 8, "csv labels"},
         {"kermany-224/manifest.csv", 14, "csv dataset labels"},
         {"chexpert-test-labels/groundtruth.csv", 10, "csv labels predictions"},
