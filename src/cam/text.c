@@ -125,7 +125,7 @@ void cx_text_draw(cx_text *t, cx_image *im, int x, int y, const char *s, int n,
 {
     if (n < 0)
         n = (int)strlen(s);
-    long pen = (long)x << 6;
+    long pen = (long)x * 64; /* x may be negative (text wider than a narrow image) */
     int i = 0;
     while (i < n) {
         unsigned long cp = next_cp((const unsigned char *)s, n, &i);
