@@ -113,6 +113,29 @@ def load_safetensors(path):
     return out, meta
 
 
+CALIBRATION_KEYS = ("thresholds", "temperature", "threshold_method", "cam_range")
+
+
+def strip_metadata(src, dst, keys=CALIBRATION_KEYS):
+    """Copies the safetensors file src to dst without the given metadata keys
+    (default: what chexnet calibrate writes), the tensors' bytes untouched:
+    the same model in its uncalibrated state."""
+    with open(src, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__", {})
+    for k in keys:
+        meta.pop(k, None)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        f.write(data[8 + n:])
+    return dst
+
+
 def nih_images(n=None):
     d = shared("nih", "images")
     files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".png"))
