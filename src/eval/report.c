@@ -410,20 +410,37 @@ static void svg_all(cx_tb *b, const cx_eval_result *r)
     cx_tb_puts(b, "</svg>\n");
 }
 
-/* One small panel per class. */
-static void svg_panels(cx_tb *b, const cx_eval_result *r)
+/* A grid of square panels, at most 4 per row, one per class: the SVG
+ * element and its white background; svg_grid_origin gives panel k's plot
+ * origin (room for the axis labels left of and above it). */
+enum { PANEL_PITCH = 270, PANEL_W = 190 };
+static int svg_grid_open(cx_tb *b, int n)
 {
-    int cols = r->n_classes < 4 ? r->n_classes : 4;
-    int rows = (r->n_classes + cols - 1) / cols;
-    double pw = 270, ph = 270, w = 190, h = 190;
-    int W = (int)(cols * pw), H = (int)(rows * ph);
+    int cols = n < 4 ? n : 4;
+    int rows = (n + cols - 1) / cols;
+    int W = cols * PANEL_PITCH, H = rows * PANEL_PITCH;
     cx_tb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                     "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
                  W, H, W, H);
     cx_tb_printf(b, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/>\n", W, H);
+    return cols;
+}
+
+static void svg_grid_origin(int cols, int k, double *x0, double *y0)
+{
+    *x0 = (k % cols) * (double)PANEL_PITCH + 58;
+    *y0 = (k / cols) * (double)PANEL_PITCH + 26;
+}
+
+/* One small ROC panel per class. */
+static void svg_panels(cx_tb *b, const cx_eval_result *r)
+{
+    const double w = PANEL_W, h = PANEL_W;
+    int cols = svg_grid_open(b, r->n_classes);
     for (int k = 0; k < r->n_classes; k++) {
         const cx_class_eval *c = &r->cls[k];
-        double x0 = (k % cols) * pw + 58, y0 = (k / cols) * ph + 26;
+        double x0, y0;
+        svg_grid_origin(cols, k, &x0, &y0);
         svg_axes(b, x0, y0, w, h, c->name, 10);
         const char *col = PALETTE[k % N_PALETTE];
         svg_band(b, c, x0, y0, w, h, col);
@@ -455,17 +472,12 @@ static void svg_panels(cx_tb *b, const cx_eval_result *r)
  * calibration), over a grey histogram of the bins' image counts. */
 static void svg_reliability(cx_tb *b, const cx_eval_result *r)
 {
-    int cols = r->n_classes < 4 ? r->n_classes : 4;
-    int rows = (r->n_classes + cols - 1) / cols;
-    double pw = 270, ph = 270, w = 190, h = 190;
-    int W = (int)(cols * pw), H = (int)(rows * ph);
-    cx_tb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                    "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
-                 W, H, W, H);
-    cx_tb_printf(b, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/>\n", W, H);
+    const double w = PANEL_W, h = PANEL_W;
+    int cols = svg_grid_open(b, r->n_classes);
     for (int k = 0; k < r->n_classes; k++) {
         const cx_class_eval *c = &r->cls[k];
-        double x0 = (k % cols) * pw + 58, y0 = (k / cols) * ph + 26;
+        double x0, y0;
+        svg_grid_origin(cols, k, &x0, &y0);
         svg_axes_l(b, x0, y0, w, h, c->name, 10, "mean predicted probability",
                    "fraction positive");
         const char *col = PALETTE[k % N_PALETTE];
