@@ -65,6 +65,11 @@ const char *cli_plural(long n, const char *one, const char *many);
  * static buffer (for messages). */
 const char *cli_path_in(const char *dir, const char *name);
 
+/* --ten-crop on a model whose "augmentation" metadata shows it was trained
+ * without random crops: one warning on stderr (the crops are views at a
+ * scale it never saw). Nothing for models without that key. */
+void cli_ten_crop_warn(const char *cmd, const cx_model *m);
+
 /* Prints "chexnet CMD: message" to stderr. */
 void cli_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)

@@ -103,6 +103,8 @@ static int predict_dir(const char *model_path, const char *dir, int ten_crop, in
     cx_model *m = NULL;
     if (cx_model_load(model_path, &m, &err))
         return cli_fail(CMD, &err);
+    if (ten_crop)
+        cli_ten_crop_warn(CMD, m);
     cli_strvec files = {0};
     int nerr = 0;
     if (cli_add_input(CMD, dir, 0, &files, &nerr) || nerr) {

@@ -63,7 +63,9 @@ static void usage(FILE *f)
             "  --format F        json (one object per line), csv, or table\n"
             "                    (default: table on a terminal, json otherwise)\n"
             "  --ten-crop        resize to 256, average over 10 crops of 224\n"
-            "                    (arnoweng/CheXNet's test-time augmentation)\n"
+            "                    (arnoweng/CheXNet's test-time augmentation; for\n"
+            "                    models trained with random crops: a warning when\n"
+            "                    the model's metadata says it was trained without)\n"
             "  --batch N         network batch (default 16; with --ten-crop each\n"
             "                    image takes 10 slots, at least one image per pass)\n"
             "  --threads T       threads for decoding and the network (default: all)\n"
@@ -716,6 +718,8 @@ int cmd_predict(int argc, char **argv)
         cli_strvec_free(&files);
         return 1;
     }
+    if (ten_crop)
+        cli_ten_crop_warn(CMD, m);
     const int nc = cx_model_num_classes(m);
     float *thr = output_thresholds(m, threshold_given, threshold, &thr_oom);
     if (thr_oom) {

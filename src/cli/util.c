@@ -200,3 +200,16 @@ void cli_print_version(void)
                ? ""
                : " (slower than fp32 here: --precision bf16 runs fp32)");
 }
+
+void cli_ten_crop_warn(const char *cmd, const cx_model *m)
+{
+    const char *aug = cx_model_meta(m, "augmentation");
+    if (!aug || strstr(aug, "\"crop_scale\""))
+        return;
+    fprintf(stderr,
+            "chexnet %s: warning: --ten-crop: this model was trained without random crops "
+            "(augmentation %s); its 10 crops of a 256 px resize show the X-ray at a scale it "
+            "never saw, which can move its scores and its thresholds: compare with single-crop "
+            "on validation images\n",
+            cmd, aug);
+}

@@ -8,6 +8,7 @@ num_batches_tracked included as I64). On real X-rays:
     (the issue's bar; the actual maximum is printed);
   * 224^2 inputs (PIL-resized PNGs, no resize on either side): |dp| <= 1e-5;
   * --ten-crop vs Resize(256) + TenCrop(224) + mean of sigmoids: <= 2e-3;
+    one warning when the model's "augmentation" has no random crops;
   * batch 1 vs batch 16 and --backend ref agree;
   * a 1-channel model (PIL "L" path) vs torch: <= 2e-3;
   * CAM: the raw 7x7 map (cam_dump tool, cx_cam_compute) vs the same
@@ -129,6 +130,21 @@ def main():
                              + tsel).stdout)
     d = np.abs(np.stack([g[1] for g in got]) - reft).max()
     check("--ten-crop vs torchvision TenCrop", d <= 2e-3, "max |dp| %.2e (<= 2e-3)" % d)
+    # --ten-crop on a model trained without random crops: one warning
+    r = predict(["--model", mpath, "--format", "csv", "--ten-crop", tsel[0]])
+    check("--ten-crop, a model without augmentation metadata: no warning",
+          r.returncode == 0 and "warning" not in r.stderr, r.stderr.strip())
+    for aug, warns in (('{"flip": true}', True),
+                       ('{"flip": true, "crop_scale": [0.7, 1], "crop_ratio": [0.9, 1.1]}', False)):
+        maug = os.path.join(TMP, "model-aug.safetensors")
+        e = cxtest.run([cxtest.CHEXNET, "export", mpath, "-o", maug, "--meta",
+                        "augmentation=" + aug])
+        r = predict(["--model", maug, "--format", "csv", "--ten-crop", tsel[0], tsel[1]])
+        n = r.stderr.count("trained without random crops")
+        check("--ten-crop, a model trained with %s: %s" % (aug, "one warning" if warns else
+                                                            "no warning"),
+              e.returncode == 0 and r.returncode == 0 and n == (1 if warns else 0),
+              e.stderr.strip() + r.stderr.strip())
 
     # -- CAM parity on the raw map
     cam_tool = cxtest.tool("cam_dump")
