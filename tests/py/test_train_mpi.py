@@ -393,7 +393,10 @@ def main():
             _, err = p.communicate()
         took = time.time() - t_sig
         check(name + " to mpirun: every rank stops, a checkpoint and a message",
-              "stopped at epoch" in err and "resume with --resume" in err and took < 15,
+              # mid-epoch ("stopped at epoch E batch B/N") or, when the stop
+              # falls on an epoch's last step, "stopped at the end of epoch E"
+              ("stopped at epoch" in err or "stopped at the end of epoch" in err) and
+              "resume with --resume" in err and took < 15,
               "%.1f s: %s" % (took, err.strip()[-300:]))
         r = run(2, out, ["--max-steps", "1", "--resume", "--sync-bn", "--epochs", "1000"])
         check("... and it resumes", r.returncode == 0 and "resuming from" in r.stderr,
