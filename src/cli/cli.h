@@ -7,6 +7,7 @@
 
 #include "chexnet.h"
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 
 int cmd_info(int argc, char **argv);
@@ -49,11 +50,19 @@ typedef struct {
     struct option longopts[CLI_GETOPT_MAX];
     void (*usage)(FILE *);
     int exit_code;
+    int opt; /* the option cli_getopt_next returned last */
 } cli_getopt;
 void cli_getopt_init(cli_getopt *g, const char *cmd, int argc, char **argv,
                      const char *shortopts, const struct option *longopts, int flags,
                      void (*usage)(FILE *));
 int cli_getopt_next(cli_getopt *g);
+/* The value of the option just returned (optarg) as an integer in lo..hi.
+ * On a bad value it prints "invalid value 'V' for --NAME: want an integer
+ * in LO..HI (see chexnet CMD --help)" and returns nonzero (exit status 2):
+ *   case O_BATCH: if (cli_opt_int(&g, 1, 1024, &batch)) return 2; break; */
+int cli_opt_int(cli_getopt *g, long lo, long hi, long *out);
+/* That message for the option just returned, with "want WANT" if given. */
+void cli_opt_bad(const cli_getopt *g, const char *want);
 /* What --version prints (every command): the version and the kernels. */
 void cli_print_version(void);
 /* Help text of the limit options. */

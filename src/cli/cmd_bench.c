@@ -78,11 +78,11 @@ int cmd_bench(int argc, char **argv)
         switch (c) {
         case O_MODEL: model = optarg; break;
         case O_ARCH: arch = optarg; break;
-        case O_BATCH: bad = cli_parse_int(optarg, 1, 4096, &batch); break;
-        case O_SIZE: bad = cli_parse_int(optarg, 32, 4096, &size); break;
-        case O_REPEAT: bad = cli_parse_int(optarg, 1, 100000, &repeat); break;
-        case O_WARMUP: bad = cli_parse_int(optarg, 0, 100000, &warmup); break;
-        case O_THREADS: bad = cli_parse_int(optarg, 0, 1024, &threads); break;
+        case O_BATCH: bad = cli_opt_int(&g, 1, 4096, &batch) ? -1 : 0; break;
+        case O_SIZE: bad = cli_opt_int(&g, 32, 4096, &size) ? -1 : 0; break;
+        case O_REPEAT: bad = cli_opt_int(&g, 1, 100000, &repeat) ? -1 : 0; break;
+        case O_WARMUP: bad = cli_opt_int(&g, 0, 100000, &warmup) ? -1 : 0; break;
+        case O_THREADS: bad = cli_opt_int(&g, 0, 1024, &threads) ? -1 : 0; break;
         case O_BACKEND:
             if (!strcmp(optarg, "ref")) be = CX_BACKEND_REF;
             else if (!strcmp(optarg, "cpu")) be = CX_BACKEND_CPU;
@@ -94,8 +94,9 @@ int cmd_bench(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
-        if (bad) {
-            cli_error("bench", "invalid value '%s'", optarg);
+        if (bad) { /* < 0: cli_opt_int has said why */
+            if (bad > 0)
+                cli_opt_bad(&g, NULL);
             return 2;
         }
     }

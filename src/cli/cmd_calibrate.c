@@ -258,22 +258,16 @@ int cmd_calibrate(int argc, char **argv)
         case O_NOTEMP: no_temp = 1; break;
         case O_NOCAM: no_cam = 1; break;
         case O_BINS:
-            if (cli_parse_int(optarg, 1, 1000, &bins)) {
-                cli_error(CMD, "--ece-bins must be an integer in 1..1000, not '%s'", optarg);
+            if (cli_opt_int(&g, 1, 1000, &bins))
                 return 2;
-            }
             break;
         case O_BATCH:
-            if (cli_parse_int(optarg, 1, 1024, &batch)) {
-                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", optarg);
+            if (cli_opt_int(&g, 1, 1024, &batch))
                 return 2;
-            }
             break;
         case O_THREADS:
-            if (cli_parse_int(optarg, 0, 4096, &threads)) {
-                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", optarg);
+            if (cli_opt_int(&g, 0, 4096, &threads))
                 return 2;
-            }
             break;
         case O_JSON: json = 1; break;
         default: return 2;

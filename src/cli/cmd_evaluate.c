@@ -305,12 +305,9 @@ static int evaluate_main(int argc, char **argv, cx_provenance *prov)
     int opt;
     cli_getopt_init(&g, CMD, argc, argv, "", opts, CLI_LIMITS, usage);
     while ((opt = cli_getopt_next(&g)) != -1) {
-#define INT_OPT(name, var, lo, hi)                                                           \
-    if (cli_parse_int(optarg, lo, hi, &var)) {                                               \
-        cli_error(CMD, "%s: '%s' is not an integer in [%ld, %ld]", name, optarg, (long)(lo), \
-                  (long)(hi));                                                               \
-        return 2;                                                                            \
-    }                                                                                        \
+#define INT_OPT(var, lo, hi)        \
+    if (cli_opt_int(&g, lo, hi, &var)) \
+        return 2;                      \
     break;
         switch (opt) {
         case CLI_OPT_EXIT: return g.exit_code;
@@ -326,13 +323,13 @@ static int evaluate_main(int argc, char **argv, cx_provenance *prov)
         case O_TITLE: title = optarg; break;
         case O_DUMP: dump_path = optarg; break;
         case O_OP: op = optarg; break;
-        case O_BOOT: INT_OPT("--bootstrap", boot, 0, 10000000)
-        case O_SEED: INT_OPT("--seed", seed, 0, 0x7fffffffffffffffL)
-        case O_THREADS: INT_OPT("--threads", threads, 0, 4096)
-        case O_BATCH: INT_OPT("--batch", batch, 1, 4096)
-        case O_DUMPCOUNT: INT_OPT("--dump-count", dump_count, 0, 1000000)
-        case O_BANDPOINTS: INT_OPT("--band-points", band_points, 2, 10001)
-        case O_CALIBBINS: INT_OPT("--calibration-bins", calib_bins, 1, 1000)
+        case O_BOOT: INT_OPT(boot, 0, 10000000)
+        case O_SEED: INT_OPT(seed, 0, LONG_MAX)
+        case O_THREADS: INT_OPT(threads, 0, 4096)
+        case O_BATCH: INT_OPT(batch, 1, 4096)
+        case O_DUMPCOUNT: INT_OPT(dump_count, 0, 1000000)
+        case O_BANDPOINTS: INT_OPT(band_points, 2, 10001)
+        case O_CALIBBINS: INT_OPT(calib_bins, 1, 1000)
         case O_ROCBANDS: roc_bands = 1; break;
         case O_THRESHOLD:
             if (cli_parse_double(optarg, &threshold)) {

@@ -40,23 +40,17 @@ int cmd_init(int argc, char **argv)
         switch (c) {
         case 'a': arch = optarg; break;
         case 'c':
-            if (cli_parse_int(optarg, 1, 100000, &classes)) {
-                cli_error("init", "--classes wants an integer 1..100000, got '%s'", optarg);
+            if (cli_opt_int(&g, 1, 100000, &classes))
                 return 2;
-            }
             break;
         case 'n': names = optarg; break;
         case 'i':
-            if (cli_parse_int(optarg, 1, 4, &inch)) {
-                cli_error("init", "--in-channels wants 1..4, got '%s'", optarg);
+            if (cli_opt_int(&g, 1, 4, &inch))
                 return 2;
-            }
             break;
         case 's':
-            if (cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed)) {
-                cli_error("init", "--seed wants a non-negative integer, got '%s'", optarg);
+            if (cli_opt_int(&g, 0, LONG_MAX, &seed))
                 return 2;
-            }
             break;
         case 'd':
             if (!strcmp(optarg, "f32")) dt = CX_DT_F32;

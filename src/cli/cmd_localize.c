@@ -218,16 +218,12 @@ int cmd_localize(int argc, char **argv)
             }
             break;
         case O_BOOTSTRAP:
-            if (cli_parse_int(optarg, 0, 1000000, &nboot)) {
-                cli_error(CMD, "--bootstrap must be an integer in 0..1000000, not '%s'", optarg);
+            if (cli_opt_int(&g, 0, 1000000, &nboot))
                 return 2;
-            }
             break;
         case O_SEED:
-            if (cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed)) {
-                cli_error(CMD, "--seed must be a non-negative integer, not '%s'", optarg);
+            if (cli_opt_int(&g, 0, LONG_MAX, &seed))
                 return 2;
-            }
             break;
         case O_JSON:
             json_path = optarg;
@@ -236,16 +232,12 @@ int cmd_localize(int argc, char **argv)
             csv_path = optarg;
             break;
         case O_BATCH:
-            if (cli_parse_int(optarg, 1, 1024, &batch)) {
-                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", optarg);
+            if (cli_opt_int(&g, 1, 1024, &batch))
                 return 2;
-            }
             break;
         case O_THREADS:
-            if (cli_parse_int(optarg, 0, 4096, &threads)) {
-                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", optarg);
+            if (cli_opt_int(&g, 0, 4096, &threads))
                 return 2;
-            }
             break;
         default:
             return 2;

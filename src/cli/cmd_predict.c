@@ -567,16 +567,12 @@ int cmd_predict(int argc, char **argv)
             ten_crop = 1;
             break;
         case O_BATCH:
-            if (cli_parse_int(optarg, 1, 1024, &batch)) {
-                cli_error(CMD, "--batch must be an integer in 1..1024, not '%s'", optarg);
+            if (cli_opt_int(&g, 1, 1024, &batch))
                 return 2;
-            }
             break;
         case O_THREADS:
-            if (cli_parse_int(optarg, 0, 4096, &threads)) {
-                cli_error(CMD, "--threads must be an integer in 0..4096, not '%s'", optarg);
+            if (cli_opt_int(&g, 0, 4096, &threads))
                 return 2;
-            }
             break;
         case O_CAM:
             cam_dir = optarg;

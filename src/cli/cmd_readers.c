@@ -151,22 +151,16 @@ static int readers_main(int argc, char **argv, cx_provenance *prov)
             o.threshold_given = 1;
             break;
         case O_BOOT:
-            if (cli_parse_int(optarg, 0, 10000000, &boot)) {
-                cli_error(CMD, "--bootstrap: '%s' is not an integer in [0, 10000000]", optarg);
+            if (cli_opt_int(&g, 0, 10000000, &boot))
                 return 2;
-            }
             break;
         case O_SEED:
-            if (cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed)) {
-                cli_error(CMD, "--seed: '%s' is not a non-negative integer", optarg);
+            if (cli_opt_int(&g, 0, LONG_MAX, &seed))
                 return 2;
-            }
             break;
         case O_THREADS:
-            if (cli_parse_int(optarg, 0, 4096, &threads)) {
-                cli_error(CMD, "--threads: '%s' is not an integer in [0, 4096]", optarg);
+            if (cli_opt_int(&g, 0, 4096, &threads))
                 return 2;
-            }
             break;
         case O_JSON:
             json_path = optarg;

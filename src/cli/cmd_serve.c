@@ -158,15 +158,15 @@ int cmd_serve(int argc, char **argv)
         switch (c) {
         case CLI_OPT_EXIT: return g.exit_code;
         case O_MODEL: o.model_path = optarg; break;
-        case O_PORT: bad = cli_parse_int(optarg, 0, 65535, &v); o.port = (int)v; break;
+        case O_PORT: bad = cli_opt_int(&g, 0, 65535, &v) ? -1 : 0; o.port = (int)v; break;
         case O_HOST: o.host = optarg; break;
-        case O_THREADS: bad = cli_parse_int(optarg, 0, 4096, &v); o.threads = (int)v; break;
-        case O_MAX_BATCH: bad = cli_parse_int(optarg, 1, 1024, &v); o.max_batch = (int)v; break;
-        case O_MAX_WAIT: bad = cli_parse_int(optarg, 0, 60000, &v); o.max_wait_ms = (int)v; break;
+        case O_THREADS: bad = cli_opt_int(&g, 0, 4096, &v) ? -1 : 0; o.threads = (int)v; break;
+        case O_MAX_BATCH: bad = cli_opt_int(&g, 1, 1024, &v) ? -1 : 0; o.max_batch = (int)v; break;
+        case O_MAX_WAIT: bad = cli_opt_int(&g, 0, 60000, &v) ? -1 : 0; o.max_wait_ms = (int)v; break;
         case O_MAX_BODY: bad = parse_size(optarg, &o.max_body); break;
         case O_TOKEN: token_file = optarg; break;
         case O_MAX_CONN:
-            bad = cli_parse_int(optarg, 1, 100000, &v);
+            bad = cli_opt_int(&g, 1, 100000, &v) ? -1 : 0;
             o.max_connections = (int)v;
             break;
         case O_PRECISION:
@@ -175,9 +175,9 @@ int cmd_serve(int argc, char **argv)
         case O_DRAIN: bad = cli_parse_double(optarg, &o.drain_s) || o.drain_s < 0; break;
         default: return 2;
         }
-        if (bad) {
-            cli_error(CMD, "invalid value '%s' for --%s (see chexnet serve --help)", optarg,
-                      opts[c - O_MODEL].name);
+        if (bad) { /* < 0: cli_opt_int has said why */
+            if (bad > 0)
+                cli_opt_bad(&g, NULL);
             return 2;
         }
     }

@@ -356,27 +356,27 @@ int cmd_train(int argc, char **argv)
         case O_TRAINL: train_l = optarg; break;
         case O_VALL: val_l = optarg; break;
         case O_TESTL: test_l = optarg; break;
-        case O_SEED: bad = cli_parse_int(optarg, 0, 0x7fffffffffffffffL, &seed); break;
+        case O_SEED: bad = cli_opt_int(&g, 0, LONG_MAX, &seed) ? -1 : 0; break;
         case O_NOAUG: augment = 0; break;
         case O_WEIGHTS: weights = optarg; break;
         case O_ARCH: arch = optarg; break;
-        case O_INCH: bad = cli_parse_int(optarg, 1, 4, &in_ch); break;
-        case O_EPOCHS: bad = cli_parse_int(optarg, 1, 100000, &epochs); break;
-        case O_BATCH: bad = cli_parse_int(optarg, 2, 4096, &batch); break;
+        case O_INCH: bad = cli_opt_int(&g, 1, 4, &in_ch) ? -1 : 0; break;
+        case O_EPOCHS: bad = cli_opt_int(&g, 1, 100000, &epochs) ? -1 : 0; break;
+        case O_BATCH: bad = cli_opt_int(&g, 2, 4096, &batch) ? -1 : 0; break;
         case O_LR: bad = cli_parse_double(optarg, &lr) || !(lr > 0); break;
         case O_FACTOR: bad = cli_parse_double(optarg, &factor) || !(factor > 0 && factor < 1); break;
-        case O_PATIENCE: bad = cli_parse_int(optarg, 0, 100000, &patience); break;
+        case O_PATIENCE: bad = cli_opt_int(&g, 0, 100000, &patience) ? -1 : 0; break;
         case O_THRESH: bad = cli_parse_double(optarg, &thresh) || thresh < 0; break;
         case O_WD: bad = cli_parse_double(optarg, &wd) || wd < 0; break;
         case O_LOSS: loss_kind = optarg; break;
         case O_OUT: out = optarg; break;
         case O_RESUME: resume = 1; break;
-        case O_CKPT: bad = cli_parse_int(optarg, 0, 100000000, &ckpt); break;
-        case O_MAXSTEPS: bad = cli_parse_int(optarg, 0, 1000000000, &max_steps); break;
-        case O_THREADS: bad = cli_parse_int(optarg, 0, 1024, &threads); break;
-        case O_LTHREADS: bad = cli_parse_int(optarg, 0, 1024, &lthreads); break;
+        case O_CKPT: bad = cli_opt_int(&g, 0, 100000000, &ckpt) ? -1 : 0; break;
+        case O_MAXSTEPS: bad = cli_opt_int(&g, 0, 1000000000, &max_steps) ? -1 : 0; break;
+        case O_THREADS: bad = cli_opt_int(&g, 0, 1024, &threads) ? -1 : 0; break;
+        case O_LTHREADS: bad = cli_opt_int(&g, 0, 1024, &lthreads) ? -1 : 0; break;
         case O_JSON: json = 1; break;
-        case O_LOGEVERY: bad = cli_parse_int(optarg, 0, 1000000000, &log_every); break;
+        case O_LOGEVERY: bad = cli_opt_int(&g, 0, 1000000000, &log_every) ? -1 : 0; break;
         case O_LOGSTEPS: log_steps = 1; break;
         case O_SYNCBN: sync_bn = 1; break;
         case O_NOOVERLAP: no_overlap = 1; break;
@@ -414,24 +414,18 @@ int cmd_train(int argc, char **argv)
             bad = cli_parse_double(optarg, &aug.gamma) || !(aug.gamma >= 0 && aug.gamma < 1);
             break;
         case O_STOPDECAYS:
-            bad = cli_parse_int(optarg, 0, 100000, &stop_decays);
+            bad = cli_opt_int(&g, 0, 100000, &stop_decays) ? -1 : 0;
             stop_when_met = 1;
             break;
         case O_STOPPAT:
-            bad = cli_parse_int(optarg, 0, 100000, &stop_patience);
+            bad = cli_opt_int(&g, 0, 100000, &stop_patience) ? -1 : 0;
             stop_when_met = 1;
             break;
         default: free(cmdline); return 2;
         }
-        if (bad) {
-            const char *name = "an option";
-            for (int i = 0; opts[i].name; i++)
-                if (opts[i].val == c)
-                    name = opts[i].name;
-            if (why)
-                cli_error("train", "invalid value '%s' for --%s: want %s", optarg, name, why);
-            else
-                cli_error("train", "invalid value '%s' for --%s", optarg, name);
+        if (bad) { /* < 0: cli_opt_int has said why */
+            if (bad > 0)
+                cli_opt_bad(&g, why);
             free(cmdline);
             return 2;
         }

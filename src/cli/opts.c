@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,9 +137,46 @@ int cli_getopt_next(cli_getopt *g)
             return CLI_OPT_EXIT;
         }
         default:
+            g->opt = c;
             return c;
         }
     }
+}
+
+void cli_opt_bad(const cli_getopt *g, const char *want)
+{
+    char name[64] = "an option";
+    for (int i = 0; g->longopts[i].name; i++)
+        if (g->longopts[i].val == g->opt) {
+            snprintf(name, sizeof name, "--%s", g->longopts[i].name);
+            break;
+        }
+    if (!strcmp(name, "an option") && g->opt > 0 && g->opt < 256)
+        snprintf(name, sizeof name, "-%c", g->opt);
+    if (want)
+        cli_error(g->cmd, "invalid value '%s' for %s: want %s (see chexnet %s --help)",
+                  optarg ? optarg : "", name, want, g->cmd);
+    else
+        cli_error(g->cmd, "invalid value '%s' for %s (see chexnet %s --help)",
+                  optarg ? optarg : "", name, g->cmd);
+}
+
+int cli_opt_int(cli_getopt *g, long lo, long hi, long *out)
+{
+    if (optarg && !cli_parse_int(optarg, lo, hi, out))
+        return 0;
+    char want[96];
+    if (hi == LONG_MAX && lo == 0)
+        snprintf(want, sizeof want, "a non-negative integer");
+    else if (hi == LONG_MAX && lo == 1)
+        snprintf(want, sizeof want, "a positive integer");
+    else if (hi == LONG_MAX)
+        snprintf(want, sizeof want, "an integer >= %ld", lo);
+    else
+        snprintf(want, sizeof want, "an integer in %ld..%ld", lo, hi);
+    cli_opt_bad(g, want);
+    g->exit_code = 2;
+    return 1;
 }
 
 const char *cli_limits_help(void)
