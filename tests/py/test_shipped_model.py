@@ -1,14 +1,19 @@
 """The shipped pneumonia model (models/chexnet-pneumonia.safetensors):
   - its metadata is complete (architecture, classes, input size,
-    normalisation, training data, licence, date, validation figures);
+    normalisation, training data, licence, date, validation and test
+    figures, the calibration: temperature, threshold, CAM range);
   - `chexnet predict` without --model finds it (source tree) and predicts
     the committed samples (samples/), with CAM overlays;
-  - it loads in torchvision (strict) and gives the same probabilities;
-  - bf16 inference on its validation split (rebuilt with chexnet split)
-    changes the AUROC by at most 1e-3 and no probability by more than 1e-2;
+  - it loads in torchvision (strict) and gives the same probabilities
+    (sigmoid(logit / T) with the file's temperature), and predict's
+    positive flag is p >= the file's threshold;
+  - on the test split committed beside it (models/split/test.txt) its fp32
+    AUROC is the model card's, and bf16 inference changes the AUROC by at
+    most 1e-3 and no probability by more than 1e-2;
   - the README's first command (scripts/demo.sh) works from this checkout
     (own build and output folders).
 """
+import csv as csv_module
 import json
 import os
 import subprocess
@@ -28,19 +33,13 @@ def check(name, ok, detail=""):
     (passes if ok else failures).append(name)
 
 
-def bf16_auroc_change(kdir):
-    """The model card's validation split (rebuilt with chexnet split), predicted
-    in fp32 and in bf16; both evaluated with chexnet evaluate."""
+def bf16_auroc_change(kdir, card_auroc):
+    """The model card's test split (models/split/test.txt), predicted in fp32
+    and in bf16; both evaluated with chexnet evaluate."""
     tmp = os.path.join(cxtest.TMP, "shipped-bf16")
+    os.makedirs(tmp, exist_ok=True)
     manifest = os.path.join(kdir, "manifest.csv")
-    r = subprocess.run([cxtest.CHEXNET, "split", "--labels", manifest, "--task", "pneumonia",
-                        "--patient-column", "patient_key", "--fractions", "0.9,0.1,0",
-                        "--seed", "1", "--out", os.path.join(tmp, "split")],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        check("validation split rebuilt", False, r.stderr.strip()[-300:])
-        return
-    with open(os.path.join(tmp, "split", "val.txt")) as f:
+    with open(os.path.join(SRC, "models", "split", "test.txt")) as f:
         val = [os.path.join(kdir, line.split()[0]) for line in f if line.strip()]
     lst = os.path.join(tmp, "val-images.txt")
     with open(lst, "w") as f:
@@ -64,17 +63,17 @@ def bf16_auroc_change(kdir):
             return
         with open(js) as f:
             auroc[prec] = json.load(f)["auroc"]["Pneumonia"]["value"]
-        with open(csv) as f:
-            probs[prec] = [float(line.split(",")[-1]) for line in f.read().splitlines()[1:]]
-    check("fp32 validation AUROC is the model card's 0.9914 (%d images)" % len(val),
-          abs(auroc["fp32"] - 0.9914) <= 5e-5, "AUROC %.6f" % auroc["fp32"])
+        with open(csv) as f:  # the probability column (a :positive column follows it)
+            probs[prec] = [float(row["Pneumonia"]) for row in csv_module.DictReader(f)]
+    check("fp32 test AUROC is the model card's %.4f (%d images)" % (card_auroc, len(val)),
+          abs(auroc["fp32"] - card_auroc) <= 5e-5, "AUROC %.6f" % auroc["fp32"])
     dp = max(abs(a - b) for a, b in zip(probs["fp32"], probs["bf16"]))
     d = auroc["bf16"] - auroc["fp32"]
     if warned:  # no bf16 instructions here (bf16 numerics: test_bf16_torch, portable kernel)
         check("--precision bf16 on a CPU without bf16 instructions warns and runs fp32",
               dp == 0 and len(probs["bf16"]) == len(val), "max |dp| %.2e" % dp)
         return
-    check("bf16 on the validation split: AUROC change and probabilities",
+    check("bf16 on the test split: AUROC change and probabilities",
           abs(d) <= 1e-3 and dp <= 1e-2 and len(probs["bf16"]) == len(val),
           "AUROC fp32 %.6f, bf16 %.6f (change %+.2e, bar 1e-3); max |dp| %.2e (bar 1e-2)"
           % (auroc["fp32"], auroc["bf16"], d, dp))
@@ -90,7 +89,8 @@ def main():
 
     sd, meta = cxtest.load_safetensors(MODEL)
     need = ["arch", "classes", "input_size", "mean", "std", "training_data", "training_date",
-            "licence", "val_auroc"]
+            "licence", "val_auroc", "test_auroc", "thresholds", "temperature",
+            "threshold_method", "cam_range"]
     missing = [k for k in need if not meta.get(k)]
     check("metadata complete", not missing and json.loads(meta["classes"]) == ["Pneumonia"],
           "missing %s" % missing if missing else ", ".join("%s=%s" % (k, meta[k][:40])
@@ -120,19 +120,26 @@ def main():
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     x = torch.stack([tf(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
                      for p in images])
+    temperature = json.loads(meta["temperature"])[0]
+    threshold = json.loads(meta["thresholds"])[0]
     with torch.no_grad():
-        ref = torch.sigmoid(m(x)).squeeze(1)
+        ref = torch.sigmoid(m(x) / temperature).squeeze(1)
     ours = torch.tensor([row["probabilities"]["Pneumonia"] for row in rows])
     diff = float((ours - ref).abs().max()) if len(rows) == len(images) else float("inf")
     check("probabilities equal torchvision's for the same file", diff <= 2e-3,
           "max |dp| %.2e" % diff)
+    check("the positive flag is p >= the file's threshold %.6g" % threshold,
+          len(rows) == len(images) and
+          all(row.get("positive", {}).get("Pneumonia") ==
+              (row["probabilities"]["Pneumonia"] >= threshold) for row in rows),
+          str([row.get("positive") for row in rows]))
     by_name = {os.path.basename(row["image"]): row["probabilities"]["Pneumonia"] for row in rows}
     print("    " + "\n    ".join("%-45s %.4f" % kv for kv in sorted(by_name.items())))
 
     # bf16 inference on the real validation split: AUROC change
     kdir = os.path.join(cxtest.DATA, "kermany-224")
     if os.path.isdir(kdir):
-        bf16_auroc_change(kdir)
+        bf16_auroc_change(kdir, float(meta["test_auroc"].split()[0]))
     else:
         print("SKIP bf16 AUROC check: no %s" % kdir)
 
