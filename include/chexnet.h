@@ -398,6 +398,11 @@ const char *cx_bf16_kernel(cx_backend_id backend);
  * 8x32", "avx2 6x16", "sse2 4x8", "neon 8x8"; CHEXNET_ISA lowers the
  * choice), or "reference"; NULL for an unknown backend. */
 const char *cx_gemm_kernel(cx_backend_id backend);
+/* How a backend runs 3x3 "same" convolutions here: "winograd F(2x2,3x3)"
+ * (the cpu backend, on images whose rows hold at least 12 2x2 tiles; the
+ * environment variable CHEXNET_WINOGRAD=0 turns it off) or "direct"; NULL
+ * for an unknown backend. */
+const char *cx_conv3x3_method(cx_backend_id backend);
 /* The cpu backend's instruction-set variant on this machine ("avx512",
  * "avx2", "baseline", "neon", "portable"), and every variant this build
  * has, best first, separated by spaces. */

@@ -78,6 +78,82 @@ static inline double *conv_mag(const double *xa, int Cin, int N, int H, int W, c
     return m;
 }
 
+/* The magnitudes of a 3x3 "same" convolution by Winograd F(2x2, 3x3)
+ * (kernels/cpu/wino.inc): per output,
+ *     |A^T| sum_ci (|G||g||G^T| o |B^T||d||B|) |A|
+ * over the output's 2x2 tile, from input magnitudes xa (CNHW [Cin][N*H*W])
+ * and the weights w [Cout][Cin][3][3]; with the depth the backend names
+ * (conv_winograd) the bound of check_bound holds for it. */
+static inline double *wino_mag(const double *xa, int Cin, int N, int H, int W, const float *w,
+                               int Cout)
+{
+    static const double G[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, .5, .5}, {0, 0, 1}};
+    static const double B[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+    static const double A[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+    int th = (H + 1) / 2, tw = (W + 1) / 2;
+    int64_t P = (int64_t)N * H * W, T = (int64_t)N * th * tw;
+    double *U = malloc(sizeof(double) * 16 * (size_t)Cout * Cin);
+    double *V = malloc(sizeof(double) * 16 * (size_t)Cin * T);
+    double *m = calloc((size_t)Cout * P, sizeof(double));
+    for (int64_t i = 0; i < (int64_t)Cout * Cin; i++) {
+        double g[3][3], t[4][3];
+        for (int q = 0; q < 9; q++)
+            g[q / 3][q % 3] = fabs((double)w[i * 9 + q]);
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 3; b++)
+                t[a][b] = G[a][0] * g[0][b] + G[a][1] * g[1][b] + G[a][2] * g[2][b];
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                U[i * 16 + a * 4 + b] = t[a][0] * G[b][0] + t[a][1] * G[b][1] + t[a][2] * G[b][2];
+    }
+    for (int ci = 0; ci < Cin; ci++)
+        for (int64_t tt = 0; tt < T; tt++) {
+            int n = (int)(tt / ((int64_t)th * tw)), r = (int)(tt % ((int64_t)th * tw));
+            int ty = r / tw, tx = r % tw;
+            double d[4][4], t[4][4];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    int iy = 2 * ty - 1 + a, ix = 2 * tx - 1 + b;
+                    d[a][b] = iy >= 0 && iy < H && ix >= 0 && ix < W
+                                  ? xa[ci * P + ((int64_t)n * H + iy) * W + ix]
+                                  : 0.0;
+                }
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++)
+                    t[a][b] = B[a][0] * d[0][b] + B[a][1] * d[1][b] + B[a][2] * d[2][b] +
+                              B[a][3] * d[3][b];
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++)
+                    V[((size_t)ci * T + tt) * 16 + a * 4 + b] =
+                        t[a][0] * B[b][0] + t[a][1] * B[b][1] + t[a][2] * B[b][2] +
+                        t[a][3] * B[b][3];
+        }
+    for (int co = 0; co < Cout; co++)
+        for (int64_t tt = 0; tt < T; tt++) {
+            double s[16] = {0};
+            for (int ci = 0; ci < Cin; ci++) {
+                const double *u = U + ((size_t)co * Cin + ci) * 16, *v = V + ((size_t)ci * T + tt) * 16;
+                for (int e = 0; e < 16; e++)
+                    s[e] += u[e] * v[e];
+            }
+            int n = (int)(tt / ((int64_t)th * tw)), r = (int)(tt % ((int64_t)th * tw));
+            int ty = r / tw, tx = r % tw;
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 2; j++) {
+                    int oy = 2 * ty + i, ox = 2 * tx + j;
+                    if (oy >= H || ox >= W)
+                        continue;
+                    double v = 0;
+                    for (int a = 0; a < 4; a++)
+                        for (int b = 0; b < 4; b++)
+                            v += A[i][a] * s[a * 4 + b] * A[j][b];
+                    m[(size_t)co * P + ((int64_t)n * H + oy) * W + ox] = v;
+                }
+        }
+    free(U), free(V);
+    return m;
+}
+
 /* sums of magnitudes of conv2d_backward's products: dw from |dy| and xa,
  * dx from |w| and |dy| */
 static inline void conv_bwd_mag(const double *xa, int Cin, int N, int H, int W, const float *w,

@@ -118,11 +118,61 @@ static void test_conv_same(void **state)
                          CX_OK);
         V->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
         double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
-        double *mag = conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
+        int wino = V->sgemm_conv_same_winograd(Cout, Cin, k, N, H, W);
+        double *mag = wino ? wino_mag(xm, Cin, N, H, W, w, Cout)
+                           : conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
         char what[96];
-        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d", k, k, Cin, N,
-                 H, W, Cout, bn);
-        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny, V->gemm_depth(Cin) + k * k, bn);
+        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d%s", k, k, Cin,
+                 N, H, W, Cout, bn, wino ? " (winograd)" : "");
+        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny,
+                    wino ? V->sgemm_conv3x3_winograd_depth(Cin) : V->gemm_depth(Cin) + k * k, bn);
+        assert_true(y2[ny] == guard);
+        free(xm), free(mag);
+        free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
+    }
+}
+
+/* cx_sgemm_conv3x3_winograd on any shape, whether or not cx_sgemm_conv_same
+ * would choose it: odd and tiny images (partial 2x2 tiles, one row or
+ * column), runs of tiles that straddle rows, images and blocks, rows wider
+ * than a block, fewer output channels than a register block, Cin past one
+ * K chunk; held to the bound over the transformed magnitudes (wino_mag,
+ * depth cx_sgemm_conv3x3_winograd_depth), and nothing written past y. */
+static void test_conv3x3_winograd(void **state)
+{
+    static const int shapes[][6] = {/* Cin N H W Cout bn */
+                                    {128, 1, 56, 56, 32, 1}, {37, 2, 9, 7, 20, 1},
+                                    {5, 1, 1, 1, 3, 0},      {4, 3, 1, 9, 5, 1},
+                                    {6, 2, 7, 1, 9, 0},      {8, 3, 11, 40, 16, 1},
+                                    {3, 2, 25, 23, 7, 1},    {16, 1, 9, 150, 33, 0},
+                                    {600, 1, 8, 6, 8, 1},    {1, 5, 4, 4, 1, 1}};
+    for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
+        int Cout = shapes[t][4], bn = shapes[t][5];
+        int64_t P = (int64_t)N * H * W;
+        size_t nx = (size_t)Cin * P, ny = (size_t)Cout * P;
+        cx_rng r;
+        cx_rng_seed(&r, 170 + t);
+        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin * 9, -1, 1);
+        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
+        float *a = malloc(sizeof(float) * nx), *y1 = malloc(sizeof(float) * ny);
+        float *y2 = rand_buf(&r, ny + 1, -9, 9), guard = y2[ny];
+        if (bn)
+            assert_int_equal(REF->ops->bn_relu(REF, x, a, Cin, P, sc, sh), CX_OK);
+        else
+            memcpy(a, x, sizeof(float) * nx);
+        assert_int_equal(REF->ops->conv2d(REF, a, Cin, N, H, W, w, Cout, 3, 1, 1, y1, NULL, 0),
+                         CX_OK);
+        assert_int_equal(V->sgemm_conv3x3_winograd(Cout, Cin, w, N, H, W, x, P, bn ? sc : NULL,
+                                                   bn ? sh : NULL, y2, P),
+                         1);
+        double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
+        double *mag = wino_mag(xm, Cin, N, H, W, w, Cout);
+        char what[96];
+        snprintf(what, sizeof what, "winograd 3x3 Cin %d N %d %dx%d Cout %d bn %d", Cin, N, H, W,
+                 Cout, bn);
+        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny, V->sgemm_conv3x3_winograd_depth(Cin),
+                    bn);
         assert_true(y2[ny] == guard);
         free(xm), free(mag);
         free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
@@ -192,6 +242,7 @@ int main(void)
     const struct CMUnitTest per_variant[] = {
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_conv_same),
+        cmocka_unit_test(test_conv3x3_winograd),
         cmocka_unit_test(test_sgemm_bnrelu_grad),
     };
     int fails = 0;

@@ -173,12 +173,13 @@ int cmd_bench(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     if (json)
         printf("{\"what\": \"%s\", \"backend\": \"%s\", \"precision\": \"%s\", "
-               "\"kernel\": \"%s\", \"batch\": %ld, \"size\": %ld, "
+               "\"kernel\": \"%s\", \"conv3x3\": \"%s\", \"batch\": %ld, \"size\": %ld, "
                "\"threads\": %d, \"median_s\": %.6f, \"min_s\": %.6f, \"images_per_s\": %.3f, "
                "\"gflops\": %.2f, \"arena_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
                train ? "train_step" : "forward", cx_backend_name(be),
                cx_precision_name((cx_precision)prec),
-               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : cx_gemm_kernel(be), batch, size,
+               prec == CX_PRECISION_BF16 ? cx_bf16_kernel(be) : cx_gemm_kernel(be),
+               prec == CX_PRECISION_BF16 ? "bf16 grid" : cx_conv3x3_method(be), batch, size,
                cx_get_threads(), med, times[0], batch / med, fl / med * 1e-9,
                arena / 1048576.0, ru.ru_maxrss / 1024.0);
     else

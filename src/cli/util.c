@@ -199,6 +199,7 @@ void cli_print_version(void)
            cx_precision_effective(CX_BACKEND_CPU, CX_PRECISION_BF16) == CX_PRECISION_BF16
                ? ""
                : " (slower than fp32 here: --precision bf16 runs fp32)");
+    printf("3x3 convolutions (fp32): %s\n", cx_conv3x3_method(CX_BACKEND_CPU));
 }
 
 void cli_ten_crop_warn(const char *cmd, const cx_model *m)

@@ -321,6 +321,11 @@ typedef struct cx_ops {
      *     |C - fl(C)| <= gamma_n (|A| |B| + |C0|),  gamma_n = n u / (1 - n u),
      * u = 2^-24, that the conformance harness holds its convolutions to. */
     int (*gemm_depth)(const cx_backend *be, int K);
+    /* Whether conv2d and conv2d_bn_relu run this shape (a 3x3 "same"
+     * convolution) by Winograd F(2x2, 3x3): 0 if not (or NULL), else the n
+     * of its bound, which is over the transformed magnitudes
+     * (kernels/cpu/wino.inc, tests/cx_bounds.h), not gemm_depth's. */
+    int (*conv_winograd)(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k);
     /* Name of the bf16 kernel this backend runs on this machine; "portable"
      * means a plain loop slower than fp32 (bf16 is then not worth it). */
     const char *(*bf16_kernel)(const cx_backend *be);

@@ -136,6 +136,17 @@ const char *cx_gemm_kernel(cx_backend_id backend) { return ask(backend, 0); }
 
 const char *cx_bf16_kernel(cx_backend_id backend) { return ask(backend, 1); }
 
+const char *cx_conv3x3_method(cx_backend_id backend)
+{
+    cx_backend *be = NULL;
+    if (cx_backend_new(backend, &be, NULL))
+        return NULL;
+    /* DenseNet-121's first dense block, one image */
+    int w = be->ops->conv_winograd && be->ops->conv_winograd(be, 128, 1, 56, 56, 32, 3);
+    cx_backend_free(be);
+    return w ? "winograd F(2x2,3x3)" : "direct";
+}
+
 cx_precision cx_precision_effective(cx_backend_id backend, cx_precision p)
 {
     const char *k = cx_bf16_kernel(backend);

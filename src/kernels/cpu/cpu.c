@@ -876,6 +876,12 @@ static const char *cpu_bf16_kernel_name(const cx_backend *be) { return cpu_bf16_
 
 static int cpu_gemm_depth(const cx_backend *be, int K) { return cx_sgemm_depth(K); }
 
+static int cpu_conv_winograd(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k)
+{
+    return cx_sgemm_conv_same_winograd(Cout, Cin, k, N, H, W) ? cx_sgemm_conv3x3_winograd_depth(Cin)
+                                                              : 0;
+}
+
 /* The variant's op table: its own kernels above; the per-channel
  * bookkeeping from the reference (kernels/ref/ref.h); memory, threads and
  * the optimiser from kernels/cpu/backend_cpu.c. */
@@ -929,6 +935,7 @@ static const cx_ops OPS = {
     .conv_grid_bf16_scratch = cpu_conv_grid_bf16_scratch,
     .gemm_kernel = cpu_gemm_kernel,
     .gemm_depth = cpu_gemm_depth,
+    .conv_winograd = cpu_conv_winograd,
     .bf16_kernel = cpu_bf16_kernel_name,
 };
 
@@ -939,6 +946,9 @@ static const cx_cpu_variant VARIANT = {
     .sgemm_bnrelu = cx_sgemm_bnrelu,
     .sgemm_bnrelu_grad = cx_sgemm_bnrelu_grad,
     .sgemm_conv_same = cx_sgemm_conv_same,
+    .sgemm_conv_same_winograd = cx_sgemm_conv_same_winograd,
+    .sgemm_conv3x3_winograd = cx_sgemm_conv3x3_winograd,
+    .sgemm_conv3x3_winograd_depth = cx_sgemm_conv3x3_winograd_depth,
     .gemm_kernel = cx_sgemm_kernel,
     .gemm_depth = cx_sgemm_depth,
 };

@@ -97,6 +97,20 @@ void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, 
     best()->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
 }
 
+int cx_sgemm_conv_same_winograd(int Cout, int Cin, int k, int N, int H, int W)
+{
+    return best()->sgemm_conv_same_winograd(Cout, Cin, k, N, H, W);
+}
+
+int cx_sgemm_conv3x3_winograd(int Cout, int Cin, const float *w, int N, int H, int W,
+                              const float *x, int64_t ldx, const float *bscale,
+                              const float *bshift, float *y, int64_t ldy)
+{
+    return best()->sgemm_conv3x3_winograd(Cout, Cin, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
+}
+
+int cx_sgemm_conv3x3_winograd_depth(int Cin) { return best()->sgemm_conv3x3_winograd_depth(Cin); }
+
 const char *cx_sgemm_kernel(void) { return best()->gemm_kernel(); }
 
 int cx_sgemm_depth(int K) { return best()->gemm_depth(K); }

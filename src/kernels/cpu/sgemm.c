@@ -102,6 +102,10 @@ static _Thread_local float *tls_a, *tls_b;
 static _Thread_local size_t tls_a_n, tls_b_n;
 static _Thread_local float *tls_s; /* the calling thread's: row sums (doubles) */
 static _Thread_local size_t tls_s_n;
+static _Thread_local float *tls_c; /* Winograd's products of a block of tiles */
+static _Thread_local size_t tls_c_n;
+static _Thread_local float *tls_u; /* the calling thread's: Winograd's weights */
+static _Thread_local size_t tls_u_n;
 
 static float *grow(float **p, size_t *cap, size_t n)
 {
@@ -216,6 +220,8 @@ static void sgemm_grad_plain(const a_view *av, int M, int N, int K, const float 
         e->dgamma[m] += (float)sdh;
     }
 }
+
+#include "kernels/cpu/wino.inc"
 
 /* cx_sgemm_conv_same's plain loops (no buffers, or k > 11). */
 static void conv_same_plain(int Cout, int Cin, int k, const float *w, int N, int H, int W,
@@ -491,11 +497,34 @@ void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, 
 {
     if (Cout <= 0 || N <= 0 || H <= 0 || W <= 0)
         return;
+    if (k == 3 && wino_pays(Cout, Cin, N, H, W) &&
+        conv3x3_wino(Cout, Cin, w, N, H, W, x, ldx, bscale, bshift, y, ldy))
+        return;
     if (k <= 11 && Cin > 0) {
         conv_same_blocked(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
         return;
     }
     conv_same_plain(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
+}
+
+int cx_sgemm_conv_same_winograd(int Cout, int Cin, int k, int N, int H, int W)
+{
+    return k == 3 && wino_pays(Cout, Cin, N, H, W);
+}
+
+int cx_sgemm_conv3x3_winograd(int Cout, int Cin, const float *w, int N, int H, int W,
+                              const float *x, int64_t ldx, const float *bscale,
+                              const float *bshift, float *y, int64_t ldy)
+{
+    if (Cout <= 0 || Cin <= 0 || N <= 0 || H <= 0 || W <= 0)
+        return 0;
+    return conv3x3_wino(Cout, Cin, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
+}
+
+int cx_sgemm_conv3x3_winograd_depth(int Cin)
+{
+    /* U's GEMM (K = 9), V's 2 roundings, the GEMM over Cin, the output's 4 */
+    return cx_sgemm_depth(9) + 2 + cx_sgemm_depth(Cin) + 4;
 }
 
 const char *cx_sgemm_kernel(void) { return UKR_NAME; }

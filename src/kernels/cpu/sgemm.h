@@ -13,6 +13,9 @@
 #define cx_sgemm_bnrelu CX_V(cx_sgemm_bnrelu)
 #define cx_sgemm_bnrelu_grad CX_V(cx_sgemm_bnrelu_grad)
 #define cx_sgemm_conv_same CX_V(cx_sgemm_conv_same)
+#define cx_sgemm_conv_same_winograd CX_V(cx_sgemm_conv_same_winograd)
+#define cx_sgemm_conv3x3_winograd CX_V(cx_sgemm_conv3x3_winograd)
+#define cx_sgemm_conv3x3_winograd_depth CX_V(cx_sgemm_conv3x3_winograd_depth)
 #define cx_sgemm_kernel CX_V(cx_sgemm_kernel)
 #define cx_sgemm_depth CX_V(cx_sgemm_depth)
 #endif
@@ -53,10 +56,29 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
  * lies inside p's image; b is max(0, v * bscale[ci] + bshift[ci]) or, with
  * bscale NULL, the identity. y (rows ldy apart) is overwritten. It is the
  * kn2row GEMM (rows (co, q) of Z = W x) with each tile of Z added into y at
- * its tap's shift: Z is never stored (plain loops for k > 11). */
+ * its tap's shift: Z is never stored (plain loops for k > 11). A 3x3
+ * convolution with enough 2x2 output tiles runs Winograd F(2x2, 3x3)
+ * instead (cx_sgemm_conv3x3_winograd), unless the environment sets
+ * CHEXNET_WINOGRAD=0. */
 void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                         const float *x, int64_t ldx, const float *bscale, const float *bshift,
                         float *y, int64_t ldy);
+
+/* 1 where cx_sgemm_conv_same runs this shape by Winograd, else 0. */
+int cx_sgemm_conv_same_winograd(int Cout, int Cin, int k, int N, int H, int W);
+
+/* cx_sgemm_conv_same of a 3x3 kernel by Winograd F(2x2, 3x3), whatever the
+ * shape (kernels/cpu/wino.inc: the method and its error bound, which is
+ * not the direct kernel's). Returns 0, having written nothing, when its
+ * buffers cannot be allocated; else 1. */
+int cx_sgemm_conv3x3_winograd(int Cout, int Cin, const float *w, int N, int H, int W,
+                              const float *x, int64_t ldx, const float *bscale,
+                              const float *bshift, float *y, int64_t ldy);
+
+/* The most roundings on any path from a weight and an input to an output of
+ * cx_sgemm_conv3x3_winograd with Cin input channels: the n of its bound
+ * (kernels/cpu/wino.inc, tests/cx_bounds.h). */
+int cx_sgemm_conv3x3_winograd_depth(int Cin);
 
 /* The microkernel, e.g. "avx512 8x32", "avx2 6x16", "neon 8x8". */
 const char *cx_sgemm_kernel(void);

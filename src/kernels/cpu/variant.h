@@ -42,6 +42,11 @@ typedef struct cx_cpu_variant {
     void (*sgemm_conv_same)(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                             const float *x, int64_t ldx, const float *bscale,
                             const float *bshift, float *y, int64_t ldy);
+    int (*sgemm_conv_same_winograd)(int Cout, int Cin, int k, int N, int H, int W);
+    int (*sgemm_conv3x3_winograd)(int Cout, int Cin, const float *w, int N, int H, int W,
+                                  const float *x, int64_t ldx, const float *bscale,
+                                  const float *bshift, float *y, int64_t ldy);
+    int (*sgemm_conv3x3_winograd_depth)(int Cin);
     const char *(*gemm_kernel)(void);
     int (*gemm_depth)(int K);
 } cx_cpu_variant;
