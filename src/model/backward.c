@@ -132,10 +132,16 @@ cx_status cx_pass_backward(cx_pass *p, int n, cx_err *err)
             int64_t Pp = (int64_t)n * hp * wp;
             float *prev = p->buf[CX_B_BLOCK + b - 1];
             const char *wt = cx_pass_name(p, tr->conv.idx);
-            CX_OP(be, err, wt, avgpool_backward, dbuf, tr->conv.Cout, n, hp, wp, 2, dmid);
-            CX_OP(be, err, wt, conv1x1_bn_relu_backward, prev, tr->norm.C, Pp, st->scale, st->shift,
-                  cx_pass_dev(p, tr->conv.w), tr->conv.Cout, dmid, cx_pass_grad(p, tr->conv.w),
-                  dact, 0, act);
+            /* forward pooled first: y = conv1x1(u), u = avgpool(a), a =
+             * relu(norm(prev)). u is recomputed (into mid); du = w^T dy
+             * (into dmid) and dw += dy u^T at a quarter of the positions,
+             * then the pool's backward spreads du over a's positions. */
+            CX_OP(be, err, wt, bn_relu, prev, act, tr->norm.C, Pp, st->scale, st->shift);
+            CX_OP(be, err, wt, avgpool, act, tr->norm.C, n, hp, wp, 2, mid);
+            CX_OP(be, err, wt, conv2d_backward, mid, tr->conv.Cin, n, hp / 2, wp / 2,
+                  cx_pass_dev(p, tr->conv.w), tr->conv.Cout, 1, 1, 0, dbuf,
+                  cx_pass_grad(p, tr->conv.w), dmid, 0, scr, scr_n);
+            CX_OP(be, err, wt, avgpool_backward, dmid, tr->norm.C, n, hp, wp, 2, dact);
             TRY(bn_backward(p, st, prev, dact, p->buf[CX_B_DBLOCK + b - 1], Pp, err));
             TRY(grads_done(p, lowest(lowest(tr->norm.weight, tr->norm.bias), tr->conv.w), err));
         }

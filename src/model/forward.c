@@ -159,6 +159,7 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
         if (b != cfg->n_blocks - 1) {
             const cx_transition *t = &m->trans[b];
             const char *wt = cx_pass_name(p, t->conv.idx);
+            float *next = p->buf[CX_B_BLOCK + b + 1];
             TRY(bn_prepare(p, s, NULL, P, err));
             if (p->bf16) {
                 CX_OP(be, err, wt, pack_bf16, buf, t->norm.C, P, s->scale, s->shift,
@@ -166,26 +167,19 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
                 CX_OP(be, err, wt, conv2d_bf16, p->buf[CX_B_ACT16], t->conv.Cin, n, h, w, wp,
                       t->conv.Cout, 1, mid, p->buf[CX_B_SCRATCH16], pl->scratch16_n);
                 wp += be->ops->bf16_weights_size(be, t->conv.Cout, t->conv.Cin, t->conv.k);
-            } else if (!training) {
-                /* inference: pool first. The 1x1 convolution and the 2x2
-                 * average pool are both linear, so pooling the BN-ReLU output
-                 * and then convolving is the same map with a quarter of the
-                 * multiply-adds (training keeps the order its backward
-                 * expects). */
-                float *next = p->buf[CX_B_BLOCK + b + 1];
+                CX_OP(be, err, wt, avgpool, mid, t->conv.Cout, n, h, w, 2, next);
+            } else {
+                /* pool first. The 1x1 convolution and the 2x2 average pool
+                 * are both linear, so pooling the BN-ReLU output and then
+                 * convolving is the same map with a quarter of the
+                 * multiply-adds. In training nothing of it is kept: backward
+                 * recomputes the pooled map from the block buffer. */
                 CX_OP(be, err, wt, bn_relu, buf, act, t->norm.C, P, s->scale, s->shift);
                 CX_OP(be, err, wt, avgpool, act, t->norm.C, n, h, w, 2, mid);
                 CX_OP(be, err, wt, conv2d, mid, t->conv.Cin, n, h / 2, w / 2,
                       cx_pass_dev(p, t->conv.w), t->conv.Cout, 1, 1, 0, next, scr, scr_n);
-                s++;
-                continue;
-            } else {
-                CX_OP(be, err, wt, conv1x1_bn_relu, buf, t->norm.C, P, s->scale, s->shift,
-                      cx_pass_dev(p, t->conv.w), t->conv.Cout, mid, act);
             }
             s++;
-            float *next = p->buf[CX_B_BLOCK + b + 1];
-            CX_OP(be, err, wt, avgpool, mid, t->conv.Cout, n, h, w, 2, next);
             if (training) {
                 bmean += blk->cout;
                 bvar += blk->cout;

@@ -35,7 +35,7 @@ enum {
     CX_B_BLOCK,                              /* + b: dense block b [Cout_b][N][h_b][w_b] */
     CX_B_MIDS = CX_B_BLOCK + CX_MAX_BLOCKS,  /* train: every bottleneck output, in order */
     CX_B_ACT,                                /* BN-ReLU outputs the backend may store */
-    CX_B_MID,                                /* bottleneck (infer), transition conv output */
+    CX_B_MID,                                /* infer bottleneck; transition pool out (bf16: in) */
     CX_B_SCRATCH,                            /* convolution scratch (floats) */
     CX_B_FEATURES,                           /* norm5 + ReLU [F][N][h][w] */
     CX_B_POOLED,                             /* [N][F] */

@@ -103,10 +103,21 @@ cx_status cx_plan_make(const cx_model *m, int batch, int height, int width, int 
         }
         if (b != cfg->n_blocks - 1) {
             const cx_transition *t = &m->trans[b];
+            /* the BN-ReLU output (ACT); the conv output before pooling
+             * (bf16) or the pooled BN-ReLU output before the conv (MID);
+             * the 1x1 convolution over the pooled map, and in training its
+             * backward (DMID: the gradient of the pooled map) */
+            size_t Pq = N * (h / 2) * (w / 2);
             n_act = max_sz(n_act, (size_t)t->norm.C * P);
             n_mid = max_sz(n_mid, (size_t)t->conv.Cout * P);
+            n_mid = max_sz(n_mid, (size_t)t->conv.Cin * Pq);
             n_scr = max_sz(n_scr,
                            ops->conv_scratch(be, t->conv.Cin, batch, h, w, t->conv.Cout, 1, 1, 0));
+            n_scr = max_sz(n_scr, ops->conv_scratch(be, t->conv.Cin, batch, h / 2, w / 2,
+                                                    t->conv.Cout, 1, 1, 0));
+            if (training)
+                n_scr = max_sz(n_scr, ops->conv_bwd_scratch(be, t->conv.Cin, batch, h / 2, w / 2,
+                                                            t->conv.Cout, 1, 1, 0));
             h /= 2;
             w /= 2;
         }
