@@ -87,10 +87,62 @@ static void test_sgemm(void **state)
     sgemm_case(0, 1, 64, 96, 5000, 1, seed++); /* long K (weight gradients) */
 }
 
+/* A "same" convolution case: random x, w and BatchNorm (scale, shift) in
+ * host memory, the reference backend's y1 of the stored BN-ReLU (or of x
+ * without bn), and y2 for the kernel under test with a guard value after
+ * it. */
+typedef struct {
+    int Cin, N, H, W, Cout, k, bn;
+    int64_t P;
+    float *x, *w, *sc, *sh, *y1, *y2, guard;
+} conv_case;
+
+static void conv_case_make(conv_case *c, uint64_t seed)
+{
+    int64_t P = c->P = (int64_t)c->N * c->H * c->W;
+    size_t nx = (size_t)c->Cin * P, ny = (size_t)c->Cout * P;
+    cx_rng r;
+    cx_rng_seed(&r, seed);
+    c->x = rand_buf(&r, nx, -2, 2);
+    c->w = rand_buf(&r, (size_t)c->Cout * c->Cin * c->k * c->k, -1, 1);
+    c->sc = rand_buf(&r, c->Cin, -1.5f, 1.5f), c->sh = rand_buf(&r, c->Cin, -1, 1);
+    float *a = malloc(sizeof(float) * nx);
+    c->y1 = malloc(sizeof(float) * ny);
+    c->y2 = rand_buf(&r, ny + 1, -9, 9), c->guard = c->y2[ny];
+    /* the reference backend computes in host memory */
+    if (c->bn)
+        assert_int_equal(REF->ops->bn_relu(REF, c->x, a, c->Cin, P, c->sc, c->sh), CX_OK);
+    else
+        memcpy(a, c->x, sizeof(float) * nx);
+    assert_int_equal(REF->ops->conv2d(REF, a, c->Cin, c->N, c->H, c->W, c->w, c->Cout, c->k, 1,
+                                      (c->k - 1) / 2, c->y1, NULL, 0),
+                     CX_OK);
+    free(a);
+}
+
+/* y2 against y1 within the bound of the method that computed it (Winograd's
+ * over the transformed magnitudes, or kn2row's), nothing written past y2;
+ * frees the case */
+static void conv_case_check(conv_case *c, int wino, const char *what)
+{
+    size_t nx = (size_t)c->Cin * c->P, ny = (size_t)c->Cout * c->P;
+    double *xm = c->bn ? bn_mag64(c->x, c->Cin, c->P, c->sc, c->sh) : to_abs64(c->x, nx);
+    double *mag = wino ? wino_mag(xm, c->Cin, c->N, c->H, c->W, c->w, c->Cout)
+                       : conv_mag(xm, c->Cin, c->N, c->H, c->W, c->w, c->Cout, c->k, 1,
+                                  (c->k - 1) / 2);
+    check_bound(V->gemm_kernel(), what, c->y2, c->y1, mag, ny,
+                wino ? V->sgemm_conv3x3_winograd_depth(c->Cin) : V->gemm_depth(c->Cin) + c->k * c->k,
+                c->bn);
+    assert_true(c->y2[ny] == c->guard);
+    free(xm), free(mag);
+    free(c->x), free(c->w), free(c->sc), free(c->sh), free(c->y1), free(c->y2);
+}
+
 /* cx_sgemm_conv_same (the kn2row GEMM with the shifted planes summed in
- * its epilogue) against the reference convolution of the stored BN-ReLU,
- * with and without the BN-ReLU, on shapes whose 32-column panels straddle
- * rows and images, and with fewer output channels than threads. */
+ * its epilogue, or Winograd where it chooses that) against the reference
+ * convolution of the stored BN-ReLU, with and without the BN-ReLU, on
+ * shapes whose 32-column panels straddle rows and images, and with fewer
+ * output channels than threads. */
 static void test_conv_same(void **state)
 {
     static const int shapes[][7] = {/* Cin N H W Cout k bn */
@@ -99,36 +151,17 @@ static void test_conv_same(void **state)
                                     {5, 1, 3, 3, 9, 3, 0},      {12, 2, 6, 5, 7, 1, 1},
                                     {3, 1, 4, 4, 1, 3, 1}}; /* one output channel */
     for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
-        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
-        int Cout = shapes[t][4], k = shapes[t][5], bn = shapes[t][6], pad = (k - 1) / 2;
-        int64_t P = (int64_t)N * H * W;
-        size_t nx = (size_t)Cin * P, ny = (size_t)Cout * P;
-        cx_rng r;
-        cx_rng_seed(&r, 130 + t);
-        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin * k * k, -1, 1);
-        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
-        float *a = malloc(sizeof(float) * nx), *y1 = malloc(sizeof(float) * ny);
-        float *y2 = rand_buf(&r, ny + 1, -9, 9), guard = y2[ny];
-        /* the reference backend computes in host memory */
-        if (bn)
-            assert_int_equal(REF->ops->bn_relu(REF, x, a, Cin, P, sc, sh), CX_OK);
-        else
-            memcpy(a, x, sizeof(float) * nx);
-        assert_int_equal(REF->ops->conv2d(REF, a, Cin, N, H, W, w, Cout, k, 1, pad, y1, NULL, 0),
-                         CX_OK);
-        V->sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, P, bn ? sc : NULL, bn ? sh : NULL, y2, P);
-        double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
-        int wino = V->sgemm_conv_same_winograd(Cout, Cin, k, N, H, W);
-        double *mag = wino ? wino_mag(xm, Cin, N, H, W, w, Cout)
-                           : conv_mag(xm, Cin, N, H, W, w, Cout, k, 1, pad);
+        const int *q = shapes[t];
+        conv_case c = {.Cin = q[0], .N = q[1], .H = q[2], .W = q[3], .Cout = q[4], .k = q[5],
+                       .bn = q[6]};
+        conv_case_make(&c, 130 + t);
+        V->sgemm_conv_same(c.Cout, c.Cin, c.k, c.w, c.N, c.H, c.W, c.x, c.P, c.bn ? c.sc : NULL,
+                           c.bn ? c.sh : NULL, c.y2, c.P);
+        int wino = V->sgemm_conv_same_winograd(c.Cout, c.Cin, c.k, c.N, c.H, c.W);
         char what[96];
-        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d%s", k, k, Cin,
-                 N, H, W, Cout, bn, wino ? " (winograd)" : "");
-        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny,
-                    wino ? V->sgemm_conv3x3_winograd_depth(Cin) : V->gemm_depth(Cin) + k * k, bn);
-        assert_true(y2[ny] == guard);
-        free(xm), free(mag);
-        free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
+        snprintf(what, sizeof what, "conv_same %dx%d Cin %d N %d %dx%d Cout %d bn %d%s", c.k, c.k,
+                 c.Cin, c.N, c.H, c.W, c.Cout, c.bn, wino ? " (winograd)" : "");
+        conv_case_check(&c, wino, what);
     }
 }
 
@@ -147,35 +180,18 @@ static void test_conv3x3_winograd(void **state)
                                     {3, 2, 25, 23, 7, 1},    {16, 1, 9, 150, 33, 0},
                                     {600, 1, 8, 6, 8, 1},    {1, 5, 4, 4, 1, 1}};
     for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
-        int Cin = shapes[t][0], N = shapes[t][1], H = shapes[t][2], W = shapes[t][3];
-        int Cout = shapes[t][4], bn = shapes[t][5];
-        int64_t P = (int64_t)N * H * W;
-        size_t nx = (size_t)Cin * P, ny = (size_t)Cout * P;
-        cx_rng r;
-        cx_rng_seed(&r, 170 + t);
-        float *x = rand_buf(&r, nx, -2, 2), *w = rand_buf(&r, (size_t)Cout * Cin * 9, -1, 1);
-        float *sc = rand_buf(&r, Cin, -1.5f, 1.5f), *sh = rand_buf(&r, Cin, -1, 1);
-        float *a = malloc(sizeof(float) * nx), *y1 = malloc(sizeof(float) * ny);
-        float *y2 = rand_buf(&r, ny + 1, -9, 9), guard = y2[ny];
-        if (bn)
-            assert_int_equal(REF->ops->bn_relu(REF, x, a, Cin, P, sc, sh), CX_OK);
-        else
-            memcpy(a, x, sizeof(float) * nx);
-        assert_int_equal(REF->ops->conv2d(REF, a, Cin, N, H, W, w, Cout, 3, 1, 1, y1, NULL, 0),
-                         CX_OK);
-        assert_int_equal(V->sgemm_conv3x3_winograd(Cout, Cin, w, N, H, W, x, P, bn ? sc : NULL,
-                                                   bn ? sh : NULL, y2, P),
+        const int *q = shapes[t];
+        conv_case c = {.Cin = q[0], .N = q[1], .H = q[2], .W = q[3], .Cout = q[4], .k = 3,
+                       .bn = q[5]};
+        conv_case_make(&c, 170 + t);
+        assert_int_equal(V->sgemm_conv3x3_winograd(c.Cout, c.Cin, c.w, c.N, c.H, c.W, c.x, c.P,
+                                                   c.bn ? c.sc : NULL, c.bn ? c.sh : NULL, c.y2,
+                                                   c.P),
                          1);
-        double *xm = bn ? bn_mag64(x, Cin, P, sc, sh) : to_abs64(x, nx);
-        double *mag = wino_mag(xm, Cin, N, H, W, w, Cout);
         char what[96];
-        snprintf(what, sizeof what, "winograd 3x3 Cin %d N %d %dx%d Cout %d bn %d", Cin, N, H, W,
-                 Cout, bn);
-        check_bound(V->gemm_kernel(), what, y2, y1, mag, ny, V->sgemm_conv3x3_winograd_depth(Cin),
-                    bn);
-        assert_true(y2[ny] == guard);
-        free(xm), free(mag);
-        free(x), free(w), free(sc), free(sh), free(a), free(y1), free(y2);
+        snprintf(what, sizeof what, "winograd 3x3 Cin %d N %d %dx%d Cout %d bn %d", c.Cin, c.N,
+                 c.H, c.W, c.Cout, c.bn);
+        conv_case_check(&c, 1, what);
     }
 }
 
