@@ -338,6 +338,11 @@ struct cx_backend {
     const struct cx_backend_entry *entry;
     int variant; /* which of the entry's variants */
     void *state; /* the backend's own */
+    /* 1: 3x3 convolutions by the direct method, never Winograd. A training
+     * pass sets it: Winograd's larger rounding error, amplified over many
+     * optimiser steps, made the trajectory less accurate than PyTorch fp32's
+     * on some kernel sets (py_test_train_torch). */
+    int direct_conv;
     cx_err err;  /* what the last failing op said */
 };
 

@@ -102,6 +102,7 @@ cx_status cx_pass_forward(cx_pass *p, const float *x, int n, float *logits, cx_e
     const cx_plan *pl = &p->plan;
     cx_backend *be = p->be;
     const int training = pl->training, H = pl->H, W = pl->W, Cin = cfg->in_channels;
+    be->direct_conv = training; /* see cx_backend.direct_conv */
     const int C0 = m->conv0.Cout;
     float *input = p->buf[CX_B_INPUT], *stem = p->buf[CX_B_STEM], *act = p->buf[CX_B_ACT];
     float *mid = p->buf[CX_B_MID], *mids = p->buf[CX_B_MIDS], *scr = p->buf[CX_B_SCRATCH];

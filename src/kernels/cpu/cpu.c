@@ -141,11 +141,14 @@ static void im2col(const float *x, int Cin, int N, int H, int W, int k, int s, i
 
 /* A "same" convolution by kn2row (see is_same_conv); with bsc, x's channel
  * ci is read as max(0, x * bsc[ci] + bsh[ci]) (inside the GEMM's packing). */
-static void same_conv(const float *x, int Cin, int N, int H, int W, const float *w, int Cout,
-                      int k, const float *bsc, const float *bsh, float *y)
+static void same_conv(const cx_backend *be, const float *x, int Cin, int N, int H, int W,
+                      const float *w, int Cout, int k, const float *bsc, const float *bsh, float *y)
 {
     int64_t Po = (int64_t)N * H * W;
-    cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
+    if (be->direct_conv)
+        cx_sgemm_conv_same_direct(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
+    else
+        cx_sgemm_conv_same(Cout, Cin, k, w, N, H, W, x, Po, bsc, bsh, y, Po);
 }
 
 static cx_status cpu_conv2d(cx_backend *be, const float *x, int Cin, int N, int H, int W,
@@ -160,7 +163,7 @@ static cx_status cpu_conv2d(cx_backend *be, const float *x, int Cin, int N, int 
         return CX_OK;
     }
     if (is_same_conv(k, s, pad)) {
-        same_conv(x, Cin, N, H, W, w, Cout, k, NULL, NULL, y);
+        same_conv(be, x, Cin, N, H, W, w, Cout, k, NULL, NULL, y);
         return CX_OK;
     }
     size_t per_image = (size_t)Cin * k * k * Ho * Wo;
@@ -674,7 +677,7 @@ static cx_status cpu_conv2d_bn_relu(cx_backend *be, const float *x, int Cin, int
 {
     int pad = (k - 1) / 2;
     if (is_same_conv(k, 1, pad)) { /* BN-ReLU inside the GEMM's packing */
-        same_conv(x, Cin, N, H, W, w, Cout, k, scale, shift, y);
+        same_conv(be, x, Cin, N, H, W, w, Cout, k, scale, shift, y);
         return CX_OK;
     }
     cpu_bn_relu(be, x, act, Cin, (int64_t)N * H * W, scale, shift);
@@ -878,8 +881,9 @@ static int cpu_gemm_depth(const cx_backend *be, int K) { return cx_sgemm_depth(K
 
 static int cpu_conv_winograd(const cx_backend *be, int Cin, int N, int H, int W, int Cout, int k)
 {
-    return cx_sgemm_conv_same_winograd(Cout, Cin, k, N, H, W) ? cx_sgemm_conv3x3_winograd_depth(Cin)
-                                                              : 0;
+    return !be->direct_conv && cx_sgemm_conv_same_winograd(Cout, Cin, k, N, H, W)
+               ? cx_sgemm_conv3x3_winograd_depth(Cin)
+               : 0;
 }
 
 /* The variant's op table: its own kernels above; the per-channel

@@ -500,6 +500,15 @@ void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, 
     if (k == 3 && wino_pays(Cout, Cin, N, H, W) &&
         conv3x3_wino(Cout, Cin, w, N, H, W, x, ldx, bscale, bshift, y, ldy))
         return;
+    cx_sgemm_conv_same_direct(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
+}
+
+void cx_sgemm_conv_same_direct(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                               const float *x, int64_t ldx, const float *bscale,
+                               const float *bshift, float *y, int64_t ldy)
+{
+    if (Cout <= 0 || N <= 0 || H <= 0 || W <= 0)
+        return;
     if (k <= 11 && Cin > 0) {
         conv_same_blocked(Cout, Cin, k, w, N, H, W, x, ldx, bscale, bshift, y, ldy);
         return;

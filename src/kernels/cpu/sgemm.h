@@ -13,6 +13,7 @@
 #define cx_sgemm_bnrelu CX_V(cx_sgemm_bnrelu)
 #define cx_sgemm_bnrelu_grad CX_V(cx_sgemm_bnrelu_grad)
 #define cx_sgemm_conv_same CX_V(cx_sgemm_conv_same)
+#define cx_sgemm_conv_same_direct CX_V(cx_sgemm_conv_same_direct)
 #define cx_sgemm_conv_same_winograd CX_V(cx_sgemm_conv_same_winograd)
 #define cx_sgemm_conv3x3_winograd CX_V(cx_sgemm_conv3x3_winograd)
 #define cx_sgemm_conv3x3_winograd_depth CX_V(cx_sgemm_conv3x3_winograd_depth)
@@ -63,6 +64,11 @@ void cx_sgemm_bnrelu_grad(int transA, int M, int N, int K, const float *A, int l
 void cx_sgemm_conv_same(int Cout, int Cin, int k, const float *w, int N, int H, int W,
                         const float *x, int64_t ldx, const float *bscale, const float *bshift,
                         float *y, int64_t ldy);
+
+/* cx_sgemm_conv_same without Winograd: the kn2row GEMM (or plain loops). */
+void cx_sgemm_conv_same_direct(int Cout, int Cin, int k, const float *w, int N, int H, int W,
+                               const float *x, int64_t ldx, const float *bscale,
+                               const float *bshift, float *y, int64_t ldy);
 
 /* 1 where cx_sgemm_conv_same runs this shape by Winograd, else 0. */
 int cx_sgemm_conv_same_winograd(int Cout, int Cin, int k, int N, int H, int W);
